@@ -1,0 +1,224 @@
+"""The episode: everything an agent is handed for one trial, and the only door to the world.
+
+An agent receives an `Episode` and may use:
+
+- `instruction`, `policy`, `tool_specs` (JSON-Schema function specs, `ask_user` included),
+  `seed` (derive all sampling from it), `max_steps` (tool-call budget);
+- `call(tool, args)` -> `Observation`: run a tool (or `ask_user`); every call is logged as a step;
+- `log_model_turn(...)`: record a model turn (messages, output, tokens, latency, cost);
+- `finish(answer)` or simply returning the answer string from the agent.
+
+Exceeding the budget or the time limit raises `EpisodeOver`, a BaseException so that an agent's
+own `except Exception` does not swallow it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import orjson
+
+from bench.goal import LoggedAction, MilestoneTracker, evaluate
+from bench.suite import Suite
+from bench.task import Task
+from bench.user import ScriptedUser
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+class EpisodeOver(BaseException):
+    """The episode ended under the agent (budget, time limit, or abandoned by the runner)."""
+
+
+class StepBudgetExhausted(EpisodeOver):
+    pass
+
+
+class EpisodeTimeout(EpisodeOver):
+    pass
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a tool call returned: a JSON value, or an error message for the agent."""
+
+    value: Any
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def text(self) -> str:
+        """The observation as text for a language model."""
+        if self.error is not None:
+            return f"Error: {self.error}"
+        if isinstance(self.value, str):
+            return self.value
+        return orjson.dumps(self.value).decode()
+
+
+class Episode:
+    def __init__(
+        self,
+        suite: Suite,
+        task: Task,
+        *,
+        trial_id: str,
+        attempt: str,
+        seed: int,
+        max_steps: int,
+        timeout_s: float | None,
+        sink: EventSink,
+        instruction: str | None = None,
+    ):
+        self._suite = suite
+        self._task = task
+        self.trial_id = trial_id
+        self.attempt = attempt
+        self.task_id = task.id
+        self.instruction = instruction if instruction is not None else task.instruction
+        self.policy = suite.policy
+        self.tool_specs = suite.tool_specs()
+        self.seed = seed
+        self.max_steps = max_steps
+        self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self._sink = sink
+        self._world = suite.new_world(task)
+        self._user = ScriptedUser(task.user_facts)
+        self._milestones = MilestoneTracker(task.milestones, self._world.state)
+        self.actions: list[LoggedAction] = []
+        self.answer: str | None = None
+        self.event_count = 0
+        self.tool_calls = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cost = 0.0
+        self.budget_exhausted = False
+        self.timed_out = False
+        self.closed = False
+        self._lock = threading.Lock()
+
+    # -- the agent's side -------------------------------------------------------------
+    def call(self, tool: str, args: dict[str, Any] | None = None) -> Observation:
+        with self._lock:  # close() waits for an in-flight call: the end state is never torn
+            return self._call(tool, args)
+
+    def _call(self, tool: str, args: dict[str, Any] | None) -> Observation:
+        self._check_open()
+        if self.tool_calls >= self.max_steps:
+            self.budget_exhausted = True
+            raise StepBudgetExhausted(f"step budget of {self.max_steps} tool calls exhausted")
+        args = {} if args is None else args
+        self.tool_calls += 1
+        started = time.time()
+        if tool == "ask_user":
+            return self._ask_user(args, started)
+        outcome = self._world.execute(tool, args)
+        action = LoggedAction(self.event_count, tool, args if isinstance(args, dict) else {}, outcome.error)
+        self.actions.append(action)
+        self._milestones.observe(self.event_count, action, self._world.state, not outcome.read_only)
+        self._emit({
+            "kind": "tool", "tool": tool, "args": _loggable_args(args), "observation": outcome.observation,
+            "error": outcome.error, "read_only": outcome.read_only, "state_hash": outcome.state_hash,
+            "t_start": started, "t_end": time.time(),
+        })
+        return Observation(outcome.observation, outcome.error)
+
+    def ask_user(self, question: str) -> Observation:
+        return self.call("ask_user", {"question": question})
+
+    def log_model_turn(
+        self,
+        *,
+        messages: Any = None,
+        output: Any = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        latency_s: float | None = None,
+        cost: float | None = None,
+        model: str | None = None,
+    ) -> None:
+        self._check_open()
+        self.input_tokens += input_tokens or 0
+        self.output_tokens += output_tokens or 0
+        self.cost += cost or 0.0
+        now = time.time()
+        self._emit({
+            "kind": "model", "model": model, "messages": messages, "output": output,
+            "input_tokens": input_tokens, "output_tokens": output_tokens, "latency_s": latency_s,
+            "cost": cost, "t_start": now - (latency_s or 0.0), "t_end": now,
+        })
+
+    def finish(self, answer: str) -> None:
+        self.answer = str(answer)
+
+    # -- the harness's side -----------------------------------------------------------
+    def privileged_task(self) -> tuple[Suite, Task]:
+        """The task with its goal. For the reference and simulated agents only: a real agent
+        that reads this is cheating."""
+        return self._suite, self._task
+
+    def close(self) -> None:
+        """Stop the episode: later calls raise and nothing more is logged."""
+        with self._lock:
+            self.closed = True
+
+    def outcome_checks(self) -> dict[str, dict[str, Any]]:
+        expected, _ = self._suite.expected_state(self._task)
+        checks = evaluate(self._task, self._world.state, expected, self.actions, self.answer or "")
+        if self.budget_exhausted:
+            checks["within_budget"] = {"passed": False, "detail": f"more than {self.max_steps} tool calls"}
+        if self.timed_out:
+            checks["within_time"] = {"passed": False, "detail": "the trial timed out"}
+        return checks
+
+    @property
+    def milestones_reached(self) -> dict[str, int | None]:
+        return dict(self._milestones.reached)
+
+    @property
+    def final_state_hash(self) -> str:
+        return self._world.state_hash
+
+    @property
+    def final_state(self) -> dict[str, Any]:
+        return self._world.state
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise EpisodeOver("the episode is closed")
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self.timed_out = True
+            raise EpisodeTimeout("the trial's time limit passed")
+
+    def _ask_user(self, args: Any, started: float) -> Observation:
+        question = args.get("question") if isinstance(args, dict) else None
+        if not isinstance(question, str):
+            reply, error = None, "invalid arguments to ask_user: question: a string is required"
+        else:
+            reply, error = self._user.answer(question), None
+        self._emit({
+            "kind": "user", "tool": "ask_user", "args": _loggable_args(args), "observation": reply,
+            "error": error, "read_only": True, "state_hash": self._world.state_hash,
+            "t_start": started, "t_end": time.time(),
+        })
+        return Observation(reply, error)
+
+    def _emit(self, fields: dict[str, Any]) -> None:
+        event = {"type": "step", "trial": self.trial_id, "attempt": self.attempt, "step": self.event_count}
+        event.update(fields)
+        self.event_count += 1
+        self._sink(event)
+
+
+def _loggable_args(args: Any) -> Any:
+    """Arguments exactly as the tool received them (so `verify` can replay them); the canonical
+    key used to compare steps is derived from these later. Non-JSON arguments become their repr."""
+    try:
+        return orjson.loads(orjson.dumps(args))
+    except TypeError:
+        return repr(args)
