@@ -49,3 +49,8 @@ def derive_seed(*parts: object) -> int:
     """A 63-bit seed from its parts, stable across processes and Python versions."""
     raw = hashlib.blake2b(":".join(str(p) for p in parts).encode(), digest_size=8).digest()
     return int.from_bytes(raw, "big") >> 1
+
+
+def step_key(tool: str, args: Any) -> str:
+    """A step's identity for comparing trajectories: the tool and its canonical arguments."""
+    return f"{tool}({canonical_json(args)})"

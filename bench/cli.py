@@ -36,6 +36,44 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-") or "agent"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.agentspec import parse_agent_spec
+    from bench.runner import RunConfig, run_benchmark
+    from bench.suite import load_suite, require_valid
+
+    suite = require_valid(load_suite(args.suite))
+    specs = [parse_agent_spec(a) for a in args.agent]
+    task_ids = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    suite.select(task_ids)  # unknown ids fail before anything is written
+    base = Path(args.out) if args.out else Path("runs") / suite.name
+    for spec in specs:
+        out = base / _safe_name(spec.name) if (len(specs) > 1 or not args.out) else base
+        config = RunConfig(k=args.k, out=out, seed=args.seed, concurrency=args.concurrency, timeout_s=args.timeout,
+                           max_steps=args.max_steps, retries=args.retries, progress=not args.quiet)
+        run_benchmark(suite, spec, task_ids, config)
+        print(f"run written to {out} — `trajbench report {out}` shows it")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import orjson
+
+    from bench.report import build_report, render_text
+
+    report = build_report(args.run_dir, bootstrap=args.bootstrap)
+    if args.json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+    else:
+        print(render_text(report))
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -64,6 +102,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a suite's tasks (schema, reference passes, do-nothing fails)")
     p.add_argument("suite", metavar="SUITE", help="built-in suite name or folder")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run agents on a suite, k trials per task (re-run to resume)")
+    p.add_argument("suite", metavar="SUITE", help="built-in suite name or folder")
+    p.add_argument("--agent", action="append", required=True, metavar="SPEC",
+                   help="sim:oracle, sim:noisy?p=0.7, module:attr, file.py:attr, spec.toml or a roster name (repeatable)")
+    p.add_argument("-k", type=_positive_int, default=4, help="trials per task (default 4)")
+    p.add_argument("--out", help="run directory (default runs/SUITE/AGENT); with several agents, a parent folder")
+    p.add_argument("--tasks", help="comma-separated task ids (default: all)")
+    p.add_argument("--concurrency", type=_positive_int, default=4, help="trials at once (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--timeout", type=_positive_float, default=300.0, help="seconds per trial (default 300)")
+    p.add_argument("--max-steps", type=_positive_int, default=50, help="tool-call budget per trial (default 50)")
+    p.add_argument("--retries", type=int, default=2, help="retries of a trial after an infrastructure error (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="print a run's metrics (terminal or --json)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true", help="machine-readable (bench/schemas/report.schema.json)")
+    p.add_argument("--bootstrap", type=_positive_int, default=2000, help="bootstrap replicates (default 2000)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

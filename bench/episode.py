@@ -100,6 +100,7 @@ class Episode:
         self.budget_exhausted = False
         self.timed_out = False
         self.closed = False
+        self.annotations: dict[str, Any] = {}  # adapter facts for the summary (model, sim truth)
         self._lock = threading.Lock()
 
     # -- the agent's side -------------------------------------------------------------

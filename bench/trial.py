@@ -54,6 +54,7 @@ def _finish(episode: Episode, result: Any, started: float, crash: str | None) ->
         "output_tokens": episode.output_tokens,
         "cost": episode.cost,
         "duration_s": round(time.monotonic() - started, 6),
+        "agent_info": episode.annotations,
     }
 
 

@@ -1,0 +1,226 @@
+"""Simulated agents of known reliability, for calibrating the scorers and for demos.
+
+A sim agent follows the task's reference actions. With the probability of failure that its
+spec fixes, it instead executes a *verified-fatal* corruption of the reference: a wrong argument,
+a skipped step, an extra step, a wrong tool or an early stop. Every candidate corruption is
+dry-run on a fresh world and kept only if the goal check really fails, so the agent's true
+per-task success probability is exactly known (and recorded in each trial summary). Harmless
+noise (repeated read-only calls, verified not to change the outcome) adds trajectory variance
+without changing outcomes.
+
+Reliability, per task: `p=0.7` (fixed), `p=0.2..0.95` (each task gets its own p, spread
+deterministically over the range by task id), or `step_error=0.05` (each reference step fails
+independently: p = (1 − e)^L for L reference actions). A task with no fatal corruption at all
+(rare: its goal is satisfied however the reference is corrupted) has true p = 1.
+
+These agents are never presented as real agents: reports label them `simulated`.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from bench.canonical import derive_seed
+from bench.domain import World
+from bench.episode import Episode
+from bench.errors import BenchError
+from bench.goal import LoggedAction, evaluate
+from bench.suite import Suite
+from bench.task import Action, Task
+
+MODES = ("wrong_arg", "skip", "extra", "wrong_tool", "early_stop")
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    answer: str
+    mode: str | None = None
+    step: int | None = None
+
+
+class SimAgent:
+    """`sim:oracle` (p = 1) and `sim:noisy?...` (see module docstring)."""
+
+    def __init__(self, name: str = "sim", p: Any = None, step_error: float | None = None,
+                 modes: Any = MODES, noise: float = 0.0):
+        self.name = name
+        self.modes = _parse_modes(modes)
+        self.noise = float(noise)
+        self.p_range = _parse_p(p) if p is not None else None
+        self.step_error = None if step_error is None else float(step_error)
+        if self.p_range is not None and self.step_error is not None:
+            raise BenchError("a sim agent takes either p or step_error, not both", field="options")
+        if self.step_error is not None and not 0 <= self.step_error <= 1:
+            raise BenchError(f"step_error must be in [0, 1], got {self.step_error}", field="options.step_error")
+        if not 0 <= self.noise <= 1:
+            raise BenchError(f"noise must be in [0, 1], got {self.noise}", field="options.noise")
+        self._fatal_cache: dict[str, list[Plan]] = {}
+        self._lock = threading.Lock()
+
+    # -- ground truth ------------------------------------------------------------------
+    def nominal_p(self, task: Task) -> float:
+        if self.step_error is not None:
+            return (1.0 - self.step_error) ** max(1, len(task.reference_actions))
+        if self.p_range is None:
+            return 1.0
+        lo, hi = self.p_range
+        u = (derive_seed("sim-p", task.id) % 1_000_003) / 1_000_002
+        return lo + (hi - lo) * u
+
+    def true_p(self, suite: Suite, task: Task) -> float:
+        return self.nominal_p(task) if self.fatal_plans(suite, task) else 1.0
+
+    # -- acting ------------------------------------------------------------------------
+    def run(self, episode: Episode) -> str:
+        suite, task = episode.privileged_task()
+        rng = random.Random(episode.seed)
+        truth = self.true_p(suite, task)
+        reference = Plan(task.reference_actions, task.answer_for_reference)
+        plan = reference if rng.random() < truth else self._choose_fatal(suite, task, rng)
+        plan = self._with_noise(suite, task, plan, rng)
+        episode.annotations["sim"] = {"true_p": truth, "intended": "success" if plan.mode is None else "failure",
+                                      "mode": plan.mode, "step": plan.step}
+        for action in plan.actions:
+            episode.call(action.tool, action.args)
+        return plan.answer
+
+    def _choose_fatal(self, suite: Suite, task: Task, rng: random.Random) -> Plan:
+        plans = self.fatal_plans(suite, task)
+        if self.step_error is not None:
+            steps = sorted({p.step for p in plans})
+            weights = [(1 - self.step_error) ** s for s in steps]  # earlier steps are reached more often
+            step = rng.choices(steps, weights)[0]
+            plans = [p for p in plans if p.step == step]
+        else:
+            modes = sorted({p.mode for p in plans})
+            mode = rng.choice(modes)
+            plans = [p for p in plans if p.mode == mode]
+        return rng.choice(plans)
+
+    def _with_noise(self, suite: Suite, task: Task, plan: Plan, rng: random.Random) -> Plan:
+        if self.noise <= 0:
+            return plan
+        actions: list[Action] = []
+        for action in plan.actions:
+            actions.append(action)
+            tool = suite.tools.get(action.tool)
+            if tool is not None and tool.read_only and rng.random() < self.noise:
+                actions.append(action)  # a repeated read: changes the trajectory, not the state
+        noisy = Plan(tuple(actions), plan.answer, plan.mode, plan.step)
+        return noisy if _succeeds(suite, task, noisy) == (plan.mode is None) else plan
+
+    def fatal_plans(self, suite: Suite, task: Task) -> list[Plan]:
+        """Every corruption of the reference, in a fixed order, that really fails the task."""
+        with self._lock:
+            if task.id not in self._fatal_cache:
+                candidates = _corruptions(suite, task, self.modes)
+                self._fatal_cache[task.id] = [p for p in candidates if not _succeeds(suite, task, p)]
+            return self._fatal_cache[task.id]
+
+
+def _parse_modes(modes: Any) -> tuple[str, ...]:
+    if isinstance(modes, str):
+        modes = [m.strip() for m in modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise BenchError(f"unknown sim error mode(s) {unknown}; choose from {', '.join(MODES)}", field="options.modes")
+    return tuple(modes)
+
+
+def _parse_p(p: Any) -> tuple[float, float]:
+    try:
+        if isinstance(p, str) and ".." in p:
+            lo, hi = (float(x) for x in p.split(".."))
+        else:
+            lo = hi = float(p)
+    except ValueError:
+        raise BenchError(f"p must be a number or a range like 0.2..0.95, got {p!r}", field="options.p") from None
+    if not 0 <= lo <= hi <= 1:
+        raise BenchError(f"p must lie in [0, 1] with low ≤ high, got {p!r}", field="options.p")
+    return lo, hi
+
+
+def _succeeds(suite: Suite, task: Task, plan: Plan) -> bool:
+    world = World(suite.tools, suite.initial_state_for(task))
+    logged = []
+    for i, action in enumerate(plan.actions):
+        if action.tool == "ask_user":
+            continue
+        outcome = world.execute(action.tool, action.args)
+        logged.append(LoggedAction(i, action.tool, action.args, outcome.error))
+    expected, _ = suite.expected_state(task)
+    checks = evaluate(task, world.state, expected, logged, plan.answer)
+    return all(c["passed"] for c in checks.values())
+
+
+def _corruptions(suite: Suite, task: Task, modes: tuple[str, ...]) -> list[Plan]:
+    ref = list(task.reference_actions)
+    answer = task.answer_for_reference
+    rng = random.Random(derive_seed("sim-corrupt", task.id))
+    out: list[Plan] = []
+    write_tools = [t.name for t in suite.tools if not t.read_only]
+    for j, action in enumerate(ref):
+        if "early_stop" in modes:
+            out.append(Plan(tuple(ref[:j]), "", "early_stop", j))
+        if action.tool == "ask_user":
+            continue
+        if "skip" in modes:
+            out.append(Plan(tuple(ref[:j] + ref[j + 1:]), answer, "skip", j))
+        if "wrong_arg" in modes:
+            for args in _wrong_args(suite, task, action, rng):
+                out.append(Plan(tuple(ref[:j] + [Action(action.tool, args)] + ref[j + 1:]), answer, "wrong_arg", j))
+        if "wrong_tool" in modes:
+            for name in _compatible_tools(suite, action):
+                out.append(Plan(tuple(ref[:j] + [Action(name, action.args)] + ref[j + 1:]), answer, "wrong_tool", j))
+        if "extra" in modes:
+            for name in write_tools:
+                tool = suite.tools[name]
+                if set(tool.parameters.get("required", ())) <= set(action.args):
+                    extra = Action(name, {k: v for k, v in action.args.items() if k in tool.parameters["properties"]})
+                    out.append(Plan(tuple(ref[:j + 1] + [extra] + ref[j + 1:]), answer, "extra", j))
+    if not ref and "early_stop" in modes:
+        out.append(Plan((), "", "early_stop", 0))
+    return out
+
+
+def _wrong_args(suite: Suite, task: Task, action: Action, rng: random.Random) -> list[dict[str, Any]]:
+    """Plausible wrong values: another key of the same table (another order id), a shifted
+    number, a changed string."""
+    state = suite.initial_state_for(task)
+    variants = []
+    for key, value in sorted(action.args.items()):
+        if isinstance(value, bool):
+            new: Any = not value
+        elif isinstance(value, (int, float)):
+            new = value + 1 if isinstance(value, int) else round(value * 1.5 + 1, 2)
+        elif isinstance(value, str):
+            siblings = _sibling_keys(state, value)
+            new = rng.choice(siblings) if siblings else value + "x"
+        else:
+            continue
+        variants.append({**action.args, key: new})
+    return variants
+
+
+def _sibling_keys(state: Any, value: str) -> list[str]:
+    if isinstance(state, dict):
+        if value in state:
+            return sorted(k for k in state if k != value and not k.startswith("_"))
+        for child in state.values():
+            found = _sibling_keys(child, value)
+            if found:
+                return found
+    return []
+
+
+def _compatible_tools(suite: Suite, action: Action) -> list[str]:
+    names = []
+    for tool in suite.tools:
+        props = tool.parameters.get("properties", {})
+        if tool.name != action.tool and set(action.args) <= set(props) and set(tool.parameters.get("required", ())) <= set(action.args):
+            names.append(tool.name)
+    return names

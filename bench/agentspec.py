@@ -1,0 +1,127 @@
+"""Agent specs: what `--agent` accepts, and the TOML roster under agents/.
+
+Forms of SPEC:
+- `sim:oracle`, `sim:noisy?p=0.7&noise=0.1` (options as a query string);
+- `python:module:attr?key=value`, or simply `module:attr` / `path/to/file.py:attr`;
+- a path to a TOML spec file, or the name of one in the roster (`agents/NAME.toml`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jsonschema
+
+from bench.canonical import canonical_json, digest
+from bench.errors import BenchError
+from bench.task import load_schema
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    adapter: str
+    options: dict[str, Any]
+    target: str | None = None
+    source: str = "--agent"
+    description: str = ""
+
+    @property
+    def simulated(self) -> bool:
+        return self.adapter == "sim"
+
+    @property
+    def hash(self) -> str:
+        return digest(canonical_json({"adapter": self.adapter, "target": self.target, "options": self.options}))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "adapter": self.adapter, "target": self.target, "options": self.options,
+                "source": self.source, "hash": self.hash, "simulated": self.simulated}
+
+    def build(self) -> Any:
+        if self.adapter == "sim":
+            from bench.adapters.sim import SimAgent
+
+            return SimAgent(name=self.name, **_sim_options(self.options, self.source))
+        if self.adapter == "python":
+            from bench.adapters.python import build_python_agent
+
+            return build_python_agent(self.name, self.target or "", self.options, self.source)
+        raise BenchError(f"unknown adapter {self.adapter!r}", file=self.source, field="adapter")
+
+
+def _sim_options(options: dict[str, Any], source: str) -> dict[str, Any]:
+    allowed = {"p", "step_error", "modes", "noise"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise BenchError(f"unknown sim option(s) {unknown}; allowed: {sorted(allowed)}", file=source, field="options")
+    out = dict(options)
+    for key in ("step_error", "noise"):
+        if key in out:
+            try:
+                out[key] = float(out[key])
+            except (TypeError, ValueError):
+                raise BenchError(f"{key} must be a number, got {out[key]!r}", file=source, field=f"options.{key}") from None
+    return out
+
+
+def agent_roots() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    return [p for p in (here / "_agents", here.parent / "agents") if p.is_dir()]
+
+
+def roster() -> list[str]:
+    return sorted({p.stem for root in agent_roots() for p in root.glob("*.toml")})
+
+
+def parse_agent_spec(spec: str) -> AgentSpec:
+    if spec.startswith("sim:"):
+        kind, _, query = spec[4:].partition("?")
+        options = dict(parse_qsl(query, keep_blank_values=True))
+        if kind == "oracle":
+            if options:
+                raise BenchError("sim:oracle takes no options", field="--agent")
+            return AgentSpec(spec, "sim", {}, source="--agent")
+        if kind == "noisy":
+            if not options:
+                raise BenchError("sim:noisy needs options, e.g. sim:noisy?p=0.7 or sim:noisy?step_error=0.05", field="--agent")
+            return AgentSpec(spec, "sim", options, source="--agent")
+        raise BenchError(f"unknown simulated agent {spec!r}; use sim:oracle or sim:noisy?p=…", field="--agent")
+    if spec.endswith(".toml") or Path(spec).suffix == ".toml":
+        return load_agent_file(Path(spec))
+    for root in agent_roots():
+        if (root / f"{spec}.toml").is_file():
+            return load_agent_file(root / f"{spec}.toml")
+    target = spec[len("python:"):] if spec.startswith("python:") else spec
+    if ":" in target:
+        target, _, query = target.partition("?")
+        return AgentSpec(spec, "python", dict(parse_qsl(query)), target=target, source="--agent")
+    known = ", ".join(roster()) or "none"
+    raise BenchError(
+        f"unknown agent spec {spec!r}: expected sim:oracle, sim:noisy?p=…, module:attr, file.py:attr, "
+        f"a .toml file, or a roster name (roster: {known})", field="--agent")
+
+
+def load_agent_file(path: Path) -> AgentSpec:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchError("no such agent spec file", file=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"not valid TOML: {exc}", file=str(path)) from None
+    validator = jsonschema.Draft202012Validator(load_schema("agent.schema.json"))
+    problem = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if problem is not None:
+        where = ".".join(str(p) for p in problem.absolute_path) or "(top level)"
+        raise BenchError(problem.message, file=str(path), field=where)
+    return AgentSpec(data["name"], data["adapter"], dict(data.get("options", {})), data.get("target"),
+                     str(path), data.get("description", ""))

@@ -1,0 +1,176 @@
+"""The run directory: `run.json` (the manifest) and `trajectories.jsonl` (the append-only log).
+
+The log holds, in order of occurrence, `step` events (each tagged with its trial and attempt),
+`attempt_error` records (an attempt lost to infrastructure, to be retried) and one `trial`
+summary per finished trial. A trial without a summary is unfinished: resume runs it again under
+a new attempt id, and the orphaned steps of the old attempt are ignored by every reader.
+A torn last line (the process was killed mid-write) is tolerated: readers skip it and report it;
+the writer cuts it off before appending.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.errors import BenchError
+
+MANIFEST = "run.json"
+LOG = "trajectories.jsonl"
+
+
+@dataclass
+class RunLog:
+    """Everything a run directory holds, grouped for the scorers."""
+
+    path: Path
+    manifest: dict[str, Any]
+    summaries: dict[str, dict[str, Any]]
+    steps: dict[str, list[dict[str, Any]]]
+    attempt_errors: list[dict[str, Any]] = field(default_factory=list)
+    duplicate_summaries: list[str] = field(default_factory=list)
+    orphan_attempts: int = 0
+    torn_bytes: int = 0
+
+    def trial_steps(self, trial_id: str) -> list[dict[str, Any]]:
+        """The steps of the attempt that produced the trial's summary, in step order."""
+        summary = self.summaries[trial_id]
+        return self.steps.get(summary["attempt"], [])
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Atomic: a kill during the write leaves the old manifest or the new one, never half."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / (MANIFEST + ".tmp")
+    tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    os.replace(tmp, run_dir / MANIFEST)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MANIFEST
+    if not run_dir.is_dir():
+        raise BenchError("not a run directory (it does not exist)", file=str(run_dir))
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise BenchError("not a run directory: run.json is missing", file=str(path)) from None
+    except OSError as exc:
+        raise BenchError(f"cannot be read: {exc.strerror}", file=str(path)) from None
+    except orjson.JSONDecodeError as exc:
+        raise BenchError(f"not valid JSON: {exc}", file=str(path)) from None
+    for key in ("run_id", "suite", "agent", "k"):
+        if not isinstance(data, dict) or key not in data:
+            raise BenchError(f"missing field {key!r}: not a trajbench manifest", file=str(path), field=key)
+    return data
+
+
+def read_run(run_dir: str | Path) -> RunLog:
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    log_path = run_dir / LOG
+    try:
+        raw = log_path.read_bytes() if log_path.exists() else b""
+    except OSError as exc:
+        raise BenchError(f"cannot be read: {exc.strerror}", file=str(log_path)) from None
+    records, torn = _parse_lines(raw, log_path)
+    summaries: dict[str, dict[str, Any]] = {}
+    steps: dict[str, list[dict[str, Any]]] = {}
+    errors, duplicates = [], []
+    for rec in records:
+        kind = rec.get("type")
+        if kind == "step":
+            steps.setdefault(rec["attempt"], []).append(rec)
+        elif kind == "trial":
+            if rec["trial"] in summaries:
+                duplicates.append(rec["trial"])
+            else:
+                summaries[rec["trial"]] = rec
+        elif kind == "attempt_error":
+            errors.append(rec)
+    used = {s["attempt"] for s in summaries.values()}
+    orphans = sum(1 for attempt in steps if attempt not in used)
+    return RunLog(run_dir, manifest, summaries, steps, errors, duplicates, orphans, torn)
+
+
+def _parse_lines(raw: bytes, path: Path) -> tuple[list[dict[str, Any]], int]:
+    lines = raw.split(b"\n")
+    torn = 0
+    if lines and lines[-1] != b"":  # no newline at the end: the last write was cut short
+        torn = len(lines[-1])
+    lines = lines[:-1]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise BenchError(f"line {number} is not valid JSON ({exc}); the log is corrupted", file=str(path)) from None
+        if not isinstance(rec, dict) or "type" not in rec:
+            raise BenchError(f"line {number} is not a trajbench record (no 'type')", file=str(path), field="type")
+        for key in _REQUIRED.get(rec["type"], ()):
+            if key not in rec:
+                raise BenchError(f"line {number}: a {rec['type']} record lacks {key!r}", file=str(path), field=key)
+        records.append(rec)
+    return records, torn
+
+
+_REQUIRED = {
+    "step": ("trial", "attempt", "step", "kind"),
+    "trial": ("trial", "attempt", "task", "outcome"),
+    "attempt_error": ("trial", "attempt"),
+}
+
+
+class LogWriter:
+    """Appends records as whole lines, one write per record, under a lock (trials run in
+    threads). Each line is flushed to the OS at once, so a killed process loses at most the
+    line being written."""
+
+    def __init__(self, run_dir: Path, fsync_summaries: bool = True):
+        self.path = run_dir / LOG
+        self.torn_bytes = _cut_torn_tail(self.path)
+        self._fh = open(self.path, "ab", buffering=0)
+        self._lock = threading.Lock()
+        self._fsync = fsync_summaries
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        with self._lock:
+            self._fh.write(line)
+            if self._fsync and record.get("type") == "trial":
+                os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _cut_torn_tail(path: Path) -> int:
+    """Truncate a torn last line so that the next record starts on a line of its own."""
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        block = 1 << 16
+        pos = size
+        while pos > 0:
+            start = max(0, pos - block)
+            fh.seek(start)
+            chunk = fh.read(pos - start)
+            if pos == size and chunk.endswith(b"\n"):
+                return 0
+            idx = chunk.rfind(b"\n")
+            if idx >= 0:
+                keep = start + idx + 1
+                fh.truncate(keep)
+                return size - keep
+            pos = start
+        fh.truncate(0)
+        return size

@@ -1,0 +1,172 @@
+"""`trajbench report`: every figure recomputed from the run directory alone.
+
+The JSON form (`--json`) follows bench/schemas/report.schema.json; the terminal form is a
+rendering of the same dict.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import metrics
+from bench.canonical import step_key
+from bench.log import RunLog, read_run
+
+REPORT_VERSION = 1
+
+
+def action_sequence(steps: list[dict[str, Any]]) -> list[str]:
+    return [step_key(s["tool"], s.get("args")) for s in steps if s["kind"] == "tool"]
+
+
+def _task_row(task_id: str, trials: list[dict[str, Any]], log: RunLog, k: int) -> dict[str, Any]:
+    valid = [t for t in trials if t["outcome"] != "error"]
+    n, c = len(valid), sum(t["outcome"] == "success" for t in valid)
+    seqs = {t["trial"]: action_sequence(log.trial_steps(t["trial"])) for t in valid}
+    ok = [seqs[t["trial"]] for t in valid if t["outcome"] == "success"]
+    bad = [seqs[t["trial"]] for t in valid if t["outcome"] != "success"]
+    failed_checks = Counter(name for t in valid for name, chk in t.get("checks", {}).items() if not chk["passed"])
+    row: dict[str, Any] = {
+        "task": task_id, "n": n, "successes": c, "errors": len(trials) - n,
+        "pass@1": c / n if n else None,
+        "pass@1_interval": list(metrics.wilson_interval(c, n)) if n else None,
+        "pass^k": metrics.pass_hat_k(n, c, k) if n >= k else None,
+        "flip": metrics.flip_probability(n, c) if n >= 2 else None,
+        "end_states": metrics.end_state_agreement([t["final_state_hash"] for t in valid]) if n else None,
+        "mean_steps": float(np.mean([t["steps"] for t in valid])) if n else None,
+        "trajectory_distance": {"success": metrics.trajectory_consistency(ok), "failure": metrics.trajectory_consistency(bad)},
+        "failed_checks": dict(failed_checks.most_common()),
+    }
+    truths = [t.get("agent_info", {}).get("sim", {}).get("true_p") for t in valid]
+    if truths and truths[0] is not None:
+        row["true_p"] = truths[0]
+    return row
+
+
+def _resource_cv(by_task: dict[str, list[dict[str, Any]]]) -> dict[str, float | None]:
+    """Mean over tasks of the within-task coefficient of variation (tasks differ in length, so a
+    pooled CV would measure the suite's mix, not the agent's consistency)."""
+    out: dict[str, float | None] = {}
+    for field in ("steps", "duration_s", "input_tokens", "output_tokens", "cost"):
+        cvs = [metrics.coefficient_of_variation([t.get(field) or 0 for t in trials if t["outcome"] != "error"])
+               for trials in by_task.values()]
+        cvs = [v for v in cvs if v is not None]
+        out[field] = float(np.mean(cvs)) if cvs else None
+    return out
+
+
+def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+    log = read_run(run_dir)
+    manifest = log.manifest
+    k = int(manifest["k"])
+    by_task: dict[str, list[dict[str, Any]]] = {t: [] for t in manifest.get("tasks", [])}
+    for summary in log.summaries.values():
+        by_task.setdefault(summary["task"], []).append(summary)
+    rows = [_task_row(task_id, trials, log, k) for task_id, trials in by_task.items() if trials]
+    counts = [(r["n"], r["successes"]) for r in rows]
+    suite = metrics.suite_summary(counts, B=bootstrap, seed=seed)
+    expected = len(manifest.get("tasks", [])) * k
+    report: dict[str, Any] = {
+        "report_version": REPORT_VERSION,
+        "run": {"dir": str(run_dir), "run_id": manifest["run_id"], "harness_version": manifest.get("harness_version"),
+                "suite": manifest["suite"], "agent": manifest["agent"], "k": k, "base_seed": manifest.get("base_seed")},
+        "completeness": {"expected_trials": expected, "finished_trials": len(log.summaries),
+                         "error_trials": sum(r["errors"] for r in rows), "orphan_attempts": log.orphan_attempts,
+                         "torn_bytes": log.torn_bytes, "duplicate_summaries": log.duplicate_summaries},
+        "suite": suite,
+        "trajectory_distance": _mean_distances(rows),
+        "end_state_agreement": _mean_of(rows, lambda r: r["end_states"]["top_share"] if r["end_states"] else None),
+        "resource_cv": _resource_cv(by_task),
+        "tasks": rows,
+    }
+    if manifest["agent"].get("simulated"):
+        report["simulated_truth"] = _sim_truth(rows, k)
+    return report
+
+
+def _mean_of(rows: list[dict[str, Any]], get: Any) -> float | None:
+    values = [v for v in (get(r) for r in rows) if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _mean_distances(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    return {kind: _mean_of(rows, lambda r, kind=kind: r["trajectory_distance"][kind]) for kind in ("success", "failure")}
+
+
+def _sim_truth(rows: list[dict[str, Any]], k: int) -> dict[str, Any] | None:
+    """For simulated agents the true success probabilities are known: show them beside the
+    estimates so that a reader can see the estimators at work."""
+    ps = [r["true_p"] for r in rows if "true_p" in r]
+    if len(ps) != len(rows) or not ps:
+        return None
+    p = np.array(ps)
+    return {"pass@1": float(p.mean()), "pass^k": [{"k": j, "value": float((p ** j).mean())} for j in range(1, k + 1)]}
+
+
+# ---------------------------------------------------------------------------- rendering
+def _pct(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:5.1%}"
+
+
+def _ci(entry: dict[str, Any]) -> str:
+    if entry.get("mean") is None:
+        return "n/a"
+    return f"{entry['mean']:.3f} [{entry['lo']:.3f}, {entry['hi']:.3f}]"
+
+
+def render_text(report: dict[str, Any], max_tasks: int = 60) -> str:
+    run, suite, comp = report["run"], report["suite"], report["completeness"]
+    agent = run["agent"]
+    label = " (SIMULATED agent, not a real one)" if agent.get("simulated") else ""
+    lines = [
+        f"trajbench report — {run['dir']}",
+        f"agent {agent['name']}{label}; suite {run['suite']['name']} (hash {run['suite']['hash'][:12]}); k = {run['k']}",
+        f"tasks n = {suite['n_tasks']}; trials {comp['finished_trials']}/{comp['expected_trials']} finished, "
+        f"{comp['error_trials']} infrastructure errors (excluded from every figure)",
+    ]
+    if comp["torn_bytes"]:
+        lines.append(f"warning: the log ends in a torn line ({comp['torn_bytes']} bytes), ignored")
+    if comp["finished_trials"] < comp["expected_trials"]:
+        lines.append("warning: the run is unfinished; re-run the same command to resume it")
+    lines += ["", "Suite (means over tasks; 95% intervals from a bootstrap over tasks)",
+              f"  pass@1   {_ci(suite['pass@1'])}   (n = {suite['n_tasks']} tasks)"]
+    shown = _curve_points(run["k"])
+    for entry in (e for e in suite["pass^k"] if e["k"] in shown):
+        lines.append(f"  pass^{entry['k']:<3} {_ci(entry)}   (n = {entry['n_tasks']} tasks)")
+    pass_at = {e["k"]: e for e in suite["pass@k"]}
+    if run["k"] in pass_at:
+        lines.append(f"  pass@{run['k']:<3} {_ci(pass_at[run['k']])}")
+    lines.append(f"  flip probability (two runs disagree) {_ci(suite['flip'])}")
+    truth = report.get("simulated_truth")
+    if truth:
+        curve = ", ".join(f"k={e['k']}: {e['value']:.3f}" for e in truth["pass^k"] if e["k"] in shown)
+        lines.append(f"  known truth of this simulated agent: pass@1 {truth['pass@1']:.3f}; pass^k {curve}")
+    dist = report["trajectory_distance"]
+    lines.append(f"  trajectory edit distance within task: successes {_fmt(dist['success'])}, failures {_fmt(dist['failure'])}")
+    lines.append(f"  end-state agreement (share of the commonest final state) {_fmt(report['end_state_agreement'])}")
+    cv = report["resource_cv"]
+    lines.append("  coefficient of variation within task: " + ", ".join(f"{k} {_fmt(v)}" for k, v in cv.items() if v is not None))
+    lines += ["", f"Per task (k = {run['k']})",
+              f"  {'task':<40} {'succ/n':>7} {'pass@1':>7} {'pass^k':>7} {'flip':>6} {'states':>6}  failing checks"]
+    for row in sorted(report["tasks"], key=lambda r: (r["pass@1"] if r["pass@1"] is not None else -1))[:max_tasks]:
+        states = row["end_states"]["distinct"] if row["end_states"] else 0
+        checks = ", ".join(f"{k}×{v}" for k, v in list(row["failed_checks"].items())[:3])
+        err = f" +{row['errors']}err" if row["errors"] else ""
+        lines.append(f"  {row['task'][:40]:<40} {row['successes']:>3}/{row['n']:<3} {_pct(row['pass@1']):>7} "
+                     f"{_pct(row['pass^k']):>7} {_pct(row['flip']):>6} {states:>6}  {checks}{err}")
+    if len(report["tasks"]) > max_tasks:
+        lines.append(f"  ... {len(report['tasks']) - max_tasks} more tasks (see --json)")
+    return "\n".join(lines)
+
+
+def _curve_points(k: int) -> set[int]:
+    """The pass^k curve in the terminal: 1..4, then powers of two, and k itself (--json has all)."""
+    return {j for j in range(1, k + 1) if j <= 4 or j & (j - 1) == 0 or j == k}
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -1,0 +1,199 @@
+"""`trajbench run`: agents × tasks × trials, with a concurrency limit, per-trial time limit and
+step budget, infrastructure retries, a live progress bar, and resume.
+
+Resume: re-running the same command on the same output directory runs only the trials that
+have no summary yet. Trial seeds depend on (base seed, task, variant, trial index) alone, so a
+resumed trial gets the same seed as it would have had, and raising k only adds trials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from bench import __version__
+from bench.agentspec import AgentSpec
+from bench.canonical import derive_seed
+from bench.episode import Episode
+from bench.errors import BenchError
+from bench.log import LogWriter, read_manifest, read_run, write_manifest
+from bench.suite import Suite
+from bench.task import Task
+from bench.trial import AttemptError, play_async
+
+BASE_VARIANT = "base"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    k: int
+    out: Path
+    seed: int = 0
+    concurrency: int = 4
+    timeout_s: float = 300.0
+    max_steps: int = 50
+    retries: int = 2
+    retry_backoff_s: float = 0.5
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrialKey:
+    task: Task
+    variant: str
+    index: int
+
+    @property
+    def trial_id(self) -> str:
+        return f"{self.task.id}/{self.variant}/{self.index}"
+
+
+def build_manifest(suite: Suite, spec: AgentSpec, tasks: list[Task], config: RunConfig) -> dict[str, Any]:
+    return {
+        "run_id": uuid.uuid4().hex,
+        "harness_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "suite": {"name": suite.name, "hash": suite.content_hash, "path": str(suite.path)},
+        "agent": spec.as_dict(),
+        "k": config.k,
+        "base_seed": config.seed,
+        "tasks": [t.id for t in tasks],
+        "variants": [BASE_VARIANT],
+        "perturbations": [],
+        "max_steps": config.max_steps,
+        "timeout_s": config.timeout_s,
+        "tool_schema_hashes": suite.tool_schema_hashes(),
+        "host": {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()},
+    }
+
+
+def _check_resumable(old: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
+    """A run directory may only be resumed by the same benchmark (k may grow)."""
+    checks = [
+        ("suite.hash", old["suite"]["hash"], new["suite"]["hash"]),
+        ("agent.hash", old["agent"].get("hash"), new["agent"]["hash"]),
+        ("base_seed", old.get("base_seed"), new["base_seed"]),
+        ("tasks", old.get("tasks"), new["tasks"]),
+        ("max_steps", old.get("max_steps"), new["max_steps"]),
+    ]
+    for name, was, now in checks:
+        if was != now:
+            raise BenchError(
+                f"this directory holds a different run ({name} was {_short(was)}, now {_short(now)}); "
+                "resume with the same suite, agent, seed, tasks and budget, or choose another --out",
+                file=str(run_dir / "run.json"), field=name)
+    if new["k"] < old["k"]:
+        raise BenchError(f"the run has k={old['k']}; a resume cannot lower k to {new['k']}",
+                         file=str(run_dir / "run.json"), field="k")
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def prepare_run_dir(suite: Suite, spec: AgentSpec, tasks: list[Task], config: RunConfig) -> tuple[dict[str, Any], set[str]]:
+    """Create or reopen the run directory; returns the manifest and the finished trial ids."""
+    manifest = build_manifest(suite, spec, tasks, config)
+    if (config.out / "run.json").exists():
+        old = read_manifest(config.out)
+        _check_resumable(old, manifest, config.out)
+        manifest.update(run_id=old["run_id"], created_at=old["created_at"])
+        done = set(read_run(config.out).summaries)
+    else:
+        if config.out.exists() and any(config.out.iterdir()):
+            raise BenchError("the output directory exists, is not empty, and holds no run.json", file=str(config.out))
+        done = set()
+    write_manifest(config.out, manifest)
+    return manifest, done
+
+
+class _Progress:
+    def __init__(self, total: int, done: int, enabled: bool, label: str):
+        self.bar = tqdm(total=total, initial=done, disable=not enabled, desc=label, unit="trial", dynamic_ncols=True)
+        self.success = self.valid = 0
+
+    def update(self, outcome: str) -> None:
+        if outcome != "error":
+            self.valid += 1
+            self.success += outcome == "success"
+        rate = self.success / self.valid if self.valid else 0.0
+        self.bar.set_postfix_str(f"pass {rate:.0%} ({self.success}/{self.valid} new)")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+async def _run_trial(suite: Suite, agent: Any, key: TrialKey, config: RunConfig, writer: LogWriter) -> str:
+    seed = derive_seed(config.seed, key.task.id, key.variant, key.index)
+    errors: list[str] = []
+    for attempt_no in range(config.retries + 1):
+        attempt = f"{key.trial_id}@{uuid.uuid4().hex[:10]}"
+        episode = Episode(suite, key.task, trial_id=key.trial_id, attempt=attempt, seed=seed,
+                          max_steps=config.max_steps, timeout_s=config.timeout_s, sink=writer.append)
+        started_at = time.time()
+        try:
+            result = await play_async(agent, episode, config.timeout_s)
+        except AttemptError as exc:
+            errors.append(str(exc))
+            writer.append({"type": "attempt_error", "trial": key.trial_id, "attempt": attempt, "message": str(exc)})
+            await asyncio.sleep(config.retry_backoff_s * 2 ** attempt_no)
+            continue
+        writer.append(_summary(key, attempt, seed, started_at, attempt_no + 1, result))
+        return result["outcome"]
+    error = {"outcome": "error", "reason": f"infrastructure error after {len(errors)} attempt(s): {errors[-1]}",
+             "checks": {}, "steps": 0}
+    writer.append(_summary(key, attempt, seed, time.time(), len(errors), error))
+    return "error"
+
+
+def _summary(key: TrialKey, attempt: str, seed: int, started_at: float, attempts: int, result: dict[str, Any]) -> dict[str, Any]:
+    record = {"type": "trial", "trial": key.trial_id, "attempt": attempt, "task": key.task.id,
+              "variant": key.variant, "index": key.index, "seed": seed, "started_at": started_at,
+              "attempts": attempts}
+    record.update(result)
+    return record
+
+
+async def _run_all(suite: Suite, agent: Any, pending: list[TrialKey], config: RunConfig,
+                   writer: LogWriter, progress: _Progress) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=config.concurrency))
+    gate = asyncio.Semaphore(config.concurrency)
+
+    async def one(key: TrialKey) -> None:
+        async with gate:
+            progress.update(await _run_trial(suite, agent, key, config, writer))
+
+    await asyncio.gather(*(one(key) for key in pending))
+
+
+def run_benchmark(suite: Suite, spec: AgentSpec, task_ids: list[str] | None, config: RunConfig) -> Path:
+    tasks = suite.select(task_ids)
+    agent = spec.build()
+    manifest, done = prepare_run_dir(suite, spec, tasks, config)
+    keys = [TrialKey(t, BASE_VARIANT, i) for t in tasks for i in range(config.k)]
+    pending = [key for key in keys if key.trial_id not in done]
+    writer = LogWriter(config.out)
+    if writer.torn_bytes:
+        print(f"trajbench: cut a torn last line ({writer.torn_bytes} bytes) from the log before resuming", file=sys.stderr)
+    if done:
+        print(f"trajbench: resuming {config.out}: {len(keys) - len(pending)} of {len(keys)} trials already finished", file=sys.stderr)
+    progress = _Progress(len(keys), len(keys) - len(pending), config.progress, f"{spec.name} on {suite.name}")
+    try:
+        asyncio.run(_run_all(suite, agent, pending, config, writer, progress))
+    finally:
+        progress.close()
+        writer.close()
+    return config.out
