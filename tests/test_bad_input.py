@@ -1,0 +1,119 @@
+"""Bad input: exit 2, one clear message naming the file and the field, never a traceback."""
+
+import json
+
+import pytest
+
+from tests.conftest import MINI, run_cli
+
+
+def assert_clean_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for fragment in fragments:
+        assert fragment in proc.stderr, (fragment, proc.stderr)
+
+
+def tasks_file(suite_dir):
+    return suite_dir / "tasks" / "tasks.json"
+
+
+def test_malformed_task_json(mini_copy, tmp_path):
+    tasks_file(mini_copy).write_text('[{"id": "x", ')
+    proc = run_cli("run", str(mini_copy), "--agent", "sim:oracle", "--out", str(tmp_path / "r"))
+    assert_clean_error(proc, "tasks.json", "not valid JSON")
+
+
+def test_schema_violation_names_task_and_field(mini_copy, tmp_path):
+    tasks = json.loads(tasks_file(mini_copy).read_text())
+    tasks[0]["assertions"] = [{"path": "orders.O1.status", "op": "equalz", "value": 1}]
+    del tasks[1]["instruction"]
+    tasks_file(mini_copy).write_text(json.dumps(tasks))
+    proc = run_cli("run", str(mini_copy), "--agent", "sim:oracle", "--out", str(tmp_path / "r"))
+    assert_clean_error(proc, "task cancel-pending", "field assertions.0.op", "task refund-ask-email", "instruction")
+    proc = run_cli("validate", str(mini_copy))
+    assert proc.returncode == 1 and "assertions.0.op" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_unknown_tool_in_reference_actions(mini_copy):
+    tasks = json.loads(tasks_file(mini_copy).read_text())
+    tasks[0]["reference_actions"][2]["tool"] = "cancel_everything"
+    tasks_file(mini_copy).write_text(json.dumps(tasks))
+    proc = run_cli("validate", str(mini_copy))
+    assert proc.returncode == 1
+    assert "task cancel-pending" in proc.stdout and "reference_actions.2" in proc.stdout and "unknown tool" in proc.stdout
+
+
+def test_validate_rejects_meaningless_goals(mini_copy):
+    tasks = json.loads(tasks_file(mini_copy).read_text())
+    tasks[2]["noop_passes"] = False  # a refusal task whose do-nothing agent passes
+    tasks[0]["required_outputs"] = ["a fact the reference never states"]
+    tasks[0]["reference_answer"] = "done"
+    tasks_file(mini_copy).write_text(json.dumps(tasks))
+    proc = run_cli("validate", str(mini_copy))
+    assert proc.returncode == 1
+    assert "refuse-cancel-delivered: a do-nothing agent passes" in proc.stdout
+    assert "cancel-pending: the reference agent fails its own goal" in proc.stdout
+
+
+@pytest.mark.parametrize("spec,fragment", [
+    ("sim:perfect", "unknown simulated agent"),
+    ("sim:noisy?p=1.7", "options.p"),
+    ("sim:noisy?p=0.5&bogus=1", "unknown sim option"),
+    ("nosuchagent", "unknown agent spec"),
+    ("no_such_module_xyz:agent", "cannot import"),
+    ("tests.agents.toy:missing", "has no attribute"),
+])
+def test_bad_agent_specs(spec, fragment, tmp_path):
+    proc = run_cli("run", str(MINI), "--agent", spec, "--out", str(tmp_path / "r"))
+    assert_clean_error(proc, fragment)
+    assert not (tmp_path / "r" / "trajectories.jsonl").exists()
+
+
+def test_bad_agent_toml(tmp_path):
+    spec = tmp_path / "a.toml"
+    spec.write_text('name = "x"\nadapter = "telepathy"\n')
+    assert_clean_error(run_cli("run", str(MINI), "--agent", str(spec), "--out", str(tmp_path / "r")), str(spec), "field adapter")
+    spec.write_text('name = "x"\nadapter = "python"\n')
+    assert_clean_error(run_cli("run", str(MINI), "--agent", str(spec), "--out", str(tmp_path / "r")), "target")
+    spec.write_text('name = [')
+    assert_clean_error(run_cli("run", str(MINI), "--agent", str(spec), "--out", str(tmp_path / "r")), "not valid TOML")
+
+
+def test_unreadable_or_foreign_run_dirs(tmp_path):
+    assert_clean_error(run_cli("report", str(tmp_path / "nowhere")), "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(run_cli("report", str(tmp_path / "empty")), "run.json is missing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "run.json").write_text("{nope")
+    assert_clean_error(run_cli("report", str(tmp_path / "bad")), "run.json", "not valid JSON")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert_clean_error(run_cli("run", str(MINI), "--agent", "sim:oracle", "--out", str(tmp_path / "other")), "not empty")
+
+
+def test_corrupted_log_line(tmp_path):
+    out = tmp_path / "r"
+    assert run_cli("run", str(MINI), "--agent", "sim:oracle", "-k", "1", "--out", str(out), "--quiet").returncode == 0
+    lines = (out / "trajectories.jsonl").read_text().splitlines(keepends=True)
+    lines[1] = "garbage\n"
+    (out / "trajectories.jsonl").write_text("".join(lines))
+    assert_clean_error(run_cli("report", str(out)), "trajectories.jsonl", "line 2")
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["run", str(MINI), "--agent", "sim:oracle", "-k", "0"], "-k"),
+    (["run", str(MINI), "--agent", "sim:oracle", "--tasks", "nope"], "no task 'nope'"),
+    (["run", "no-such-suite", "--agent", "sim:oracle"], "no suite 'no-such-suite'"),
+    (["run", str(MINI)], "--agent"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments(args, fragment, tmp_path):
+    assert_clean_error(run_cli(*args, cwd=tmp_path), fragment)
+
+
+def test_broken_domain_module(mini_copy, tmp_path):
+    (mini_copy / "domain.py").write_text("import nonexistent_thing\n")
+    assert_clean_error(run_cli("validate", str(mini_copy)), "domain.py", "failed to import")
+    (mini_copy / "domain.py").write_text("tools = 3\n")
+    assert_clean_error(run_cli("validate", str(mini_copy)), "domain.py", "field tools")

@@ -1,0 +1,35 @@
+import orjson
+
+from bench.log import LogWriter, read_run
+from tests.conftest import MINI, run_cli
+
+
+def make_run(tmp_path, k="2"):
+    out = tmp_path / "r"
+    assert run_cli("run", str(MINI), "--agent", "sim:oracle", "-k", k, "--out", str(out), "--quiet").returncode == 0
+    return out
+
+
+def test_torn_last_line_is_tolerated_reported_and_cut_on_resume(tmp_path):
+    out = make_run(tmp_path)
+    log_path = out / "trajectories.jsonl"
+    whole = read_run(out)
+    with open(log_path, "ab") as fh:
+        fh.write(b'{"type":"step","trial":"cancel-pe')
+    torn = read_run(out)
+    assert torn.torn_bytes == len(b'{"type":"step","trial":"cancel-pe') and len(torn.summaries) == len(whole.summaries)
+    report = run_cli("report", str(out))
+    assert report.returncode == 0 and "torn line" in report.stdout
+    writer = LogWriter(out)
+    assert writer.torn_bytes > 0
+    writer.append({"type": "attempt_error", "trial": "x", "attempt": "y"})
+    writer.close()
+    assert log_path.read_bytes().endswith(b'"attempt":"y"}\n')
+    assert read_run(out).torn_bytes == 0
+
+
+def test_every_record_is_one_json_line(tmp_path):
+    out = make_run(tmp_path)
+    lines = (out / "trajectories.jsonl").read_bytes().splitlines()
+    kinds = [orjson.loads(line)["type"] for line in lines]
+    assert kinds.count("trial") == 6 and set(kinds) == {"step", "trial"}
