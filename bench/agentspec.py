@@ -8,6 +8,7 @@ Forms of SPEC:
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,15 +49,30 @@ class AgentSpec:
                 "source": self.source, "hash": self.hash, "simulated": self.simulated}
 
     def build(self) -> Any:
-        if self.adapter == "sim":
-            from bench.adapters.sim import SimAgent
+        """Instantiate the agent through its adapter's builder (see ADAPTERS)."""
+        module_name, _, func = ADAPTERS[self.adapter].partition(":")
+        builder = getattr(importlib.import_module(module_name), func)
+        return builder(self)
 
-            return SimAgent(name=self.name, **_sim_options(self.options, self.source))
-        if self.adapter == "python":
-            from bench.adapters.python import build_python_agent
 
-            return build_python_agent(self.name, self.target or "", self.options, self.source)
-        raise BenchError(f"unknown adapter {self.adapter!r}", file=self.source, field="adapter")
+def build_sim(spec: AgentSpec) -> Any:
+    from bench.adapters.sim import SimAgent
+
+    return SimAgent(name=spec.name, **_sim_options(spec.options, spec.source))
+
+
+def build_python(spec: AgentSpec) -> Any:
+    from bench.adapters.python import build_python_agent
+
+    return build_python_agent(spec.name, spec.target or "", spec.options, spec.source)
+
+
+# adapter name -> "module:builder"; a builder takes the AgentSpec and returns an agent object
+# with run(episode) or async arun(episode). Heavy adapters import their libraries lazily.
+ADAPTERS: dict[str, str] = {
+    "sim": "bench.agentspec:build_sim",
+    "python": "bench.agentspec:build_python",
+}
 
 
 def _sim_options(options: dict[str, Any], source: str) -> dict[str, Any]:
