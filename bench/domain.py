@@ -27,10 +27,16 @@ import jsonschema
 import orjson
 
 from bench.canonical import state_hash
+from bench.errors import InfraError
 
 
 class ToolError(Exception):
     """A domain-level refusal or failure, shown to the agent as an error observation."""
+
+
+class DomainBug(InfraError):
+    """A tool raised something other than ToolError: a bug in the suite's code, not the agent's
+    doing. The trial ends as `error` (never as an agent failure)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,8 @@ class World:
             observation = tool.func(self.state, **args)
         except ToolError as exc:
             observation, error = None, str(exc)
+        except Exception as exc:
+            raise DomainBug(f"tool {name} crashed: {type(exc).__name__}: {exc}") from exc
         else:
             error = None
             observation = _jsonable(observation)

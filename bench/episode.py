@@ -202,6 +202,9 @@ class Episode:
             reply, error = None, "invalid arguments to ask_user: question: a string is required"
         else:
             reply, error = self._user.answer(question), None
+        action = LoggedAction(self.event_count, "ask_user", args if isinstance(args, dict) else {}, error)
+        self.actions.append(action)
+        self._milestones.observe(self.event_count, action, self._world.state, False)
         self._emit({
             "kind": "user", "tool": "ask_user", "args": _loggable_args(args), "observation": reply,
             "error": error, "read_only": True, "state_hash": self._world.state_hash,

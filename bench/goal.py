@@ -12,10 +12,20 @@ from typing import Any, Iterable
 _MISSING = object()
 
 
-def resolve(state: Any, path: str) -> Any:
-    """Follow a dotted path ('orders.W1001.items.0'); returns _MISSING when it leads nowhere."""
+def path_parts(path: str | list) -> list[str]:
+    """A path is a dotted string ('orders.W1001.items.0') or, for keys that contain dots (an
+    email as a key), a list of keys (["people", "ada@example.com", "zone"])."""
+    return [str(p) for p in path] if isinstance(path, list) else path.split(".")
+
+
+def path_label(path: str | list) -> str:
+    return ".".join(path_parts(path))
+
+
+def resolve(state: Any, path: str | list) -> Any:
+    """Follow a path; returns _MISSING when it leads nowhere."""
     node = state
-    for part in path.split("."):
+    for part in path_parts(path):
         if isinstance(node, dict):
             node = node.get(part, _MISSING)
         elif isinstance(node, list) and part.lstrip("-").isdigit():
@@ -52,7 +62,12 @@ def _contains(container: Any, item: Any) -> bool:
     if isinstance(container, str):
         return isinstance(item, str) and item.lower() in container.lower()
     if isinstance(container, dict):
-        return item in container or item in container.values()
+        try:
+            if item in container:
+                return True
+        except TypeError:  # an unhashable value cannot be a key
+            pass
+        return item in container.values()
     if isinstance(container, list):
         return item in container
     return False
@@ -67,10 +82,24 @@ def _count(container: Any, where: dict[str, Any] | None) -> int:
     return sum(1 for it in items if isinstance(it, dict) and all(it.get(k) == v for k, v in where.items()))
 
 
+def _loose(value: Any) -> Any:
+    """Argument values as a pattern compares them: case and outer/double whitespace of strings,
+    and 2 vs 2.0, do not matter."""
+    if isinstance(value, str):
+        return " ".join(value.split()).lower()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_loose(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _loose(v) for k, v in value.items()}
+    return value
+
+
 def action_matches(pattern: dict[str, Any], tool: str, args: dict[str, Any]) -> bool:
     if pattern["tool"] != tool:
         return False
-    return all(args.get(k, _MISSING) == v for k, v in pattern.get("args", {}).items())
+    return all(k in args and _loose(args[k]) == _loose(v) for k, v in pattern.get("args", {}).items())
 
 
 def scoped(state: dict[str, Any], state_check: Any) -> Any:
@@ -79,18 +108,28 @@ def scoped(state: dict[str, Any], state_check: Any) -> Any:
         return state
     if state_check == "none":
         return None
-    if "include" in state_check:
-        view = {p: resolve(state, p) for p in state_check["include"]}
-        view = {p: (v if v is not _MISSING else "<absent>") for p, v in view.items()}
-    else:
-        view = state
-    for path in state_check.get("exclude", ()):
-        view = _without(view, path)
+    excludes = [path_parts(p) for p in state_check.get("exclude", ())]
+    if "include" not in state_check:
+        for parts in excludes:
+            state = _without(state, parts)
+        return state
+    view = {}
+    for include in state_check["include"]:
+        head = path_parts(include)
+        value = resolve(state, head)
+        for parts in excludes:  # an exclude below an include trims the included value
+            if len(parts) > len(head) and parts[:len(head)] == head:
+                value = _without(value, parts[len(head):])
+        view[path_label(include)] = value if value is not _MISSING else "<absent>"
     return view
 
 
-def _without(state: Any, path: str) -> Any:
-    head, _, rest = path.partition(".")
+def _without(state: Any, path: str | list) -> Any:
+    """A copy of the state without the value at path (dict keys or list indexes)."""
+    head, *rest = path_parts(path)
+    if isinstance(state, list) and head.isdigit() and int(head) < len(state):
+        index = int(head)
+        return state[:index] + ([_without(state[index], rest)] if rest else []) + state[index + 1:]
     if not isinstance(state, dict) or head not in state:
         return state
     copy = dict(state)
@@ -101,7 +140,7 @@ def _without(state: Any, path: str) -> Any:
     return copy
 
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_NUMBER = re.compile(r"(?<![\d.])-?\d[\d,]*(?:\.\d+)?")
 
 
 def _norm_text(text: str) -> str:
@@ -119,15 +158,15 @@ def _numbers(text: str) -> set[float]:
 
 
 def output_stated(answer: str, required: str) -> bool:
-    """Is a required fact stated in the answer? Case and whitespace do not matter, and a fact
-    that is a number ("$1,250.00") matches the same value written differently ("1250")."""
-    norm_answer = _norm_text(answer)
-    if _norm_text(required) in norm_answer:
-        return True
-    stripped = required.strip().lstrip("$€£").rstrip("%")
+    """Is a required fact stated in the answer? Case and whitespace do not matter, and the fact
+    must stand as whole words ("shipped" is not in "unshipped"). A fact that is a number
+    ("$1,250.00") matches the same value however written ("1250") but never a part of a larger
+    number ("5.50" is not in "25.50")."""
+    stripped = required.strip().lstrip("$€£").rstrip("%").strip()
     if _NUMBER.fullmatch(stripped):
         return round(float(stripped.replace(",", "")), 6) in _numbers(answer)
-    return False
+    pattern = r"(?<![\w])" + re.escape(_norm_text(required)) + r"(?![\w])"
+    return re.search(pattern, _norm_text(answer)) is not None
 
 
 def required_output_met(answer: str, spec: Any) -> bool:
@@ -212,7 +251,7 @@ def evaluate(
     for i, assertion in enumerate(task.assertions):
         checks[f"assertion[{i}]"] = {
             "passed": assertion_holds(end_state, assertion),
-            "detail": f"{assertion['path']} {assertion['op']} {assertion.get('value', '')}".strip(),
+            "detail": f"{path_label(assertion['path'])} {assertion['op']} {assertion.get('value', '')}".strip(),
         }
     for i, spec in enumerate(task.required_outputs):
         checks[f"output[{i}]"] = {"passed": required_output_met(answer or "", spec), "detail": label(spec)}
@@ -221,6 +260,6 @@ def evaluate(
             hits = [a.step for a in actions if a.error is None and action_matches(rule["action"], a.tool, a.args)]
             violated, detail = bool(hits), f"forbidden call {rule['action']['tool']} at step {hits[0]}" if hits else ""
         else:
-            violated, detail = assertion_holds(end_state, rule["state"]), f"forbidden state {rule['state']['path']}"
+            violated, detail = assertion_holds(end_state, rule["state"]), f"forbidden state {path_label(rule['state']['path'])}"
         checks[f"forbidden[{i}]"] = {"passed": not violated, "detail": rule.get("reason", detail) if violated else ""}
     return checks

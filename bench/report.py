@@ -40,11 +40,18 @@ def _task_row(task_id: str, trials: list[dict[str, Any]], log: RunLog, k: int) -
         "mean_steps": float(np.mean([t["steps"] for t in valid])) if n else None,
         "trajectory_distance": {"success": metrics.trajectory_consistency(ok), "failure": metrics.trajectory_consistency(bad)},
         "failed_checks": dict(failed_checks.most_common()),
+        "milestones": _milestone_shares(valid),
     }
     truths = [t.get("agent_info", {}).get("sim", {}).get("true_p") for t in valid]
     if truths and truths[0] is not None:
         row["true_p"] = truths[0]
     return row
+
+
+def _milestone_shares(trials: list[dict[str, Any]]) -> dict[str, float]:
+    """Share of the task's valid trials that reached each milestone."""
+    names = {name for t in trials for name in t.get("milestones", {})}
+    return {name: sum(t.get("milestones", {}).get(name) is not None for t in trials) / len(trials) for name in sorted(names)}
 
 
 def _resource_cv(by_task: dict[str, list[dict[str, Any]]]) -> dict[str, float | None]:

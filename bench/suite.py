@@ -195,8 +195,12 @@ def load_suite(name_or_path: str | Path) -> Suite:
 
 
 def require_valid(suite: Suite) -> Suite:
-    if suite.problems:
-        listing = "\n  ".join(str(p) for p in suite.problems[:20])
-        more = f"\n  ... and {len(suite.problems) - 20} more" if len(suite.problems) > 20 else ""
+    """Refuse to run a suite with schema problems or a reference that does not replay."""
+    problems = [str(p) for p in suite.problems]
+    for task in suite.tasks:
+        problems += [f"{task.source}, task {task.id}: field {err}" for err in suite.expected_state(task)[1]]
+    if problems:
+        listing = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise BenchError(f"suite {suite.name} has invalid tasks (run `trajbench validate` for all):\n  {listing}{more}")
     return suite

@@ -28,9 +28,15 @@ class ScriptedUser:
         self.facts = facts
         self._keys = {key: {w for w in _words(key) if len(w) >= 3 and w not in _STOP} | ({key.lower()} if len(key) <= 3 else set()) for key in facts}
 
-    def answer(self, question: str) -> str:
+    def revealed(self, question: str) -> list[str]:
         asked = _words(question)
-        revealed = [f"{key}: {value}" for key, value in self.facts.items() if self._keys[key] & asked]
+        return [key for key in self.facts if self._keys[key] & asked]
+
+    def reveals(self, question: str) -> bool:
+        return bool(self.revealed(question))
+
+    def answer(self, question: str) -> str:
+        revealed = [f"{key}: {self.facts[key]}" for key in self.revealed(question)]
         if revealed:
             return "; ".join(revealed)
         if not self.facts:

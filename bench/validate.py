@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 from bench.adapters.builtin import NoopAgent, ReferenceAgent
 from bench.episode import Episode
-from bench.goal import _MISSING, resolve
+from bench.canonical import state_hash
+from bench.goal import _MISSING, path_label, path_parts, resolve
+from bench.user import ScriptedUser
 from bench.suite import Suite
 from bench.trial import play
 
@@ -47,9 +49,18 @@ def validate_suite(suite: Suite) -> list[Problem]:
             continue
         for path in _unknown_paths(suite, task):
             problems.append(Problem(task.source, task.id, f"field state_check: path {path!r} is not in the expected state"))
+        for i, question in _unanswered_questions(task):
+            problems.append(Problem(task.source, task.id, f"field reference_actions.{i}: the scripted user reveals no fact for {question!r} (no word of a user_facts key in it)"))
+        for field_name, path in _dangling_paths(suite, task):
+            problems.append(Problem(task.source, task.id, f"field {field_name}: path {path!r} leads nowhere in the initial or expected state (a typo never triggers)"))
+        for i, tool in _writing_reads(suite, task):
+            problems.append(Problem(task.source, task.id, f"field reference_actions.{i}: tool {tool} is flagged read-only but changed the state"))
         ref = run_offline(suite, task, ReferenceAgent())
         if ref["outcome"] != "success":
             problems.append(Problem(task.source, task.id, f"the reference agent fails its own goal ({ref['reason']})"))
+        for name, step in ref["milestones"].items():
+            if step is None:
+                problems.append(Problem(task.source, task.id, f"field milestones: the reference never reaches milestone {name!r}"))
         noop = run_offline(suite, task, NoopAgent())
         if noop["outcome"] == "success" and not task.noop_passes:
             problems.append(Problem(task.source, task.id, "a do-nothing agent passes this task; fix the goal or set noop_passes: true"))
@@ -62,4 +73,44 @@ def _unknown_paths(suite: Suite, task) -> list[str]:
     if not isinstance(task.state_check, dict):
         return []
     expected, _ = suite.expected_state(task)
-    return [p for p in task.state_check.get("include", ()) if resolve(expected, p) is _MISSING]
+    initial = suite.initial_state_for(task)
+    paths = [*task.state_check.get("include", ()), *task.state_check.get("exclude", ())]
+    return [path_label(p) for p in paths if resolve(expected, p) is _MISSING and resolve(initial, p) is _MISSING]
+
+
+def _dangling_paths(suite: Suite, task) -> list[tuple[str, str]]:
+    """State predicates whose path's parent exists in neither the initial nor the expected
+    state: almost always a typo, and a typo in a forbidden rule silently never fires."""
+    expected, _ = suite.expected_state(task)
+    initial = suite.initial_state_for(task)
+    found = []
+    predicates = [(f"assertions.{i}", a) for i, a in enumerate(task.assertions)]
+    predicates += [(f"forbidden.{i}.state", r["state"]) for i, r in enumerate(task.forbidden) if "state" in r]
+    predicates += [(f"milestones.{i}.state", m["state"]) for i, m in enumerate(task.milestones) if "state" in m]
+    for field_name, predicate in predicates:
+        parent = path_parts(predicate["path"])[:-1]
+        if parent and resolve(initial, parent) is _MISSING and resolve(expected, parent) is _MISSING:
+            found.append((field_name, path_label(predicate["path"])))
+    return found
+
+
+def _writing_reads(suite: Suite, task) -> list[tuple[int, str]]:
+    """Read-only tools are trusted not to change the state (its hash is not recomputed after
+    them): check that on the reference."""
+    world = suite.new_world(task)
+    found = []
+    for i, action in enumerate(task.reference_actions):
+        tool = suite.tools.get(action.tool)
+        if tool is None:
+            continue
+        before = state_hash(world.state)
+        world.execute(action.tool, action.args)
+        if tool.read_only and state_hash(world.state) != before:
+            found.append((i, action.tool))
+    return found
+
+
+def _unanswered_questions(task) -> list[tuple[int, str]]:
+    user = ScriptedUser(task.user_facts)
+    return [(i, a.args.get("question", "")) for i, a in enumerate(task.reference_actions)
+            if a.tool == "ask_user" and not user.reveals(a.args.get("question", ""))]

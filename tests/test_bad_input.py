@@ -117,3 +117,41 @@ def test_broken_domain_module(mini_copy, tmp_path):
     assert_clean_error(run_cli("validate", str(mini_copy)), "domain.py", "failed to import")
     (mini_copy / "domain.py").write_text("tools = 3\n")
     assert_clean_error(run_cli("validate", str(mini_copy)), "domain.py", "field tools")
+
+
+def test_validate_catches_typos_and_lying_read_flags(mini_copy):
+    tasks = json.loads(tasks_file(mini_copy).read_text())
+    tasks[0]["forbidden"].append({"state": {"path": "ordrs.O3.status", "op": "equals", "value": "cancelled"}})
+    tasks[0]["milestones"].append({"name": "never", "action": {"tool": "refund_order"}})
+    tasks[1]["reference_actions"][0]["args"]["question"] = "How are you today?"
+    tasks_file(mini_copy).write_text(json.dumps(tasks))
+    domain = (mini_copy / "domain.py").read_text()
+    (mini_copy / "domain.py").write_text(domain.replace(
+        '"""List a customer\'s orders."""', '"""List a customer\'s orders."""\n    db["refunds"]["peek"] = 1'))
+    proc = run_cli("validate", str(mini_copy))
+    assert proc.returncode == 1
+    assert "field forbidden.1.state: path 'ordrs.O3.status' leads nowhere" in proc.stdout
+    assert "never reaches milestone 'never'" in proc.stdout
+    assert "reveals no fact for 'How are you today?'" in proc.stdout
+    assert "tool list_orders is flagged read-only but changed the state" in proc.stdout
+
+
+def test_run_refuses_a_reference_that_does_not_replay(mini_copy, tmp_path):
+    tasks = json.loads(tasks_file(mini_copy).read_text())
+    tasks[0]["reference_actions"][2]["args"]["order_id"] = "O2"  # delivered: cannot be cancelled
+    tasks_file(mini_copy).write_text(json.dumps(tasks))
+    proc = run_cli("run", str(mini_copy), "--agent", "sim:oracle", "--out", str(tmp_path / "r"))
+    assert_clean_error(proc, "task cancel-pending", "reference_actions.2")
+
+
+def test_a_crashing_tool_is_an_error_not_an_agent_failure(mini_copy, tmp_path):
+    from bench.log import read_run
+
+    domain = (mini_copy / "domain.py").read_text()
+    (mini_copy / "domain.py").write_text(domain.replace(
+        '"""Cancel a pending order."""', '"""Cancel a pending order."""\n    if order_id == "O3":\n        raise KeyError("bug")'))
+    proc = run_cli("run", str(mini_copy), "--agent", "tests.agents.toy:cancel_o3", "-k", "1", "--tasks", "cancel-pending",
+                   "--retries", "1", "--out", str(tmp_path / "r"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    (summary,) = read_run(tmp_path / "r").summaries.values()
+    assert summary["outcome"] == "error" and "tool cancel_order crashed: KeyError" in summary["reason"]

@@ -75,3 +75,35 @@ def test_milestones_record_first_step():
     tracker.observe(2, LoggedAction(2, "close", {}, None), state, True)
     tracker.observe(3, LoggedAction(3, "get", {}, None), state, False)
     assert tracker.reached == {"looked": 1, "closed": 2}
+
+
+def test_required_outputs_match_whole_words_and_whole_numbers():
+    assert not output_stated("Your gift card balance is now $25.50.", "5.50")
+    assert not output_stated("refund of $180.00", "80.00")
+    assert output_stated("refund of $180.00", "180")
+    assert not output_stated("the order is unshipped", "shipped")
+    assert output_stated("It shipped today.", "shipped")
+
+
+def test_paths_as_lists_for_keys_with_dots():
+    state = {"people": {"ada@example.com": {"zone": "UTC+1"}}}
+    assert assertion_holds(state, {"path": ["people", "ada@example.com", "zone"], "op": "equals", "value": "UTC+1"})
+    assert assertion_holds(state, {"path": "people.ada@example.com.zone", "op": "absent"})
+
+
+def test_excludes_inside_includes_and_list_items():
+    nested = {"a": {"b": {"c": 1, "d": 2}}, "pages": [{"msg": "x", "id": 1}]}
+    assert scoped(nested, {"include": ["a.b"], "exclude": ["a.b.c"]}) == {"a.b": {"d": 2}}
+    assert scoped(nested, {"exclude": ["pages.0.msg"]})["pages"] == [{"id": 1}]
+
+
+def test_contains_with_unhashable_value_in_a_dict():
+    assert not assertion_holds({"a": {"x": 1}}, {"path": "a", "op": "contains", "value": ["x"]})
+    assert assertion_holds({"a": {"x": [1]}}, {"path": "a", "op": "contains", "value": [1]})
+
+
+def test_action_patterns_ignore_case_and_spacing():
+    from bench.goal import action_matches
+
+    assert action_matches({"tool": "t", "args": {"email": "ada@example.com"}}, "t", {"email": " ADA@example.com"})
+    assert not action_matches({"tool": "t", "args": {"email": "ada@example.com"}}, "t", {})

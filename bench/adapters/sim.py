@@ -72,7 +72,8 @@ class SimAgent:
         return lo + (hi - lo) * u
 
     def true_p(self, suite: Suite, task: Task) -> float:
-        return self.nominal_p(task) if self.fatal_plans(suite, task) else 1.0
+        nominal = self.nominal_p(task)
+        return nominal if nominal == 1.0 or self.fatal_plans(suite, task) else 1.0
 
     # -- acting ------------------------------------------------------------------------
     def run(self, episode: Episode) -> str:

@@ -12,6 +12,11 @@ def cancel_o1(episode):
     return "Cancelled O1."
 
 
+def cancel_o3(episode):
+    episode.call("cancel_order", {"order_id": "O3"})
+    return "done"
+
+
 async def async_cancel_o1(episode):
     await asyncio.sleep(0)
     episode.call("cancel_order", {"order_id": "O1"})

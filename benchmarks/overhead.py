@@ -1,0 +1,78 @@
+"""Harness overhead per tool step: `sim:oracle` on every built-in task (k = 8) through the full
+runner (episode, argument validation, hashing, logging, goal checks, summaries) against a bare
+loop that calls the same tool functions directly, in the same process, interleaved A B A B.
+
+    python benchmarks/overhead.py [--k 8] [--rounds 5]
+
+Prints per round: bare and harness seconds, tool steps, overhead per step (ms) and the ratio;
+then the medians. Overhead per step = (harness − bare) / steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from bench.agentspec import parse_agent_spec
+from bench.runner import RunConfig, run_benchmark
+from bench.suite import builtin_suites, load_suite
+
+
+def bare_loop(suites, k: int) -> tuple[float, int]:
+    """The work an agent framework would do anyway: copy the state, call each tool function."""
+    steps = 0
+    start = time.perf_counter()
+    for suite in suites:
+        for task in suite.tasks:
+            initial = suite.initial_state_for(task)
+            for _ in range(k):
+                state = orjson.loads(orjson.dumps(initial))
+                for action in task.reference_actions:
+                    if action.tool == "ask_user":
+                        continue
+                    suite.tools[action.tool].func(state, **action.args)
+                    steps += 1
+    return time.perf_counter() - start, steps
+
+
+def harness(suites, k: int, workdir: Path, round_no: int) -> float:
+    spec = parse_agent_spec("sim:oracle")
+    start = time.perf_counter()
+    for suite in suites:
+        out = workdir / f"{suite.name}-{round_no}"
+        run_benchmark(suite, spec, None, RunConfig(k=k, out=out, concurrency=1, progress=False))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    suites = [load_suite(name) for name in builtin_suites()]
+    n_tasks = sum(len(s.tasks) for s in suites)
+    # tool calls the harness makes (ask_user included, the bare loop skips it)
+    harness_calls = sum(len(t.reference_actions) for s in suites for t in s.tasks) * args.k
+    print(f"suites {', '.join(s.name for s in suites)}: {n_tasks} tasks, k = {args.k}, {harness_calls} tool calls per round")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        harness(suites, 1, Path(tmp), -1)  # warm-up: imports, caches of expected states
+        for r in range(args.rounds):
+            bare_s, steps = bare_loop(suites, args.k)
+            harness_s = harness(suites, args.k, Path(tmp), r)
+            per_step_ms = (harness_s - bare_s) / harness_calls * 1e3
+            rows.append((bare_s, harness_s, per_step_ms, harness_s / bare_s))
+            print(f"round {r}: bare {bare_s:.3f} s ({steps} calls), harness {harness_s:.3f} s, "
+                  f"overhead {per_step_ms:.3f} ms/step, ratio {harness_s / bare_s:.1f}x")
+    med = [statistics.median(col) for col in zip(*rows)]
+    print(f"median: bare {med[0]:.3f} s, harness {med[1]:.3f} s, overhead {med[2]:.3f} ms per tool step "
+          f"(target ≤ 0.2), harness/bare ratio {med[3]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
