@@ -44,18 +44,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bench.agentspec import parse_agent_spec
+    from bench.perturb import parse_variant_spec
     from bench.runner import RunConfig, run_benchmark
     from bench.suite import load_suite, require_valid
 
     suite = require_valid(load_suite(args.suite))
     specs = [parse_agent_spec(a) for a in args.agent]
+    variants = parse_variant_spec(args.variants, args.variants_per_family)
     task_ids = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     suite.select(task_ids)  # unknown ids fail before anything is written
     base = Path(args.out) if args.out else Path("runs") / suite.name
     for spec in specs:
         out = base / _safe_name(spec.name) if (len(specs) > 1 or not args.out) else base
         config = RunConfig(k=args.k, out=out, seed=args.seed, concurrency=args.concurrency, timeout_s=args.timeout,
-                           max_steps=args.max_steps, retries=args.retries, progress=not args.quiet)
+                           max_steps=args.max_steps, retries=args.retries, progress=not args.quiet,
+                           variants=variants)
         run_benchmark(suite, spec, task_ids, config)
         print(f"run written to {out} — `trajbench report {out}` shows it")
     return 0
@@ -115,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive_float, default=300.0, help="seconds per trial (default 300)")
     p.add_argument("--max-steps", type=_positive_int, default=50, help="tool-call budget per trial (default 50)")
     p.add_argument("--retries", type=int, default=2, help="retries of a trial after an infrastructure error (default 2)")
+    p.add_argument("--variants", metavar="FAMILIES",
+                   help="also run perturbed inputs: comma-separated families from typos[=RATE], paraphrase, reorder, "
+                        "distractors, formats, drop, or all (the unperturbed input always runs)")
+    p.add_argument("--variants-per-family", type=_positive_int, default=1, metavar="N",
+                   help="variants of each family per task, from different seeds (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 

@@ -73,14 +73,15 @@ class Episode:
         max_steps: int,
         timeout_s: float | None,
         sink: EventSink,
-        instruction: str | None = None,
+        variant: str = "base",
     ):
         self._suite = suite
         self._task = task
         self.trial_id = trial_id
         self.attempt = attempt
         self.task_id = task.id
-        self.instruction = instruction if instruction is not None else task.instruction
+        self.instruction = task.instruction
+        self.variant = variant  # the input-variant family ("base" = the unperturbed input)
         self.policy = suite.policy
         self.tool_specs = suite.tool_specs()
         self.seed = seed

@@ -15,6 +15,7 @@ import numpy as np
 from bench import metrics
 from bench.canonical import step_key
 from bench.log import RunLog, read_run
+from bench.perturb import BASE
 
 REPORT_VERSION = 1
 
@@ -72,11 +73,12 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0) -
     k = int(manifest["k"])
     by_task: dict[str, list[dict[str, Any]]] = {t: [] for t in manifest.get("tasks", [])}
     for summary in log.summaries.values():
-        by_task.setdefault(summary["task"], []).append(summary)
+        if summary.get("variant_family", BASE) == BASE:  # the headline figures: unperturbed inputs
+            by_task.setdefault(summary["task"], []).append(summary)
     rows = [_task_row(task_id, trials, log, k) for task_id, trials in by_task.items() if trials]
     counts = [(r["n"], r["successes"]) for r in rows]
     suite = metrics.suite_summary(counts, B=bootstrap, seed=seed)
-    expected = len(manifest.get("tasks", [])) * k
+    expected = len(log.summaries) if manifest.get("perturbations") else len(manifest.get("tasks", [])) * k
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "run": {"dir": str(run_dir), "run_id": manifest["run_id"], "harness_version": manifest.get("harness_version"),
@@ -92,7 +94,63 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0) -
     }
     if manifest["agent"].get("simulated"):
         report["simulated_truth"] = _sim_truth(rows, k)
+    if manifest.get("perturbations"):
+        report["variants"] = variants_section(log, k, bootstrap, seed)
     return report
+
+
+def _family_counts(log: RunLog) -> dict[str, dict[str, tuple[int, int]]]:
+    """family -> task -> (valid trials, successes), pooling the family's variants of a task."""
+    counts: dict[str, dict[str, list[int]]] = {}
+    for s in log.summaries.values():
+        if s["outcome"] == "error":
+            continue
+        cell = counts.setdefault(s.get("variant_family", BASE), {}).setdefault(s["task"], [0, 0])
+        cell[0] += 1
+        cell[1] += s["outcome"] == "success"
+    return {f: {t: (n, c) for t, (n, c) in tasks.items()} for f, tasks in counts.items()}
+
+
+def _paired(values: np.ndarray, bootstrap: int, seed: int) -> dict[str, Any]:
+    lo, hi = metrics.bootstrap_task_means(values, B=bootstrap, seed=seed) if len(values) else (None, None)
+    return {"mean": float(values.mean()) if len(values) else None, "lo": lo, "hi": hi, "n_tasks": int(len(values))}
+
+
+def variants_section(log: RunLog, k: int, bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Input variance, per perturbation family: pass@1 and pass^k, the paired change against
+    the unperturbed input on the same tasks (interval from a bootstrap over tasks), the same-input
+    flip rate beside it (the noise floor), and HAL's accuracy ratio."""
+    counts = _family_counts(log)
+    base = counts.get(BASE, {})
+    families = []
+    for family, per_task in counts.items():
+        if family == BASE:
+            continue
+        shared = sorted(t for t in per_task if t in base and base[t][0] and per_task[t][0])
+        d1 = np.array([per_task[t][1] / per_task[t][0] - base[t][1] / base[t][0] for t in shared])
+        dk_tasks = [t for t in shared if per_task[t][0] >= k and base[t][0] >= k]
+        dk = np.array([metrics.pass_hat_k(*per_task[t], k) - metrics.pass_hat_k(*base[t], k) for t in dk_tasks])
+        flips = [metrics.flip_probability(*base[t]) for t in shared if base[t][0] >= 2]
+        summary = metrics.suite_summary([per_task[t] for t in shared], B=bootstrap, seed=seed)
+        base_p1 = float(np.mean([base[t][1] / base[t][0] for t in shared])) if shared else None
+        delta = _paired(d1, bootstrap, seed)
+        verdict = "within noise"
+        if delta["hi"] is not None and delta["hi"] < 0:
+            verdict = "worse"
+        elif delta["lo"] is not None and delta["lo"] > 0:
+            verdict = "better"
+        families.append({
+            "family": family,
+            "n_tasks": len(shared),
+            "pass@1": summary["pass@1"],
+            "pass^k": next((e for e in summary["pass^k"] if e["k"] == k), None),
+            "delta_pass@1": delta,
+            "delta_pass^k": _paired(dk, bootstrap, seed),
+            "noise_floor_flip": float(np.mean(flips)) if flips else None,
+            "hal_ratio": (summary["pass@1"]["mean"] / base_p1) if base_p1 else None,
+            "verdict": verdict,
+        })
+    return {"k": k, "families": sorted(families, key=lambda f: f["family"])}
 
 
 def _mean_of(rows: list[dict[str, Any]], get: Any) -> float | None:
@@ -167,7 +225,25 @@ def render_text(report: dict[str, Any], max_tasks: int = 60) -> str:
                      f"{_pct(row['pass^k']):>7} {_pct(row['flip']):>6} {states:>6}  {checks}{err}")
     if len(report["tasks"]) > max_tasks:
         lines.append(f"  ... {len(report['tasks']) - max_tasks} more tasks (see --json)")
+    if report.get("variants"):
+        lines += ["", *render_variants(report["variants"])]
     return "\n".join(lines)
+
+
+def render_variants(section: dict[str, Any]) -> list[str]:
+    k = section["k"]
+    lines = [f"Input variants (the headline figures above are on the unperturbed input; Δ is paired over the same tasks)",
+             f"  {'family':<12} {'tasks':>5} {'pass@1':>7} {f'pass^{k}':>7} {'Δ pass@1 [95% CI]':>26} {'ratio':>6} "
+             f"{'noise floor':>11}  verdict"]
+    for f in section["families"]:
+        d = f["delta_pass@1"]
+        delta = "n/a" if d["mean"] is None else f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+        pk = f["pass^k"]["mean"] if f["pass^k"] else None
+        ratio = "n/a" if f["hal_ratio"] is None else f"{f['hal_ratio']:.2f}"
+        lines.append(f"  {f['family']:<12} {f['n_tasks']:>5} {_pct(f['pass@1']['mean']):>7} {_pct(pk):>7} {delta:>26} "
+                     f"{ratio:>6} {_fmt(f['noise_floor_flip']):>11}  {f['verdict']}")
+    lines.append("  noise floor = same-input flip rate on the unperturbed input; 'within noise' = the paired interval includes 0")
+    return lines
 
 
 def _curve_points(k: int) -> set[int]:

@@ -27,11 +27,10 @@ from bench.canonical import derive_seed
 from bench.episode import Episode
 from bench.errors import BenchError
 from bench.log import LogWriter, read_manifest, read_run, write_manifest
+from bench.perturb import BASE, Variant, VariantSpec, variants_of
 from bench.suite import Suite
 from bench.task import Task
 from bench.trial import AttemptError, play_async
-
-BASE_VARIANT = "base"
 
 
 @dataclass(frozen=True)
@@ -45,17 +44,28 @@ class RunConfig:
     retries: int = 2
     retry_backoff_s: float = 0.5
     progress: bool = True
+    variants: VariantSpec = VariantSpec()
 
 
 @dataclass(frozen=True)
 class TrialKey:
-    task: Task
-    variant: str
+    variant: Variant
     index: int
 
     @property
+    def task(self) -> Task:
+        """The task as this variant presents it (perturbed instruction, hidden facts)."""
+        return self.variant.task
+
+    @property
     def trial_id(self) -> str:
-        return f"{self.task.id}/{self.variant}/{self.index}"
+        return f"{self.task.id}/{self.variant.id}/{self.index}"
+
+
+def trial_keys(tasks: list[Task], config: RunConfig) -> list[TrialKey]:
+    """The grid: tasks × variants (base first) × trial indices."""
+    return [TrialKey(variant, i) for task in tasks for variant in variants_of(task, config.variants, config.seed)
+            for i in range(config.k)]
 
 
 def build_manifest(suite: Suite, spec: AgentSpec, tasks: list[Task], config: RunConfig) -> dict[str, Any]:
@@ -68,8 +78,7 @@ def build_manifest(suite: Suite, spec: AgentSpec, tasks: list[Task], config: Run
         "k": config.k,
         "base_seed": config.seed,
         "tasks": [t.id for t in tasks],
-        "variants": [BASE_VARIANT],
-        "perturbations": [],
+        "perturbations": config.variants.as_list(),
         "max_steps": config.max_steps,
         "timeout_s": config.timeout_s,
         "tool_schema_hashes": suite.tool_schema_hashes(),
@@ -85,6 +94,7 @@ def _check_resumable(old: dict[str, Any], new: dict[str, Any], run_dir: Path) ->
         ("base_seed", old.get("base_seed"), new["base_seed"]),
         ("tasks", old.get("tasks"), new["tasks"]),
         ("max_steps", old.get("max_steps"), new["max_steps"]),
+        ("perturbations", old.get("perturbations", []), new["perturbations"]),
     ]
     for name, was, now in checks:
         if was != now:
@@ -136,12 +146,13 @@ class _Progress:
 
 
 async def _run_trial(suite: Suite, agent: Any, key: TrialKey, config: RunConfig, writer: LogWriter) -> str:
-    seed = derive_seed(config.seed, key.task.id, key.variant, key.index)
+    seed = derive_seed(config.seed, key.task.id, key.variant.id, key.index)
     errors: list[str] = []
     for attempt_no in range(config.retries + 1):
         attempt = f"{key.trial_id}@{uuid.uuid4().hex[:10]}"
         episode = Episode(suite, key.task, trial_id=key.trial_id, attempt=attempt, seed=seed,
-                          max_steps=config.max_steps, timeout_s=config.timeout_s, sink=writer.append)
+                          max_steps=config.max_steps, timeout_s=config.timeout_s, sink=writer.append,
+                          variant=key.variant.family)
         started_at = time.time()
         try:
             result = await play_async(agent, episode, config.timeout_s)
@@ -160,8 +171,11 @@ async def _run_trial(suite: Suite, agent: Any, key: TrialKey, config: RunConfig,
 
 def _summary(key: TrialKey, attempt: str, seed: int, started_at: float, attempts: int, result: dict[str, Any]) -> dict[str, Any]:
     record = {"type": "trial", "trial": key.trial_id, "attempt": attempt, "task": key.task.id,
-              "variant": key.variant, "index": key.index, "seed": seed, "started_at": started_at,
-              "attempts": attempts}
+              "variant": key.variant.id, "variant_family": key.variant.family, "index": key.index, "seed": seed,
+              "started_at": started_at, "attempts": attempts}
+    if key.variant.family != BASE:
+        record["variant_params"] = key.variant.params
+        record["instruction"] = key.task.instruction
     record.update(result)
     return record
 
@@ -183,7 +197,7 @@ def run_benchmark(suite: Suite, spec: AgentSpec, task_ids: list[str] | None, con
     tasks = suite.select(task_ids)
     agent = spec.build()
     manifest, done = prepare_run_dir(suite, spec, tasks, config)
-    keys = [TrialKey(t, BASE_VARIANT, i) for t in tasks for i in range(config.k)]
+    keys = trial_keys(tasks, config)
     pending = [key for key in keys if key.trial_id not in done]
     writer = LogWriter(config.out)
     if writer.torn_bytes:

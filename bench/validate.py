@@ -2,7 +2,8 @@
 
 For every task: the schema holds; every reference action runs without error; the reference
 agent passes; the do-nothing agent fails unless the task says `noop_passes` (and passes if it
-says so).
+says so); state paths lead somewhere; read-only tools do not write; and the reference still
+passes on every input variant (two seeds of each perturbation family).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from bench.adapters.builtin import NoopAgent, ReferenceAgent
 from bench.episode import Episode
 from bench.canonical import state_hash
 from bench.goal import _MISSING, path_label, path_parts, resolve
+from bench.perturb import FAMILIES, VariantSpec, variants_of
 from bench.user import ScriptedUser
 from bench.suite import Suite
 from bench.trial import play
@@ -61,6 +63,7 @@ def validate_suite(suite: Suite) -> list[Problem]:
         for name, step in ref["milestones"].items():
             if step is None:
                 problems.append(Problem(task.source, task.id, f"field milestones: the reference never reaches milestone {name!r}"))
+        problems += _variant_problems(suite, task)
         noop = run_offline(suite, task, NoopAgent())
         if noop["outcome"] == "success" and not task.noop_passes:
             problems.append(Problem(task.source, task.id, "a do-nothing agent passes this task; fix the goal or set noop_passes: true"))
@@ -76,6 +79,22 @@ def _unknown_paths(suite: Suite, task) -> list[str]:
     initial = suite.initial_state_for(task)
     paths = [*task.state_check.get("include", ()), *task.state_check.get("exclude", ())]
     return [path_label(p) for p in paths if resolve(expected, p) is _MISSING and resolve(initial, p) is _MISSING]
+
+
+VALIDATED_VARIANTS = VariantSpec({family: {} for family in FAMILIES}, per_family=2)
+
+
+def _variant_problems(suite: Suite, task) -> list[Problem]:
+    """No input variant may change the goal: the reference (which, for a dropped fact, first
+    asks the user for it) must still pass on every variant."""
+    problems = []
+    for variant in variants_of(task, VALIDATED_VARIANTS, base_seed=0)[1:]:
+        for i, question in _unanswered_questions(variant.task):
+            problems.append(Problem(task.source, task.id, f"variant {variant.id}: the user cannot answer {question!r}"))
+        result = run_offline(suite, variant.task, ReferenceAgent())
+        if result["outcome"] != "success":
+            problems.append(Problem(task.source, task.id, f"variant {variant.id} changes the goal: the reference fails ({result['reason']})"))
+    return problems
 
 
 def _dangling_paths(suite: Suite, task) -> list[tuple[str, str]]:
