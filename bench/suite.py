@@ -25,7 +25,7 @@ import orjson
 from bench.canonical import canonical_json, digest
 from bench.domain import Toolset, World
 from bench.errors import BenchError
-from bench.task import Task, TaskFileProblem, merge_patch, read_task_files
+from bench.task import Task, Problem, merge_patch, read_task_files
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,7 +57,7 @@ class Suite:
     tools: Toolset
     tasks: list[Task]
     content_hash: str
-    problems: list[TaskFileProblem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     _expected: dict[str, tuple[dict[str, Any], list[str]]] = field(default_factory=dict, repr=False)
 
     def task(self, task_id: str) -> Task:

@@ -100,7 +100,9 @@ def task_from_dict(raw: dict[str, Any], source: str) -> Task:
 
 
 @dataclass
-class TaskFileProblem:
+class Problem:
+    """A problem with a task: which file, which task, what is wrong."""
+
     file: str
     task_id: str | None
     message: str
@@ -110,20 +112,20 @@ class TaskFileProblem:
         return f"{self.file}{task}: {self.message}"
 
 
-def read_task_files(paths: list[Path]) -> tuple[list[Task], list[TaskFileProblem]]:
+def read_task_files(paths: list[Path]) -> tuple[list[Task], list[Problem]]:
     """Read tasks from JSON files (each holds one task object or a list of them). Returns the
     valid tasks and every problem found, so that `validate` can list them all at once."""
     tasks: list[Task] = []
-    problems: list[TaskFileProblem] = []
+    problems: list[Problem] = []
     seen: dict[str, str] = {}
     for path in paths:
         try:
             data = orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError as exc:
-            problems.append(TaskFileProblem(str(path), None, f"not valid JSON: {exc}"))
+            problems.append(Problem(str(path), None, f"not valid JSON: {exc}"))
             continue
         except OSError as exc:
-            problems.append(TaskFileProblem(str(path), None, f"cannot be read: {exc.strerror}"))
+            problems.append(Problem(str(path), None, f"cannot be read: {exc.strerror}"))
             continue
         items = data if isinstance(data, list) else [data]
         for index, raw in enumerate(items):
@@ -131,10 +133,10 @@ def read_task_files(paths: list[Path]) -> tuple[list[Task], list[TaskFileProblem
             label = task_id if isinstance(task_id, str) else f"#{index}"
             issues = schema_problems(raw)
             if issues:
-                problems.extend(TaskFileProblem(str(path), label, f"field {p}") for p in issues)
+                problems.extend(Problem(str(path), label, f"field {p}") for p in issues)
                 continue
             if task_id in seen:
-                problems.append(TaskFileProblem(str(path), label, f"field id: duplicate task id (also in {seen[task_id]})"))
+                problems.append(Problem(str(path), label, f"field id: duplicate task id (also in {seen[task_id]})"))
                 continue
             seen[task_id] = str(path)
             tasks.append(task_from_dict(raw, str(path)))

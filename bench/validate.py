@@ -8,8 +8,6 @@ passes on every input variant (two seeds of each perturbation family).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from bench.adapters.builtin import NoopAgent, ReferenceAgent
 from bench.episode import Episode
 from bench.canonical import state_hash
@@ -17,18 +15,8 @@ from bench.goal import _MISSING, path_label, path_parts, resolve
 from bench.perturb import FAMILIES, VariantSpec, variants_of
 from bench.user import ScriptedUser
 from bench.suite import Suite
+from bench.task import Problem
 from bench.trial import play
-
-
-@dataclass
-class Problem:
-    file: str
-    task_id: str | None
-    message: str
-
-    def __str__(self) -> str:
-        task = f", task {self.task_id}" if self.task_id else ""
-        return f"{self.file}{task}: {self.message}"
 
 
 def _discard(event: dict) -> None:
@@ -42,7 +30,7 @@ def run_offline(suite: Suite, task, agent, max_steps: int = 200) -> dict:
 
 
 def validate_suite(suite: Suite) -> list[Problem]:
-    problems = [Problem(p.file, p.task_id, p.message) for p in suite.problems]
+    problems = list(suite.problems)
     for task in suite.tasks:
         _, ref_errors = suite.expected_state(task)
         for err in ref_errors:
