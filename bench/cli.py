@@ -77,6 +77,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from bench.verify import run_verify
+
+    return run_verify(args.run_dir, suite=args.suite, as_json=args.json)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.export import run_export
+
+    return run_export(args.run_dir, args.format, args.out)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench.leaderboard import run_leaderboard
+
+    return run_leaderboard(args.run_dirs, args.out, k=args.k, bootstrap=args.bootstrap, suite=args.suite)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -131,6 +149,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable (bench/schemas/report.schema.json)")
     p.add_argument("--bootstrap", type=_positive_int, default=2000, help="bootstrap replicates (default 2000)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("verify", help="replay a run's log on a fresh world; recompute every outcome and figure (exit 1 on a mismatch)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--suite", metavar="SUITE", help="the suite folder (or built-in name) the run used, if its recorded path is gone; "
+                   "its content hash must still match the run's")
+    p.add_argument("--json", action="store_true", help="every mismatch, machine-readable")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("export", help="export a run's steps and trials as a Hugging Face dataset (offline)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--format", required=True, choices=["parquet", "jsonl", "hf"],
+                   help="parquet or jsonl files with a dataset card, or hf (datasets save_to_disk)")
+    p.add_argument("--out", required=True, metavar="PATH", help="output folder (must not exist, or be empty)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("leaderboard", help="rank verified runs of one suite: README.md, leaderboard.json, index.html")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("-k", "--k", type=_positive_int, default=None,
+                   help="rank by pass^k at this k (default: the largest k every run has)")
+    p.add_argument("--bootstrap", type=_positive_int, default=2000, help="bootstrap replicates for the intervals (default 2000)")
+    p.add_argument("--suite", metavar="SUITE", help="the runs' suite folder (or built-in name), if the path recorded in them is gone")
+    p.set_defaults(func=cmd_leaderboard)
     return parser
 
 

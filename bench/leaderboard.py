@@ -1,0 +1,728 @@
+"""`trajbench leaderboard RUN_DIR... --out DIR`: a ranked, verified consistency leaderboard.
+
+Writes three files to DIR, all rendered from one dict (the content of `leaderboard.json`, whose
+schema is bench/schemas/leaderboard.schema.json), so each can be regenerated from the JSON:
+
+- `leaderboard.json` — every figure, per agent and per task;
+- `README.md` — the ranked table (GitHub-readable);
+- `index.html` — one self-contained, offline page: the table, the pass^k curves (k = 1..n,
+  intervals shaded) and the per-task heat map as inline SVG rendered by matplotlib (the
+  optional `plots` extra), per-task numbers and the most frequent tool errors. No script, no
+  external resource; a Content-Security-Policy forbids both, and every agent- or
+  model-produced string is escaped.
+
+Rules: every run must have the same suite content hash and the same tasks (else BenchError);
+every run is replayed by `bench.verify` first and a run that does not verify is **rejected**:
+it is left out of the ranking and listed with its reasons (and the command exits 1). Entries are
+ranked by pass^k at one k (default: the largest k every run has), ties broken by pass@1. As in
+`trajbench report`'s headline, every figure is computed on the unperturbed input (`base`
+trials): runs made with `--variants` rank beside runs made without.
+Intervals are percentile bootstraps over tasks (never over trials within a task), as in
+`trajbench report`, with a recorded number of replicates and seed, so every figure can be
+recomputed from the run directories alone.
+
+Extending the page: `HTML_SECTIONS` lists the page's sections in order; each takes the board
+dict and returns HTML or None (nothing to show). When `trajbench report` gains a section worth
+publishing (the divergence analysis, for one), copy its summary into each entry in `_entry`,
+describe it in the schema, and add a section function here; README_SECTIONS likewise.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import os
+import re
+import sys
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from bench import __version__
+from bench.canonical import step_key
+from bench.errors import BenchError
+from bench.log import RunLog, read_run
+
+__all__ = ["LEADERBOARD_VERSION", "build_leaderboard", "render_markdown", "render_html", "write_leaderboard",
+           "run_leaderboard", "HTML_SECTIONS", "README_SECTIONS"]
+
+LEADERBOARD_VERSION = 1
+DEFAULT_BOOTSTRAP = 2000
+TOOL_ERRORS_LISTED = 5
+_TEXT_LIMIT = 200
+
+
+# =============================================================================== the board
+def _generated_at() -> str:
+    """Now, or SOURCE_DATE_EPOCH (reproducible builds) when set."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch and epoch.isdigit() else datetime.now(timezone.utc)
+    return when.isoformat(timespec="seconds")
+
+
+def _clip(text: Any, width: int = _TEXT_LIMIT) -> str:
+    text = str(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _term(text: Any) -> str:
+    """Untrusted text for a terminal: control characters shown escaped, never interpreted."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _estimate(entry: dict[str, Any] | None) -> dict[str, Any]:
+    entry = entry or {}
+    return {"mean": entry.get("mean"), "lo": entry.get("lo"), "hi": entry.get("hi"), "n_tasks": entry.get("n_tasks", 0)}
+
+
+def _shown_k(k: int) -> list[int]:
+    """pass^k columns: powers of two below the ranking k, and the ranking k."""
+    return sorted({j for j in (2 ** p for p in range(1, 12)) if j < k} | {k})
+
+
+def _base(log: RunLog) -> list[dict[str, Any]]:
+    """The trials of the unperturbed input: the headline figures use these alone (as
+    `trajbench report` does); input variants are reported on their own."""
+    from bench.perturb import BASE
+
+    return [s for s in log.summaries.values() if s.get("variant_family", BASE) == BASE]
+
+
+def _valid(log: RunLog) -> list[dict[str, Any]]:
+    return [s for s in _base(log) if s.get("outcome") in ("success", "failure")]
+
+
+def _resources(log: RunLog) -> dict[str, Any]:
+    """Per-task means over valid trials of steps, tokens and cost, then the mean over tasks.
+    Tokens (cost) count as known only if some model turn reported them."""
+    valid = _valid(log)
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in valid:
+        by_task[s["task"]].append(s)
+    tokens_known = cost_known = False
+    for s in valid:
+        for ev in log.trial_steps(s["trial"]):
+            if ev.get("kind") == "model":
+                tokens_known |= ev.get("input_tokens") is not None or ev.get("output_tokens") is not None
+                cost_known |= ev.get("cost") is not None
+
+    def over_tasks(field: str) -> float | None:
+        return _mean([_mean([float(t.get(field) or 0) for t in trials]) for trials in by_task.values()])
+
+    return {
+        "mean_steps": over_tasks("steps"),
+        "mean_input_tokens": over_tasks("input_tokens") if tokens_known else None,
+        "mean_output_tokens": over_tasks("output_tokens") if tokens_known else None,
+        "mean_cost": over_tasks("cost") if cost_known else None,
+    }
+
+
+def _tool_errors(log: RunLog) -> dict[str, Any]:
+    """The tool calls that most often returned an error, over the valid trials (agent-produced
+    text: arguments; domain text that may echo them: the error)."""
+    calls = errored = 0
+    counts: Counter = Counter()
+    trials: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for s in _valid(log):
+        for ev in log.trial_steps(s["trial"]):
+            if ev.get("kind") not in ("tool", "user"):
+                continue
+            calls += 1
+            if ev.get("error") is None:
+                continue
+            errored += 1
+            key = (step_key(str(ev.get("tool")), ev.get("args")), str(ev["error"]))
+            counts[key] += 1
+            trials[key].add(s["trial"])
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOOL_ERRORS_LISTED]
+    return {
+        "rate": errored / calls if calls else None,
+        "calls": calls,
+        "errors": errored,
+        "top": [{"action": _clip(action), "error": _clip(error), "count": n, "trials": len(trials[(action, error)])}
+                for (action, error), n in top],
+    }
+
+
+def _entry(run_dir: Path, log: RunLog, verified: Any, K: int, bootstrap: int, seed: int) -> dict[str, Any]:
+    from bench.report import build_report
+
+    report = build_report(run_dir, bootstrap=bootstrap, seed=seed)
+    m = log.manifest
+    agent = m.get("agent") or {}
+    suite = report["suite"]
+    curve = [{"k": e["k"], **_estimate(e)} for e in suite["pass^k"]]
+    at_k = next((e for e in curve if e["k"] == K), _estimate(None) | {"k": K})
+    rows = {r["task"]: r for r in report["tasks"]}
+    per_task = []
+    for task in m.get("tasks") or []:
+        row = rows.get(task)
+        n = row["n"] if row else 0
+        per_task.append({"task": task, "n": n, "successes": row["successes"] if row else 0,
+                         "pass@1": row["pass@1"] if row and n else None})
+    base = _base(log)
+    errors = sum(s.get("outcome") == "error" for s in base)
+    entry = {
+        "rank": None,
+        "label": str(agent.get("name")),
+        "agent": {"name": str(agent.get("name")), "adapter": agent.get("adapter"), "hash": agent.get("hash"),
+                  "simulated": bool(agent.get("simulated")), "options": agent.get("options") or {},
+                  "target": agent.get("target")},
+        "run": {"run_id": m.get("run_id"), "dir": run_dir.name, "created_at": m.get("created_at"),
+                "harness_version": m.get("harness_version"), "k": int(m["k"]), "base_seed": m.get("base_seed"),
+                "max_steps": m.get("max_steps"), "timeout_s": m.get("timeout_s")},
+        "trials": {"expected": len(m.get("tasks") or []) * int(m["k"]), "finished": len(base),
+                   "valid": len(base) - errors, "errors": errors},
+        "n_tasks": suite["n_tasks"],
+        "k": int(m["k"]),
+        "rank_metric": {"name": f"pass^{K}", **at_k},
+        "pass@1": _estimate(suite["pass@1"]),
+        "pass^k": curve,
+        "flip": _estimate(suite["flip"]),
+        **_resources(log),
+        "tool_errors": _tool_errors(log),
+        "per_task": per_task,
+        "simulated_truth": report.get("simulated_truth"),
+        "verified": {"trials": verified.trials, "steps_replayed": verified.steps_replayed,
+                     "error_trials": verified.error_trials},
+    }
+    return entry
+
+
+def _rank(entries: list[dict[str, Any]]) -> None:
+    """Sort by pass^K, then pass@1 (higher first); equal figures share a rank (1, 2, 2, 4)."""
+    def key(e: dict[str, Any]) -> tuple[float, float]:
+        a, b = e["rank_metric"]["mean"], e["pass@1"]["mean"]
+        return (-1.0 if a is None else a, -1.0 if b is None else b)
+
+    entries.sort(key=lambda e: (tuple(-x for x in key(e)), e["label"]))
+    for e in entries:
+        e["rank"] = 1 + sum(1 for other in entries if key(other) > key(e))
+
+
+def _unique_labels(entries: list[dict[str, Any]]) -> None:
+    names = Counter(e["label"] for e in entries)
+    for e in entries:
+        if names[e["label"]] > 1:
+            e["label"] = f"{e['label']} (run {str(e['run']['run_id'])[:8]})"
+
+
+def build_leaderboard(run_dirs: list[str | Path], *, k: int | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
+                      seed: int = 0, suite: Any = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The leaderboard as a dict (see the schema). `suite` (a Suite, folder or built-in name) is
+    where to find the runs' suite when the path recorded in their manifests is gone. Raises
+    BenchError on runs that cannot be ranked together (different suite hashes or tasks, k too
+    large, the same run twice) or whose suite cannot be found; runs that fail verification are
+    listed under `rejected`, not ranked."""
+    from bench.verify import load_run_suite, verify_run
+
+    if not run_dirs:
+        raise BenchError("give at least one run directory", field="RUN_DIR")
+    paths = [Path(p) for p in run_dirs]
+    logs = [read_run(p) for p in paths]
+    _check_comparable(paths, logs)
+    first = logs[0].manifest
+    suite, problems = load_run_suite(first, paths[0], suite)
+    if suite is None:
+        raise BenchError(problems[0].detail, file=str(paths[0] / "run.json"), field="suite.hash")
+    shared_k = min(int(log.manifest["k"]) for log in logs)
+    if k is None:
+        K = shared_k
+    elif not 1 <= k <= shared_k:
+        raise BenchError(f"--k must be between 1 and {shared_k}, the largest k every run has", field="--k")
+    else:
+        K = k
+
+    entries, rejected = [], []
+    for path, log in zip(paths, logs):
+        if progress:
+            progress(f"verifying {path}")
+        result = verify_run(path, suite=suite, log=log)
+        if not result.ok:
+            agent = log.manifest.get("agent") or {}
+            rejected.append({"run_dir": path.name, "run_id": log.manifest.get("run_id"), "agent": str(agent.get("name")),
+                             "simulated": bool(agent.get("simulated")), "mismatches": len(result.mismatches),
+                             "reasons": result.reasons()})
+            continue
+        entries.append(_entry(path, log, result, K, bootstrap, seed))
+    _unique_labels(entries)
+    _rank(entries)
+    tasks = list(first.get("tasks") or [])
+    return {
+        "leaderboard_version": LEADERBOARD_VERSION,
+        "generated_at": _generated_at(),
+        "generator": {"name": "trajbench", "version": __version__},
+        "suite": {"name": first["suite"].get("name"), "hash": first["suite"].get("hash"),
+                  "description": getattr(suite, "description", "")},
+        "tasks": tasks,
+        "n_tasks": len(tasks),
+        "rank_by": {"metric": "pass^k", "k": K},
+        "shown_k": _shown_k(K),
+        "confidence": 0.95,
+        "bootstrap": {"replicates": bootstrap, "seed": seed, "over": "tasks"},
+        "entries": entries,
+        "rejected": rejected,
+    }
+
+
+def _check_comparable(paths: list[Path], logs: list[RunLog]) -> None:
+    hashes = {log.manifest["suite"].get("hash") for log in logs}
+    if len(hashes) > 1:
+        listing = "; ".join(f"{p} — suite {log.manifest['suite'].get('name')} hash {str(log.manifest['suite'].get('hash'))[:12]}"
+                            for p, log in zip(paths, logs))
+        raise BenchError("these runs were made on different suites (content hashes differ) and cannot be ranked together: "
+                         f"{listing}. Build one leaderboard per suite hash", field="RUN_DIR")
+    ids = Counter(log.manifest.get("run_id") for log in logs)
+    twice = [str(r) for r, n in ids.items() if n > 1]
+    if twice:
+        raise BenchError(f"the same run is given more than once (run id {', '.join(twice)})", field="RUN_DIR")
+    tasks = [set(log.manifest.get("tasks") or []) for log in logs]
+    for p, t in zip(paths[1:], tasks[1:]):
+        if t != tasks[0]:
+            raise BenchError(f"{p} covers different tasks than {paths[0]} ({len(t ^ tasks[0])} differ): "
+                             "means over tasks are comparable only over the same tasks", field="RUN_DIR")
+
+
+# =============================================================================== formatting
+def _num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _ci(est: dict[str, Any]) -> str:
+    if est.get("mean") is None:
+        return "—"
+    return f"{est['mean']:.3f} [{_num(est.get('lo'))}, {_num(est.get('hi'))}]"
+
+
+def _curve_at(entry: dict[str, Any], k: int) -> dict[str, Any]:
+    return next((e for e in entry["pass^k"] if e["k"] == k), {"mean": None})
+
+
+def _tokens(entry: dict[str, Any]) -> str:
+    i, o = entry.get("mean_input_tokens"), entry.get("mean_output_tokens")
+    return "—" if i is None and o is None else f"{(i or 0) + (o or 0):,.0f}"
+
+
+def _cost(entry: dict[str, Any]) -> str:
+    c = entry.get("mean_cost")
+    return "—" if c is None else f"${c:.4f}"
+
+
+def _date(text: Any) -> str:
+    return str(text)[:10] if text else "—"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
+
+
+def md_escape(text: Any) -> str:
+    """Untrusted text for a Markdown table cell: no markup, no HTML, no line breaks."""
+    s = " ".join(str(text).split())
+    s = html.escape(s, quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+def _label_md(entry: dict[str, Any]) -> str:
+    name = md_escape(entry["label"])
+    return f"{name} · *simulated*" if entry["agent"]["simulated"] else name
+
+
+# =============================================================================== README.md
+def _md_header(board: dict[str, Any]) -> list[str]:
+    suite, K = board["suite"], board["rank_by"]["k"]
+    return [
+        f"# Consistency leaderboard — suite {md_escape(suite['name'])}",
+        "",
+        f"Suite **{md_escape(suite['name'])}** (content hash `{suite['hash']}`), n = {board['n_tasks']} tasks. "
+        f"Ranked by **pass^{K}**: the chance that {K} runs of a task all succeed (unbiased estimator "
+        "C(c,k)/C(n,k) per task, mean over tasks). Brackets are 95% intervals from a percentile bootstrap "
+        f"over tasks ({board['bootstrap']['replicates']} replicates, seed {board['bootstrap']['seed']}). "
+        f"Every entry replayed clean under `trajbench verify`. Generated {board['generated_at']} by trajbench "
+        f"{board['generator']['version']}.",
+        "",
+    ]
+
+
+def _md_table(board: dict[str, Any]) -> list[str]:
+    K = board["rank_by"]["k"]
+    extra = [j for j in board["shown_k"] if j != K]
+    head = ["Rank", "Agent", f"pass^{K} [95% CI]", "pass@1 [95% CI]", *[f"pass^{j}" for j in extra], "flip",
+            "steps", "tokens/trial", "cost/trial", "n", "k", "harness", "date"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h not in ("Agent",) else "---" for h in head) + "|"]
+    for e in board["entries"]:
+        cells = [str(e["rank"]), _label_md(e), _ci(e["rank_metric"]), _ci(e["pass@1"]),
+                 *[_num(_curve_at(e, j)["mean"]) for j in extra], _num(e["flip"]["mean"]), _num(e["mean_steps"], 1),
+                 _tokens(e), _cost(e), str(e["n_tasks"]), str(e["k"]), md_escape(e["run"]["harness_version"]),
+                 _date(e["run"]["created_at"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not board["entries"]:
+        lines.append("| — | *no verified entry* |" + " |" * (len(head) - 2))
+    return lines + [""]
+
+
+def _md_notes(board: dict[str, Any]) -> list[str]:
+    lines = []
+    if any(e["agent"]["simulated"] for e in board["entries"]):
+        lines += ["*Simulated* entries are trajbench's `sim` reference agents, **not real agents**: they replay the "
+                  "task's reference actions with seeded errors of a known rate, so their true scores are known "
+                  "(below) and they calibrate the scale.", ""]
+        for e in board["entries"]:
+            truth = e.get("simulated_truth")
+            if e["agent"]["simulated"] and truth:
+                at = next((t["value"] for t in truth["pass^k"] if t["k"] == board["rank_by"]["k"]), None)
+                lines.append(f"- {md_escape(e['label'])}: true pass@1 {_num(truth['pass@1'])}, true "
+                             f"pass^{board['rank_by']['k']} {_num(at)}")
+        lines.append("")
+    errors = [e for e in board["entries"] if e["trials"]["errors"]]
+    if errors:
+        lines += ["Infrastructure errors (excluded from every figure): " +
+                  ", ".join(f"{md_escape(e['label'])} {e['trials']['errors']}/{e['trials']['expected']} trials" for e in errors), ""]
+    lines += [
+        "Columns: **pass@1** mean success rate; **pass^j** all j runs succeed; **flip** chance that two runs of a "
+        "task disagree, 2c(n−c)/(n(n−1)); **steps** tool calls per trial; **tokens/trial** and **cost/trial** "
+        "where the agent reports them (— otherwise); **n** tasks, **k** trials per task; **harness** trajbench "
+        "version of the run; **date** of the run. Per-task success rates, pass^k curves and tool errors: "
+        "`index.html`; every number: `leaderboard.json`.", ""]
+    return lines
+
+
+def _md_rejected(board: dict[str, Any]) -> list[str]:
+    if not board["rejected"]:
+        return []
+    lines = ["## Rejected runs", "", "These runs did not replay to their logged results under `trajbench verify` "
+             "and are not ranked:", ""]
+    for r in board["rejected"]:
+        lines.append(f"- {md_escape(r['agent'])} (run {md_escape(r['run_id'])}, {r['mismatches']} mismatch(es))")
+        lines += [f"  - {md_escape(reason)}" for reason in r["reasons"]]
+    return lines + [""]
+
+
+README_SECTIONS: list[Callable[[dict[str, Any]], list[str]]] = [_md_header, _md_table, _md_notes, _md_rejected]
+
+
+def render_markdown(board: dict[str, Any]) -> str:
+    return "\n".join(line for section in README_SECTIONS for line in section(board)).rstrip() + "\n"
+
+
+# =============================================================================== plots
+def _matplotlib() -> Any:
+    try:
+        import matplotlib
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise BenchError("the leaderboard's HTML page draws its plots with matplotlib: pip install 'trajbench[plots]' "
+                         "(or pip install matplotlib)", field="--out") from None
+    return matplotlib, Figure
+
+
+def _svg(fig: Any, name: str, label: str) -> str:
+    """A figure as an inline <svg> element: deterministic (no date, salted ids per figure),
+    scalable, with text kept as (escaped) text."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, count=1, flags=re.S)  # RDF boilerplate
+    head_end = text.index(">")
+    width = re.search(r'\swidth="([0-9.]+)pt"', text[:head_end])
+    head = re.sub(r'\s(width|height)="[^"]*"', "", text[:head_end])
+    natural = f"max-width:min(100%,{width.group(1)}pt);" if width else ""
+    head += (f' class="plot" style="width:100%;{natural}height:auto" role="img" aria-label="{html.escape(label)}"'
+             f' data-plot="{name}"')
+    return head + text[head_end:]
+
+
+def _plot_label(entry: dict[str, Any], width: int = 56) -> str:
+    """`rank. label (simulated)`, shortened in the middle: a plot has no room for a long path."""
+    label = " ".join(str(entry["label"]).split())
+    suffix = " (simulated)" if entry["agent"]["simulated"] else ""
+    room = width - len(suffix)
+    if len(label) > room:
+        head = room // 3
+        label = label[:head] + "…" + label[-(room - head - 1):]
+    return f"{entry['rank']}. {label}{suffix}"
+
+
+def render_plots(board: dict[str, Any]) -> dict[str, str]:
+    """The pass^k curves and the per-task heat map as inline SVG strings."""
+    matplotlib, Figure = _matplotlib()
+    import numpy as np
+
+    entries = board["entries"]
+    out: dict[str, str] = {}
+    style = {"svg.fonttype": "none", "text.usetex": False, "font.size": 9, "font.family": "DejaVu Sans",
+             "axes.spines.top": False, "axes.spines.right": False}
+    if "text.parse_math" in matplotlib.rcParams:
+        style["text.parse_math"] = False  # agent names are text, never mathtext
+    colors = matplotlib.colormaps["tab10" if len(entries) <= 10 else "tab20"]
+    with matplotlib.rc_context({**style, "svg.hashsalt": "trajbench-curves"}):
+        fig = Figure(figsize=(7.5, 4.6 + 0.18 * len(entries)), layout="constrained")
+        ax = fig.add_subplot()
+        kmax = 1
+        for i, e in enumerate(entries):
+            pts = [p for p in e["pass^k"] if p["mean"] is not None]
+            if not pts:
+                continue
+            ks = [p["k"] for p in pts]
+            kmax = max(kmax, ks[-1])
+            color = colors(i % colors.N)
+            lo = [p["lo"] if p["lo"] is not None else p["mean"] for p in pts]
+            hi = [p["hi"] if p["hi"] is not None else p["mean"] for p in pts]
+            ax.fill_between(ks, lo, hi, color=color, alpha=0.15, linewidth=0)
+            ax.plot(ks, [p["mean"] for p in pts], marker="o", markersize=3, color=color,
+                    linestyle="--" if e["agent"]["simulated"] else "-", label=_plot_label(e))
+        ax.axvline(board["rank_by"]["k"], color="0.6", linewidth=0.8, linestyle=":")
+        ax.set_xlim(1, max(kmax, 2))
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("k (runs of the same task that must all succeed)")
+        ax.set_ylabel("pass^k")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(f"pass^k with 95% intervals (bootstrap over n = {board['n_tasks']} tasks)", loc="left")
+        ax.grid(alpha=0.3)
+        if entries:
+            longest = max(len(_plot_label(e)) for e in entries)
+            fig.legend(loc="outside lower center", ncols=max(1, min(len(entries), 90 // (longest + 6))), fontsize=8,
+                       frameon=False)
+        out["curves"] = _svg(fig, "curves", "pass^k curves per agent")
+
+    tasks = board["tasks"]
+    with matplotlib.rc_context({**style, "svg.hashsalt": "trajbench-heatmap"}):
+        rows = max(1, len(entries))
+        labels = [_plot_label(e) for e in entries]
+        longest = max((len(x) for x in labels), default=10)
+        fig = Figure(figsize=(max(6.0, 0.2 * len(tasks) + 2.0 + 0.075 * longest), 0.32 * rows + 3.2), layout="constrained")
+        ax = fig.add_subplot()
+        grid = np.full((rows, max(1, len(tasks))), np.nan)
+        for r, e in enumerate(entries):
+            for c, t in enumerate(e["per_task"]):
+                if t["pass@1"] is not None:
+                    grid[r, c] = t["pass@1"]
+        cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="0.85")
+        # vector cells (pcolormesh), not an embedded raster: the page stays pure SVG
+        image = ax.pcolormesh(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=1, edgecolors="white", linewidth=0.5)
+        ax.invert_yaxis()
+        ax.set_yticks([r + 0.5 for r in range(len(entries))], labels)
+        ax.set_xticks([c + 0.5 for c in range(len(tasks))], tasks, rotation=90, fontsize=6)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_title("success rate per task (pass@1; grey: no valid trial)")
+        # 20 steps: drawn as vector (matplotlib rasterises long colour bars) and small
+        bar = fig.colorbar(image, ax=ax, shrink=0.8, label="success rate", boundaries=np.linspace(0, 1, 21))
+        bar.solids.set_rasterized(False)
+        out["heatmap"] = _svg(fig, "heatmap", "per-task success rate heat map, agents by tasks")
+    return out
+
+
+# =============================================================================== index.html
+def _h(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#1b1f24;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
+.meta{color:#57606a;font-size:.9rem}code{background:#f6f8fa;padding:0 .25rem;border-radius:3px;font-size:.85em;word-break:break-all}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}th,td{border-bottom:1px solid #d8dee4;padding:.3rem .5rem;text-align:right;vertical-align:top}
+th{background:#f6f8fa;position:sticky;top:0}td.agent,th.agent,td.text{text-align:left}td.agent{max-width:22rem;overflow-wrap:anywhere}
+.badge{display:inline-block;font-size:.7rem;padding:0 .35rem;border-radius:.6rem;background:#ddf4ff;color:#0969da;margin-left:.3rem}
+.ci{color:#57606a;font-size:.8em;white-space:nowrap}figure{margin:1rem 0}svg.plot{max-width:100%;height:auto}
+details{margin:.5rem 0}summary{cursor:pointer;font-weight:600}.scroll{overflow-x:auto}
+td.date{white-space:nowrap}.rejected{background:#fff8f8;border-left:3px solid #cf222e;padding:.3rem .8rem}td.cell{min-width:2.5rem}
+"""
+
+
+def _est_html(est: dict[str, Any]) -> str:
+    if est.get("mean") is None:
+        return "—"
+    return f'{est["mean"]:.3f} <span class="ci">[{_num(est.get("lo"))}, {_num(est.get("hi"))}]</span>'
+
+
+def _label_html(entry: dict[str, Any]) -> str:
+    badge = ' <span class="badge sim">simulated</span>' if entry["agent"]["simulated"] else ""
+    return f'<span class="agent-name">{_h(entry["label"])}</span>{badge}'
+
+
+def _ranking_section(board: dict[str, Any], plots: dict[str, str]) -> str:
+    K = board["rank_by"]["k"]
+    extra = [j for j in board["shown_k"] if j != K]
+    head = ["Rank", "Agent", f"pass^{K}", "pass@1", *[f"pass^{j}" for j in extra], "flip", "steps", "tokens/trial",
+            "cost/trial", "errors", "n", "k", "harness", "date"]
+    out = ['<section id="ranking"><h2>Ranking</h2><div class="scroll"><table id="leaderboard"><thead><tr>']
+    out += [f'<th{" class=agent" if h == "Agent" else ""} scope="col">{_h(h)}</th>' for h in head]
+    out.append("</tr></thead><tbody>")
+    for e in board["entries"]:
+        cells = [
+            f'<td class="rank">{e["rank"]}</td>', f'<td class="agent">{_label_html(e)}</td>',
+            f'<td class="metric">{_est_html(e["rank_metric"])}</td>', f'<td>{_est_html(e["pass@1"])}</td>',
+            *[f'<td>{_num(_curve_at(e, j)["mean"])}</td>' for j in extra],
+            f'<td>{_est_html(e["flip"])}</td>', f'<td>{_num(e["mean_steps"], 1)}</td>', f"<td>{_h(_tokens(e))}</td>",
+            f"<td>{_h(_cost(e))}</td>", f'<td>{e["trials"]["errors"]}</td>', f'<td>{e["n_tasks"]}</td>',
+            f'<td>{e["k"]}</td>', f'<td>{_h(e["run"]["harness_version"])}</td>', f'<td class="date">{_h(_date(e["run"]["created_at"]))}</td>',
+        ]
+        sim = "true" if e["agent"]["simulated"] else "false"
+        out.append(f'<tr class="entry" data-rank="{e["rank"]}" data-simulated="{sim}">' + "".join(cells) + "</tr>")
+    if not board["entries"]:
+        out.append(f'<tr><td colspan="{len(head)}" class="text">No verified entry.</td></tr>')
+    out.append("</tbody></table></div>")
+    if any(e["agent"]["simulated"] for e in board["entries"]):
+        out.append('<p class="meta"><span class="badge">simulated</span> entries are trajbench\'s <code>sim</code> '
+                   "reference agents, <strong>not real agents</strong>: they replay each task's reference actions with "
+                   "seeded errors of a known rate, so their true scores are known; they calibrate the scale.</p>")
+    out.append(f'<p class="meta">errors: trials lost to infrastructure failures, excluded from every figure. '
+               f'Brackets: 95% intervals (percentile bootstrap over tasks, {board["bootstrap"]["replicates"]} replicates, '
+               f'seed {board["bootstrap"]["seed"]}).</p></section>')
+    return "".join(out)
+
+
+def _curves_section(board: dict[str, Any], plots: dict[str, str]) -> str:
+    return ('<section id="curves"><h2>pass^k curves</h2><figure id="passk-curves">' + plots["curves"] +
+            "<figcaption class=\"meta\">pass^k for k = 1..n per agent (the chance that k runs of a task all succeed), "
+            "mean over tasks; shaded: 95% interval; dotted line: the ranking k; dashed curves: simulated agents."
+            "</figcaption></figure></section>")
+
+
+def _heatmap_section(board: dict[str, Any], plots: dict[str, str]) -> str:
+    return ('<section id="tasks"><h2>Success rate per task</h2><figure id="heatmap">' + plots["heatmap"] +
+            "<figcaption class=\"meta\">Agents (rows, in rank order) × tasks (columns): share of a task's valid trials "
+            "that succeeded.</figcaption></figure></section>")
+
+
+def _per_task_section(board: dict[str, Any], plots: dict[str, str]) -> str | None:
+    if not board["entries"]:
+        return None
+    out = ['<section id="per-task"><details><summary>Per-task numbers (successes / valid trials)</summary>'
+           '<div class="scroll"><table id="per-task-table"><thead><tr><th class="agent">Task</th>']
+    out += [f'<th scope="col">{e["rank"]}. {_h(e["label"])}</th>' for e in board["entries"]]
+    out.append("</tr></thead><tbody>")
+    for i, task in enumerate(board["tasks"]):
+        out.append(f'<tr><td class="text"><code>{_h(task)}</code></td>')
+        for e in board["entries"]:
+            t = e["per_task"][i]
+            out.append(f'<td class="cell">{t["successes"]}/{t["n"]}</td>')
+        out.append("</tr>")
+    out.append("</tbody></table></div></details></section>")
+    return "".join(out)
+
+
+def _tool_errors_section(board: dict[str, Any], plots: dict[str, str]) -> str | None:
+    if not any(e["tool_errors"]["top"] for e in board["entries"]):
+        return None
+    out = ['<section id="tool-errors"><h2>Most frequent tool errors</h2><p class="meta">Tool calls that returned an '
+           "error (invalid arguments, unknown tools, policy refusals), per agent, over valid trials.</p>"]
+    for e in board["entries"]:
+        te = e["tool_errors"]
+        if not te["top"]:
+            continue
+        rate = "—" if te["rate"] is None else f"{te['rate']:.1%}"
+        out.append(f'<details class="tool-errors"><summary>{e["rank"]}. {_label_html(e)} — {te["errors"]} of '
+                   f'{te["calls"]} calls errored ({rate})</summary><table><thead><tr><th class="agent">call</th>'
+                   '<th class="agent">error</th><th>times</th><th>trials</th></tr></thead><tbody>')
+        for row in te["top"]:
+            out.append(f'<tr><td class="text"><code>{_h(row["action"])}</code></td><td class="text">{_h(row["error"])}</td>'
+                       f'<td>{row["count"]}</td><td>{row["trials"]}</td></tr>')
+        out.append("</tbody></table></details>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _rejected_section(board: dict[str, Any], plots: dict[str, str]) -> str | None:
+    if not board["rejected"]:
+        return None
+    out = ['<section id="rejected"><h2>Rejected runs</h2><p class="meta">These runs did not replay to their logged '
+           "results under <code>trajbench verify</code> and are not ranked.</p>"]
+    for r in board["rejected"]:
+        out.append(f'<div class="rejected"><p><strong>{_h(r["agent"])}</strong> (run <code>{_h(r["run_id"])}</code>, '
+                   f'{r["mismatches"]} mismatch(es))</p><ul>' + "".join(f"<li>{_h(x)}</li>" for x in r["reasons"]) + "</ul></div>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _method_section(board: dict[str, Any], plots: dict[str, str]) -> str:
+    return ('<section id="method"><h2>Method</h2><p class="meta">Per task with n valid trials and c successes: '
+            "pass@1 = c/n; pass^k = C(c,k)/C(n,k) (unbiased for p<sup>k</sup>); flip = 2c(n−c)/(n(n−1)). Suite figures "
+            "are means over tasks; intervals resample tasks (never trials within a task). Every entry's log was replayed "
+            "on a fresh copy of the suite by <code>trajbench verify</code>: observations, state hashes, goal checks, "
+            "outcomes and figures all match. All numbers are in <code>leaderboard.json</code>.</p></section>")
+
+
+# The page, top to bottom. Each section takes (board, plots) and returns HTML, or None to be left out.
+HTML_SECTIONS: list[Callable[[dict[str, Any], dict[str, str]], str | None]] = [
+    _ranking_section, _curves_section, _heatmap_section, _per_task_section, _tool_errors_section, _rejected_section,
+    _method_section,
+]
+
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+
+
+def render_html(board: dict[str, Any], plots: dict[str, str] | None = None) -> str:
+    plots = plots if plots is not None else render_plots(board)
+    suite, K = board["suite"], board["rank_by"]["k"]
+    body = "".join(s for s in (section(board, plots) for section in HTML_SECTIONS) if s)
+    title = f"trajbench consistency leaderboard — {suite['name']}"
+    n = len(board["entries"])
+    rejected = f" · {len(board['rejected'])} rejected" if board["rejected"] else ""
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{_h(title)}</h1><p class=\"meta\">Suite <strong>{_h(suite['name'])}</strong> "
+        f"(content hash <code>{_h(suite['hash'])}</code>) · n = {board['n_tasks']} tasks · ranked by "
+        f"<strong>pass^{K}</strong> · {n} verified entr{'y' if n == 1 else 'ies'}"
+        f"{rejected}"
+        f" · generated {_h(board['generated_at'])} by trajbench {_h(board['generator']['version'])}</p></header>"
+        f"<main>{body}</main></body></html>\n"
+    )
+
+
+# =============================================================================== files and command
+def write_leaderboard(board: dict[str, Any], out: str | Path) -> list[Path]:
+    """Write leaderboard.json, README.md and index.html to `out` (created if needed)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BenchError("the output path exists and is not a folder", file=str(out), field="--out")
+    html_text = render_html(board)  # first: a missing matplotlib fails before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "leaderboard.json": orjson.dumps(board, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n",
+        "README.md": render_markdown(board).encode(),
+        "index.html": html_text.encode(),
+    }
+    written = []
+    for name, data in files.items():
+        tmp = out / (name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, out / name)
+        written.append(out / name)
+    return written
+
+
+def run_leaderboard(run_dirs: list[str], out: str, *, k: int | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
+                    suite: str | None = None) -> int:
+    """The `trajbench leaderboard` command: exit 0, or 1 when a run was rejected by verify."""
+    board = build_leaderboard(run_dirs, k=k, bootstrap=bootstrap, suite=suite)
+    for r in board["rejected"]:
+        print(f"trajbench: rejected {_term(r['run_dir'])} ({_term(r['agent'])}): it does not verify "
+              f"({r['mismatches']} mismatch(es)):", file=sys.stderr)
+        for reason in r["reasons"]:
+            print(f"  {reason}", file=sys.stderr)
+    if not board["entries"]:
+        print("trajbench: no run verified; nothing written", file=sys.stderr)
+        return 1
+    write_leaderboard(board, out)
+    K = board["rank_by"]["k"]
+    print(f"leaderboard of {len(board['entries'])} verified run(s) on suite {board['suite']['name']}, ranked by pass^{K}, "
+          f"written to {out} (README.md, leaderboard.json, index.html)")
+    for e in board["entries"]:
+        print(f"  {e['rank']:>2}. {_term(e['label'])}{' (simulated)' if e['agent']['simulated'] else ''}: "
+              f"pass^{K} {_ci(e['rank_metric'])}, pass@1 {_ci(e['pass@1'])}")
+    return 1 if board["rejected"] else 0
