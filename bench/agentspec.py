@@ -72,6 +72,9 @@ def build_python(spec: AgentSpec) -> Any:
 ADAPTERS: dict[str, str] = {
     "sim": "bench.agentspec:build_sim",
     "python": "bench.agentspec:build_python",
+    "local": "bench.adapters.local:build_local",
+    "openai": "bench.adapters.openai_compat:build_openai",
+    "langgraph": "bench.adapters.langgraph_adapter:build_langgraph",
 }
 
 

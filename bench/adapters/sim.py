@@ -13,6 +13,18 @@ deterministically over the range by task id), or `step_error=0.05` (each referen
 independently: p = (1 − e)^L for L reference actions). A task with no fatal corruption at all
 (rare: its goal is satisfied however the reference is corrupted) has true p = 1.
 
+Planted divergence (to validate the divergence analysis against ground truth):
+`plant_step=s&plant_q=q&plant_f=f`. At reference step s (0-based), with probability q, the
+agent takes one specific alternative action instead of the reference's (the first verified-fatal
+substitution at s: a wrong argument, else a wrong tool, a skipped step or an early stop). Having
+taken it, it fails with probability f (it carries on with the rest of the reference, which fails);
+otherwise it recovers (it then performs the reference step after all, and succeeds). When no
+alternative at s can be recovered from, the failure probability is 1 whatever f says; the
+annotations record the effective value. Trials that do not take the alternative behave as
+without planting (so `p`, `step_error` and `noise` add background variation). A task with
+fewer than s + 1 reference actions is not planted. The true success probability becomes
+(1 − q) p + q (1 − f).
+
 These agents are never presented as real agents: reports label them `simulated`.
 """
 
@@ -32,6 +44,19 @@ from bench.suite import Suite
 from bench.task import Action, Task
 
 MODES = ("wrong_arg", "skip", "extra", "wrong_tool", "early_stop")
+PLANT_MODES = ("wrong_arg", "wrong_tool", "skip", "early_stop")  # substitutions at the step, by preference
+
+
+@dataclass(frozen=True)
+class Planted:
+    """The planted branch of one task: the alternative at `step` and its two continuations."""
+
+    step: int
+    alternative: Action | None  # None: the alternative is to stop
+    mode: str
+    fail: Plan
+    recover: Plan | None
+    f: float  # effective probability of failing after the alternative
 
 
 @dataclass(frozen=True)
@@ -46,7 +71,8 @@ class SimAgent:
     """`sim:oracle` (p = 1) and `sim:noisy?...` (see module docstring)."""
 
     def __init__(self, name: str = "sim", p: Any = None, step_error: float | None = None,
-                 modes: Any = MODES, noise: float = 0.0):
+                 modes: Any = MODES, noise: float = 0.0, plant_step: Any = None, plant_q: Any = None,
+                 plant_f: Any = None):
         self.name = name
         self.modes = _parse_modes(modes)
         self.noise = float(noise)
@@ -58,6 +84,8 @@ class SimAgent:
             raise BenchError(f"step_error must be in [0, 1], got {self.step_error}", field="options.step_error")
         if not 0 <= self.noise <= 1:
             raise BenchError(f"noise must be in [0, 1], got {self.noise}", field="options.noise")
+        self.plant = _parse_plant(plant_step, plant_q, plant_f)
+        self._plant_cache: dict[str, Planted | None] = {}
         self._fatal_cache: dict[str, list[Plan]] = {}
         self._lock = threading.Lock()
 
@@ -71,9 +99,18 @@ class SimAgent:
         u = (derive_seed("sim-p", task.id) % 1_000_003) / 1_000_002
         return lo + (hi - lo) * u
 
-    def true_p(self, suite: Suite, task: Task) -> float:
+    def background_p(self, suite: Suite, task: Task) -> float:
+        """Success probability without planting."""
         nominal = self.nominal_p(task)
         return nominal if nominal == 1.0 or self.fatal_plans(suite, task) else 1.0
+
+    def true_p(self, suite: Suite, task: Task) -> float:
+        background = self.background_p(suite, task)
+        planted = self.planted(suite, task)
+        if planted is None:
+            return background
+        q = self.plant[1]  # type: ignore[index]
+        return (1 - q) * background + q * (1 - planted.f)
 
     # -- acting ------------------------------------------------------------------------
     def run(self, episode: Episode) -> str:
@@ -81,10 +118,24 @@ class SimAgent:
         rng = random.Random(episode.seed)
         truth = self.true_p(suite, task)
         reference = Plan(task.reference_actions, task.answer_for_reference)
-        plan = reference if rng.random() < truth else self._choose_fatal(suite, task, rng)
+        planted = self.planted(suite, task)
+        took = recovered = False
+        if planted is not None and rng.random() < self.plant[1]:  # type: ignore[index]
+            took = True
+            recovered = planted.recover is not None and rng.random() >= planted.f
+            plan = planted.recover if recovered else planted.fail  # type: ignore[assignment]
+        else:
+            background = self.background_p(suite, task) if planted is not None else truth
+            plan = reference if rng.random() < background else self._choose_fatal(suite, task, rng)
         plan = self._with_noise(suite, task, plan, rng)
         episode.annotations["sim"] = {"true_p": truth, "intended": "success" if plan.mode is None else "failure",
                                       "mode": plan.mode, "step": plan.step}
+        if planted is not None:
+            alt = planted.alternative
+            episode.annotations["sim"]["plant"] = {
+                "step": planted.step, "mode": planted.mode, "f": planted.f, "taken": took,
+                "recovered": recovered,
+                "alternative": None if alt is None else {"tool": alt.tool, "args": alt.args}}
         for action in plan.actions:
             episode.call(action.tool, action.args)
         return plan.answer
@@ -114,6 +165,15 @@ class SimAgent:
         noisy = Plan(tuple(actions), plan.answer, plan.mode, plan.step)
         return noisy if _succeeds(suite, task, noisy) == (plan.mode is None) else plan
 
+    def planted(self, suite: Suite, task: Task) -> Planted | None:
+        """The task's planted branch (None without planting or when the task is too short)."""
+        if self.plant is None:
+            return None
+        with self._lock:
+            if task.id not in self._plant_cache:
+                self._plant_cache[task.id] = _make_plant(suite, task, *self.plant)
+            return self._plant_cache[task.id]
+
     def fatal_plans(self, suite: Suite, task: Task) -> list[Plan]:
         """Every corruption of the reference, in a fixed order, that really fails the task."""
         with self._lock:
@@ -121,6 +181,55 @@ class SimAgent:
                 candidates = _corruptions(suite, task, self.modes)
                 self._fatal_cache[task.id] = [p for p in candidates if not _succeeds(suite, task, p)]
             return self._fatal_cache[task.id]
+
+
+def _parse_plant(step: Any, q: Any, f: Any) -> tuple[int, float, float] | None:
+    if step is None and q is None and f is None:
+        return None
+    if step is None:
+        raise BenchError("planting a divergence needs plant_step (the 0-based reference step)", field="options.plant_step")
+    text = str(step).strip()
+    if isinstance(step, bool) or not text.isdigit():
+        raise BenchError(f"plant_step must be a whole number ≥ 0, got {step!r}", field="options.plant_step")
+    step_i = int(text)
+    values = []
+    for key, value, default in (("plant_q", q, 0.5), ("plant_f", f, 1.0)):
+        try:
+            x = default if value is None else float(value)
+        except (TypeError, ValueError):
+            raise BenchError(f"{key} must be a number in [0, 1], got {value!r}", field=f"options.{key}") from None
+        if not 0 <= x <= 1:
+            raise BenchError(f"{key} must be in [0, 1], got {value!r}", field=f"options.{key}")
+        values.append(x)
+    return step_i, values[0], values[1]
+
+
+def _make_plant(suite: Suite, task: Task, step: int, q: float, f: float) -> Planted | None:
+    """The first fatal substitution at `step` (by PLANT_MODES preference), preferring one that
+    can be recovered from (alternative, then the reference step, then the rest succeeds)."""
+    ref = list(task.reference_actions)
+    if step >= len(ref):
+        return None
+    answer = task.answer_for_reference
+    fatal = [p for p in _corruptions(suite, task, PLANT_MODES)
+             if p.step == step and p.mode != "extra" and not _succeeds(suite, task, p)]
+    fatal.sort(key=lambda p: PLANT_MODES.index(p.mode or ""))
+    if not fatal:
+        return None
+    chosen: tuple[Plan, Plan | None] | None = None
+    for plan in fatal:
+        if plan.mode == "early_stop":
+            continue
+        alt = plan.actions[step]
+        recover = Plan(tuple(ref[:step] + [alt] + ref[step:]), answer, None, step)
+        if _succeeds(suite, task, recover):
+            chosen = (plan, recover)
+            break
+    if chosen is None:
+        chosen = (fatal[0], None)
+    plan, recover = chosen
+    alternative = None if plan.mode == "early_stop" else plan.actions[step]
+    return Planted(step, alternative, plan.mode or "", plan, recover, f if recover is not None else 1.0)
 
 
 def _parse_modes(modes: Any) -> tuple[str, ...]:
