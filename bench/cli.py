@@ -67,13 +67,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import orjson
 
+    from bench.divergence import options_from_args
     from bench.report import build_report, render_text
 
-    report = build_report(args.run_dir, bootstrap=args.bootstrap)
+    report = build_report(args.run_dir, bootstrap=args.bootstrap, divergence=options_from_args(args))
     if args.json:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
     else:
         print(render_text(report))
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from bench.divergence import options_from_args
+    from bench.view import write_view
+
+    path = write_view(args.run_dir, task_id=args.task, out=args.out, options=options_from_args(args))
+    print(f"view written to {path} — open it in a browser (self-contained, no network)")
     return 0
 
 
@@ -116,6 +126,8 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench.divergence import add_cli_arguments as add_divergence_arguments
+
     parser = _Parser(prog="trajbench", description="Benchmark the consistency of tool-using agents.")
     parser.add_argument("--version", action="version", version=f"trajbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -148,7 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="machine-readable (bench/schemas/report.schema.json)")
     p.add_argument("--bootstrap", type=_positive_int, default=2000, help="bootstrap replicates (default 2000)")
+    add_divergence_arguments(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("view", help="write an HTML page drawing a task's trials as a branching tree")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--task", metavar="ID", help="one task (default: every task, with a selector)")
+    p.add_argument("--out", metavar="FILE.html", help="default RUN_DIR/view.html (RUN_DIR/view-TASK.html with --task)")
+    add_divergence_arguments(p)
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("verify", help="replay a run's log on a fresh world; recompute every outcome and figure (exit 1 on a mismatch)")
     p.add_argument("run_dir", metavar="RUN_DIR")

@@ -10,6 +10,7 @@ the writer cuts it off before appending.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from dataclasses import dataclass, field
@@ -77,7 +78,13 @@ def read_run(run_dir: str | Path) -> RunLog:
         raw = log_path.read_bytes() if log_path.exists() else b""
     except OSError as exc:
         raise BenchError(f"cannot be read: {exc.strerror}", file=str(log_path)) from None
-    records, torn = _parse_lines(raw, log_path)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of small dicts: the cyclic collector would rescan them all, to no end
+    try:
+        records, torn = _parse_lines(raw, log_path)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     summaries: dict[str, dict[str, Any]] = {}
     steps: dict[str, list[dict[str, Any]]] = {}
     errors, duplicates = [], []

@@ -334,8 +334,12 @@ def trajectory_consistency(seqs: Sequence[Sequence[Hashable]]) -> float | None:
     separately to successful and to failed trials."""
     if len(seqs) < 2:
         return None
-    d = [normalized_edit_distance(x, y) for x, y in combinations(seqs, 2)]
-    return float(np.mean(d))
+    # Identical sequences are common (consistent agents): compare each distinct pair once and
+    # weight it by how many trial pairs it stands for; identical pairs contribute 0.
+    groups = Counter(tuple(s) for s in seqs)
+    total = sum(groups[a] * groups[b] * normalized_edit_distance(a, b) for a, b in combinations(groups, 2))
+    n = len(seqs)
+    return float(total / (n * (n - 1) / 2))
 
 
 def coefficient_of_variation(values: Sequence[float]) -> float | None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from bench import metrics
 from bench.canonical import step_key
+from bench.divergence import DivergenceOptions, divergence_section, render_divergence_text
 from bench.log import RunLog, read_run
 from bench.perturb import BASE
 
@@ -67,7 +68,8 @@ def _resource_cv(by_task: dict[str, list[dict[str, Any]]]) -> dict[str, float | 
     return out
 
 
-def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
+                 divergence: DivergenceOptions | None = None) -> dict[str, Any]:
     log = read_run(run_dir)
     manifest = log.manifest
     k = int(manifest["k"])
@@ -96,6 +98,7 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0) -
         report["simulated_truth"] = _sim_truth(rows, k)
     if manifest.get("perturbations"):
         report["variants"] = variants_section(log, k, bootstrap, seed)
+    report["divergence"] = divergence_section(log, divergence)
     return report
 
 
@@ -225,6 +228,8 @@ def render_text(report: dict[str, Any], max_tasks: int = 60) -> str:
                      f"{_pct(row['pass^k']):>7} {_pct(row['flip']):>6} {states:>6}  {checks}{err}")
     if len(report["tasks"]) > max_tasks:
         lines.append(f"  ... {len(report['tasks']) - max_tasks} more tasks (see --json)")
+    if report.get("divergence"):
+        lines += ["", render_divergence_text(report["divergence"])]
     if report.get("variants"):
         lines += ["", *render_variants(report["variants"])]
     return "\n".join(lines)

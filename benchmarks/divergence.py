@@ -1,0 +1,392 @@
+"""Divergence analysis: speed on a large run, and detection of planted divergences.
+
+    python benchmarks/divergence.py speed [--tasks 1000] [--k 100] [--steps 10] [--keep DIR]
+    python benchmarks/divergence.py detection [--replications 10] [--tasks-per-suite 20] [--test fisher]
+    python benchmarks/divergence.py false-alarms [--replications 25]
+
+`speed` writes a synthetic run directory in the real log format (tasks × k trials × ~steps tool
+steps, 100k trials × 10 steps by default: 1.1M log lines) and times, in one process:
+the divergence analysis straight from the run directory (`divergence_section(run_dir)`, which
+streams the log), then the baselines — parsing every line with orjson and keeping nothing,
+and `read_run` (parse and keep everything, what `build_report` does) — then the analysis of the
+parsed log and `build_report`. It prints wall-clock and CPU seconds and the peak resident
+memory after each phase (`ru_maxrss`, which only grows: the streaming analysis runs first so
+that its peak is its own). CPU seconds are the robust figure on a shared, busy machine.
+
+`detection` simulates tasks at the level of trial paths (the same model as the `sim` agent's
+planting, without running tools): reference actions r_0..r_7; each trial takes the planted
+alternative at step s with probability q, and then fails with probability f (it carries on
+with the reference) or recovers (it performs r_s after all, and succeeds); other trials follow
+the reference and succeed. Suites of `--tasks-per-suite` tasks share one Benjamini–Hochberg
+family. A task counts as detected when its reported divergence point is the planted branch
+(the planted alternative is one of its alternatives). "bound" is the chance that the planted
+node's own two-sided test reaches p ≤ 0.05 at all (no multiplicity correction, no noise):
+no method using that test can do better. `--noise ν` inserts, after each step with probability
+ν, one of three distinct harmless read-only calls (which fragments the prefix tree); the
+analysis is then run with default keys and with read-only steps ignored.
+
+`false-alarms` simulates tasks where nothing on the path changes the outcome (outcomes
+Bernoulli(p₀) with p₀ ~ U(0.3, 0.9) independent of the path), either with harmless noise only
+or with a planted branch that does not change the outcome, and reports the share of tasks
+for which a significant divergence point is reported, and the share of suites with any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from math import comb
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.divergence import DivergenceOptions, TaskTrials, TrialPath, analyse, divergence_section  # noqa: E402
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# ---------------------------------------------------------------------------------------
+# speed
+# ---------------------------------------------------------------------------------------
+
+
+def write_synthetic_run(out: Path, n_tasks: int, k: int, steps: int, seed: int = 0) -> int:
+    """A run directory in the real format. Per task: a reference of `steps` tool calls (reads
+    and writes); each trial follows it, with a planted wrong write (q = 0.3, fatal with
+    f = 0.8), random fatal wrong arguments (5 % of trials), repeated reads and extra lookups
+    (harmless). Returns the number of step events written."""
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = [f"task-{t:05d}" for t in range(n_tasks)]
+    manifest = {"run_id": "synthetic", "harness_version": "bench", "created_at": "2026-01-01T00:00:00+00:00",
+                "suite": {"name": "synthetic", "hash": "0" * 32, "path": str(out / "no-such-suite")},
+                "agent": {"name": "synthetic", "adapter": "sim", "hash": "0" * 32, "simulated": True, "options": {}},
+                "k": k, "base_seed": seed, "tasks": tasks, "variants": ["base"], "perturbations": [],
+                "max_steps": 50, "timeout_s": 300.0, "tool_schema_hashes": {}, "host": {}}
+    (out / "run.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    events = 0
+    with open(out / "trajectories.jsonl", "wb") as fh:
+        for t, task in enumerate(tasks):
+            ref = [("get_record" if j % 3 == 0 else "update_record", {"record_id": f"R{t}-{j}", "value": j})
+                   for j in range(steps)]
+            plant_step = int(rng.integers(0, steps))
+            lines = []
+            for i in range(k):
+                trial = f"{task}/base/{i}"
+                attempt = f"{trial}@{i:010x}"
+                actions = list(ref)
+                ok = True
+                if rng.random() < 0.3:  # planted wrong turn
+                    tool, args = actions[plant_step]
+                    actions[plant_step] = (tool, {**args, "value": -1})
+                    if rng.random() < 0.8:
+                        ok = False
+                    else:
+                        actions.insert(plant_step + 1, ref[plant_step])
+                if rng.random() < 0.05:  # background failure elsewhere
+                    j = int(rng.integers(0, len(actions)))
+                    tool, args = actions[j]
+                    actions[j] = (tool, {**args, "record_id": "R-wrong"})
+                    ok = False
+                noisy = []
+                for tool, args in actions:
+                    noisy.append((tool, args, tool == "get_record"))
+                    u = rng.random()
+                    if tool == "get_record" and u < 0.1:
+                        noisy.append((tool, args, True))  # repeated read
+                    elif u < 0.13:
+                        noisy.append(("search", {"query": f"q{int(rng.integers(0, 3))}"}, True))
+                state = "0" * 24
+                for n, (tool, args, ro) in enumerate(noisy):
+                    if not ro:
+                        state = f"{hash((t, n, tool, str(args))) & (2**96 - 1):024x}"
+                    lines.append(orjson.dumps({
+                        "type": "step", "trial": trial, "attempt": attempt, "step": n, "kind": "tool", "tool": tool,
+                        "args": args, "observation": {"ok": True, "record": args.get("record_id")}, "error": None,
+                        "read_only": ro, "state_hash": state, "t_start": 1.0 + n, "t_end": 1.5 + n}))
+                events += len(noisy)
+                lines.append(orjson.dumps({
+                    "type": "trial", "trial": trial, "attempt": attempt, "task": task, "variant": "base", "index": i,
+                    "seed": i, "started_at": 1.0, "attempts": 1, "outcome": "success" if ok else "failure",
+                    "reason": None if ok else "failed: state", "checks": {"state": {"passed": ok, "detail": ""}},
+                    "milestones": {"first_write": 1 if len(noisy) > 1 else None}, "final_state_hash": state,
+                    "answer": "", "steps": len(noisy), "events": len(noisy), "input_tokens": 0, "output_tokens": 0,
+                    "cost": 0.0, "duration_s": 0.01, "agent_info": {}}))
+            fh.write(b"\n".join(lines) + b"\n")
+    return events
+
+
+class _Timer:
+    """Wall-clock and CPU seconds of a phase (CPU time is robust to a busy machine)."""
+
+    def __enter__(self) -> "_Timer":
+        gc.collect()
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+    def __str__(self) -> str:
+        return f"{self.wall:6.2f} s wall, {self.cpu:6.2f} s CPU, peak RSS so far {_rss_mb():5.0f} MB"
+
+
+def speed(args: argparse.Namespace) -> None:
+    from bench.log import read_run
+    from bench.report import build_report
+
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="trajbench-div-"))
+    run = tmp / "run"
+    try:
+        if not (run / "run.json").exists():
+            start = time.perf_counter()
+            events = write_synthetic_run(run, args.tasks, args.k, args.steps)
+            print(f"synthetic run written in {time.perf_counter() - start:.1f} s")
+        else:
+            events = sum(1 for line in open(run / "trajectories.jsonl", "rb") if line.startswith(b'{"type":"step"'))
+        size = (run / "trajectories.jsonl").stat().st_size
+        print(f"synthetic run: {args.tasks} tasks × k = {args.k} = {args.tasks * args.k} trials, {events} step events, "
+              f"{size / 1e6:.0f} MB log; load average {open('/proc/loadavg').read().split()[0]} on {os.cpu_count()} CPUs")
+        gc.collect()
+        print(f"peak RSS before analysis: {_rss_mb():.0f} MB")
+        options = DivergenceOptions(test=args.test)
+
+        with _Timer() as t_stream:
+            section = divergence_section(run, options)
+        print(f"divergence_section(run_dir) — streams the log, the full analysis: {t_stream}")
+        s = section["suite"]
+        print(f"  {s['tasks']} tasks, {s['mixed_tasks']} mixed, {s['branch_nodes']} branch nodes, {s['tested_nodes']} tested, "
+              f"{s['significant_nodes']} significant, {s['tasks_with_divergence']} tasks with a divergence point; "
+              f"section {len(orjson.dumps(section)) / 1e6:.1f} MB as JSON")
+        del section
+
+        with _Timer() as t_parse:  # baseline: what merely parsing every line costs
+            n = 0
+            with open(run / "trajectories.jsonl", "rb") as fh:
+                for line in fh:
+                    orjson.loads(line)
+                    n += 1
+        print(f"baseline: orjson.loads of every line ({n}), nothing kept: {t_parse}")
+
+        with _Timer() as t_read:
+            log = read_run(run)
+        print(f"baseline: read_run (parse and keep the whole log):         {t_read}")
+        if args.test_cache_clear:
+            from bench import divergence as dv
+            dv._exact_cached.cache_clear()
+            dv._boschloo_cached.cache_clear()
+        with _Timer() as t_div:
+            divergence_section(log, options)
+        caches = "test caches cleared" if args.test_cache_clear else "test caches warm from the first pass"
+        print(f"divergence_section(parsed RunLog) ({caches}): {t_div}")
+        del log
+        gc.collect()
+        if not args.skip_report:
+            with _Timer() as t_rep:
+                build_report(run, bootstrap=args.bootstrap)
+            print(f"build_report (read_run + metrics, B = {args.bootstrap}):            {t_rep}")
+            print(f"full report as wired (build_report + divergence on its log): {t_rep.wall + t_div.wall:.2f} s wall, "
+                  f"{t_rep.cpu + t_div.cpu:.2f} s CPU")
+        print(f"divergence analysis alone: {t_stream.wall:.2f} s wall / {t_stream.cpu:.2f} s CPU from the run directory "
+              f"= {t_stream.cpu / t_parse.cpu:.2f}× the CPU of merely parsing the log; peak RSS of the process "
+              f"{_rss_mb():.0f} MB (targets: ≤ 10 s, ≤ 2048 MB)")
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------
+# detection and false alarms (path-level simulation)
+# ---------------------------------------------------------------------------------------
+
+REF_LEN = 8
+
+
+def simulate_task(rng: np.random.Generator, name: str, s: int | None, q: float, f: float, k: int,
+                  noise: float = 0.0, p0: float | None = None) -> tuple[TaskTrials, str | None, list[bool]]:
+    """One task's k trial paths (see the module docstring). With `p0`, outcomes are
+    Bernoulli(p0) whatever the path (nothing on the path matters). Returns the task, the key of
+    the planted alternative, and for each trial whether each key is read-only noise."""
+    ref = [f"step{j}(ref)" for j in range(REF_LEN)]
+    alt = None if s is None else f"step{s}(alternative)"
+    trials = []
+    noise_flags = []
+    for i in range(k):
+        ok = True
+        if s is not None and rng.random() < q:
+            fail = rng.random() < f
+            keys = ref[:s] + [alt] + (ref[s + 1:] if fail else ref[s:])
+            ok = not fail
+        else:
+            keys = list(ref)
+        if p0 is not None:
+            ok = bool(rng.random() < p0)
+        flags = [False] * len(keys)
+        if noise:
+            noisy, flags = [], []
+            for key in keys:
+                noisy.append(key)
+                flags.append(False)
+                if rng.random() < noise:
+                    noisy.append(f"lookup(x{int(rng.integers(0, 3))})")
+                    flags.append(True)
+            keys = noisy
+        trials.append(TrialPath(f"{name}/{i}", ok, keys))
+        noise_flags.append(flags)
+    return TaskTrials(name, trials, reference=ref), alt, noise_flags
+
+
+def _without_noise(task: TaskTrials, flags: list[list[bool]]) -> TaskTrials:
+    """What `ignore_read_only=True` does to the simulated paths: drop the read-only lookups."""
+    trials = [TrialPath(t.trial, t.success, [key for key, noisy in zip(t.keys, fl) if not noisy])
+              for t, fl in zip(task.trials, flags)]
+    return TaskTrials(task.task, trials, reference=task.reference)
+
+
+def detection_rate(seed: int, s: int, q: float, f: float, k: int, *, tasks_per_suite: int = 20, replications: int = 10,
+                   noise: float = 0.0, ignore_noise: bool = False, test: str = "boschloo") -> tuple[float, int]:
+    """Share of planted tasks whose reported divergence point is the planted branch."""
+    rng = np.random.default_rng([seed, s, int(q * 1000), int(f * 1000), k, int(noise * 1000)])
+    hits = total = 0
+    options = DivergenceOptions(test=test)
+    for r in range(replications):
+        tasks, alts = [], []
+        for t in range(tasks_per_suite):
+            task, alt, flags = simulate_task(rng, f"r{r}-t{t}", s, q, f, k, noise=noise)
+            tasks.append(_without_noise(task, flags) if ignore_noise else task)
+            alts.append(alt)
+        section = analyse(tasks, options).section
+        for row, alt in zip(section["tasks"], alts):
+            total += 1
+            d = row["divergence"]
+            hits += d is not None and any(a["action"] == alt for a in d["alternatives"])
+    return hits / total, total
+
+
+def detection_bound(k: int, q: float, f: float, alpha: float = 0.05, test: str = "boschloo") -> float:
+    """P(the planted node's own two-sided test gives p ≤ alpha): an upper bound on detection."""
+    from scipy import stats
+
+    total = 0.0
+    for x in range(1, k):  # trials taking the alternative (0 or k: no branch)
+        px = comb(k, x) * q ** x * (1 - q) ** (k - x)
+        for fails in range(1, x + 1):
+            pf = comb(x, fails) * f ** fails * (1 - f) ** (x - fails)
+            table = [[k - x, x - fails], [0, fails]]
+            p = (stats.boschloo_exact(table).pvalue if test == "boschloo" else stats.fisher_exact(table).pvalue)
+            if p <= alpha:
+                total += px * pf
+    return total
+
+
+def false_alarm_rate(seed: int, k: int, kind: str, *, tasks_per_suite: int = 20, replications: int = 25,
+                     test: str = "boschloo") -> tuple[float, float, int]:
+    """(share of null tasks with a significant divergence point, share of suites with any
+    such task, number of null tasks). Kinds: "noise" (harmless noise only), "branch" (a
+    planted branch that does not change the outcome), "mixed" (half the suite's tasks have a
+    real planted divergence, q = 0.5, f = 1, which makes Benjamini–Hochberg more lenient; the
+    other half are "branch" tasks, and only they are counted)."""
+    rng = np.random.default_rng([seed, k, {"branch": 1, "noise": 2, "mixed": 3}[kind]])
+    options = DivergenceOptions(test=test)
+    flagged = suites_flagged = total = 0
+    for r in range(replications):
+        tasks, null = [], []
+        for t in range(tasks_per_suite):
+            p0 = float(rng.uniform(0.3, 0.9))
+            s = int(rng.integers(0, 7))
+            if kind == "noise":
+                task, _, _ = simulate_task(rng, f"r{r}-t{t}", None, 0.0, 0.0, k, noise=0.1, p0=p0)
+                null.append(True)
+            elif kind == "branch" or t % 2:
+                task, _, _ = simulate_task(rng, f"r{r}-t{t}", s, 0.5, 0.0, k, noise=0.05, p0=p0)
+                null.append(True)
+            else:
+                task, _, _ = simulate_task(rng, f"r{r}-t{t}", s, 0.5, 1.0, k, noise=0.05)
+                null.append(False)
+            tasks.append(task)
+        section = analyse(tasks, options).section
+        n = sum(row["divergence"] is not None for row, is_null in zip(section["tasks"], null) if is_null)
+        flagged += n
+        suites_flagged += n > 0
+        total += sum(null)
+    return flagged / total, suites_flagged / replications, total
+
+
+def detection(args: argparse.Namespace) -> None:
+    ks, qs, ss, fs = (4, 8, 16, 32), (0.1, 0.25, 0.5), (1, 3, 6), tuple(args.f)
+    start = time.perf_counter()
+    print(f"Detection of a planted divergence (share of tasks whose reported divergence point is the planted branch);\n"
+          f"{args.replications} suites × {args.tasks_per_suite} tasks per cell, test = {args.test}, noise ν = {args.noise}"
+          f"{', read-only steps ignored' if args.ignore_noise else ''}")
+    for f in fs:
+        print(f"\nf = {f}")
+        print("| s | q | " + " | ".join(f"k = {k}" for k in ks) + " |")
+        print("|---|---|" + "---|" * len(ks))
+        for s in ss:
+            for q in qs:
+                cells = [detection_rate(args.seed, s, q, f, k, tasks_per_suite=args.tasks_per_suite,
+                                        replications=args.replications, noise=args.noise,
+                                        ignore_noise=args.ignore_noise, test=args.test)[0] for k in ks]
+                print(f"| {s} | {q} | " + " | ".join(f"{c:.0%}" for c in cells) + " |")
+        for q in qs:
+            print(f"| bound | {q} | " + " | ".join(f"{detection_bound(k, q, f, test=args.test):.0%}" for k in ks) + " |")
+    print(f"\n({time.perf_counter() - start:.0f} s)")
+
+
+def false_alarms(args: argparse.Namespace) -> None:
+    ks = (4, 8, 16, 32)
+    print(f"False alarms: share of tasks (and of {args.tasks_per_suite}-task suites) with a significant divergence point "
+          f"when nothing on the path changes the outcome; {args.replications} suites per cell, test = {args.test}")
+    print("| scenario | " + " | ".join(f"k = {k}" for k in ks) + " |")
+    print("|---|" + "---|" * len(ks))
+    for kind, label in (("noise", "harmless noise only"), ("branch", "planted branch, no effect on outcome"),
+                        ("mixed", "same, in suites where half the tasks have a real divergence")):
+        cells = [false_alarm_rate(args.seed, k, kind, tasks_per_suite=args.tasks_per_suite,
+                                  replications=args.replications, test=args.test) for k in ks]
+        print(f"| {label} | " + " | ".join(f"{t:.1%} tasks ({s:.0%} suites)" for t, s, _ in cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("speed")
+    p.add_argument("--tasks", type=int, default=1000)
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--bootstrap", type=int, default=2000)
+    p.add_argument("--test", default="boschloo")
+    p.add_argument("--skip-report", action="store_true", help="do not time build_report")
+    p.add_argument("--test-cache-clear", action="store_true", help="clear the test caches before the second analysis")
+    p.add_argument("--keep", help="write the synthetic run here and keep it")
+    p.set_defaults(func=speed)
+    for name, func in (("detection", detection), ("false-alarms", false_alarms)):
+        p = sub.add_parser(name)
+        p.add_argument("--replications", type=int, default=10 if name == "detection" else 25)
+        p.add_argument("--tasks-per-suite", type=int, default=20)
+        p.add_argument("--test", default="boschloo")
+        p.add_argument("--seed", type=int, default=0)
+        if name == "detection":
+            p.add_argument("--f", type=float, nargs="+", default=[0.8, 1.0])
+            p.add_argument("--noise", type=float, default=0.0)
+            p.add_argument("--ignore-noise", action="store_true")
+        p.set_defaults(func=func)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
