@@ -79,7 +79,7 @@ ADAPTERS: dict[str, str] = {
 
 
 def _sim_options(options: dict[str, Any], source: str) -> dict[str, Any]:
-    allowed = {"p", "step_error", "modes", "noise", "plant_step", "plant_q", "plant_f"}
+    allowed = {"p", "step_error", "modes", "noise", "plant_step", "plant_q", "plant_f", "family_p"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise BenchError(f"unknown sim option(s) {unknown}; allowed: {sorted(allowed)}", file=source, field="options")

@@ -35,7 +35,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from bench.canonical import derive_seed
+from bench.canonical import canonical_json, derive_seed
 from bench.domain import World
 from bench.episode import Episode
 from bench.errors import BenchError
@@ -72,8 +72,9 @@ class SimAgent:
 
     def __init__(self, name: str = "sim", p: Any = None, step_error: float | None = None,
                  modes: Any = MODES, noise: float = 0.0, plant_step: Any = None, plant_q: Any = None,
-                 plant_f: Any = None):
+                 plant_f: Any = None, family_p: Any = None):
         self.name = name
+        self.family_p = _parse_family_p(family_p)
         self.modes = _parse_modes(modes)
         self.noise = float(noise)
         self.p_range = _parse_p(p) if p is not None else None
@@ -90,7 +91,9 @@ class SimAgent:
         self._lock = threading.Lock()
 
     # -- ground truth ------------------------------------------------------------------
-    def nominal_p(self, task: Task) -> float:
+    def nominal_p(self, task: Task, family: str = "base") -> float:
+        if family in self.family_p:
+            return self.family_p[family]
         if self.step_error is not None:
             return (1.0 - self.step_error) ** max(1, len(task.reference_actions))
         if self.p_range is None:
@@ -99,13 +102,13 @@ class SimAgent:
         u = (derive_seed("sim-p", task.id) % 1_000_003) / 1_000_002
         return lo + (hi - lo) * u
 
-    def background_p(self, suite: Suite, task: Task) -> float:
+    def background_p(self, suite: Suite, task: Task, family: str = "base") -> float:
         """Success probability without planting."""
-        nominal = self.nominal_p(task)
+        nominal = self.nominal_p(task, family)
         return nominal if nominal == 1.0 or self.fatal_plans(suite, task) else 1.0
 
-    def true_p(self, suite: Suite, task: Task) -> float:
-        background = self.background_p(suite, task)
+    def true_p(self, suite: Suite, task: Task, family: str = "base") -> float:
+        background = self.background_p(suite, task, family)
         planted = self.planted(suite, task)
         if planted is None:
             return background
@@ -116,7 +119,7 @@ class SimAgent:
     def run(self, episode: Episode) -> str:
         suite, task = episode.privileged_task()
         rng = random.Random(episode.seed)
-        truth = self.true_p(suite, task)
+        truth = self.true_p(suite, task, episode.variant)
         reference = Plan(task.reference_actions, task.answer_for_reference)
         planted = self.planted(suite, task)
         took = recovered = False
@@ -125,7 +128,7 @@ class SimAgent:
             recovered = planted.recover is not None and rng.random() >= planted.f
             plan = planted.recover if recovered else planted.fail  # type: ignore[assignment]
         else:
-            background = self.background_p(suite, task) if planted is not None else truth
+            background = self.background_p(suite, task, episode.variant) if planted is not None else truth
             plan = reference if rng.random() < background else self._choose_fatal(suite, task, rng)
         plan = self._with_noise(suite, task, plan, rng)
         episode.annotations["sim"] = {"true_p": truth, "intended": "success" if plan.mode is None else "failure",
@@ -170,17 +173,19 @@ class SimAgent:
         if self.plant is None:
             return None
         with self._lock:
-            if task.id not in self._plant_cache:
-                self._plant_cache[task.id] = _make_plant(suite, task, *self.plant)
-            return self._plant_cache[task.id]
+            key = _plan_key(task)
+            if key not in self._plant_cache:
+                self._plant_cache[key] = _make_plant(suite, task, *self.plant)
+            return self._plant_cache[key]
 
     def fatal_plans(self, suite: Suite, task: Task) -> list[Plan]:
         """Every corruption of the reference, in a fixed order, that really fails the task."""
         with self._lock:
-            if task.id not in self._fatal_cache:
+            key = _plan_key(task)
+            if key not in self._fatal_cache:
                 candidates = _corruptions(suite, task, self.modes)
-                self._fatal_cache[task.id] = [p for p in candidates if not _succeeds(suite, task, p)]
-            return self._fatal_cache[task.id]
+                self._fatal_cache[key] = [p for p in candidates if not _succeeds(suite, task, p)]
+            return self._fatal_cache[key]
 
 
 def _parse_plant(step: Any, q: Any, f: Any) -> tuple[int, float, float] | None:
@@ -230,6 +235,32 @@ def _make_plant(suite: Suite, task: Task, step: int, q: float, f: float) -> Plan
     plan, recover = chosen
     alternative = None if plan.mode == "early_stop" else plan.actions[step]
     return Planted(step, alternative, plan.mode or "", plan, recover, f if recover is not None else 1.0)
+
+
+def _plan_key(task: Task) -> str:
+    """Plans are cached per task *as presented*: a `drop` variant's reference starts with an
+    extra ask_user step, so it gets its own plans."""
+    return task.id + "|" + canonical_json([a.as_dict() for a in task.reference_actions])
+
+
+def _parse_family_p(spec: Any) -> dict[str, float]:
+    """`typos:0.5,drop:0.3`: the success probability on inputs of those variant families (to
+    plant an input-variance effect of known size)."""
+    if not spec:
+        return {}
+    if isinstance(spec, dict):
+        pairs = list(spec.items())
+    else:
+        pairs = [part.partition(":")[::2] for part in str(spec).split(",") if part.strip()]
+    out = {}
+    for family, value in pairs:
+        try:
+            out[family.strip()] = float(value)
+        except ValueError:
+            raise BenchError(f"family_p takes FAMILY:P pairs, got {spec!r}", field="options.family_p") from None
+        if not 0 <= out[family.strip()] <= 1:
+            raise BenchError(f"family_p values must lie in [0, 1], got {value}", field="options.family_p")
+    return out
 
 
 def _parse_modes(modes: Any) -> tuple[str, ...]:
