@@ -49,11 +49,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.suite import load_suite, require_valid
 
     suite = require_valid(load_suite(args.suite))
+    if args.overlay:
+        from bench.overlay import apply_overlay
+
+        suite = apply_overlay(suite, args.overlay)  # the agent sees the overlay's tools; the suite hash stays the suite's
+    if args.baseline:
+        from bench.compare import check_baseline
+
+        check_baseline(args.baseline, suite.content_hash)  # fail before the run, not after it
     specs = [parse_agent_spec(a) for a in args.agent]
     variants = parse_variant_spec(args.variants, args.variants_per_family)
     task_ids = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     suite.select(task_ids)  # unknown ids fail before anything is written
     base = Path(args.out) if args.out else Path("runs") / suite.name
+    status = 0
     for spec in specs:
         out = base / _safe_name(spec.name) if (len(specs) > 1 or not args.out) else base
         config = RunConfig(k=args.k, out=out, seed=args.seed, concurrency=args.concurrency, timeout_s=args.timeout,
@@ -61,7 +70,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                            variants=variants)
         run_benchmark(suite, spec, task_ids, config)
         print(f"run written to {out} — `trajbench report {out}` shows it")
-    return 0
+        if args.baseline:
+            from bench.compare import gate
+
+            status = max(status, gate(args.baseline, out, alpha=args.alpha))
+    return status
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -103,6 +116,23 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.leaderboard import run_leaderboard
 
     return run_leaderboard(args.run_dirs, args.out, k=args.k, bootstrap=args.bootstrap, suite=args.suite)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from bench.compare import run_diff
+
+    fmt = "json" if args.json else "markdown" if args.markdown else "text"
+    return run_diff(args.base, args.cand, alpha=args.alpha, k=args.k, fmt=fmt, force=args.force)
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -154,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants-per-family", type=_positive_int, default=1, metavar="N",
                    help="variants of each family per task, from different seeds (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overlay", metavar="FILE",
+                   help="tool overlay (JSON or TOML): change tool names, descriptions, argument schemas or result "
+                        "formatting without touching the suite (docs/regression.md)")
+    p.add_argument("--baseline", metavar="RUN_DIR",
+                   help="after the run, diff it against this baseline run and exit with the diff's status "
+                        "(0 no significant regression, 1 significant regression)")
+    p.add_argument("--alpha", type=_probability, default=0.05, help="level of the --baseline gate (default 0.05)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="print a run's metrics (terminal or --json)")
@@ -162,6 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=_positive_int, default=2000, help="bootstrap replicates (default 2000)")
     add_divergence_arguments(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("diff", help="compare two runs of a suite, paired over tasks; exit 1 on a significant regression")
+    p.add_argument("base", metavar="BASE", help="the baseline run directory")
+    p.add_argument("cand", metavar="CAND", help="the candidate run directory")
+    p.add_argument("--alpha", type=_probability, default=0.05, help="level of the regression gate (default 0.05)")
+    p.add_argument("--k", type=_positive_int, default=None, help="k of pass^k (default: the smaller k of the two runs)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="machine-readable (bench/schemas/diff.schema.json)")
+    fmt.add_argument("--markdown", action="store_true", help="Markdown, for a pull-request comment")
+    p.add_argument("--force", action="store_true",
+                   help="compare runs of different suites anyway (every output is then marked FORCED)")
+    p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("view", help="write an HTML page drawing a task's trials as a branching tree")
     p.add_argument("run_dir", metavar="RUN_DIR")

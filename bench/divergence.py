@@ -55,6 +55,7 @@ import numpy as np
 import orjson
 
 from bench.canonical import canonical_json, derive_seed, digest
+from bench.metrics import benjamini_hochberg
 
 __all__ = [
     "END",
@@ -455,20 +456,6 @@ def boschloo_test(sizes: Sequence[int], successes: Sequence[int]) -> tuple[float
     p = _boschloo_cached(n1, s1, n2, s2)
     pmin = min(_boschloo_cached(n1, a, n2, S - a) for a in {min(n1, S), max(0, S - n2)})
     return p, pmin
-
-
-def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (q-values): q_(i) = min_{j ≥ i} m p_(j) / j."""
-    p = np.asarray(pvalues, dtype=np.float64)
-    m = p.size
-    if m == 0:
-        return p.copy()
-    order = np.argsort(p, kind="stable")
-    ranked = p[order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(q, 1.0)
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -1124,7 +1111,9 @@ def _load_suite_for(manifest: dict[str, Any]) -> tuple[Any, str | None]:
             reasons.insert(0, f"the suite at {suite.path} has changed since the run "
                               f"(hash {suite.content_hash[:12]}, run {str(info['hash'])[:12]})")
             continue
-        return suite, None
+        from bench.overlay import apply_run_overlay
+
+        return apply_run_overlay(suite, manifest), None  # the reference spelled as the run's agent saw the tools
     return None, (reasons[0] if reasons else "the run's manifest names no suite")
 
 

@@ -342,6 +342,15 @@ def trajectory_consistency(seqs: Sequence[Sequence[Hashable]]) -> float | None:
     return float(total / (n * (n - 1) / 2))
 
 
+def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (q-values), q_(i) = min_{j ≥ i} m p_(j) / j:
+    scipy's implementation, which also accepts an empty list here."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.size == 0:
+        return p.copy()
+    return stats.false_discovery_control(p, method="bh")
+
+
 def coefficient_of_variation(values: Sequence[float]) -> float | None:
     """sd (ddof=1) / mean. For cost, tokens, steps and latency only -- never for pass/fail
     outcomes, where it is just sqrt((1-p)/p) and makes weak agents look "inconsistent" (use

@@ -82,6 +82,7 @@ def build_manifest(suite: Suite, spec: AgentSpec, tasks: list[Task], config: Run
         "max_steps": config.max_steps,
         "timeout_s": config.timeout_s,
         "tool_schema_hashes": suite.tool_schema_hashes(),
+        "overlay": getattr(suite, "overlay", None) or None,  # bench.overlay: the tool overlay applied, if any
         "host": {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()},
     }
 
@@ -93,6 +94,7 @@ def _check_resumable(old: dict[str, Any], new: dict[str, Any], run_dir: Path) ->
         ("agent.hash", old["agent"].get("hash"), new["agent"]["hash"]),
         ("base_seed", old.get("base_seed"), new["base_seed"]),
         ("tasks", old.get("tasks"), new["tasks"]),
+        ("overlay.hash", (old.get("overlay") or {}).get("hash"), (new.get("overlay") or {}).get("hash")),
         ("max_steps", old.get("max_steps"), new["max_steps"]),
         ("perturbations", old.get("perturbations", []), new["perturbations"]),
     ]

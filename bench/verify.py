@@ -186,7 +186,9 @@ def load_run_suite(manifest: dict[str, Any], run_dir: Path, suite: Any = None) -
             failures.append(f"{cand}: {exc}")
             continue
         if s.content_hash == want:
-            return s, []
+            from bench.overlay import apply_run_overlay
+
+            return apply_run_overlay(s, manifest), []  # the tools as the run's agent saw them
         loaded.append(s)
     if not loaded:
         tried = "; ".join(failures) or "the manifest names no suite path or name"
