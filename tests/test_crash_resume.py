@@ -30,8 +30,15 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     kills = 0
     progress = []
     for _ in range(14):
+        log = out / "trajectories.jsonl"
+        size_before = log.stat().st_size if log.exists() else 0
         proc = start(out)
-        time.sleep(rng.uniform(0.1, 1.5))
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:  # wait until trials are being written,
+            if log.exists() and log.stat().st_size > size_before:   # then kill at a random moment of the run
+                break
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.8))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
