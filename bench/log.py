@@ -15,7 +15,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 
@@ -70,67 +70,84 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def read_run(run_dir: str | Path) -> RunLog:
+# What scoring needs of a step (report, divergence); `lean` readers keep only these and leave
+# the bulky payloads (observations, model messages) to `verify` and `export`.
+_LEAN_STEP_FIELDS = ("type", "attempt", "step", "kind", "tool", "args", "error", "read_only", "state_hash",
+                     "output", "model", "input_tokens", "output_tokens", "latency_s", "cost")
+
+
+def read_run(run_dir: str | Path, *, lean: bool = False) -> RunLog:
+    """Read a run directory, line by line (the log can be large). `lean` keeps of each step
+    only what scoring reads (`_LEAN_STEP_FIELDS`): what `report` needs, at a fraction of the
+    memory."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     log_path = run_dir / LOG
-    try:
-        raw = log_path.read_bytes() if log_path.exists() else b""
-    except OSError as exc:
-        raise BenchError(f"cannot be read: {exc.strerror}", file=str(log_path)) from None
+    summaries: dict[str, dict[str, Any]] = {}
+    steps: dict[str, list[dict[str, Any]]] = {}
+    errors: list[dict[str, Any]] = []
+    duplicates: list[str] = []
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of small dicts: the cyclic collector would rescan them all, to no end
     try:
-        records, torn = _parse_lines(raw, log_path)
+        torn = 0
+        for rec in _records(log_path):
+            if isinstance(rec, int):  # the torn tail's length
+                torn = rec
+                continue
+            kind = rec["type"]
+            if kind == "step":
+                attempt = rec["attempt"]
+                if lean:
+                    rec = {k: rec[k] for k in _LEAN_STEP_FIELDS if k in rec}
+                steps.setdefault(attempt, []).append(rec)
+            elif kind == "trial":
+                if rec["trial"] in summaries:
+                    duplicates.append(rec["trial"])
+                else:
+                    summaries[rec["trial"]] = rec
+            elif kind == "attempt_error":
+                errors.append(rec)
     finally:
         if gc_was_enabled:
             gc.enable()
-    summaries: dict[str, dict[str, Any]] = {}
-    steps: dict[str, list[dict[str, Any]]] = {}
-    errors, duplicates = [], []
-    for rec in records:
-        kind = rec.get("type")
-        if kind == "step":
-            steps.setdefault(rec["attempt"], []).append(rec)
-        elif kind == "trial":
-            if rec["trial"] in summaries:
-                duplicates.append(rec["trial"])
-            else:
-                summaries[rec["trial"]] = rec
-        elif kind == "attempt_error":
-            errors.append(rec)
     used = {s["attempt"] for s in summaries.values()}
     orphans = sum(1 for attempt in steps if attempt not in used)
     return RunLog(run_dir, manifest, summaries, steps, errors, duplicates, orphans, torn)
 
 
-def _parse_lines(raw: bytes, path: Path) -> tuple[list[dict[str, Any]], int]:
-    lines = raw.split(b"\n")
-    torn = 0
-    if lines and lines[-1] != b"":  # no newline at the end: the last write was cut short
-        torn = len(lines[-1])
-    lines = lines[:-1]
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise BenchError(f"line {number} is not valid JSON ({exc}); the log is corrupted", file=str(path)) from None
-        if not isinstance(rec, dict) or "type" not in rec:
-            raise BenchError(f"line {number} is not a trajbench record (no 'type')", file=str(path), field="type")
-        for key in _REQUIRED.get(rec["type"], ()):
-            if key not in rec:
-                raise BenchError(f"line {number}: a {rec['type']} record lacks {key!r}", file=str(path), field=key)
-        records.append(rec)
-    return records, torn
+def _records(path: Path) -> Iterator[dict[str, Any] | int]:
+    """The log's records, checked; a torn last line (no newline) is yielded as its length."""
+    if not path.exists():
+        return
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise BenchError(f"cannot be read: {exc.strerror}", file=str(path)) from None
+    with fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.endswith(b"\n"):  # the last write was cut short
+                yield len(line)
+                return
+            if not line.strip():
+                continue
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise BenchError(f"line {number} is not valid JSON ({exc}); the log is corrupted", file=str(path)) from None
+            if not isinstance(rec, dict) or "type" not in rec:
+                raise BenchError(f"line {number} is not a trajbench record (no 'type')", file=str(path), field="type")
+            required = _REQUIRED.get(rec["type"])
+            if required and not required.issubset(rec):
+                missing = sorted(required - rec.keys())[0]
+                raise BenchError(f"line {number}: a {rec['type']} record lacks {missing!r}", file=str(path), field=missing)
+            yield rec
 
 
 _REQUIRED = {
-    "step": ("trial", "attempt", "step", "kind"),
-    "trial": ("trial", "attempt", "task", "outcome"),
-    "attempt_error": ("trial", "attempt"),
+    "step": frozenset(("trial", "attempt", "step", "kind")),
+    "trial": frozenset(("trial", "attempt", "task", "outcome")),
+    "attempt_error": frozenset(("trial", "attempt")),
 }
 
 

@@ -21,6 +21,7 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
+from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 from scipy import stats
 
@@ -335,11 +336,19 @@ def trajectory_consistency(seqs: Sequence[Sequence[Hashable]]) -> float | None:
     if len(seqs) < 2:
         return None
     # Identical sequences are common (consistent agents): compare each distinct pair once and
-    # weight it by how many trial pairs it stands for; identical pairs contribute 0.
-    groups = Counter(tuple(s) for s in seqs)
-    total = sum(groups[a] * groups[b] * normalized_edit_distance(a, b) for a, b in combinations(groups, 2))
+    # weight it by how many trial pairs it stands for (identical pairs contribute 0). Items are
+    # mapped to dense integer ids, as in normalized_edit_distance, and rapidfuzz's cdist
+    # computes the distinct pairs' distances in one call.
+    ids: dict[Hashable, int] = {}
+    groups = Counter(tuple(ids.setdefault(x, len(ids)) for x in s) for s in seqs)
+    distinct = [list(g) for g in groups]
+    weights = np.array(list(groups.values()), dtype=np.float64)
+    if len(distinct) < 2:
+        return 0.0
+    dist = process.cdist(distinct, distinct, scorer=Levenshtein.normalized_distance, dtype=np.float64)
+    pair_weights = np.triu(np.outer(weights, weights), k=1)
     n = len(seqs)
-    return float(total / (n * (n - 1) / 2))
+    return float((pair_weights * dist).sum() / (n * (n - 1) / 2))
 
 
 def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:

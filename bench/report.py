@@ -70,7 +70,7 @@ def _resource_cv(by_task: dict[str, list[dict[str, Any]]]) -> dict[str, float | 
 
 def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
                  divergence: DivergenceOptions | None = None) -> dict[str, Any]:
-    log = read_run(run_dir)
+    log = read_run(run_dir, lean=True)
     manifest = log.manifest
     k = int(manifest["k"])
     by_task: dict[str, list[dict[str, Any]]] = {t: [] for t in manifest.get("tasks", [])}
