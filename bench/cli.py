@@ -256,3 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trajbench: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `trajbench report RUN | head`: the reader left; that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
