@@ -51,8 +51,14 @@ class AgentSpec:
     def build(self) -> Any:
         """Instantiate the agent through its adapter's builder (see ADAPTERS)."""
         module_name, _, func = ADAPTERS[self.adapter].partition(":")
-        builder = getattr(importlib.import_module(module_name), func)
-        return builder(self)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            raise BenchError(f"the {self.adapter!r} adapter is not part of this trajbench installation",
+                             file=self.source, field="adapter") from None
+        return getattr(module, func)(self)
 
 
 def build_sim(spec: AgentSpec) -> Any:
