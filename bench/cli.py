@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from bench import __version__
 from bench.errors import BenchError
@@ -40,6 +40,27 @@ def _safe_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-") or "agent"
 
 
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
+def _selected_task_ids(suite: Any, tasks: str | None, tags: str | None) -> list[str] | None:
+    """--tasks ids (unknown ids fail before anything is written), narrowed to the tasks that
+    carry every --tags tag; None = the whole suite."""
+    chosen = suite.select(_split(tasks) or None)
+    wanted = set(_split(tags))
+    if not wanted:
+        return [t.id for t in chosen] if tasks else None
+    known = {tag for t in suite.tasks for tag in t.tags}
+    if wanted - known:
+        raise BenchError(f"no task of suite {suite.name} has the tag(s) {sorted(wanted - known)}; "
+                         f"its tags: {', '.join(sorted(known))}", field="--tags")
+    ids = [t.id for t in chosen if wanted <= set(t.tags)]
+    if not ids:
+        raise BenchError(f"no selected task has every tag of {sorted(wanted)}", field="--tags")
+    return ids
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -59,8 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_baseline(args.baseline, suite.content_hash)  # fail before the run, not after it
     specs = [parse_agent_spec(a) for a in args.agent]
     variants = parse_variant_spec(args.variants, args.variants_per_family)
-    task_ids = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    suite.select(task_ids)  # unknown ids fail before anything is written
+    task_ids = _selected_task_ids(suite, args.tasks, args.tags)
     base = Path(args.out) if args.out else Path("runs") / suite.name
     status = 0
     for spec in specs:
@@ -173,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=_positive_int, default=4, help="trials per task (default 4)")
     p.add_argument("--out", help="run directory (default runs/SUITE/AGENT); with several agents, a parent folder")
     p.add_argument("--tasks", help="comma-separated task ids (default: all)")
+    p.add_argument("--tags", metavar="TAGS",
+                   help="only the tasks that carry every one of these comma-separated tags (e.g. easy)")
     p.add_argument("--concurrency", type=_positive_int, default=4, help="trials at once (default 4)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.add_argument("--timeout", type=_positive_float, default=300.0, help="seconds per trial (default 300)")

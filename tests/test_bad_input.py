@@ -104,6 +104,9 @@ def test_corrupted_log_line(tmp_path):
 @pytest.mark.parametrize("args,fragment", [
     (["run", str(MINI), "--agent", "sim:oracle", "-k", "0"], "-k"),
     (["run", str(MINI), "--agent", "sim:oracle", "--tasks", "nope"], "no task 'nope'"),
+    (["run", "retail", "--agent", "sim:oracle", "--tags", "easyy"], "has the tag(s) ['easyy']"),
+    (["run", "retail", "--agent", "sim:oracle", "--tags", "easy", "--tasks", "retail-012-cancel-ask-email"],
+     "no selected task has every tag"),
     (["run", "no-such-suite", "--agent", "sim:oracle"], "no suite 'no-such-suite'"),
     (["run", str(MINI)], "--agent"),
     (["frobnicate"], "invalid choice"),

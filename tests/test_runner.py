@@ -1,5 +1,6 @@
 """The runner through its public entry point, on the mini suite, with real adapters."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from bench.errors import BenchError
 from bench.log import read_run
 from bench.report import build_report
 from bench.runner import RunConfig, run_benchmark
+from tests.conftest import run_cli
 
 
 def run(suite, spec, out, k=3, tasks=None, **kw):
@@ -98,3 +100,13 @@ def test_noisy_pass_hat_k_falls_with_k(mini_suite, tmp_path):
     run(mini_suite, "sim:noisy?p=0.5", tmp_path / "r", k=8)
     curve = [e["mean"] for e in build_report(tmp_path / "r", bootstrap=100)["suite"]["pass^k"]]
     assert all(a >= b for a, b in zip(curve, curve[1:])) and curve[0] > curve[-1]
+
+
+def test_tags_select_the_tasks_that_carry_every_tag(tmp_path):
+    from bench.suite import load_suite
+
+    out = tmp_path / "easy"
+    assert run_cli("run", "retail", "--agent", "sim:oracle", "-k", "1", "--tags", "easy", "--out", str(out),
+                   "--quiet").returncode == 0
+    easy = [t.id for t in load_suite("retail").tasks if "easy" in t.tags]
+    assert json.loads((out / "run.json").read_text())["tasks"] == easy and 0 < len(easy) < 36

