@@ -67,6 +67,20 @@ def test_native_tool_calls_are_the_logged_steps(mini_suite, tmp_path):
     assert {r["model"] for r in server.requests} == {"fake-model"} and all("tools" in r for r in server.requests)
 
 
+def test_requests_in_flight_never_exceed_max_concurrency(mini_suite, tmp_path):
+    """8 trials at once through one agent with max_concurrency = 2: the server never sees more than
+    2 requests at a time — and does see 2 (the trials do overlap)."""
+    def slow_shop(body, n):
+        reply = shop_agent(body, n)
+        reply.delay_s = 0.05
+        return reply
+
+    with FakeChatServer(slow_shop) as server:
+        log = run(mini_suite, spec_file(tmp_path, server.base_url, max_concurrency=2), tmp_path / "r", k=8, concurrency=8)
+    assert len(log.summaries) == 8 and all(s["outcome"] != "error" for s in log.summaries.values())
+    assert server.max_in_flight == 2
+
+
 def test_same_seed_same_trajectory(mini_suite, tmp_path):
     with FakeChatServer(shop_agent) as server:
         spec = spec_file(tmp_path, server.base_url)

@@ -82,6 +82,7 @@ class FakeChatServer:
     def __init__(self, behaviour: Behaviour = shop_agent):
         self.behaviour = behaviour
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = self.max_in_flight = 0   # requests being answered at once (the client's concurrency)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         server = self
@@ -106,9 +107,15 @@ class FakeChatServer:
                 with server._lock:
                     n = len(server.requests)
                     server.requests.append(body)
-                reply = server.behaviour(body, n)
-                if reply.delay_s:
-                    server._stop.wait(reply.delay_s)  # a hang, cut short when the server stops
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    reply = server.behaviour(body, n)
+                    if reply.delay_s:
+                        server._stop.wait(reply.delay_s)  # a hang, cut short when the server stops
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
                 self._send(reply)
 
             def _send(self, reply: Reply) -> None:
