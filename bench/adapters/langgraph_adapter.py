@@ -41,9 +41,8 @@ import time
 from typing import Any
 
 from bench.adapters.prompting import (
-    AgentGaveUp, Conversation, OptionSpec, Stop, parse_action, parse_options, tool_specs_from_openai,
+    AgentGaveUp, Conversation, OptionSpec, Stop, parse_action, parse_options, tool_specs_from_openai, turn_seed,
 )
-from bench.canonical import derive_seed
 from bench.errors import BenchError, InfraError
 
 INSTALL_HINT = "install with pip install 'trajbench[langgraph]' (langgraph and langchain-core)"
@@ -179,7 +178,7 @@ def react_graph(model: Any, tools: list[Any], *, handle_tool_errors: bool = True
             return {}
         seed = ((config or {}).get("configurable") or {}).get("trajbench_seed", 0)
         turn = sum(getattr(m, "type", "") == "ai" for m in state["messages"])
-        return {seed_param: derive_seed(seed, "turn", turn) % 2_147_483_647}
+        return {seed_param: turn_seed(seed, turn)}
 
     def call_model(state: dict[str, Any], config: Any) -> dict[str, Any]:
         return {"messages": [llm.invoke(state["messages"], config, **kwargs_for(state, config))]}
