@@ -36,18 +36,19 @@ docs/divergence.md explains every figure; in short, per task:
 Steps are 0-based positions in the key sequence (not raw log indices, which also count
 dropped steps and model turns; the raw index of each example step is kept for the viewer).
 
-Everything is vectorised over the whole suite (numpy): 100k trials × 10 steps take about a
-second beyond reading the log (benchmarks/divergence.py).
+Everything is vectorised over the whole suite (numpy): on 100k trials × 10 steps the analysis
+takes about 2.5 s of CPU beyond reading the log, half of it in the exact tests
+(benchmarks/divergence.py).
 """
 
 from __future__ import annotations
 
-import gc
 import math
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -55,6 +56,7 @@ import numpy as np
 import orjson
 
 from bench.canonical import canonical_json, derive_seed, digest
+from bench.log import RunLog, gc_paused, read_run
 from bench.metrics import benjamini_hochberg
 
 __all__ = [
@@ -70,6 +72,9 @@ __all__ = [
     "boschloo_test",
     "benjamini_hochberg",
     "analyse",
+    "KeyedRun",
+    "read_keyed",
+    "key_parsed",
     "analyse_run",
     "divergence_section",
     "render_divergence_text",
@@ -159,12 +164,13 @@ _DUMPS_OPT = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 class _TrialKeys:
     """The keys of one attempt, built event by event."""
 
-    __slots__ = ("keys", "where", "calls", "last_state", "events")
+    __slots__ = ("keys", "where", "calls", "actions", "last_state", "events")
 
     def __init__(self) -> None:
         self.keys: list[int] = []  # key ids
         self.where: list[int] = []  # position of each key's event among the attempt's events
         self.calls: list[int] = []  # step index of every tool/user call (for milestones)
+        self.actions: list[int] = []  # action key id of every tool call, none dropped (the report's sequence)
         self.last_state: Any = None
         self.events = 0
 
@@ -175,6 +181,7 @@ class _Keyer:
 
     def __init__(self, options: DivergenceOptions, vocab: dict[str, int]):
         self.vocab = vocab
+        self.attempts: dict[str, _TrialKeys] = {}  # filled by `feed_record`
         self._cache: dict[tuple[str, bytes], int] = {}
         self.state_mode = options.key == "state"
         self.ignore_read_only = options.ignore_read_only
@@ -193,50 +200,57 @@ class _Keyer:
             raw = orjson.dumps(args, option=_DUMPS_OPT)
         except TypeError:
             raw = repr(args).encode()
-        ck = (tool, raw)
-        i = self._cache.get(ck)
+        i = self._cache.get((tool, raw))
         if i is None:
             try:
                 label = f"{tool}({canonical_json(args)})"
             except TypeError:
                 label = f"{tool}({canonical_json(repr(args))})"
-            i = self._cache[ck] = self.intern(label)
+            # kept as a compact copy: the bytes orjson returns hold on to its ~4 KB write buffer
+            i = self._cache[(tool, bytes(memoryview(raw)))] = self.intern(label)
         return i
+
+    def feed_record(self, ev: dict[str, Any]) -> None:
+        """Add a step record of the log (records of each attempt must come in step order)."""
+        tk = self.attempts.get(ev["attempt"])
+        if tk is None:
+            tk = self.attempts[ev["attempt"]] = _TrialKeys()
+        self.feed(tk, ev)
 
     def feed(self, tk: _TrialKeys, ev: dict[str, Any]) -> None:
         """Add one logged event of the attempt (events must come in step order)."""
         pos = tk.events
         tk.events += 1
         kind = ev.get("kind")
-        if kind == "tool" or kind == "user":
+        if kind == "tool":
             tk.calls.append(ev.get("step", pos))
-            if kind == "user":
-                if not self.include_user:
-                    return
-                key = self.action_id("ask_user", ev.get("args"))
-            else:
-                read_only = ev.get("read_only")
-                if read_only and self.ignore_read_only:
-                    return
-                if self.state_mode:
-                    state = ev.get("state_hash")
-                    changed = not read_only and ev.get("error") is None and state != tk.last_state
-                    tk.last_state = state
-                    if not changed or state is None:
-                        return  # the state did not change: no new node
-                    key = self.intern("state:" + str(state))
-                else:
-                    key = self.action_id(str(ev.get("tool")), ev.get("args"))
-                    if read_only and self.collapse and tk.keys and tk.keys[-1] == key:
-                        return  # a no-op: the same read again on the same state
-        elif kind == "model":
-            if not self.include_model or self.state_mode:
-                return
+            key = self._tool_key(tk, ev)
+        elif kind == "user":
+            tk.calls.append(ev.get("step", pos))
+            key = self.action_id("ask_user", ev.get("args")) if self.include_user else None
+        elif kind == "model" and self.include_model and not self.state_mode:
             key = self.intern("model:" + digest(canonical_json(_jsonable(ev.get("output"))))[:16])
         else:
             return
-        tk.keys.append(key)
-        tk.where.append(pos)
+        if key is not None:
+            tk.keys.append(key)
+            tk.where.append(pos)
+
+    def _tool_key(self, tk: _TrialKeys, ev: dict[str, Any]) -> int | None:
+        """The key of a tool call, or None when the options make it no node."""
+        action = self.action_id(str(ev.get("tool")), ev.get("args"))
+        tk.actions.append(action)
+        read_only = ev.get("read_only")
+        if read_only and self.ignore_read_only:
+            return None
+        if self.state_mode:
+            state = ev.get("state_hash")
+            changed = not read_only and ev.get("error") is None and state != tk.last_state
+            tk.last_state = state
+            return self.intern("state:" + str(state)) if changed and state is not None else None
+        if read_only and self.collapse and tk.keys and tk.keys[-1] == action:
+            return None  # a no-op: the same read again on the same state
+        return action
 
     def keys(self, events: Sequence[dict[str, Any]]) -> _TrialKeys:
         tk = _TrialKeys()
@@ -548,6 +562,20 @@ class _Corpus:
         self.steps: list[list[int]] = []
         self.trial_milestones: list[dict[str, int | None] | None] = []
         self.tool_calls: list[int] = []
+        self._ids: dict[int, int] = {0: 0}  # keyer id -> corpus id (`renumber`); END is 0 in both
+
+    def renumber(self, keys: list[int]) -> list[int]:
+        """Keyer ids as corpus ids, numbered in order of first appearance in the corpus (task by
+        task, reference first; `adopt_labels` then names them). Ties between equal nodes fall
+        to the lower id, so this keeps the analysis independent of the order in which the log
+        lists its steps (concurrent trials interleave) and of keys the corpus leaves out."""
+        ids = self._ids
+        return [ids.setdefault(k, len(ids)) for k in keys]
+
+    def adopt_labels(self, keyer_vocab: dict[str, int]) -> None:
+        """Name the corpus ids (`renumber`) with the keyer's labels."""
+        labels = list(keyer_vocab)
+        self.vocab = {labels[old]: new for old, new in self._ids.items()}
 
     def intern(self, keys: Sequence[str]) -> list[int]:
         vocab = self.vocab
@@ -585,7 +613,7 @@ def _analyse_corpus(c: _Corpus, o: DivergenceOptions) -> Analysis:
     M = len(c.vocab) + 1
     trial_task = np.array(c.trial_task, dtype=np.int64)
     success = np.array(c.success, dtype=bool)
-    lengths = np.fromiter((len(k) + 1 for k in c.keys), dtype=np.int64, count=T)
+    lengths = np.fromiter(map(len, c.keys), dtype=np.int64, count=T) + 1
     offsets = np.zeros(T, dtype=np.int64)
     if T:
         offsets[1:] = np.cumsum(lengths)[:-1]
@@ -596,8 +624,8 @@ def _analyse_corpus(c: _Corpus, o: DivergenceOptions) -> Analysis:
     pos_index = np.arange(P) - np.repeat(offsets, lengths)
     if T:
         body = pos_index < np.repeat(lengths - 1, lengths)
-        flat_keys[body] = np.fromiter((k for ks in c.keys for k in ks), dtype=np.int64, count=int(body.sum()))
-        flat_steps[body] = np.fromiter((k for ks in c.steps for k in ks), dtype=np.int64, count=int(body.sum()))
+        flat_keys[body] = np.fromiter(chain.from_iterable(c.keys), dtype=np.int64, count=int(body.sum()))
+        flat_steps[body] = np.fromiter(chain.from_iterable(c.steps), dtype=np.int64, count=int(body.sum()))
 
     # ---- prefix tree, level by level (one np.unique per depth) ------------------------
     parent = [np.full(n_tasks, -1, dtype=np.int64)]
@@ -710,10 +738,10 @@ def _analyse_corpus(c: _Corpus, o: DivergenceOptions) -> Analysis:
     for v in candidates.tolist():
         a, b = group_start[v], group_start[v] + n_groups[v]
         sizes, succ = group_n[a:b], group_s[a:b]
-        p, pm, how = exact_test(sizes, succ, permutations=o.permutations, seed=o.seed)
         if o.test == "boschloo" and b - a == 2 and graph_n[v] <= o.boschloo_max_n:
-            p, pm = boschloo_test(sizes, succ)
-            how = "boschloo"
+            (p, pm), how = boschloo_test(sizes, succ), "boschloo"
+        else:
+            p, pm, how = exact_test(sizes, succ, permutations=o.permutations, seed=o.seed)
         pvalue[v] = p
         pmin[v] = np.nan if pm is None else pm
         method[v] = how
@@ -773,7 +801,7 @@ def _analyse_corpus(c: _Corpus, o: DivergenceOptions) -> Analysis:
         ref_len = np.array([len(r) for r in refs], dtype=np.int64)
         ref_off = np.zeros(n_tasks, dtype=np.int64)
         ref_off[1:] = np.cumsum(ref_len)[:-1]
-        ref_flat = np.fromiter((k for r in refs for k in r), dtype=np.int64, count=int(ref_len.sum()))
+        ref_flat = np.fromiter(chain.from_iterable(refs), dtype=np.int64, count=int(ref_len.sum()))
         ptask = trial_task[pos_trial]
         inside = pos_index < ref_len[ptask]
         ref_at = np.full(P, -7, dtype=np.int64)
@@ -1133,22 +1161,17 @@ def _reference_keys(suite: Any, task: Any, keyer: _Keyer) -> list[int]:
     return tk.keys
 
 
-_SUMMARY_FIELDS = ("trial", "attempt", "task", "outcome", "variant", "variant_family", "index", "milestones")
-
-
-def _build_corpus(manifest: dict[str, Any], summaries: Any, keys_of: Any, keyer: _Keyer, suite: Any,
-                  pool_variants: bool = False) -> _Corpus:
-    """Group the valid trials by task (manifest order), with each trial's keys from
-    `keys_of(summary)` and the task's reference from the suite. Like the report's headline
-    figures, only trials on the unperturbed inputs count unless `pool_variants`."""
+def _build_corpus(run: KeyedRun, suite: Any, pool_variants: bool = False) -> _Corpus:
+    """Group the valid trials by task (manifest order), with each trial's keys and the task's
+    reference from the suite. Like the report's headline figures, only trials on the
+    unperturbed inputs count unless `pool_variants`."""
     try:
         from bench.perturb import BASE
     except ImportError:  # pragma: no cover
         BASE = "base"
     c = _Corpus()
-    c.vocab = keyer.vocab
-    by_task: dict[str, list[dict[str, Any]]] = {t: [] for t in manifest.get("tasks", [])}
-    for summary in summaries:
+    by_task: dict[str, list[dict[str, Any]]] = {t: [] for t in run.log.manifest.get("tasks", [])}
+    for summary in run.log.summaries.values():
         if not pool_variants and summary.get("variant_family", BASE) != BASE:
             continue
         if summary.get("outcome") in ("success", "failure"):
@@ -1167,16 +1190,16 @@ def _build_corpus(manifest: dict[str, Any], summaries: Any, keys_of: Any, keyer:
             except Exception:  # noqa: BLE001 - the task left the suite: no reference for it
                 task = None
             if task is not None:
-                ref = _reference_keys(suite, task, keyer)
+                ref = c.renumber(_reference_keys(suite, task, run.keyer))
                 names = [m["name"] for m in task.milestones]
         c.references.append(ref)
         c.milestones.append(names)
         for summary in rows:
-            tk = keys_of(summary)
+            tk = run.keys(summary)
             c.trial_ids.append(summary["trial"])
             c.trial_task.append(t)
             c.success.append(summary["outcome"] == "success")
-            c.keys.append(tk.keys)
+            c.keys.append(c.renumber(tk.keys))
             c.steps.append(tk.where)
             c.tool_calls.append(len(tk.calls))
             reached = summary.get("milestones")
@@ -1184,110 +1207,86 @@ def _build_corpus(manifest: dict[str, Any], summaries: Any, keys_of: Any, keyer:
                 # the tool-call index of the event that reached each milestone
                 reached = {name: (None if at is None else bisect_left(tk.calls, int(at))) for name, at in reached.items()}
             c.trial_milestones.append(reached or None)
+    c.adopt_labels(run.keyer.vocab)
     return c
 
 
-def _corpus_from_log(log: Any, o: DivergenceOptions, suite: Any) -> _Corpus:
-    keyer = _Keyer(o, {END: 0})
-    return _build_corpus(log.manifest, log.summaries.values(), lambda s: keyer.keys(log.trial_steps(s["trial"])),
-                         keyer, suite, o.pool_variants)
+@dataclass
+class KeyedRun:
+    """A run with the steps of each attempt keyed (`read_keyed`, `key_parsed`): all that the
+    report and the divergence analysis need of the steps."""
+
+    log: RunLog  # from `read_keyed`, without step records: they were keyed as read, then dropped
+    options: DivergenceOptions
+    keyer: _Keyer
+
+    def keys(self, summary: dict[str, Any]) -> _TrialKeys:
+        """The keys of the attempt behind a trial summary (none if it logged no steps)."""
+        return self.keyer.attempts.get(summary["attempt"]) or _TrialKeys()
+
+    def actions(self, summary: dict[str, Any]) -> list[int]:
+        """The trial's tool calls as key ids (equal calls, equal ids), in log order."""
+        return self.keys(summary).actions
 
 
-def _corpus_from_dir(run_dir: Path, o: DivergenceOptions, suite_loader: Any) -> tuple[_Corpus, dict[str, Any], Any, str | None]:
-    """Stream the run's log: each step is keyed as it is read and nothing else of it is kept,
-    so memory stays proportional to the number of steps, not to the log's size. Same reading
-    rules as `bench.log.read_run`: a torn last line is skipped; the first summary of a trial
-    counts; steps of attempts without a summary are ignored."""
-    from bench.errors import BenchError
-    from bench.log import LOG, _REQUIRED, read_manifest
-
-    manifest = read_manifest(run_dir)
-    suite, reason = suite_loader(manifest)
-    keyer = _Keyer(o, {END: 0})
-    attempts: dict[str, _TrialKeys] = {}
-    summaries: dict[str, dict[str, Any]] = {}
-    path = run_dir / LOG
-    gc_was_on = gc.isenabled()
-    gc.disable()  # millions of short-lived records: the cyclic collector only slows this down
-    try:
-        with open(path, "rb") if path.exists() else _EmptyFile() as fh:
-            number = 0
-            for line in fh:
-                number += 1
-                if not line.endswith(b"\n"):
-                    break  # a torn last line
-                if not line.strip():
-                    continue
-                try:
-                    rec = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise BenchError(f"line {number} is not valid JSON ({exc}); the log is corrupted", file=str(path)) from None
-                kind = rec.get("type") if isinstance(rec, dict) else None
-                if kind is None:
-                    raise BenchError(f"line {number} is not a trajbench record (no 'type')", file=str(path), field="type")
-                for key in _REQUIRED.get(kind, ()):
-                    if key not in rec:
-                        raise BenchError(f"line {number}: a {kind} record lacks {key!r}", file=str(path), field=key)
-                if kind == "step":
-                    tk = attempts.get(rec["attempt"])
-                    if tk is None:
-                        tk = attempts[rec["attempt"]] = _TrialKeys()
-                    keyer.feed(tk, rec)
-                elif kind == "trial" and rec["trial"] not in summaries:
-                    summaries[rec["trial"]] = {f: rec[f] for f in _SUMMARY_FIELDS if f in rec}
-    except OSError as exc:
-        raise BenchError(f"cannot be read: {exc.strerror}", file=str(path)) from None
-    finally:
-        if gc_was_on:
-            gc.enable()
-    empty = _TrialKeys()
-    corpus = _build_corpus(manifest, summaries.values(), lambda s: attempts.get(s["attempt"], empty), keyer, suite,
-                           o.pool_variants)
-    return corpus, manifest, suite, reason
-
-
-class _EmptyFile:
-    def __enter__(self) -> list[bytes]:
-        return []
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
-def analyse_run(log_or_dir: Any, options: DivergenceOptions | None = None, *, suite: Any = None,
-                load_reference: bool = True) -> Analysis:
-    """Divergence analysis of a run: a parsed `RunLog`, or a run directory (then the log is
-    streamed, which needs far less memory than `read_run`). The reference analysis needs the
-    run's suite: pass it, or it is loaded from the manifest's path (or built-in name) when its
-    content hash still matches; otherwise that part is skipped and the reason recorded."""
-    from bench.log import RunLog
-
+def read_keyed(run_dir: str | Path, options: DivergenceOptions | None = None) -> KeyedRun:
+    """Read a run directory in one pass, keying each step as it is read and keeping none
+    (`bench.log.read_run`'s reading rules: a torn last line is skipped, the first summary of a
+    trial counts, steps of attempts without a summary are ignored). Memory grows with the
+    number of steps, not with the log's size; nothing is parsed or keyed twice."""
     o = options or DivergenceOptions()
+    keyer = _Keyer(o, {END: 0})
+    return KeyedRun(read_run(run_dir, on_step=keyer.feed_record), o, keyer)
 
-    def loader(manifest: dict[str, Any]) -> tuple[Any, str | None]:
-        if suite is not None:
-            return suite, None
-        if not load_reference:
-            return None, "reference analysis not requested"
-        return _load_suite_for(manifest)
 
-    if isinstance(log_or_dir, RunLog):
-        found, reason = loader(log_or_dir.manifest)
-        corpus = _corpus_from_log(log_or_dir, o, found)
-    else:
-        corpus, _, found, reason = _corpus_from_dir(Path(log_or_dir), o, loader)
+def key_parsed(log: RunLog, options: DivergenceOptions | None = None) -> KeyedRun:
+    """Key the steps of a run already read with `read_run`."""
+    o = options or DivergenceOptions()
+    keyer = _Keyer(o, {END: 0})
+    keyer.attempts = {attempt: keyer.keys(events) for attempt, events in log.steps.items()}
+    return KeyedRun(log, o, keyer)
+
+
+def _reference_suite(manifest: dict[str, Any], suite: Any, load_reference: bool) -> tuple[Any, str | None]:
+    """The suite for the reference analysis, or None and the reason it is skipped."""
+    if suite is not None:
+        return suite, None
+    if not load_reference:
+        return None, "reference analysis not requested"
+    return _load_suite_for(manifest)
+
+
+@gc_paused()  # a large run's keys are millions of objects the collector need not rescan
+def analyse_run(run: Any, options: DivergenceOptions | None = None, *, suite: Any = None,
+                load_reference: bool = True) -> Analysis:
+    """Divergence analysis of a run: a run directory (read with `read_keyed`, which needs far
+    less memory than `read_run`), a parsed `RunLog`, or a `KeyedRun` (analysed with the options
+    it was keyed with). The reference analysis needs the run's suite: pass it, or it is loaded
+    from the manifest's path (or built-in name) when its content hash still matches;
+    otherwise that part is skipped and the reason recorded."""
+    if isinstance(run, KeyedRun):
+        if options is not None and options != run.options:
+            raise ValueError("a KeyedRun is analysed with the options it was keyed with")
+        options = run.options
+    o = options or DivergenceOptions()
+    if isinstance(run, RunLog):
+        run = key_parsed(run, o)
+    elif not isinstance(run, KeyedRun):
+        run = read_keyed(run, o)
+    found, reason = _reference_suite(run.log.manifest, suite, load_reference)
+    corpus = _build_corpus(run, found, o.pool_variants)
     analysis = _analyse_corpus(corpus, o)
     analysis.section["reference"] = {"available": found is not None, "reason": reason}
     return analysis
 
 
-def divergence_section(log_or_dir: Any, options: DivergenceOptions | None = None, *, suite: Any = None,
+def divergence_section(run: Any, options: DivergenceOptions | None = None, *, suite: Any = None,
                        load_reference: bool = True, **option_fields: Any) -> dict[str, Any]:
     """The report's `divergence` section (JSON-serialisable; see DIVERGENCE_SCHEMA)."""
     if option_fields:
         base = asdict(options) if options is not None else {}
         options = DivergenceOptions(**{**base, **option_fields})
-    return analyse_run(log_or_dir, options, suite=suite, load_reference=load_reference).section
+    return analyse_run(run, options, suite=suite, load_reference=load_reference).section
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from __future__ import annotations
 import gc
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 
@@ -70,37 +71,45 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-# What scoring needs of a step (report, divergence); `lean` readers keep only these and leave
-# the bulky payloads (observations, model messages) to `verify` and `export`.
-_LEAN_STEP_FIELDS = ("type", "attempt", "step", "kind", "tool", "args", "error", "read_only", "state_hash",
-                     "output", "model", "input_tokens", "output_tokens", "latency_s", "cost")
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector. Reading and scoring a large run allocate millions
+    of small, long-lived, acyclic objects, which it would rescan again and again to no end
+    (a second and more on 100k trials). Nests: the collector's previous state is restored."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
-def read_run(run_dir: str | Path, *, lean: bool = False) -> RunLog:
-    """Read a run directory, line by line (the log can be large). `lean` keeps of each step
-    only what scoring reads (`_LEAN_STEP_FIELDS`): what `report` needs, at a fraction of the
-    memory."""
+def read_run(run_dir: str | Path, *, on_step: Callable[[dict[str, Any]], None] | None = None) -> RunLog:
+    """Read a run directory, line by line (the log can be large). With `on_step`, each step
+    record is handed to it as it is read, in log order, and not kept (`steps` stays empty):
+    scoring keys the steps in the same pass (`bench.divergence.read_keyed`) instead of
+    holding a million step records and walking them again."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    log_path = run_dir / LOG
     summaries: dict[str, dict[str, Any]] = {}
     steps: dict[str, list[dict[str, Any]]] = {}
+    streamed: set[str] = set()  # attempts whose steps went to on_step
     errors: list[dict[str, Any]] = []
     duplicates: list[str] = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # millions of small dicts: the cyclic collector would rescan them all, to no end
-    try:
-        torn = 0
-        for rec in _records(log_path):
+    torn = 0
+    with gc_paused():
+        for rec in _records(run_dir / LOG):
             if isinstance(rec, int):  # the torn tail's length
                 torn = rec
                 continue
             kind = rec["type"]
             if kind == "step":
-                attempt = rec["attempt"]
-                if lean:
-                    rec = {k: rec[k] for k in _LEAN_STEP_FIELDS if k in rec}
-                steps.setdefault(attempt, []).append(rec)
+                if on_step is None:
+                    steps.setdefault(rec["attempt"], []).append(rec)
+                else:
+                    streamed.add(rec["attempt"])
+                    on_step(rec)
             elif kind == "trial":
                 if rec["trial"] in summaries:
                     duplicates.append(rec["trial"])
@@ -108,11 +117,8 @@ def read_run(run_dir: str | Path, *, lean: bool = False) -> RunLog:
                     summaries[rec["trial"]] = rec
             elif kind == "attempt_error":
                 errors.append(rec)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     used = {s["attempt"] for s in summaries.values()}
-    orphans = sum(1 for attempt in steps if attempt not in used)
+    orphans = sum(1 for attempt in (streamed or steps) if attempt not in used)
     return RunLog(run_dir, manifest, summaries, steps, errors, duplicates, orphans, torn)
 
 
@@ -124,21 +130,23 @@ def _records(path: Path) -> Iterator[dict[str, Any] | int]:
         fh = open(path, "rb")
     except OSError as exc:
         raise BenchError(f"cannot be read: {exc.strerror}", file=str(path)) from None
+    loads, required_of = orjson.loads, _REQUIRED.get  # local names: this loop runs once per line
     with fh:
         for number, line in enumerate(fh, start=1):
             if not line.endswith(b"\n"):  # the last write was cut short
                 yield len(line)
                 return
-            if not line.strip():
+            if line.isspace():
                 continue
             try:
-                rec = orjson.loads(line)
+                rec = loads(line)
             except orjson.JSONDecodeError as exc:
                 raise BenchError(f"line {number} is not valid JSON ({exc}); the log is corrupted", file=str(path)) from None
-            if not isinstance(rec, dict) or "type" not in rec:
-                raise BenchError(f"line {number} is not a trajbench record (no 'type')", file=str(path), field="type")
-            required = _REQUIRED.get(rec["type"])
-            if required and not required.issubset(rec):
+            try:
+                required = required_of(rec["type"])  # a TypeError: not an object, or an unhashable type
+            except (KeyError, TypeError):
+                raise BenchError(f"line {number} is not a trajbench record (no 'type')", file=str(path), field="type") from None
+            if required and not rec.keys() >= required:
                 missing = sorted(required - rec.keys())[0]
                 raise BenchError(f"line {number}: a {rec['type']} record lacks {missing!r}", file=str(path), field=missing)
             yield rec

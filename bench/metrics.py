@@ -17,7 +17,6 @@ import operator
 import warnings
 from collections import Counter
 from collections.abc import Hashable, Sequence
-from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -336,12 +335,12 @@ def trajectory_consistency(seqs: Sequence[Sequence[Hashable]]) -> float | None:
     if len(seqs) < 2:
         return None
     # Identical sequences are common (consistent agents): compare each distinct pair once and
-    # weight it by how many trial pairs it stands for (identical pairs contribute 0). Items are
-    # mapped to dense integer ids, as in normalized_edit_distance, and rapidfuzz's cdist
-    # computes the distinct pairs' distances in one call.
+    # weight it by how many trial pairs it stands for (identical pairs contribute 0). Items of
+    # the distinct sequences are mapped to dense integer ids, as in normalized_edit_distance,
+    # and rapidfuzz's cdist computes the distinct pairs' distances in one call.
+    groups = Counter(map(tuple, seqs))
     ids: dict[Hashable, int] = {}
-    groups = Counter(tuple(ids.setdefault(x, len(ids)) for x in s) for s in seqs)
-    distinct = [list(g) for g in groups]
+    distinct = [[ids.setdefault(x, len(ids)) for x in g] for g in groups]
     weights = np.array(list(groups.values()), dtype=np.float64)
     if len(distinct) < 2:
         return 0.0

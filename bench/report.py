@@ -13,22 +13,17 @@ from typing import Any
 import numpy as np
 
 from bench import metrics
-from bench.canonical import step_key
-from bench.divergence import DivergenceOptions, divergence_section, render_divergence_text
-from bench.log import RunLog, read_run
+from bench.divergence import DivergenceOptions, KeyedRun, divergence_section, read_keyed, render_divergence_text
+from bench.log import RunLog, gc_paused
 from bench.perturb import BASE
 
 REPORT_VERSION = 1
 
 
-def action_sequence(steps: list[dict[str, Any]]) -> list[str]:
-    return [step_key(s["tool"], s.get("args")) for s in steps if s["kind"] == "tool"]
-
-
-def _task_row(task_id: str, trials: list[dict[str, Any]], log: RunLog, k: int) -> dict[str, Any]:
+def _task_row(task_id: str, trials: list[dict[str, Any]], run: KeyedRun, k: int) -> dict[str, Any]:
     valid = [t for t in trials if t["outcome"] != "error"]
     n, c = len(valid), sum(t["outcome"] == "success" for t in valid)
-    seqs = {t["trial"]: action_sequence(log.trial_steps(t["trial"])) for t in valid}
+    seqs = {t["trial"]: run.actions(t) for t in valid}  # tool calls as key ids: equal calls, equal ids
     ok = [seqs[t["trial"]] for t in valid if t["outcome"] == "success"]
     bad = [seqs[t["trial"]] for t in valid if t["outcome"] != "success"]
     failed_checks = Counter(name for t in valid for name, chk in t.get("checks", {}).items() if not chk["passed"])
@@ -68,16 +63,18 @@ def _resource_cv(by_task: dict[str, list[dict[str, Any]]]) -> dict[str, float | 
     return out
 
 
+@gc_paused()  # a large run's summaries and keys are millions of objects the collector need not rescan
 def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
                  divergence: DivergenceOptions | None = None) -> dict[str, Any]:
-    log = read_run(run_dir, lean=True)
+    run = read_keyed(run_dir, divergence)  # one pass over the log: summaries kept, steps keyed and dropped
+    log = run.log
     manifest = log.manifest
     k = int(manifest["k"])
     by_task: dict[str, list[dict[str, Any]]] = {t: [] for t in manifest.get("tasks", [])}
     for summary in log.summaries.values():
         if summary.get("variant_family", BASE) == BASE:  # the headline figures: unperturbed inputs
             by_task.setdefault(summary["task"], []).append(summary)
-    rows = [_task_row(task_id, trials, log, k) for task_id, trials in by_task.items() if trials]
+    rows = [_task_row(task_id, trials, run, k) for task_id, trials in by_task.items() if trials]
     counts = [(r["n"], r["successes"]) for r in rows]
     suite = metrics.suite_summary(counts, B=bootstrap, seed=seed)
     expected = len(log.summaries) if manifest.get("perturbations") else len(manifest.get("tasks", [])) * k
@@ -98,7 +95,7 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
         report["simulated_truth"] = _sim_truth(rows, k)
     if manifest.get("perturbations"):
         report["variants"] = variants_section(log, k, bootstrap, seed)
-    report["divergence"] = divergence_section(log, divergence)
+    report["divergence"] = divergence_section(run)
     return report
 
 

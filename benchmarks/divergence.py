@@ -1,17 +1,19 @@
 """Divergence analysis: speed on a large run, and detection of planted divergences.
 
-    python benchmarks/divergence.py speed [--tasks 1000] [--k 100] [--steps 10] [--keep DIR]
+    python benchmarks/divergence.py speed [--tasks 1000] [--k 100] [--steps 10] [--keep DIR] [--repeat 3]
     python benchmarks/divergence.py detection [--replications 10] [--tasks-per-suite 20] [--test fisher]
     python benchmarks/divergence.py false-alarms [--replications 25]
 
 `speed` writes a synthetic run directory in the real log format (tasks × k trials × ~steps tool
-steps, 100k trials × 10 steps by default: 1.1M log lines) and times, in one process:
-the divergence analysis straight from the run directory (`divergence_section(run_dir)`, which
-streams the log), then the baselines — parsing every line with orjson and keeping nothing,
-and `read_run` (parse and keep everything, what `build_report` does) — then the analysis of the
-parsed log and `build_report`. It prints wall-clock and CPU seconds and the peak resident
-memory after each phase (`ru_maxrss`, which only grows: the streaming analysis runs first so
-that its peak is its own). CPU seconds are the robust figure on a shared, busy machine.
+steps, 100k trials × 10 steps by default: 1.1M step events, 1.2M log lines; `--keep DIR` writes
+it once and reuses it) and times, in one process: the full report from the run directory
+(`build_report`: one pass over the log, the metrics and the divergence analysis), the baseline
+of merely parsing every line with orjson (keeping nothing), and their ratio; then the
+divergence analysis alone (`divergence_section(run_dir)`). Each phase prints wall-clock and CPU
+seconds; `--repeat N` runs each N times (the statistical tests' caches cleared before every
+run, so each is a cold start) and prints the medians. Peak resident memory (`ru_maxrss`) only
+grows, so the report runs first and its peak is its own. CPU seconds are the robust figure on
+a shared, busy machine.
 
 `detection` simulates tasks at the level of trial paths (the same model as the `sim` agent's
 planting, without running tools): reference actions r_0..r_7; each trial takes the planted
@@ -43,6 +45,7 @@ import tempfile
 import time
 from math import comb
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import orjson
@@ -63,11 +66,11 @@ def _rss_mb() -> float:
 # ---------------------------------------------------------------------------------------
 
 
-def write_synthetic_run(out: Path, n_tasks: int, k: int, steps: int, seed: int = 0) -> int:
+def write_synthetic_run(out: Path, n_tasks: int, k: int, steps: int, seed: int = 0) -> None:
     """A run directory in the real format. Per task: a reference of `steps` tool calls (reads
     and writes); each trial follows it, with a planted wrong write (q = 0.3, fatal with
     f = 0.8), random fatal wrong arguments (5 % of trials), repeated reads and extra lookups
-    (harmless). Returns the number of step events written."""
+    (harmless)."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     tasks = [f"task-{t:05d}" for t in range(n_tasks)]
@@ -77,7 +80,6 @@ def write_synthetic_run(out: Path, n_tasks: int, k: int, steps: int, seed: int =
                 "k": k, "base_seed": seed, "tasks": tasks, "variants": ["base"], "perturbations": [],
                 "max_steps": 50, "timeout_s": 300.0, "tool_schema_hashes": {}, "host": {}}
     (out / "run.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    events = 0
     with open(out / "trajectories.jsonl", "wb") as fh:
         for t, task in enumerate(tasks):
             ref = [("get_record" if j % 3 == 0 else "update_record", {"record_id": f"R{t}-{j}", "value": j})
@@ -117,7 +119,6 @@ def write_synthetic_run(out: Path, n_tasks: int, k: int, steps: int, seed: int =
                         "type": "step", "trial": trial, "attempt": attempt, "step": n, "kind": "tool", "tool": tool,
                         "args": args, "observation": {"ok": True, "record": args.get("record_id")}, "error": None,
                         "read_only": ro, "state_hash": state, "t_start": 1.0 + n, "t_end": 1.5 + n}))
-                events += len(noisy)
                 lines.append(orjson.dumps({
                     "type": "trial", "trial": trial, "attempt": attempt, "task": task, "variant": "base", "index": i,
                     "seed": i, "started_at": 1.0, "attempts": 1, "outcome": "success" if ok else "failure",
@@ -126,7 +127,6 @@ def write_synthetic_run(out: Path, n_tasks: int, k: int, steps: int, seed: int =
                     "answer": "", "steps": len(noisy), "events": len(noisy), "input_tokens": 0, "output_tokens": 0,
                     "cost": 0.0, "duration_s": 0.01, "agent_info": {}}))
             fh.write(b"\n".join(lines) + b"\n")
-    return events
 
 
 class _Timer:
@@ -141,12 +141,32 @@ class _Timer:
         self.wall = time.perf_counter() - self.wall
         self.cpu = time.process_time() - self.cpu
 
-    def __str__(self) -> str:
-        return f"{self.wall:6.2f} s wall, {self.cpu:6.2f} s CPU, peak RSS so far {_rss_mb():5.0f} MB"
+
+def _timed(label: str, repeat: int, phase: Callable[[], object]) -> tuple[float, float]:
+    """Run `phase` `repeat` times from cold caches; print each run and return the median
+    (wall, CPU) seconds."""
+    from bench import divergence as dv
+
+    walls, cpus = [], []
+    for _ in range(repeat):
+        for cached in (dv._exact_cached, dv._boschloo_cached, dv._boschloo_space, dv._bernstein_basis):
+            cached.cache_clear()
+        with _Timer() as t:
+            phase()
+        walls.append(t.wall)
+        cpus.append(t.cpu)
+        print(f"  {label}: {t.wall:6.2f} s wall, {t.cpu:6.2f} s CPU, peak RSS so far {_rss_mb():5.0f} MB", flush=True)
+    return float(np.median(walls)), float(np.median(cpus))
+
+
+def _parse_every_line(log_path: Path) -> None:
+    """The baseline: what merely parsing the log costs."""
+    with open(log_path, "rb") as fh:
+        for line in fh:
+            orjson.loads(line)
 
 
 def speed(args: argparse.Namespace) -> None:
-    from bench.log import read_run
     from bench.report import build_report
 
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="trajbench-div-"))
@@ -154,56 +174,37 @@ def speed(args: argparse.Namespace) -> None:
     try:
         if not (run / "run.json").exists():
             start = time.perf_counter()
-            events = write_synthetic_run(run, args.tasks, args.k, args.steps)
+            write_synthetic_run(run, args.tasks, args.k, args.steps)
             print(f"synthetic run written in {time.perf_counter() - start:.1f} s")
-        else:
-            events = sum(1 for line in open(run / "trajectories.jsonl", "rb") if line.startswith(b'{"type":"step"'))
-        size = (run / "trajectories.jsonl").stat().st_size
-        print(f"synthetic run: {args.tasks} tasks × k = {args.k} = {args.tasks * args.k} trials, {events} step events, "
-              f"{size / 1e6:.0f} MB log; load average {open('/proc/loadavg').read().split()[0]} on {os.cpu_count()} CPUs")
+        log_path = run / "trajectories.jsonl"
+        lines = steps = 0
+        with open(log_path, "rb") as fh:
+            for line in fh:
+                lines += 1
+                steps += line.startswith(b'{"type":"step"')
+        manifest = orjson.loads((run / "run.json").read_bytes())
+        trials = len(manifest["tasks"]) * manifest["k"]
+        print(f"synthetic run {run}: {len(manifest['tasks'])} tasks × k = {manifest['k']} = {trials} trials, "
+              f"{steps} step events, {lines} lines, {log_path.stat().st_size / 1e6:.0f} MB log; "
+              f"load average {open('/proc/loadavg').read().split()[0]} on {os.cpu_count()} CPUs")
         gc.collect()
-        print(f"peak RSS before analysis: {_rss_mb():.0f} MB")
+        rss_before = _rss_mb()
+        print(f"peak RSS before the report: {rss_before:.0f} MB")
         options = DivergenceOptions(test=args.test)
-
-        with _Timer() as t_stream:
-            section = divergence_section(run, options)
-        print(f"divergence_section(run_dir) — streams the log, the full analysis: {t_stream}")
-        s = section["suite"]
-        print(f"  {s['tasks']} tasks, {s['mixed_tasks']} mixed, {s['branch_nodes']} branch nodes, {s['tested_nodes']} tested, "
-              f"{s['significant_nodes']} significant, {s['tasks_with_divergence']} tasks with a divergence point; "
-              f"section {len(orjson.dumps(section)) / 1e6:.1f} MB as JSON")
-        del section
-
-        with _Timer() as t_parse:  # baseline: what merely parsing every line costs
-            n = 0
-            with open(run / "trajectories.jsonl", "rb") as fh:
-                for line in fh:
-                    orjson.loads(line)
-                    n += 1
-        print(f"baseline: orjson.loads of every line ({n}), nothing kept: {t_parse}")
-
-        with _Timer() as t_read:
-            log = read_run(run)
-        print(f"baseline: read_run (parse and keep the whole log):         {t_read}")
-        if args.test_cache_clear:
-            from bench import divergence as dv
-            dv._exact_cached.cache_clear()
-            dv._boschloo_cached.cache_clear()
-        with _Timer() as t_div:
-            divergence_section(log, options)
-        caches = "test caches cleared" if args.test_cache_clear else "test caches warm from the first pass"
-        print(f"divergence_section(parsed RunLog) ({caches}): {t_div}")
-        del log
-        gc.collect()
-        if not args.skip_report:
-            with _Timer() as t_rep:
-                build_report(run, bootstrap=args.bootstrap)
-            print(f"build_report (read_run + metrics, B = {args.bootstrap}):            {t_rep}")
-            print(f"full report as wired (build_report + divergence on its log): {t_rep.wall + t_div.wall:.2f} s wall, "
-                  f"{t_rep.cpu + t_div.cpu:.2f} s CPU")
-        print(f"divergence analysis alone: {t_stream.wall:.2f} s wall / {t_stream.cpu:.2f} s CPU from the run directory "
-              f"= {t_stream.cpu / t_parse.cpu:.2f}× the CPU of merely parsing the log; peak RSS of the process "
-              f"{_rss_mb():.0f} MB (targets: ≤ 10 s, ≤ 2048 MB)")
+        report_wall, report_cpu = _timed("build_report(run_dir)", args.repeat,
+                                         lambda: build_report(run, bootstrap=args.bootstrap, divergence=options))
+        report_rss = _rss_mb()
+        parse_wall, parse_cpu = _timed(f"baseline: orjson.loads of every line ({lines}), nothing kept", args.repeat,
+                                       lambda: _parse_every_line(log_path))
+        div_wall, div_cpu = _timed("divergence_section(run_dir) alone", args.repeat,
+                                   lambda: divergence_section(run, options))
+        median = f"median of {args.repeat}" if args.repeat > 1 else "one run"
+        print(f"\nfull report (build_report from the run directory: metrics, B = {args.bootstrap}, and divergence; {median}):\n"
+              f"  {report_wall:.2f} s wall, {report_cpu:.2f} s CPU, peak RSS {report_rss:.0f} MB "
+              f"(process before it: {rss_before:.0f} MB); targets ≤ 10 s, ≤ 2048 MB\n"
+              f"  = {report_cpu / parse_cpu:.1f}× the CPU ({report_wall / parse_wall:.1f}× the wall time) of the bare "
+              f"parse, {parse_cpu:.2f} s CPU / {parse_wall:.2f} s wall\n"
+              f"divergence analysis alone: {div_wall:.2f} s wall, {div_cpu:.2f} s CPU = {div_cpu / parse_cpu:.1f}× the parse")
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -369,9 +370,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--test", default="boschloo")
-    p.add_argument("--skip-report", action="store_true", help="do not time build_report")
-    p.add_argument("--test-cache-clear", action="store_true", help="clear the test caches before the second analysis")
-    p.add_argument("--keep", help="write the synthetic run here and keep it")
+    p.add_argument("--repeat", type=int, default=1, help="run each phase this many times and report the medians")
+    p.add_argument("--keep", help="write the synthetic run here (once) and keep it; later runs reuse it")
     p.set_defaults(func=speed)
     for name, func in (("detection", detection), ("false-alarms", false_alarms)):
         p = sub.add_parser(name)

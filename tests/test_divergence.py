@@ -343,6 +343,15 @@ def test_streaming_and_parsed_log_agree(noisy_run):
     assert orjson.dumps(divergence_section(noisy_run)) == orjson.dumps(divergence_section(read_run(noisy_run)))
 
 
+def test_a_keyed_run_is_analysed_with_the_options_it_was_keyed_with(noisy_run):
+    state = DivergenceOptions(key="state")
+    keyed = dv.read_keyed(noisy_run, state)
+    assert keyed.log.steps == {}  # keyed as read, not kept
+    assert orjson.dumps(divergence_section(keyed)) == orjson.dumps(divergence_section(noisy_run, state))
+    with pytest.raises(ValueError, match="keyed with"):
+        divergence_section(keyed, DivergenceOptions())
+
+
 def test_sim_truth_failures_branch_where_the_sim_corrupted(noisy_run):
     """Every failed trial of the sim agent leaves the reference at or before the step the sim
     corrupted (recorded in its summary), and succeeding trials never leave it."""

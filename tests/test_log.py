@@ -33,3 +33,28 @@ def test_every_record_is_one_json_line(tmp_path):
     lines = (out / "trajectories.jsonl").read_bytes().splitlines()
     kinds = [orjson.loads(line)["type"] for line in lines]
     assert kinds.count("trial") == 6 and set(kinds) == {"step", "trial"}
+
+
+def test_streamed_steps_are_handed_over_in_order_and_not_kept(tmp_path):
+    out = make_run(tmp_path)
+    with open(out / "trajectories.jsonl", "ab") as fh:  # an orphan attempt's step, then a torn line
+        fh.write(orjson.dumps({"type": "step", "trial": "t", "attempt": "t@dead", "step": 0, "kind": "tool"}) + b"\n")
+        fh.write(b'{"type":"step","trial":"cancel-pe')
+    whole = read_run(out)
+    handed: dict[str, list[dict]] = {}
+    streamed = read_run(out, on_step=lambda step: handed.setdefault(step["attempt"], []).append(step))
+    assert streamed.steps == {} and handed == whole.steps  # each attempt's steps, in log order
+    assert (streamed.summaries, streamed.orphan_attempts, streamed.torn_bytes) == (whole.summaries, 1, whole.torn_bytes)
+
+
+def test_gc_paused_nests_and_restores_the_collector():
+    import gc
+
+    from bench.log import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()

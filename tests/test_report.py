@@ -79,3 +79,23 @@ def test_simulated_agent_is_labelled_and_truth_shown(noisy_run):
 
 def test_report_is_reproducible(noisy_run):
     assert build_report(noisy_run, bootstrap=300) == build_report(noisy_run, bootstrap=300)
+
+
+@pytest.mark.parametrize("key", ["action", "state"])
+def test_divergence_does_not_depend_on_the_order_of_the_log(noisy_run, tmp_path, key):
+    """Concurrent trials interleave in the log. Step keys get their ids as the log is read,
+    and ties between equally good branches fall to the lower id: the report's divergence
+    section must still be the same whatever the order in which the log lists the attempts."""
+    from bench.divergence import DivergenceOptions
+
+    by_attempt: dict[str, list[bytes]] = {}  # each attempt's steps and summary, in order
+    for line in (noisy_run / "trajectories.jsonl").read_bytes().splitlines():
+        by_attempt.setdefault(orjson.loads(line)["attempt"], []).append(line)
+    reordered = tmp_path / "reordered"
+    reordered.mkdir()
+    (reordered / "run.json").write_bytes((noisy_run / "run.json").read_bytes())
+    (reordered / "trajectories.jsonl").write_bytes(b"".join(line + b"\n" for lines in reversed(by_attempt.values())
+                                                            for line in lines))
+    options = DivergenceOptions(key=key)
+    original, shuffled = (build_report(d, bootstrap=1, divergence=options)["divergence"] for d in (noisy_run, reordered))
+    assert orjson.dumps(original) == orjson.dumps(shuffled)
