@@ -217,15 +217,11 @@ class OpenAIAgent:
         return await arun_conversation(episode, conv, acomplete, self.opts["model"])
 
     async def _native(self, episode: Any) -> str | None:
-        system = "\n\n".join(p for p in (episode.policy.strip(), TOOLS_NOTE) if p)
-        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": episode.instruction}]
-        tools = openai_tools(episode.tool_specs)
-        logged, turn, invalid, repeats, last = 0, 0, 0, 0, None
-        finishing: str | None = None
+        chat = _NativeChat(episode, self.scaffold)
         while True:
-            body = self._body(messages, turn_seed(episode.seed, turn))
-            body["tools"] = tools
-            if finishing:
+            body = self._body(chat.messages, turn_seed(episode.seed, chat.turn))
+            body["tools"] = chat.tools
+            if chat.finishing:
                 body["tool_choice"] = "none"
             try:
                 data, latency = await self.request(body)
@@ -233,43 +229,70 @@ class OpenAIAgent:
                 raise AgentGaveUp(f"the conversation no longer fits the model's context window ({exc})") from None
             message = data["choices"][0]["message"]
             completion = self._completion(data, latency, message.get("content") or "")
-            episode.log_model_turn(messages=messages[logged:], output=message, input_tokens=completion.input_tokens,
+            episode.log_model_turn(messages=chat.new_messages(), output=message, input_tokens=completion.input_tokens,
                                    output_tokens=completion.output_tokens, latency_s=latency, cost=completion.cost,
                                    model=data.get("model") or self.opts["model"])
-            turn += 1
-            calls = message.get("tool_calls") or []
-            if not isinstance(calls, list):
-                calls = []
-            if not calls and message.get("function_call"):  # the legacy single-call form
-                calls = [{"id": "call_legacy", "type": "function", "function": message["function_call"]}]
-            if not calls or finishing:
+            chat.turn += 1
+            calls = _tool_calls(message)
+            if not calls or chat.finishing:
                 return message.get("content") or ""
-            messages.append({"role": "assistant", "content": message.get("content"), "tool_calls": calls})
-            logged = len(messages)
-            for i, call in enumerate(calls):
-                call_id = call.get("id") if isinstance(call, dict) else None
-                call_id = call_id or f"call_{turn}_{i}"
-                if finishing:
-                    messages.append({"role": "tool", "tool_call_id": call_id, "content": "Error: not run (repeated call)."})
-                    continue
-                name, args, problem = _parse_call(call)
-                if problem is not None:
-                    invalid += 1
-                    episode.annotations["malformed_tool_calls"] = episode.annotations.get("malformed_tool_calls", 0) + 1
-                    messages.append({"role": "tool", "tool_call_id": call_id, "content": f"Error: {problem}"})
-                    if invalid > self.scaffold.max_invalid:
-                        raise AgentGaveUp(f"{invalid} malformed tool calls (last: {problem})")
-                    continue
-                try:
-                    repeats, last = check_repeat(self.scaffold.max_repeats, repeats, last, name, args)
-                except Stop as exc:  # the loop guard: not run; the next turn may only answer
-                    finishing = episode.annotations["loop_guard"] = str(exc)
-                    messages.append({"role": "tool", "tool_call_id": call_id,
-                                     "content": "Error: not run: you just made this exact call and its result is above. "
-                                                "Answer the user now."})
-                    continue
-                observation = episode.call(name, args)
-                messages.append({"role": "tool", "tool_call_id": call_id, "content": observation.text()})
+            chat.run_calls(message.get("content"), calls)
+
+
+class _NativeChat:
+    """The state of one native tool-calling conversation: the messages, and the counters of the
+    loop guard and of malformed calls. Tool calls run through `episode.call`."""
+
+    def __init__(self, episode: Any, scaffold: Any):
+        self.episode = episode
+        self.scaffold = scaffold
+        system = "\n\n".join(p for p in (episode.policy.strip(), TOOLS_NOTE) if p)
+        self.messages: list[dict[str, Any]] = [{"role": "system", "content": system},
+                                               {"role": "user", "content": episode.instruction}]
+        self.tools = openai_tools(episode.tool_specs)
+        self.logged = self.turn = self.invalid = self.repeats = 0
+        self.last: str | None = None
+        self.finishing: str | None = None   # why the next reply may only answer (the loop guard)
+
+    def new_messages(self) -> list[dict[str, Any]]:
+        """The messages added since the previous model turn (what its log event records)."""
+        return self.messages[self.logged:]
+
+    def run_calls(self, content: Any, calls: list[Any]) -> None:
+        self.messages.append({"role": "assistant", "content": content, "tool_calls": calls})
+        self.logged = len(self.messages)
+        for i, call in enumerate(calls):
+            call_id = (call.get("id") if isinstance(call, dict) else None) or f"call_{self.turn}_{i}"
+            self.messages.append({"role": "tool", "tool_call_id": call_id, "content": self._result(call)})
+
+    def _result(self, call: Any) -> str:
+        """Run one call and return the tool message's content: the observation, or why it did
+        not run (malformed: told to the model, no step; a repeat: the loop guard)."""
+        if self.finishing:
+            return "Error: not run (repeated call)."
+        name, args, problem = _parse_call(call)
+        if problem is not None:
+            self.invalid += 1
+            annotations = self.episode.annotations
+            annotations["malformed_tool_calls"] = annotations.get("malformed_tool_calls", 0) + 1
+            if self.invalid > self.scaffold.max_invalid:
+                raise AgentGaveUp(f"{self.invalid} malformed tool calls (last: {problem})")
+            return f"Error: {problem}"
+        try:
+            self.repeats, self.last = check_repeat(self.scaffold.max_repeats, self.repeats, self.last, name, args)
+        except Stop as exc:  # the loop guard: not run; the next turn may only answer
+            self.finishing = self.episode.annotations["loop_guard"] = str(exc)
+            return "Error: not run: you just made this exact call and its result is above. Answer the user now."
+        return self.episode.call(name, args).text()
+
+
+def _tool_calls(message: dict[str, Any]) -> list[Any]:
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        calls = []
+    if not calls and message.get("function_call"):  # the legacy single-call form
+        calls = [{"id": "call_legacy", "type": "function", "function": message["function_call"]}]
+    return calls
 
 
 def _parse_call(call: Any) -> tuple[str, dict[str, Any], str | None]:
