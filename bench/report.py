@@ -234,7 +234,7 @@ def render_text(report: dict[str, Any], max_tasks: int = 60) -> str:
 
 def render_variants(section: dict[str, Any]) -> list[str]:
     k = section["k"]
-    lines = [f"Input variants (the headline figures above are on the unperturbed input; Δ is paired over the same tasks)",
+    lines = ["Input variants (the headline figures above are on the unperturbed input; Δ is paired over the same tasks)",
              f"  {'family':<12} {'tasks':>5} {'pass@1':>7} {f'pass^{k}':>7} {'Δ pass@1 [95% CI]':>26} {'ratio':>6} "
              f"{'noise floor':>11}  verdict"]
     for f in section["families"]:

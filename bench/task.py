@@ -12,8 +12,6 @@ from typing import Any
 import jsonschema
 import orjson
 
-from bench.errors import BenchError
-
 
 @dataclass(frozen=True)
 class Action:

@@ -10,22 +10,19 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("langgraph")
-pytest.importorskip("langchain_core")
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from langchain_core.language_models.chat_models import BaseChatModel  # noqa: E402
-from langchain_core.messages import AIMessage  # noqa: E402
-from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
-from langchain_core.utils.function_calling import convert_to_openai_tool  # noqa: E402
-
-from bench.adapters.langgraph_adapter import LangGraphAgent, make_local_chat_model  # noqa: E402
-from bench.adapters.local import LocalAgent  # noqa: E402
-from bench.adapters.prompting import Completion, Scaffold  # noqa: E402
-from bench.agentspec import load_agent_file, parse_agent_spec  # noqa: E402
-from bench.canonical import derive_seed  # noqa: E402
-from bench.errors import BenchError  # noqa: E402
-from bench.log import read_run  # noqa: E402
-from bench.runner import RunConfig, run_benchmark  # noqa: E402
+from bench.adapters.langgraph_adapter import LangGraphAgent, make_local_chat_model
+from bench.adapters.local import LocalAgent
+from bench.adapters.prompting import Completion, Scaffold
+from bench.agentspec import load_agent_file, parse_agent_spec
+from bench.canonical import derive_seed
+from bench.errors import BenchError
+from bench.log import read_run
+from bench.runner import RunConfig, run_benchmark
 
 HERE = "tests.test_adapter_langgraph"
 

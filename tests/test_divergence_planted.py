@@ -198,12 +198,6 @@ def test_plant_options_are_validated():
 
 
 def test_sim_spec_with_plant_options_on_the_command_line(tmp_path):
-    try:
-        parse_agent_spec("sim:noisy?plant_step=1&plant_q=0.5").build()
-    except BenchError as exc:
-        if "unknown sim option" in str(exc):
-            pytest.skip("bench/agentspec.py does not allow the plant_* sim options yet (see docs/divergence.md)")
-        raise
     out = tmp_path / "run"
     proc = run_cli("run", "retail", "--agent", "sim:noisy?plant_step=1&plant_q=0.5&plant_f=1", "-k", "12",
                    "--tasks", "retail-001-cancel-stated,retail-005-return-stated", "--out", str(out), "--quiet")

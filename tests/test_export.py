@@ -1,20 +1,18 @@
 """`trajbench export`: parquet, jsonl and save_to_disk round trips through `datasets`, offline,
 checked row by row against the raw log lines; the documented columns are the exported ones."""
 
-import argparse
 import json
 import re
 import sys
 import textwrap
 
+import datasets  # the export extra; the test extra installs it
 import orjson
 import pytest
 
 from bench.errors import BenchError
 from bench.export import STEP_COLUMNS, TRIAL_COLUMNS, export_run, run_export
 from tests.conftest import MINI, ROOT, run_cli
-
-datasets = pytest.importorskip("datasets", reason="the export extra (datasets) is not installed")
 
 AGENT = textwrap.dedent('''
     def agent(episode):
@@ -153,16 +151,6 @@ def test_documented_columns_are_the_exported_ones():
         assert documented == [c for c, _, _ in columns], heading
 
 
-def _cli_has(command):
-    from bench.cli import build_parser
-
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return command in action.choices
-    return False
-
-
-@pytest.mark.skipif(not _cli_has("export"), reason="`trajbench export` is not wired into bench/cli.py yet")
 def test_cli(run_dir, tmp_path):
     proc = run_cli("export", str(run_dir), "--format", "parquet", "--out", str(tmp_path / "p"))
     assert proc.returncode == 0, proc.stderr

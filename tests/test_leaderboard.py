@@ -1,7 +1,6 @@
 """`trajbench leaderboard`: every number recomputed independently from the run directories;
 refusals (different suites or tasks, bad k), rejection of runs that do not verify, escaping."""
 
-import argparse
 import json
 import shutil
 import sys
@@ -315,16 +314,6 @@ def test_reproducible_with_source_date_epoch(runs, tmp_path, monkeypatch):
     assert a["generated_at"] == "2026-01-01T00:00:00+00:00"
 
 
-def _cli_has(command):
-    from bench.cli import build_parser
-
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return command in action.choices
-    return False
-
-
-@pytest.mark.skipif(not _cli_has("leaderboard"), reason="`trajbench leaderboard` is not wired into bench/cli.py yet")
 def test_cli(runs, tmp_path, mini_copy):
     out = tmp_path / "lb"
     proc = run_cli("leaderboard", *map(str, runs), "--out", str(out))

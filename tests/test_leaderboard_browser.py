@@ -5,30 +5,22 @@ A screenshot is kept under tests/artifacts/ (gitignored)."""
 import json
 import re
 import shutil
-import tempfile
 import textwrap
-from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.by import By
 
 from bench.leaderboard import build_leaderboard, write_leaderboard
+from tests.browser import chromium
 from tests.conftest import MINI, ROOT, run_cli
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 PAYLOAD = "<script>alert(1)</script>"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
-selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium; CI installs it)")
-if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-    pytest.skip("Debian chromium and chromium-driver are not installed (apt-get install chromium chromium-driver; "
-                "CI installs them)", allow_module_level=True)
-pytest.importorskip("matplotlib", reason="the plots extra (matplotlib) is not installed")
-
-from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
+# Needs a real browser: Debian's chromium and chromium-driver (.ci/run installs them; deselect
+# locally with -m "not slow").
+pytestmark = pytest.mark.slow
 
 # An agent whose *name* carries the payload (through a spec option) and whose tool arguments do too.
 EVIL_AGENT = textwrap.dedent('''
@@ -63,22 +55,8 @@ def page(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1600"):
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="trajbench-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium(window="1280,1600", console_log=True) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_page_in_a_real_browser(page, browser):

@@ -1,6 +1,5 @@
 """Input variants never change the goal; only `drop` removes a fact, and then the user has it."""
 
-import random
 
 import pytest
 from hypothesis import given, settings

@@ -3,15 +3,11 @@
 The run comes from the real harness: a python agent on the mini suite whose trials take three
 known paths (so the tree has three leaves and one decisive branch), one of which sends
 agent-produced markup (`<script>alert(1)</script>`, an `<img onerror>` tool name) that must
-show as text and run nothing. The browser test needs Debian's `chromium` and
-`chromium-driver` and the `selenium` package; it is skipped only when Chromium is absent.
+show as text and run nothing. The browser tests need Debian's `chromium` and `chromium-driver`
+(.ci/run installs them) and are marked slow.
 """
 
-import os
 import re
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -21,6 +17,7 @@ from bench.errors import BenchError
 from bench.runner import RunConfig, run_benchmark
 from bench.suite import load_suite
 from bench.view import write_view
+from tests.browser import chromium
 from tests.conftest import MINI, ROOT
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -92,37 +89,10 @@ def test_default_output_path(xss_run):
 # ---------------------------------------------------------------------------- in Chromium
 
 
-def _browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
-    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if chromium is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium chromium-driver)")
-    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    assert Path(driver_path).exists(), "chromium is installed but chromedriver is not (apt-get install chromium-driver)"
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    profile = tempfile.mkdtemp(prefix="trajbench-chromium-")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager fetch a driver
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(30)
-    return driver, profile
-
-
 @pytest.fixture
 def browser():
-    driver, profile = _browser()
-    try:
+    with chromium(window="1400,1000") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _no_alert(driver):
@@ -142,6 +112,7 @@ def _load(driver, path):
     WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.body.getAttribute('data-ready')") == "1")
 
 
+@pytest.mark.slow
 def test_tree_in_chromium(xss_run, tmp_path, browser):
     from selenium.webdriver.common.by import By
 
@@ -183,6 +154,7 @@ def test_tree_in_chromium(xss_run, tmp_path, browser):
     browser.save_screenshot(str(ARTIFACTS / "view-cancel-pending.png"))
 
 
+@pytest.mark.slow
 def test_task_selector_in_chromium(xss_run, tmp_path, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
