@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -54,14 +53,4 @@ def derive_seed(*parts: object) -> int:
 
 def step_key(tool: str, args: Any) -> str:
     """A step's identity for comparing trajectories: the tool and its canonical arguments."""
-    try:
-        raw = orjson.dumps(args, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        return f"{tool}({canonical_json(args)})"
-    return _cached_step_key(tool, raw)
-
-
-@lru_cache(maxsize=1 << 16)
-def _cached_step_key(tool: str, raw_args: bytes) -> str:
-    """Runs repeat the same calls many times: canonicalise each distinct call once."""
-    return f"{tool}({canonical_json(orjson.loads(raw_args))})"
+    return f"{tool}({canonical_json(args)})"

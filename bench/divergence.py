@@ -55,9 +55,10 @@ from typing import Any, Sequence
 import numpy as np
 import orjson
 
-from bench.canonical import canonical_json, derive_seed, digest
+from bench.canonical import canonical_json, derive_seed, digest, step_key
 from bench.log import RunLog, gc_paused, read_run
 from bench.metrics import benjamini_hochberg
+from bench.perturb import BASE
 
 __all__ = [
     "END",
@@ -203,9 +204,9 @@ class _Keyer:
         i = self._cache.get((tool, raw))
         if i is None:
             try:
-                label = f"{tool}({canonical_json(args)})"
+                label = step_key(tool, args)
             except TypeError:
-                label = f"{tool}({canonical_json(repr(args))})"
+                label = step_key(tool, repr(args))
             # kept as a compact copy: the bytes orjson returns hold on to its ~4 KB write buffer
             i = self._cache[(tool, bytes(memoryview(raw)))] = self.intern(label)
         return i
@@ -1165,10 +1166,6 @@ def _build_corpus(run: KeyedRun, suite: Any, pool_variants: bool = False) -> _Co
     """Group the valid trials by task (manifest order), with each trial's keys and the task's
     reference from the suite. Like the report's headline figures, only trials on the
     unperturbed inputs count unless `pool_variants`."""
-    try:
-        from bench.perturb import BASE
-    except ImportError:  # pragma: no cover
-        BASE = "base"
     c = _Corpus()
     by_task: dict[str, list[dict[str, Any]]] = {t: [] for t in run.log.manifest.get("tasks", [])}
     for summary in run.log.summaries.values():

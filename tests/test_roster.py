@@ -40,6 +40,6 @@ def test_roster_spec_is_valid(path):
     options, scaffold = adapter_options(spec.adapter)
     parse_options(spec.options, options, str(path), spec.adapter, scaffold=scaffold)
     if spec.adapter == "langgraph" and spec.options.get("model") == "local":
-        from bench.adapters.local import ENGINE_OPTIONS, SAMPLING_OPTIONS
+        from bench.adapters.local import parse_local_options
 
-        parse_options(spec.options["model_options"], {**ENGINE_OPTIONS, **SAMPLING_OPTIONS}, str(path), "local", scaffold=True)
+        parse_local_options(spec.options["model_options"], str(path))

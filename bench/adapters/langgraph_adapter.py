@@ -317,13 +317,10 @@ def build_langgraph(spec: Any) -> LangGraphAgent:
 def local_chat_model(options: dict[str, Any], source: str = "--agent") -> Any:
     """The in-process llama.cpp model (see `bench.adapters.local`) as a LangChain chat model,
     with the same scaffolds and options as the `local` adapter."""
-    from bench.adapters.local import ENGINE_OPTIONS, SAMPLING_OPTIONS, LocalEngine, require_llama, resolve_model
+    from bench.adapters.local import engine_for, parse_local_options
 
-    opts, scaffold = parse_options(options, {**ENGINE_OPTIONS, **SAMPLING_OPTIONS}, source, "local model (model_options)", scaffold=True)
-    require_llama(source)
-    engine = LocalEngine.get(resolve_model(opts["model"], source), opts["n_ctx"], opts["n_threads"], opts["n_batch"], opts["instances"],
-                             opts["n_threads_batch"])
-    return make_local_chat_model(engine, scaffold, {k: opts[k] for k in SAMPLING_OPTIONS})
+    opts, scaffold, sampling = parse_local_options(options, source, "local model (model_options)")
+    return make_local_chat_model(engine_for(opts, source), scaffold, sampling)
 
 
 def make_local_chat_model(engine: Any, scaffold: Any, sampling: dict[str, Any]) -> Any:

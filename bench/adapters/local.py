@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.adapters.prompting import (
-    Completion, ContextOverflow, Conversation, OptionSpec, parse_options, run_conversation,
+    Completion, ContextOverflow, Conversation, OptionSpec, Scaffold, parse_options, run_conversation,
 )
 from bench.errors import BenchError
 
@@ -271,6 +271,19 @@ class LocalEngine:
         return Completion(text, usage.get("prompt_tokens"), usage.get("completion_tokens"), latency, 0.0)
 
 
+def parse_local_options(options: dict[str, Any], source: str, what: str = "local") -> tuple[dict[str, Any], Scaffold, dict[str, Any]]:
+    """Validate the options of the local model: (all options, scaffold, sampling options)."""
+    opts, scaffold = parse_options(options, {**ENGINE_OPTIONS, **SAMPLING_OPTIONS}, source, what, scaffold=True)
+    return opts, scaffold, {k: opts[k] for k in SAMPLING_OPTIONS}
+
+
+def engine_for(opts: dict[str, Any], source: str) -> LocalEngine:
+    """The (shared) llama.cpp engine that parsed local options describe."""
+    require_llama(source)
+    return LocalEngine.get(resolve_model(opts["model"], source), opts["n_ctx"], opts["n_threads"], opts["n_batch"],
+                           opts["instances"], opts["n_threads_batch"])
+
+
 class LocalAgent:
     """The in-process agent: the structured-output loop of `bench.adapters.prompting` over a
     `LocalEngine`."""
@@ -278,15 +291,9 @@ class LocalAgent:
     def __init__(self, name: str, options: dict[str, Any], source: str = "--agent", engine: Any = None):
         """`engine`: anything with `.name` and `.complete(...)` like `LocalEngine` (for tests);
         by default the llama.cpp engine the options describe."""
-        opts, scaffold = parse_options(options, {**ENGINE_OPTIONS, **SAMPLING_OPTIONS}, source, "local", scaffold=True)
+        opts, self.scaffold, self.sampling = parse_local_options(options, source)
         self.name = name
-        self.scaffold = scaffold
-        self.sampling = {k: opts[k] for k in SAMPLING_OPTIONS}
-        if engine is None:
-            require_llama(source)
-            engine = LocalEngine.get(resolve_model(opts["model"], source), opts["n_ctx"], opts["n_threads"],
-                                     opts["n_batch"], opts["instances"], opts["n_threads_batch"])
-        self.engine = engine
+        self.engine = engine if engine is not None else engine_for(opts, source)
 
     def run(self, episode: Any) -> str | None:
         conv = Conversation(episode.policy, episode.instruction, episode.tool_specs, self.scaffold)
