@@ -22,8 +22,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bench.suite import load_suite
-    from bench.validate import validate_suite
+    from bench.world.suite import load_suite
+    from bench.run.validate import validate_suite
 
     suite = load_suite(args.suite)
     problems = validate_suite(suite)
@@ -64,18 +64,18 @@ def _selected_task_ids(suite: Any, tasks: str | None, tags: str | None) -> list[
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bench.agentspec import parse_agent_spec
-    from bench.perturb import parse_variant_spec
-    from bench.runner import RunConfig, run_benchmark
-    from bench.suite import load_suite, require_valid
+    from bench.adapters.spec import parse_agent_spec
+    from bench.world.variants import parse_variant_spec
+    from bench.run.runner import RunConfig, run_benchmark
+    from bench.world.suite import load_suite, require_valid
 
     suite = require_valid(load_suite(args.suite))
     if args.overlay:
-        from bench.overlay import apply_overlay
+        from bench.world.overlay import apply_overlay
 
         suite = apply_overlay(suite, args.overlay)  # the agent sees the overlay's tools; the suite hash stays the suite's
     if args.baseline:
-        from bench.compare import check_baseline
+        from bench.analysis.diff import check_baseline
 
         check_baseline(args.baseline, suite.content_hash)  # fail before the run, not after it
     specs = [parse_agent_spec(a) for a in args.agent]
@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_benchmark(suite, spec, task_ids, config)
         print(f"run written to {out} — `trajbench report {out}` shows it")
         if args.baseline:
-            from bench.compare import gate
+            from bench.analysis.diff import gate
 
             status = max(status, gate(args.baseline, out, alpha=args.alpha))
     return status
@@ -100,8 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import orjson
 
-    from bench.divergence import options_from_args
-    from bench.report import build_report, render_text
+    from bench.analysis.divergence.tree import options_from_args
+    from bench.analysis.report import build_report, render_text
 
     report = build_report(args.run_dir, bootstrap=args.bootstrap, divergence=options_from_args(args))
     if args.json:
@@ -112,8 +112,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from bench.divergence import options_from_args
-    from bench.view import write_view
+    from bench.analysis.divergence.tree import options_from_args
+    from bench.publish.view import write_view
 
     path = write_view(args.run_dir, task_id=args.task, out=args.out, options=options_from_args(args))
     print(f"view written to {path} — open it in a browser (self-contained, no network)")
@@ -121,25 +121,25 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from bench.verify import run_verify
+    from bench.analysis.replay import run_verify
 
     return run_verify(args.run_dir, suite=args.suite, as_json=args.json)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bench.export import run_export
+    from bench.publish.export import run_export
 
     return run_export(args.run_dir, args.format, args.out)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench.leaderboard import run_leaderboard
+    from bench.publish.leaderboard import run_leaderboard
 
     return run_leaderboard(args.run_dirs, args.out, k=args.k, bootstrap=args.bootstrap, suite=args.suite)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from bench.compare import run_diff
+    from bench.analysis.diff import run_diff
 
     fmt = "json" if args.json else "markdown" if args.markdown else "text"
     return run_diff(args.base, args.cand, alpha=args.alpha, k=args.k, fmt=fmt, force=args.force)
@@ -176,7 +176,7 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.divergence import add_cli_arguments as add_divergence_arguments
+    from bench.analysis.divergence.tree import add_cli_arguments as add_divergence_arguments
 
     parser = _Parser(prog="trajbench", description="Benchmark the consistency of tool-using agents.")
     parser.add_argument("--version", action="version", version=f"trajbench {__version__}")

@@ -21,10 +21,10 @@ from typing import Any, Callable
 
 import orjson
 
-from bench.goal import LoggedAction, MilestoneTracker, evaluate
-from bench.suite import Suite
-from bench.task import Task
-from bench.user import ScriptedUser
+from bench.world.goal import LoggedAction, MilestoneTracker, evaluate
+from bench.world.suite import Suite
+from bench.world.task import Task
+from bench.world.user import ScriptedUser
 
 EventSink = Callable[[dict[str, Any]], None]
 

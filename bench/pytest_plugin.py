@@ -42,7 +42,7 @@ class RunResult:
     """A finished run directory with its report (recomputed from the directory alone)."""
 
     def __init__(self, path: str | Path, *, bootstrap: int = 2000):
-        from bench.log import read_manifest
+        from bench.run.rundir import read_manifest
 
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
@@ -52,7 +52,7 @@ class RunResult:
     @property
     def report(self) -> dict[str, Any]:
         if self._report is None:
-            from bench.report import build_report
+            from bench.analysis.report import build_report
 
             self._report = build_report(self.path, bootstrap=self._bootstrap)
         return self._report
@@ -159,7 +159,7 @@ def assert_no_regression(baseline: RunResult | str | Path, candidate: RunResult 
     """Fail the test when `trajbench diff BASELINE CANDIDATE` finds a significant regression at
     level alpha (the same gate as the command's exit status 1). Returns the diff (a dict, see
     bench/schemas/diff.schema.json) when there is none, e.g. to assert on its MDE."""
-    from bench.compare import diff_runs, mde_statement
+    from bench.analysis.diff import diff_runs, mde_statement
     from bench.errors import BenchError
 
     base, cand = _path(baseline), _path(candidate)
@@ -196,7 +196,7 @@ def assert_no_regression(baseline: RunResult | str | Path, candidate: RunResult 
 def _object_spec(agent: Any) -> Any:
     """An agent object (a function, or an instance with run/arun) as an agent spec."""
     from bench.adapters.python import FunctionAgent
-    from bench.agentspec import AgentSpec
+    from bench.adapters.spec import AgentSpec
 
     name = getattr(agent, "__qualname__", None) or type(agent).__qualname__
     target = f"{getattr(agent, '__module__', None) or type(agent).__module__}:{name}"
@@ -242,13 +242,13 @@ class Trajbench:
         AgentSpec, or the agent itself (a function ``agent(episode)`` or an object with
         ``run(episode)``). overlay: a tool overlay file (docs/regression.md). out: where to
         write the run (default: a fresh directory per call); an existing run there is resumed."""
-        from bench.agentspec import AgentSpec, parse_agent_spec
-        from bench.runner import RunConfig, run_benchmark
-        from bench.suite import Suite, load_suite, require_valid
+        from bench.adapters.spec import AgentSpec, parse_agent_spec
+        from bench.run.runner import RunConfig, run_benchmark
+        from bench.world.suite import Suite, load_suite, require_valid
 
         loaded = suite if isinstance(suite, Suite) else require_valid(load_suite(suite))
         if overlay is not None:
-            from bench.overlay import apply_overlay
+            from bench.world.overlay import apply_overlay
 
             loaded = apply_overlay(loaded, overlay)
         spec = agent if isinstance(agent, AgentSpec) else parse_agent_spec(agent) if isinstance(agent, str) else _object_spec(agent)
@@ -265,7 +265,7 @@ class Trajbench:
     def diff(self, baseline: RunResult | str | Path, candidate: RunResult | str | Path, *, alpha: float = 0.05,
              k: int | None = None, force: bool = False) -> dict[str, Any]:
         """The full diff as a dict (bench/schemas/diff.schema.json), without asserting."""
-        from bench.compare import diff_runs
+        from bench.analysis.diff import diff_runs
 
         return diff_runs(_path(baseline), _path(candidate), alpha=alpha, k=k, force=force)
 

@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.divergence import DivergenceOptions, TaskTrials, TrialPath, analyse, divergence_section  # noqa: E402
+from bench.analysis.divergence.tree import DivergenceOptions, TaskTrials, TrialPath, analyse, divergence_section  # noqa: E402
 
 
 def _rss_mb() -> float:
@@ -145,7 +145,7 @@ class _Timer:
 def _timed(label: str, repeat: int, phase: Callable[[], object]) -> tuple[float, float]:
     """Run `phase` `repeat` times from cold caches; print each run and return the median
     (wall, CPU) seconds."""
-    from bench import divergence as dv
+    from bench.analysis.divergence import tree as dv
 
     walls, cpus = [], []
     for _ in range(repeat):
@@ -167,7 +167,7 @@ def _parse_every_line(log_path: Path) -> None:
 
 
 def speed(args: argparse.Namespace) -> None:
-    from bench.report import build_report
+    from bench.analysis.report import build_report
 
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="trajbench-div-"))
     run = tmp / "run"

@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LANGSMITH_TRACING_V2", "false")
 
-from bench.agentspec import AgentSpec  # noqa: E402
-from bench.log import read_run  # noqa: E402
-from bench.runner import RunConfig, run_benchmark  # noqa: E402
-from bench.suite import load_suite  # noqa: E402
+from bench.adapters.spec import AgentSpec  # noqa: E402
+from bench.run.rundir import read_run  # noqa: E402
+from bench.run.runner import RunConfig, run_benchmark  # noqa: E402
+from bench.world.suite import load_suite  # noqa: E402
 
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 192}
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import orjson
 
-from bench.agentspec import parse_agent_spec
-from bench.runner import RunConfig, run_benchmark
-from bench.suite import builtin_suites, load_suite
+from bench.adapters.spec import parse_agent_spec
+from bench.run.runner import RunConfig, run_benchmark
+from bench.world.suite import builtin_suites, load_suite
 
 
 def bare_loop(suites, k: int) -> tuple[float, int]:

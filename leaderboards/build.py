@@ -49,11 +49,11 @@ def _safe(name: str) -> str:
 def build(suites: list[str], agents: list[str], k: int, out: Path, work: Path, fresh: bool,
           bootstrap: int, concurrency: int) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from bench.agentspec import parse_agent_spec
+    from bench.adapters.spec import parse_agent_spec
     from bench.errors import BenchError
-    from bench.leaderboard import build_leaderboard, write_leaderboard
-    from bench.runner import RunConfig, run_benchmark
-    from bench.suite import load_suite, require_valid
+    from bench.publish.leaderboard import build_leaderboard, write_leaderboard
+    from bench.run.runner import RunConfig, run_benchmark
+    from bench.world.suite import load_suite, require_valid
 
     status = 0
     index = []
@@ -87,7 +87,7 @@ def build(suites: list[str], agents: list[str], k: int, out: Path, work: Path, f
 
 
 def _index(boards: list[tuple[str, dict]]) -> str:
-    from bench.leaderboard import md_escape
+    from bench.publish.leaderboard import md_escape
 
     lines = [
         "# Published leaderboards",

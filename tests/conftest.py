@@ -22,7 +22,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
 
 @pytest.fixture
 def mini_suite():
-    from bench.suite import load_suite
+    from bench.world.suite import load_suite
 
     return load_suite(MINI)
 

@@ -18,11 +18,11 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from bench.adapters.langgraph_adapter import LangGraphAgent, make_local_chat_model
 from bench.adapters.local import LocalAgent
 from bench.adapters.prompting import Completion, Scaffold
-from bench.agentspec import load_agent_file, parse_agent_spec
+from bench.adapters.spec import load_agent_file, parse_agent_spec
 from bench.canonical import derive_seed
 from bench.errors import BenchError
-from bench.log import read_run
-from bench.runner import RunConfig, run_benchmark
+from bench.run.rundir import read_run
+from bench.run.runner import RunConfig, run_benchmark
 
 HERE = "tests.test_adapter_langgraph"
 

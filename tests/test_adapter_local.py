@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bench.agentspec import AgentSpec, parse_agent_spec
+from bench.adapters.spec import AgentSpec, parse_agent_spec
 from bench.errors import BenchError
 
 
@@ -34,7 +34,7 @@ def test_missing_model_package_names_the_extra(monkeypatch):
 
 
 def test_bad_local_options_name_the_field(tmp_path):
-    from bench.agentspec import load_agent_file
+    from bench.adapters.spec import load_agent_file
 
     path = tmp_path / "bad.toml"
     path.write_text('name = "bad"\nadapter = "local"\n[options]\ntemprature = 0.5\n')
@@ -51,7 +51,7 @@ def test_published_schema_lists_every_adapter_option():
 
     from bench.adapters import langgraph_adapter, local, openai_compat
     from bench.adapters.prompting import Scaffold
-    from bench.task import load_schema
+    from bench.world.task import load_schema
 
     schema = load_schema("agent.schema.json")
     published = {rule["if"]["properties"]["adapter"]["const"]: set(rule["then"]["properties"]["options"]["properties"])

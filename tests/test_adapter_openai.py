@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.agentspec import load_agent_file, parse_agent_spec
+from bench.adapters.spec import load_agent_file, parse_agent_spec
 from bench.canonical import derive_seed
 from bench.errors import BenchError
-from bench.log import read_run
-from bench.runner import RunConfig, run_benchmark
+from bench.run.rundir import read_run
+from bench.run.runner import RunConfig, run_benchmark
 from tests.servers.fake_chat import (
     FakeChatServer, Reply, always, answer, sequence, shop_agent, tool_call,
 )

@@ -14,7 +14,7 @@ from bench.adapters.prompting import (
     FINAL, Conversation, Scaffold, Stop, action_schema, harvest, parse_action, simple_pattern,
 )
 from bench.errors import BenchError
-from bench.suite import load_suite
+from bench.world.suite import load_suite
 
 
 def cands(value, whole=True):
@@ -133,7 +133,7 @@ def test_reference_solutions_stay_expressible_under_the_scaffold(suite_name):
     must be allowed by the schema the model would decode under at that point (otherwise the
     scaffold, not the model, caps the score). Values the reference knows from outside the
     conversation (domain knowledge) are the only exceptions allowed: ≤ 10 % of tasks."""
-    from bench.user import ScriptedUser
+    from bench.world.user import ScriptedUser
 
     suite = load_suite(suite_name)
     blocked = []

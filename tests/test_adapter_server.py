@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from bench.adapters.openai_compat import LlamaServer
-from bench.agentspec import AgentSpec
-from bench.log import read_run
-from bench.runner import RunConfig, run_benchmark
+from bench.adapters.spec import AgentSpec
+from bench.run.rundir import read_run
+from bench.run.runner import RunConfig, run_benchmark
 
 pytestmark = pytest.mark.slow
 

@@ -12,14 +12,14 @@ import orjson
 import pytest
 from scipy import stats
 
-from bench import compare
-from bench.agentspec import parse_agent_spec
-from bench.compare import (PairedCounts, benjamini_hochberg, boschloo_regression_p, compare_counts, diff_runs,
+from bench.analysis import diff as compare
+from bench.adapters.spec import parse_agent_spec
+from bench.analysis.diff import (PairedCounts, benjamini_hochberg, boschloo_regression_p, compare_counts, diff_runs,
                            minimum_detectable_effect, paired_bootstrap, run_diff, suite_test, task_tests)
 from bench.errors import BenchError
-from bench.runner import RunConfig, run_benchmark
-from bench.suite import load_suite
-from bench.task import load_schema
+from bench.run.runner import RunConfig, run_benchmark
+from bench.world.suite import load_suite
+from bench.world.task import load_schema
 
 ALPHA = 0.05
 MINI = Path(__file__).resolve().parent / "fixtures" / "mini"
@@ -248,7 +248,7 @@ def test_diff_json_follows_the_published_schema(mini_runs):
 
 
 def test_diff_counts_are_recomputed_from_the_logs(mini_runs):
-    from bench.log import read_run
+    from bench.run.rundir import read_run
 
     diff = diff_runs(mini_runs["base"], mini_runs["worse"], permutations=200, bootstrap=200)
     for label, key in (("base", "base"), ("worse", "candidate")):

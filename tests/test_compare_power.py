@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from bench.adapters.sim import SimAgent
-from bench.compare import PairedCounts, compare_counts, suite_test
-from bench.suite import load_suite
+from bench.analysis.diff import PairedCounts, compare_counts, suite_test
+from bench.world.suite import load_suite
 
 ALPHA = 0.05
 

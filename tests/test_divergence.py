@@ -12,15 +12,15 @@ import orjson
 import pytest
 from scipy import stats
 
-import bench.divergence as dv
-from bench.agentspec import parse_agent_spec
+import bench.analysis.divergence.tree as dv
+from bench.adapters.spec import parse_agent_spec
 from bench.canonical import step_key
-from bench.divergence import (
+from bench.analysis.divergence.tree import (
     DIVERGENCE_SCHEMA, DivergenceOptions, TaskTrials, TrialPath, analyse, benjamini_hochberg,
     boschloo_test, divergence_section, exact_test, information_gain, render_divergence_text, trial_keys,
 )
-from bench.log import read_run
-from bench.runner import RunConfig, run_benchmark
+from bench.run.rundir import read_run
+from bench.run.runner import RunConfig, run_benchmark
 from tests.conftest import MINI
 
 
@@ -283,7 +283,7 @@ def test_state_keys_pool_different_orders():
 
 @pytest.fixture(scope="module")
 def noisy_run(tmp_path_factory):
-    from bench.suite import load_suite
+    from bench.world.suite import load_suite
 
     out = tmp_path_factory.mktemp("div") / "run"
     config = RunConfig(k=12, out=out, progress=False, retry_backoff_s=0.0)

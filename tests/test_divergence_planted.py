@@ -11,13 +11,13 @@ import json
 
 import pytest
 
-from bench.agentspec import AgentSpec, parse_agent_spec
+from bench.adapters.spec import AgentSpec, parse_agent_spec
 from bench.canonical import step_key
-from bench.divergence import divergence_section
+from bench.analysis.divergence.tree import divergence_section
 from bench.errors import BenchError
-from bench.log import read_run
-from bench.runner import RunConfig, run_benchmark
-from bench.suite import load_suite
+from bench.run.rundir import read_run
+from bench.run.runner import RunConfig, run_benchmark
+from bench.world.suite import load_suite
 from tests.conftest import ROOT, run_cli
 
 _spec = importlib.util.spec_from_file_location("divergence_benchmark", ROOT / "benchmarks" / "divergence.py")
@@ -65,7 +65,7 @@ def test_false_alarms_stay_below_five_percent(kind, k):
 # ----------------------------------------------------------------- through the real harness
 
 CHAIN_DOMAIN = '''
-from bench.domain import ToolError, Toolset
+from bench.world.tools import ToolError, Toolset
 
 tools = Toolset()
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from bench.errors import BenchError
-from bench.export import STEP_COLUMNS, TRIAL_COLUMNS, export_run, run_export
+from bench.publish.export import STEP_COLUMNS, TRIAL_COLUMNS, export_run, run_export
 from tests.conftest import MINI, ROOT, run_cli
 
 AGENT = textwrap.dedent('''

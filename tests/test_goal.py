@@ -1,5 +1,5 @@
-from bench.goal import (LoggedAction, MilestoneTracker, assertion_holds, evaluate, output_stated, scoped)
-from bench.task import task_from_dict
+from bench.world.goal import (LoggedAction, MilestoneTracker, assertion_holds, evaluate, output_stated, scoped)
+from bench.world.task import task_from_dict
 
 STATE = {"orders": {"A": {"status": "open", "items": [1, 2]}, "B": {"status": "closed", "items": []}},
          "tickets": [{"sev": "sev1"}, {"sev": "sev2"}, {"sev": "sev1"}], "note": "Disk Full on db-1"}
@@ -103,7 +103,7 @@ def test_contains_with_unhashable_value_in_a_dict():
 
 
 def test_action_patterns_ignore_case_and_spacing():
-    from bench.goal import action_matches
+    from bench.world.goal import action_matches
 
     assert action_matches({"tool": "t", "args": {"email": "ada@example.com"}}, "t", {"email": " ADA@example.com"})
     assert not action_matches({"tool": "t", "args": {"email": "ada@example.com"}}, "t", {})

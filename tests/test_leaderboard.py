@@ -16,8 +16,8 @@ import pytest
 
 from bench.canonical import step_key
 from bench.errors import BenchError
-from bench.leaderboard import build_leaderboard, render_html, render_markdown, run_leaderboard, write_leaderboard
-from bench.task import load_schema
+from bench.publish.leaderboard import build_leaderboard, render_html, render_markdown, run_leaderboard, write_leaderboard
+from bench.world.task import load_schema
 from tests.conftest import MINI, ROOT, run_cli
 
 B = 300  # bootstrap replicates in these tests
@@ -354,7 +354,7 @@ def test_build_script_reproduces_a_leaderboard(tmp_path):
 def test_published_leaderboards_are_current(suite):
     """The committed leaderboards/ follow the schema and were made on the suites as shipped:
     after a change to a suite, rebuild them with `python leaderboards/build.py`."""
-    from bench.suite import load_suite
+    from bench.world.suite import load_suite
 
     folder = ROOT / "leaderboards" / suite
     data = json.loads((folder / "leaderboard.json").read_text())

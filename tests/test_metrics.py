@@ -1,4 +1,4 @@
-"""Tests for bench.metrics against independent computations (exact rationals, scipy,
+"""Tests for bench.analysis.metrics against independent computations (exact rationals, scipy,
 closed forms, hand-worked values, simulation)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from bench import metrics as M
+from bench.analysis import metrics as M
 
 # ---------------------------------------------------------------------------------------
 # Exact references

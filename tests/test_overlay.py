@@ -8,17 +8,17 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bench.agentspec import parse_agent_spec
-from bench.compare import diff_runs, run_diff
-from bench.domain import World
+from bench.adapters.spec import parse_agent_spec
+from bench.analysis.diff import diff_runs, run_diff
+from bench.world.tools import World
 from bench.errors import BenchError
-from bench.goal import evaluate
-from bench.log import read_run
-from bench.overlay import OverlaidSuite, apply_overlay, format_result, load_overlay
-from bench.runner import RunConfig, run_benchmark
-from bench.suite import load_suite
-from bench.task import load_schema
-from bench.validate import validate_suite
+from bench.world.goal import evaluate
+from bench.run.rundir import read_run
+from bench.world.overlay import OverlaidSuite, apply_overlay, format_result, load_overlay
+from bench.run.runner import RunConfig, run_benchmark
+from bench.world.suite import load_suite
+from bench.world.task import load_schema
+from bench.run.validate import validate_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "overlays" / "order-number.toml"
@@ -179,7 +179,7 @@ def test_goal_checks_follow_the_renames(mini_suite):
     assert task.forbidden[0]["action"] == {"tool": "void_order", "args": {"order_ref": "O3"}}
     assert validate_suite(ov) == [] and validate_suite(mini_suite) == []
     world = World(ov.tools, ov.initial_state_for(task))
-    from bench.goal import LoggedAction
+    from bench.world.goal import LoggedAction
 
     world.execute("void_order", {"order_ref": "O3"})
     checks = evaluate(task, world.state, ov.expected_state(task)[0], [LoggedAction(0, "void_order", {"order_ref": "O3"}, None)], "")

@@ -9,11 +9,11 @@ import pytest
 # numpy and scipy cannot be loaded twice in one process, so load what the plugin uses up front.
 import bench.adapters.python  # noqa: F401
 import bench.adapters.sim  # noqa: F401
-import bench.compare  # noqa: F401
-import bench.overlay  # noqa: F401
+import bench.analysis.diff  # noqa: F401
+import bench.world.overlay  # noqa: F401
 import bench.pytest_plugin  # noqa: F401
-import bench.report  # noqa: F401
-import bench.runner  # noqa: F401
+import bench.analysis.report  # noqa: F401
+import bench.run.runner  # noqa: F401
 
 pytest_plugins = ["pytester"]
 

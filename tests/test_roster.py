@@ -4,7 +4,7 @@ its adapter's own option checks — without loading a model or starting a server
 import pytest
 
 from bench.adapters.prompting import parse_options
-from bench.agentspec import load_agent_file
+from bench.adapters.spec import load_agent_file
 from tests.conftest import ROOT
 
 ROSTER = sorted((ROOT / "agents").glob("*.toml"))

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.agentspec import parse_agent_spec
+from bench.adapters.spec import parse_agent_spec
 from bench.errors import BenchError
-from bench.log import read_run
-from bench.report import build_report
-from bench.runner import RunConfig, run_benchmark
+from bench.run.rundir import read_run
+from bench.analysis.report import build_report
+from bench.run.runner import RunConfig, run_benchmark
 from tests.conftest import run_cli
 
 
@@ -103,7 +103,7 @@ def test_noisy_pass_hat_k_falls_with_k(mini_suite, tmp_path):
 
 
 def test_tags_select_the_tasks_that_carry_every_tag(tmp_path):
-    from bench.suite import load_suite
+    from bench.world.suite import load_suite
 
     out = tmp_path / "easy"
     assert run_cli("run", "retail", "--agent", "sim:oracle", "-k", "1", "--tags", "easy", "--out", str(out),

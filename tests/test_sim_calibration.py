@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench.agentspec import parse_agent_spec
-from bench.log import read_run
-from bench.report import build_report
-from bench.runner import RunConfig, run_benchmark
-from bench.suite import load_suite
+from bench.adapters.spec import parse_agent_spec
+from bench.run.rundir import read_run
+from bench.analysis.report import build_report
+from bench.run.runner import RunConfig, run_benchmark
+from bench.world.suite import load_suite
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-from bench.user import ScriptedUser
+from bench.world.user import ScriptedUser
 
 
 def test_reveals_facts_by_key_words_deterministically():

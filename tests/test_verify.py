@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from bench.errors import BenchError
-from bench.verify import render_text, run_verify, verify_run
+from bench.analysis.replay import render_text, run_verify, verify_run
 from tests.conftest import MINI, run_cli
 
 # A python agent that does everything wrong at least once: unknown tools, invalid and non-JSON

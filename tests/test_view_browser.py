@@ -11,12 +11,12 @@ import re
 
 import pytest
 
-from bench.agentspec import parse_agent_spec
-from bench.divergence import divergence_section
+from bench.adapters.spec import parse_agent_spec
+from bench.analysis.divergence.tree import divergence_section
 from bench.errors import BenchError
-from bench.runner import RunConfig, run_benchmark
-from bench.suite import load_suite
-from bench.view import write_view
+from bench.run.runner import RunConfig, run_benchmark
+from bench.world.suite import load_suite
+from bench.publish.view import write_view
 from tests.browser import chromium
 from tests.conftest import MINI, ROOT
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from bench import metrics
-from bench.divergence import DivergenceOptions, KeyedRun, divergence_section, read_keyed, render_divergence_text
-from bench.log import RunLog, gc_paused
-from bench.perturb import BASE
+from bench.analysis import metrics
+from bench.analysis.divergence.tree import DivergenceOptions, KeyedRun, divergence_section, read_keyed, render_divergence_text
+from bench.run.rundir import RunLog, gc_paused
+from bench.world.variants import BASE
 
 REPORT_VERSION = 1
 

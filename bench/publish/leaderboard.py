@@ -12,7 +12,7 @@ schema is bench/schemas/leaderboard.schema.json), so each can be regenerated fro
   model-produced string is escaped.
 
 Rules: every run must have the same suite content hash and the same tasks (else BenchError);
-every run is replayed by `bench.verify` first and a run that does not verify is **rejected**:
+every run is replayed by `bench.analysis.replay` first and a run that does not verify is **rejected**:
 it is left out of the ranking and listed with its reasons (and the command exits 1). Entries are
 ranked by pass^k at one k (default: the largest k every run has), ties broken by pass@1. As in
 `trajbench report`'s headline, every figure is computed on the unperturbed input (`base`
@@ -45,7 +45,7 @@ import orjson
 from bench import __version__
 from bench.canonical import step_key
 from bench.errors import BenchError
-from bench.log import RunLog, read_run
+from bench.run.rundir import RunLog, read_run
 
 __all__ = ["LEADERBOARD_VERSION", "build_leaderboard", "render_markdown", "render_html", "write_leaderboard",
            "run_leaderboard", "HTML_SECTIONS", "README_SECTIONS"]
@@ -91,7 +91,7 @@ def _shown_k(k: int) -> list[int]:
 def _base(log: RunLog) -> list[dict[str, Any]]:
     """The trials of the unperturbed input: the headline figures use these alone (as
     `trajbench report` does); input variants are reported on their own."""
-    from bench.perturb import BASE
+    from bench.world.variants import BASE
 
     return [s for s in log.summaries.values() if s.get("variant_family", BASE) == BASE]
 
@@ -153,7 +153,7 @@ def _tool_errors(log: RunLog) -> dict[str, Any]:
 
 
 def _entry(run_dir: Path, log: RunLog, verified: Any, K: int, bootstrap: int, seed: int) -> dict[str, Any]:
-    from bench.report import build_report
+    from bench.analysis.report import build_report
 
     report = build_report(run_dir, bootstrap=bootstrap, seed=seed)
     m = log.manifest
@@ -222,7 +222,7 @@ def build_leaderboard(run_dirs: list[str | Path], *, k: int | None = None, boots
     BenchError on runs that cannot be ranked together (different suite hashes or tasks, k too
     large, the same run twice) or whose suite cannot be found; runs that fail verification are
     listed under `rejected`, not ranked."""
-    from bench.verify import load_run_suite, verify_run
+    from bench.analysis.replay import load_run_suite, verify_run
 
     if not run_dirs:
         raise BenchError("give at least one run directory", field="RUN_DIR")

@@ -3,7 +3,7 @@
 Layout of a suite folder (names configurable in suite.toml)::
 
     suite.toml    name, description, and optionally the file names below
-    domain.py     defines `tools`, a bench.domain.Toolset
+    domain.py     defines `tools`, a bench.world.tools.Toolset
     db.json       the initial state (a JSON object)
     policy.md     the policy text given to the agent (its system prompt)
     tasks/        task files (*.json: one task object or a list of them)
@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 
 from bench.canonical import canonical_json, digest
-from bench.domain import Toolset, World
+from bench.world.tools import Toolset, World
 from bench.errors import BenchError
-from bench.task import Task, Problem, merge_patch, read_task_files
+from bench.world.task import Task, Problem, merge_patch, read_task_files
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,8 +100,8 @@ class Suite:
 
 def builtin_roots() -> list[Path]:
     """Where built-in suites live: inside the installed package, or the source checkout's tasks/."""
-    here = Path(__file__).resolve().parent
-    return [p for p in (here / "_suites", here.parent / "tasks") if p.is_dir()]
+    package = Path(__file__).resolve().parent.parent  # bench/
+    return [p for p in (package / "_suites", package.parent / "tasks") if p.is_dir()]
 
 
 def builtin_suites() -> list[str]:
@@ -159,7 +159,7 @@ def _load_tools(folder: Path, filename: str, suite_name: str, digest_: str) -> T
         sys.modules[module_name] = module
     tools = getattr(module, "tools", None)
     if not isinstance(tools, Toolset):
-        raise BenchError("the domain module must define `tools`, a bench.domain.Toolset", file=str(path), field="tools")
+        raise BenchError("the domain module must define `tools`, a bench.world.tools.Toolset", file=str(path), field="tools")
     if "ask_user" in tools:
         raise BenchError("`ask_user` is provided by the harness; a domain must not define it", file=str(path))
     return tools

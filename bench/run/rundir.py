@@ -88,7 +88,7 @@ def gc_paused() -> Iterator[None]:
 def read_run(run_dir: str | Path, *, on_step: Callable[[dict[str, Any]], None] | None = None) -> RunLog:
     """Read a run directory, line by line (the log can be large). With `on_step`, each step
     record is handed to it as it is read, in log order, and not kept (`steps` stays empty):
-    scoring keys the steps in the same pass (`bench.divergence.read_keyed`) instead of
+    scoring keys the steps in the same pass (`bench.analysis.divergence.tree.read_keyed`) instead of
     holding a million step records and walking them again."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)

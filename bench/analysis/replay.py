@@ -4,7 +4,7 @@ For every trial summary of the run, the tool calls of the attempt that produced 
 in order, on a fresh world of the run's suite (the suite must have the run's content hash):
 every observation, error, read/write flag and state hash must equal the logged one, and
 `ask_user` turns must get the scripted user's logged reply. The trial's goal checks are then
-recomputed with `bench.goal.evaluate` on the replayed end state, the replayed actions and the
+recomputed with `bench.world.goal.evaluate` on the replayed end state, the replayed actions and the
 logged final answer; with the run-side claims (below) they give the outcome, which must equal
 the logged outcome. A trial on an input variant is replayed on the variant's task (perturbed
 instruction, hidden user facts), regenerated from the manifest's perturbations and base seed. The final-state hash, milestones, step and event counts, token and cost
@@ -53,9 +53,9 @@ import orjson
 from bench import __version__
 from bench.canonical import derive_seed
 from bench.errors import BenchError, InfraError
-from bench.goal import LoggedAction, MilestoneTracker, evaluate
-from bench.log import RunLog, read_run
-from bench.user import ScriptedUser
+from bench.world.goal import LoggedAction, MilestoneTracker, evaluate
+from bench.run.rundir import RunLog, read_run
+from bench.world.user import ScriptedUser
 
 __all__ = ["Mismatch", "VerifyResult", "load_run_suite", "verify_run", "render_text", "run_verify"]
 
@@ -161,7 +161,7 @@ def load_run_suite(manifest: dict[str, Any], run_dir: Path, suite: Any = None) -
     the manifest's suite path, else the built-in suite of the same name. Returns the suite and,
     when its content hash differs from the run's, the mismatch that says so (the suite is then
     unusable for a replay). Raises BenchError when no candidate can be loaded at all."""
-    from bench.suite import Suite, load_suite
+    from bench.world.suite import Suite, load_suite
 
     info = manifest.get("suite") or {}
     want = info.get("hash")
@@ -186,7 +186,7 @@ def load_run_suite(manifest: dict[str, Any], run_dir: Path, suite: Any = None) -
             failures.append(f"{cand}: {exc}")
             continue
         if s.content_hash == want:
-            from bench.overlay import apply_run_overlay
+            from bench.world.overlay import apply_run_overlay
 
             return apply_run_overlay(s, manifest), []  # the tools as the run's agent saw them
         loaded.append(s)
@@ -490,7 +490,7 @@ def verify_run(run_dir: str | Path, *, suite: Any = None, log: RunLog | None = N
 def _run_variants(manifest: dict[str, Any], tasks_by_id: dict[str, Any], out: list[Mismatch]) -> dict[str, dict[str, Any]]:
     """task id -> variant id -> Variant: the input variants the run's manifest calls for (the
     unperturbed `base` alone for a run without perturbations), regenerated from its seed."""
-    from bench.perturb import FAMILIES, VariantSpec, variants_of
+    from bench.world.variants import FAMILIES, VariantSpec, variants_of
 
     perturbations = manifest.get("perturbations") or []
     try:
@@ -509,7 +509,7 @@ def _run_variants(manifest: dict[str, Any], tasks_by_id: dict[str, Any], out: li
 
 def _check_variant(summary: dict[str, Any], variant: Any, out: list[Mismatch]) -> None:
     """The summary's record of its input variant must be the regenerated variant."""
-    from bench.perturb import BASE
+    from bench.world.variants import BASE
 
     trial = summary["trial"]
     family = summary.get("variant_family", BASE)
@@ -543,8 +543,8 @@ def _check_completeness(log: RunLog, manifest: dict[str, Any], variants: dict[st
 def _check_metrics(run_dir: Path, log: RunLog, replayed: dict[str, str | None], out: list[Mismatch]) -> None:
     """The figures `trajbench report` computes from the logged outcomes against the same figures
     from the replayed outcomes (suite means; intervals follow from the same per-task counts)."""
-    from bench import metrics
-    from bench.report import build_report
+    from bench.analysis import metrics
+    from bench.analysis.report import build_report
 
     try:
         report = build_report(run_dir, bootstrap=1)
@@ -552,7 +552,7 @@ def _check_metrics(run_dir: Path, log: RunLog, replayed: dict[str, str | None], 
         out.append(Mismatch(None, None, "metrics", f"`trajbench report` cannot compute the run's figures from this log "
                             f"({type(exc).__name__}: {_clip(str(exc))})"))
         return
-    from bench.perturb import BASE
+    from bench.world.variants import BASE
 
     logged_rows = {r["task"]: (r["n"], r["successes"]) for r in report["tasks"]}
     logged: dict[tuple[str, Any], list[int]] = defaultdict(lambda: [0, 0])

@@ -19,7 +19,7 @@ import jsonschema
 
 from bench.canonical import canonical_json, digest
 from bench.errors import BenchError
-from bench.task import load_schema
+from bench.world.task import load_schema
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,8 +76,8 @@ def build_python(spec: AgentSpec) -> Any:
 # adapter name -> "module:builder"; a builder takes the AgentSpec and returns an agent object
 # with run(episode) or async arun(episode). Heavy adapters import their libraries lazily.
 ADAPTERS: dict[str, str] = {
-    "sim": "bench.agentspec:build_sim",
-    "python": "bench.agentspec:build_python",
+    "sim": "bench.adapters.spec:build_sim",
+    "python": "bench.adapters.spec:build_python",
     "local": "bench.adapters.local:build_local",
     "openai": "bench.adapters.openai_compat:build_openai",
     "langgraph": "bench.adapters.langgraph_adapter:build_langgraph",
@@ -100,8 +100,8 @@ def _sim_options(options: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def agent_roots() -> list[Path]:
-    here = Path(__file__).resolve().parent
-    return [p for p in (here / "_agents", here.parent / "agents") if p.is_dir()]
+    package = Path(__file__).resolve().parent.parent  # bench/
+    return [p for p in (package / "_agents", package.parent / "agents") if p.is_dir()]
 
 
 def roster() -> list[str]:

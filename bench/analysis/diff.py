@@ -51,13 +51,13 @@ from typing import Any, TextIO
 import numpy as np
 from scipy import stats
 
-from bench import metrics
-from bench.metrics import benjamini_hochberg
+from bench.analysis import metrics
+from bench.analysis.metrics import benjamini_hochberg
 from bench.errors import BenchError
-from bench.log import RunLog, read_run
+from bench.run.rundir import RunLog, read_run
 
 try:  # divergence analysis is optional: compare divergence points only when it is installed
-    from bench.divergence import divergence_section
+    from bench.analysis.divergence.tree import divergence_section
 except ImportError:  # pragma: no cover - depends on the installed version
     divergence_section = None
 
@@ -1120,7 +1120,7 @@ def gate(baseline_dir: str | Path, candidate_dir: str | Path, alpha: float = DEF
 def check_baseline(baseline_dir: str | Path, suite_hash: str) -> None:
     """Before `trajbench run ... --baseline DIR` spends time on a run: the baseline must be a run
     directory of the same suite (content hash), else BenchError (exit 2)."""
-    from bench.log import read_manifest
+    from bench.run.rundir import read_manifest
 
     manifest = read_manifest(Path(baseline_dir))
     if manifest["suite"].get("hash") != suite_hash:

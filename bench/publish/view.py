@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench.divergence import DivergenceOptions, analyse_run
+from bench.analysis.divergence.tree import DivergenceOptions, analyse_run
 from bench.errors import BenchError
 
 MAX_NODES = 1500  # per task; smaller branches are folded into their parent beyond this
@@ -292,7 +292,7 @@ def write_view(run_dir: str | Path, task_id: str | None = None, out: str | Path 
                options: DivergenceOptions | None = None) -> Path:
     """Write the viewer for a run (one task, or every task with a selector) and return its path.
     Default file: RUN_DIR/view.html (RUN_DIR/view-TASK.html with a task)."""
-    from bench.log import read_run
+    from bench.run.rundir import read_run
 
     run_dir = Path(run_dir)
     log = read_run(run_dir)

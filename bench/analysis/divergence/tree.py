@@ -56,9 +56,9 @@ import numpy as np
 import orjson
 
 from bench.canonical import canonical_json, derive_seed, digest, step_key
-from bench.log import RunLog, gc_paused, read_run
-from bench.metrics import benjamini_hochberg
-from bench.perturb import BASE
+from bench.run.rundir import RunLog, gc_paused, read_run
+from bench.analysis.metrics import benjamini_hochberg
+from bench.world.variants import BASE
 
 __all__ = [
     "END",
@@ -300,7 +300,7 @@ def information_gain(n: int, s: int, children: Sequence[tuple[int, int]], smooth
 
 
 def _log_comb(n: np.ndarray, k: np.ndarray) -> np.ndarray:
-    from scipy.special import gammaln  # scipy is imported on first use: `import bench.divergence` stays light
+    from scipy.special import gammaln  # scipy is imported on first use: `import bench.analysis.divergence.tree` stays light
 
     return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
 
@@ -1125,7 +1125,7 @@ def _load_suite_for(manifest: dict[str, Any]) -> tuple[Any, str | None]:
     """The run's suite, if it can be found and still has the run's content hash."""
     info = manifest.get("suite") or {}
     try:
-        from bench.suite import load_suite
+        from bench.world.suite import load_suite
     except ImportError:  # pragma: no cover
         return None, "the suite loader is unavailable"
     candidates = [p for p in (info.get("path"), info.get("name")) if p]
@@ -1140,7 +1140,7 @@ def _load_suite_for(manifest: dict[str, Any]) -> tuple[Any, str | None]:
             reasons.insert(0, f"the suite at {suite.path} has changed since the run "
                               f"(hash {suite.content_hash[:12]}, run {str(info['hash'])[:12]})")
             continue
-        from bench.overlay import apply_run_overlay
+        from bench.world.overlay import apply_run_overlay
 
         return apply_run_overlay(suite, manifest), None  # the reference spelled as the run's agent saw the tools
     return None, (reasons[0] if reasons else "the run's manifest names no suite")
@@ -1228,7 +1228,7 @@ class KeyedRun:
 
 def read_keyed(run_dir: str | Path, options: DivergenceOptions | None = None) -> KeyedRun:
     """Read a run directory in one pass, keying each step as it is read and keeping none
-    (`bench.log.read_run`'s reading rules: a torn last line is skipped, the first summary of a
+    (`bench.run.rundir.read_run`'s reading rules: a torn last line is skipped, the first summary of a
     trial counts, steps of attempts without a summary are ignored). Memory grows with the
     number of steps, not with the log's size; nothing is parsed or keyed twice."""
     o = options or DivergenceOptions()

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import orjson
 
 from bench.errors import BenchError
-from bench.log import RunLog, read_run
+from bench.run.rundir import RunLog, read_run
 
 __all__ = ["FORMATS", "STEP_COLUMNS", "TRIAL_COLUMNS", "export_run", "run_export", "step_rows", "trial_rows"]
 
@@ -202,7 +202,7 @@ def _dataset(datasets: Any, rows: Iterator[dict[str, Any]], columns: list[tuple[
 
 
 def _card(log: RunLog, fmt: str, counts: dict[str, int]) -> str:
-    from bench.leaderboard import md_escape
+    from bench.publish.leaderboard import md_escape
 
     m = log.manifest
     agent, suite = m.get("agent") or {}, m.get("suite") or {}

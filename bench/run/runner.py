@@ -22,15 +22,15 @@ from typing import Any
 from tqdm import tqdm
 
 from bench import __version__
-from bench.agentspec import AgentSpec
+from bench.adapters.spec import AgentSpec
 from bench.canonical import derive_seed
 from bench.episode import Episode
 from bench.errors import BenchError
-from bench.log import LogWriter, read_manifest, read_run, write_manifest
-from bench.perturb import BASE, Variant, VariantSpec, variants_of
-from bench.suite import Suite
-from bench.task import Task
-from bench.trial import AttemptError, play_async
+from bench.run.rundir import LogWriter, read_manifest, read_run, write_manifest
+from bench.world.variants import BASE, Variant, VariantSpec, variants_of
+from bench.world.suite import Suite
+from bench.world.task import Task
+from bench.run.trial import AttemptError, play_async
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def build_manifest(suite: Suite, spec: AgentSpec, tasks: list[Task], config: Run
         "max_steps": config.max_steps,
         "timeout_s": config.timeout_s,
         "tool_schema_hashes": suite.tool_schema_hashes(),
-        "overlay": getattr(suite, "overlay", None) or None,  # bench.overlay: the tool overlay applied, if any
+        "overlay": getattr(suite, "overlay", None) or None,  # bench.world.overlay: the tool overlay applied, if any
         "host": {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()},
     }
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from bench.adapters.builtin import NoopAgent, ReferenceAgent
 from bench.episode import Episode
 from bench.canonical import state_hash
-from bench.goal import _MISSING, path_label, path_parts, resolve
-from bench.perturb import FAMILIES, VariantSpec, variants_of
-from bench.user import ScriptedUser
-from bench.suite import Suite
-from bench.task import Problem
-from bench.trial import play
+from bench.world.goal import _MISSING, path_label, path_parts, resolve
+from bench.world.variants import FAMILIES, VariantSpec, variants_of
+from bench.world.user import ScriptedUser
+from bench.world.suite import Suite
+from bench.world.task import Problem
+from bench.run.trial import play
 
 
 def _discard(event: dict) -> None:

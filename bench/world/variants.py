@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from bench.canonical import derive_seed
 from bench.errors import BenchError
-from bench.task import Action, Task
+from bench.world.task import Action, Task
 
 BASE = "base"
 FAMILIES = ("typos", "paraphrase", "reorder", "distractors", "formats", "drop")

@@ -1,0 +1,185 @@
+"""The simulated world: a JSON state and the tools that read or mutate it.
+
+A suite's `domain.py` builds a `Toolset` and decorates plain functions with it::
+
+    tools = Toolset()
+
+    @tools.tool(read_only=True, params={"email": {"type": "string"}})
+    def find_customer(db, email):
+        "Look up a customer by email address."
+        ...
+
+Tools take the state (`db`, a plain dict) and keyword arguments, and return any JSON value.
+They must be deterministic: no clock, no randomness, no network. A tool signals a domain error
+(unknown order, policy refusal) by raising `ToolError`; the agent sees the message as an error
+observation. Write tools must check before they mutate, so that an error leaves the state as it
+was. IDs come from `new_id`, a counter kept in the state, so replays create the same IDs.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import jsonschema
+import orjson
+
+from bench.canonical import state_hash
+from bench.errors import InfraError
+
+
+class ToolError(Exception):
+    """A domain-level refusal or failure, shown to the agent as an error observation."""
+
+
+class DomainBug(InfraError):
+    """A tool raised something other than ToolError: a bug in the suite's code, not the agent's
+    doing. The trial ends as `error` (never as an agent failure)."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    read_only: bool
+    func: Callable[..., Any] = field(repr=False, compare=False)
+    validator: Any = field(repr=False, compare=False)
+
+    def spec(self) -> dict[str, Any]:
+        """What an agent is told about the tool (OpenAI-style function spec plus the flag)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.parameters,
+            "read_only": self.read_only,
+        }
+
+
+def object_schema(params: dict[str, dict], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": params,
+        "required": [name for name in params if name not in optional],
+        "additionalProperties": False,
+    }
+
+
+class Toolset:
+    """An ordered registry of a domain's tools."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    def tool(
+        self,
+        *,
+        read_only: bool,
+        params: dict[str, dict] | None = None,
+        optional: tuple[str, ...] = (),
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            schema = object_schema(params or {}, optional)
+            jsonschema.Draft202012Validator.check_schema(schema)
+            tool_name = name or func.__name__
+            if tool_name in self._tools:
+                raise ValueError(f"tool {tool_name!r} is defined twice")
+            self._tools[tool_name] = Tool(
+                name=tool_name,
+                description=description or inspect.cleandoc(func.__doc__ or ""),
+                parameters=schema,
+                read_only=read_only,
+                func=func,
+                validator=jsonschema.Draft202012Validator(schema),
+            )
+            return func
+
+        return register
+
+    def add(self, tool: Tool) -> None:
+        self._tools[tool.name] = tool
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __getitem__(self, name: str) -> Tool:
+        return self._tools[name]
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+
+def new_id(db: dict[str, Any], kind: str, prefix: str, width: int = 4) -> str:
+    """A deterministic new ID: a per-kind counter stored in the state under `_counters`."""
+    counters = db.setdefault("_counters", {})
+    counters[kind] = counters.get(kind, 0) + 1
+    return f"{prefix}{counters[kind]:0{width}d}"
+
+
+@dataclass
+class ToolOutcome:
+    """The result of one tool execution in a `World`."""
+
+    observation: Any
+    error: str | None
+    read_only: bool
+    state_hash: str
+
+
+class World:
+    """One episode's live state and the tools over it. `execute` never raises for anything the
+    agent did wrong: unknown tools and invalid arguments become error observations."""
+
+    def __init__(self, tools: Toolset, state: dict[str, Any]):
+        self.tools = tools
+        self.state = state
+        self.state_hash = state_hash(state)
+
+    @classmethod
+    def fresh(cls, tools: Toolset, initial_state: dict[str, Any]) -> "World":
+        return cls(tools, orjson.loads(orjson.dumps(initial_state)))
+
+    def execute(self, name: str, args: Any) -> ToolOutcome:
+        tool = self.tools.get(name)
+        if tool is None:
+            return self._error(f"unknown tool {name!r}; available tools: {', '.join(self.tools.names())}")
+        if not isinstance(args, dict):
+            return self._error(f"arguments to {name} must be a JSON object, got {type(args).__name__}")
+        problem = jsonschema.exceptions.best_match(tool.validator.iter_errors(args))
+        if problem is not None:
+            where = "/".join(str(p) for p in problem.absolute_path) or "(arguments)"
+            return self._error(f"invalid arguments to {name}: {where}: {problem.message}")
+        try:
+            observation = tool.func(self.state, **args)
+        except ToolError as exc:
+            observation, error = None, str(exc)
+        except Exception as exc:
+            raise DomainBug(f"tool {name} crashed: {type(exc).__name__}: {exc}") from exc
+        else:
+            error = None
+            observation = _jsonable(observation)
+        if not tool.read_only:
+            self.state_hash = state_hash(self.state)
+        return ToolOutcome(observation, error, tool.read_only, self.state_hash)
+
+    def _error(self, message: str) -> ToolOutcome:
+        return ToolOutcome(None, message, True, self.state_hash)
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(self.state)
+
+
+def _jsonable(value: Any) -> Any:
+    """Tools must return JSON; copying through orjson also detaches the observation from the
+    live state, so later mutations cannot rewrite what the agent was shown."""
+    return orjson.loads(orjson.dumps(value))
