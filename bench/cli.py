@@ -1,13 +1,23 @@
-"""The `trajbench` command line. Bad input exits 2 with one clear paragraph, never a traceback."""
+"""The `trajbench` command line: every print and every exit code of the package.
+
+Exit codes: 0 done; 1 the command's finding is negative (a significant regression, a run that
+does not verify, a suite with invalid tasks, a rejected leaderboard entry); 2 bad input (one
+clear paragraph naming the file and field, never a traceback); 130 interrupted. The commands
+import their machinery when they run, so that `trajbench --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Any, Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Callable, TypeVar
 
-from bench import __version__
+if TYPE_CHECKING:
+    from bench.analysis.divergence.options import DivergenceOptions
+
+from bench.__version__ import __version__
 from bench.errors import BenchError
 
 # No library may phone home during a benchmark (see README: "Offline").
@@ -22,8 +32,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from bench.runs.validate import validate_suite
     from bench.world.suite import load_suite
-    from bench.run.validate import validate_suite
 
     suite = load_suite(args.suite)
     problems = validate_suite(suite)
@@ -62,12 +72,10 @@ def _selected_task_ids(suite: Any, tasks: str | None, tags: str | None) -> list[
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from bench.adapters.spec import parse_agent_spec
-    from bench.world.variants import parse_variant_spec
-    from bench.run.runner import RunConfig, run_benchmark
+    from bench.runs.runner import RunConfig, run_benchmark
     from bench.world.suite import load_suite, require_valid
+    from bench.world.variants import parse_variant_spec
 
     suite = require_valid(load_suite(args.suite))
     if args.overlay:
@@ -91,93 +99,193 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_benchmark(suite, spec, task_ids, config)
         print(f"run written to {out} — `trajbench report {out}` shows it")
         if args.baseline:
-            from bench.analysis.diff import gate
-
             status = max(status, gate(args.baseline, out, alpha=args.alpha))
     return status
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import orjson
+    from bench.analysis.report import build_report
+    from bench.publish.text import render_report
 
-    from bench.analysis.divergence.tree import options_from_args
-    from bench.analysis.report import build_report, render_text
-
-    report = build_report(args.run_dir, bootstrap=args.bootstrap, divergence=options_from_args(args))
+    report = build_report(args.run_dir, bootstrap=args.bootstrap, divergence=divergence_options(args))
     if args.json:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+        _write_json(report, sys.stdout)
     else:
-        print(render_text(report))
+        print(render_report(report))
     return 0
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from bench.analysis.divergence.tree import options_from_args
     from bench.publish.view import write_view
 
-    path = write_view(args.run_dir, task_id=args.task, out=args.out, options=options_from_args(args))
+    path = write_view(args.run_dir, task_id=args.task, out=args.out, options=divergence_options(args))
     print(f"view written to {path} — open it in a browser (self-contained, no network)")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from bench.analysis.replay import run_verify
-
     return run_verify(args.run_dir, suite=args.suite, as_json=args.json)
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from bench.publish.export import run_export
+def run_verify(run_dir: str | Path, *, suite: str | None = None, as_json: bool = False) -> int:
+    """`trajbench verify`: print the replay's result; 0 when the run replays clean, 1 on any mismatch."""
+    from bench.analysis.replay import verify_run
+    from bench.publish.text import render_verify
 
+    result = verify_run(run_dir, suite=suite)
+    if as_json:
+        _write_json(result.as_dict(), sys.stdout)
+    else:
+        print(render_verify(result))
+    return 0 if result.ok else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
     return run_export(args.run_dir, args.format, args.out)
 
 
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench.publish.leaderboard import run_leaderboard
+def run_export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
+    """`trajbench export`: write the dataset and say how to read it back."""
+    from bench.publish.export import export_run
 
+    result = export_run(run_dir, fmt, out)
+    print(f"exported {result['trials']} trials and {result['steps']} steps to {result['out']} ({result['format']}: "
+          f"{', '.join(result['files'])})")
+    if fmt == "hf":
+        print(f"read it back with datasets.load_from_disk({str(out)!r})")
+    else:
+        print(f"read it back with datasets.load_dataset({str(out)!r}, 'trials') (or 'steps')")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
     return run_leaderboard(args.run_dirs, args.out, k=args.k, bootstrap=args.bootstrap, suite=args.suite)
 
 
-def cmd_diff(args: argparse.Namespace) -> int:
-    from bench.analysis.diff import run_diff
+def run_leaderboard(run_dirs: list[str], out: str, *, k: int | None = None, bootstrap: int = 2000,
+                    suite: str | None = None) -> int:
+    """`trajbench leaderboard`: 0, or 1 when a run was rejected by verify (or none verified:
+    nothing is written then)."""
+    from bench.publish.leaderboard import build_leaderboard, ci_text, write_leaderboard
+    from bench.publish.text import term
 
+    board = build_leaderboard(run_dirs, k=k, bootstrap=bootstrap, suite=suite)
+    for r in board["rejected"]:
+        print(f"trajbench: rejected {term(r['run_dir'])} ({term(r['agent'])}): it does not verify "
+              f"({r['mismatches']} mismatch(es)):", file=sys.stderr)
+        for reason in r["reasons"]:
+            print(f"  {reason}", file=sys.stderr)
+    if not board["entries"]:
+        print("trajbench: no run verified; nothing written", file=sys.stderr)
+        return 1
+    write_leaderboard(board, out)
+    K = board["rank_by"]["k"]
+    print(f"leaderboard of {len(board['entries'])} verified run(s) on suite {board['suite']['name']}, ranked by pass^{K}, "
+          f"written to {out} (README.md, leaderboard.json, index.html)")
+    for e in board["entries"]:
+        print(f"  {e['rank']:>2}. {term(e['label'])}{' (simulated)' if e['agent']['simulated'] else ''}: "
+              f"pass^{K} {ci_text(e['rank_metric'])}, pass@1 {ci_text(e['pass@1'])}")
+    return 1 if board["rejected"] else 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
     fmt = "json" if args.json else "markdown" if args.markdown else "text"
     return run_diff(args.base, args.cand, alpha=args.alpha, k=args.k, fmt=fmt, force=args.force)
 
 
-def _probability(text: str) -> float:
+def run_diff(base_dir: str | Path, cand_dir: str | Path, *, alpha: float = 0.05, k: int | None = None,
+             fmt: str = "text", force: bool = False, out: IO[str] | None = None, **options: Any) -> int:
+    """`trajbench diff`: print the diff (fmt: text, json or markdown) and return the exit status:
+    0 no significant regression, 1 significant regression. Bad input raises BenchError (exit 2)."""
+    from bench.analysis.diff import diff_runs
+    from bench.publish.markdown import render_diff_markdown
+    from bench.publish.text import render_diff
+
+    out = out or sys.stdout
+    if fmt not in ("text", "json", "markdown"):
+        raise BenchError(f"unknown output format {fmt!r} (text, json, markdown)", field="format")
+    diff = diff_runs(base_dir, cand_dir, alpha=alpha, k=k, force=force, **options)
+    if fmt == "json":
+        _write_json(diff, out)
+    elif fmt == "markdown":
+        out.write(render_diff_markdown(diff))
+    else:
+        out.write(render_diff(diff) + "\n")
+    return int(diff["exit_code"])
+
+
+def gate(baseline_dir: str | Path, candidate_dir: str | Path, alpha: float = 0.05, *, k: int | None = None,
+         fmt: str = "text", out: IO[str] | None = None) -> int:
+    """`trajbench run ... --baseline RUN_DIR`: diff the fresh run against the stored baseline and
+    return the diff's exit status. A baseline of another suite is bad input (exit 2 through
+    BenchError): a CI baseline must be re-recorded when the suite changes, never forced."""
+    if not Path(baseline_dir).is_dir():
+        raise BenchError("the baseline run directory does not exist (record one with `trajbench run ... --out DIR`)",
+                         file=str(baseline_dir), field="--baseline")
+    return run_diff(baseline_dir, candidate_dir, alpha=alpha, k=k, fmt=fmt, out=out)
+
+
+def _write_json(value: Any, out: IO[str]) -> None:
+    import orjson
+
+    out.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+
+
+# ---------------------------------------------------------------------- argument types
+_Number = TypeVar("_Number", int, float)
+
+
+def _number_type(convert: Callable[[str], _Number], what: str, ok: Callable[[_Number], bool],
+                 expected: str) -> Callable[[str], _Number]:
+    """An argparse type: `convert` the text, then require `ok` of the value (else the error
+    names what was `expected`)."""
+    def parse(text: str) -> _Number:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
+
+
+_probability = _number_type(float, "a number", lambda v: 0 < v < 1, "a number between 0 and 1")
+_positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number ≥ 1")
+_positive_float = _number_type(float, "a number", lambda v: v > 0, "a number > 0")
+
+
+def add_divergence_arguments(parser: Any) -> None:
+    """The divergence options of `trajbench report` and `trajbench view` (see `divergence_options`)."""
+    group = parser.add_argument_group("divergence analysis (docs/divergence.md)")
+    group.add_argument("--divergence-key", choices=("action", "state"), default="action",
+                       help="key steps on the action (tool + arguments; default) or on the state hash after the step")
+    group.add_argument("--ignore-read-only", action="store_true", help="leave read-only tool calls out of the tree")
+    group.add_argument("--include-user", action="store_true", help="make ask_user turns branch points")
+    group.add_argument("--include-model", action="store_true", help="make model turns branch points")
+    group.add_argument("--pool-variants", action="store_true",
+                       help="also analyse trials on perturbed input variants (default: unperturbed inputs only)")
+    group.add_argument("--branch-test", choices=("boschloo", "fisher"), default="boschloo",
+                       help="exact test for two alternatives (default boschloo)")
+    group.add_argument("--alpha", type=float, default=0.05, help="false-discovery rate across the suite's branches (default 0.05)")
+    group.add_argument("--min-support", type=int, default=4, help="fewest trials through a node for it to be tested (default 4)")
+
+
+def divergence_options(args: Any) -> DivergenceOptions:
+    """DivergenceOptions from parsed `add_divergence_arguments` options; bad values are a BenchError."""
+    from bench.analysis.divergence.options import DivergenceOptions
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
-    return value
+        return DivergenceOptions(key=args.divergence_key, ignore_read_only=args.ignore_read_only,
+                                 include_user=args.include_user, include_model=args.include_model,
+                                 pool_variants=args.pool_variants,
+                                 test=args.branch_test, alpha=args.alpha, min_support=args.min_support)
+    except ValueError as exc:
+        raise BenchError(str(exc), field="arguments") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.analysis.divergence.tree import add_cli_arguments as add_divergence_arguments
-
     parser = _Parser(prog="trajbench", description="Benchmark the consistency of tool-using agents.")
     parser.add_argument("--version", action="version", version=f"trajbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

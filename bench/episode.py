@@ -17,16 +17,27 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import orjson
 
 from bench.world.goal import LoggedAction, MilestoneTracker, evaluate
 from bench.world.suite import Suite
 from bench.world.task import Task
+from bench.world.tools import ToolOutcome, World
 from bench.world.user import ScriptedUser
 
 EventSink = Callable[[dict[str, Any]], None]
+ASK_USER = "ask_user"
+
+
+class Agent(Protocol):
+    """An agent adapter: `run(episode)` (sync) or `arun(episode)` (async) returning the final
+    answer, or None when the answer was given with `episode.finish`."""
+
+    name: str
+
+    def run(self, episode: Episode) -> str | None: ...
 
 
 class EpisodeOver(BaseException):
@@ -61,6 +72,41 @@ class Observation:
         return orjson.dumps(self.value).decode()
 
 
+class StepRules:
+    """What one step does to a trial — the rule shared by a live `Episode` and by the replay of a
+    logged trial (`bench.analysis.replay`), so that the two can never disagree:
+
+    - `ask_user` is answered by the scripted user from the task's hidden facts (a call without a
+      string `question` is an error observation); it reads the state and changes nothing;
+    - any other tool runs in the world (`World.execute`: unknown tools and invalid arguments are
+      error observations, never exceptions);
+    - every call, erroring or not, is recorded as a `LoggedAction` for the goal checks, and
+      advances the milestones (state milestones are rechecked only after a step that may write).
+    """
+
+    def __init__(self, world: World, task: Task):
+        self.world = world
+        self.user = ScriptedUser(task.user_facts)
+        self.milestones = MilestoneTracker(task.milestones, world.state)
+        self.actions: list[LoggedAction] = []
+
+    def ask_user(self, args: Any) -> ToolOutcome:
+        question = args.get("question") if isinstance(args, dict) else None
+        if not isinstance(question, str):
+            return ToolOutcome(None, "invalid arguments to ask_user: question: a string is required", True,
+                               self.world.state_hash)
+        return ToolOutcome(self.user.answer(question), None, True, self.world.state_hash)
+
+    def call_tool(self, tool: str, args: Any) -> ToolOutcome:
+        return self.world.execute(tool, args)
+
+    def record(self, step: int, tool: str, args: Any, outcome: ToolOutcome) -> LoggedAction:
+        action = LoggedAction(step, tool, args if isinstance(args, dict) else {}, outcome.error)
+        self.actions.append(action)
+        self.milestones.observe(step, action, self.world.state, not outcome.read_only)
+        return action
+
+
 class Episode:
     def __init__(
         self,
@@ -89,9 +135,8 @@ class Episode:
         self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self._sink = sink
         self._world = suite.new_world(task)
-        self._user = ScriptedUser(task.user_facts)
-        self._milestones = MilestoneTracker(task.milestones, self._world.state)
-        self.actions: list[LoggedAction] = []
+        self._rules = StepRules(self._world, task)
+        self.actions: list[LoggedAction] = self._rules.actions
         self.answer: str | None = None
         self.event_count = 0
         self.tool_calls = 0
@@ -117,21 +162,18 @@ class Episode:
         args = {} if args is None else args
         self.tool_calls += 1
         started = time.time()
-        if tool == "ask_user":
-            return self._ask_user(args, started)
-        outcome = self._world.execute(tool, args)
-        action = LoggedAction(self.event_count, tool, args if isinstance(args, dict) else {}, outcome.error)
-        self.actions.append(action)
-        self._milestones.observe(self.event_count, action, self._world.state, not outcome.read_only)
+        kind = "user" if tool == ASK_USER else "tool"
+        outcome = self._rules.ask_user(args) if kind == "user" else self._rules.call_tool(tool, args)
+        self._rules.record(self.event_count, tool, args, outcome)
         self._emit({
-            "kind": "tool", "tool": tool, "args": _loggable_args(args), "observation": outcome.observation,
+            "kind": kind, "tool": tool, "args": _loggable_args(args), "observation": outcome.observation,
             "error": outcome.error, "read_only": outcome.read_only, "state_hash": outcome.state_hash,
             "t_start": started, "t_end": time.time(),
         })
         return Observation(outcome.observation, outcome.error)
 
     def ask_user(self, question: str) -> Observation:
-        return self.call("ask_user", {"question": question})
+        return self.call(ASK_USER, {"question": question})
 
     def log_model_turn(
         self,
@@ -180,7 +222,7 @@ class Episode:
 
     @property
     def milestones_reached(self) -> dict[str, int | None]:
-        return dict(self._milestones.reached)
+        return dict(self._rules.milestones.reached)
 
     @property
     def final_state_hash(self) -> str:
@@ -196,22 +238,6 @@ class Episode:
         if self._deadline is not None and time.monotonic() > self._deadline:
             self.timed_out = True
             raise EpisodeTimeout("the trial's time limit passed")
-
-    def _ask_user(self, args: Any, started: float) -> Observation:
-        question = args.get("question") if isinstance(args, dict) else None
-        if not isinstance(question, str):
-            reply, error = None, "invalid arguments to ask_user: question: a string is required"
-        else:
-            reply, error = self._user.answer(question), None
-        action = LoggedAction(self.event_count, "ask_user", args if isinstance(args, dict) else {}, error)
-        self.actions.append(action)
-        self._milestones.observe(self.event_count, action, self._world.state, False)
-        self._emit({
-            "kind": "user", "tool": "ask_user", "args": _loggable_args(args), "observation": reply,
-            "error": error, "read_only": True, "state_hash": self._world.state_hash,
-            "t_start": started, "t_end": time.time(),
-        })
-        return Observation(reply, error)
 
     def _emit(self, fields: dict[str, Any]) -> None:
         event = {"type": "step", "trial": self.trial_id, "attempt": self.attempt, "step": self.event_count}

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.adapters.sim import SimAgent  # noqa: E402
-from bench.analysis.diff import PairedCounts, compare_counts, suite_test, task_tests  # noqa: E402
+from bench.analysis.regression import PairedCounts, compare_counts, suite_test, task_tests  # noqa: E402
 from bench.world.suite import load_suite  # noqa: E402
 
 DELTAS = (0.05, 0.1, 0.2, 0.4)

@@ -54,7 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.analysis.divergence.tree import DivergenceOptions, TaskTrials, TrialPath, analyse, divergence_section  # noqa: E402
+from bench.analysis.divergence.options import DivergenceOptions, TaskTrials, TrialPath  # noqa: E402
+from bench.analysis.divergence.section import analyse, divergence_section  # noqa: E402
 
 
 def _rss_mb() -> float:
@@ -145,7 +146,7 @@ class _Timer:
 def _timed(label: str, repeat: int, phase: Callable[[], object]) -> tuple[float, float]:
     """Run `phase` `repeat` times from cold caches; print each run and return the median
     (wall, CPU) seconds."""
-    from bench.analysis.divergence import tree as dv
+    from bench.analysis import exact as dv
 
     walls, cpus = [], []
     for _ in range(repeat):

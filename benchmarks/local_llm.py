@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LANGSMITH_TRACING_V2", "false")
 
 from bench.adapters.spec import AgentSpec  # noqa: E402
-from bench.run.rundir import read_run  # noqa: E402
-from bench.run.runner import RunConfig, run_benchmark  # noqa: E402
+from bench.runs.rundir import read_run  # noqa: E402
+from bench.runs.runner import RunConfig, run_benchmark  # noqa: E402
 from bench.world.suite import load_suite  # noqa: E402
 
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 192}

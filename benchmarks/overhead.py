@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 
 from bench.adapters.spec import parse_agent_spec
-from bench.run.runner import RunConfig, run_benchmark
+from bench.runs.runner import RunConfig, run_benchmark
 from bench.world.suite import builtin_suites, load_suite
 
 

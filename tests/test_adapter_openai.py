@@ -9,10 +9,16 @@ import pytest
 from bench.adapters.spec import load_agent_file, parse_agent_spec
 from bench.canonical import derive_seed
 from bench.errors import BenchError
-from bench.run.rundir import read_run
-from bench.run.runner import RunConfig, run_benchmark
+from bench.runs.rundir import read_run
+from bench.runs.runner import RunConfig, run_benchmark
 from tests.servers.fake_chat import (
-    FakeChatServer, Reply, always, answer, sequence, shop_agent, tool_call,
+    FakeChatServer,
+    Reply,
+    always,
+    answer,
+    sequence,
+    shop_agent,
+    tool_call,
 )
 
 FAST = {"backoff_s": 0.001, "backoff_max_s": 0.01}

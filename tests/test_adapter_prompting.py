@@ -11,7 +11,14 @@ import orjson
 import pytest
 
 from bench.adapters.prompting import (
-    FINAL, Conversation, Scaffold, Stop, action_schema, harvest, parse_action, simple_pattern,
+    FINAL,
+    Conversation,
+    Scaffold,
+    Stop,
+    action_schema,
+    harvest,
+    parse_action,
+    simple_pattern,
 )
 from bench.errors import BenchError
 from bench.world.suite import load_suite

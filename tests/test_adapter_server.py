@@ -12,8 +12,8 @@ import pytest
 
 from bench.adapters.openai_compat import LlamaServer
 from bench.adapters.spec import AgentSpec
-from bench.run.rundir import read_run
-from bench.run.runner import RunConfig, run_benchmark
+from bench.runs.rundir import read_run
+from bench.runs.runner import RunConfig, run_benchmark
 
 pytestmark = pytest.mark.slow
 

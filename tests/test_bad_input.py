@@ -148,7 +148,7 @@ def test_run_refuses_a_reference_that_does_not_replay(mini_copy, tmp_path):
 
 
 def test_a_crashing_tool_is_an_error_not_an_agent_failure(mini_copy, tmp_path):
-    from bench.run.rundir import read_run
+    from bench.runs.rundir import read_run
 
     domain = (mini_copy / "domain.py").read_text()
     (mini_copy / "domain.py").write_text(domain.replace(

@@ -2,8 +2,8 @@
 
 import pytest
 
+from bench.runs.validate import validate_suite
 from bench.world.suite import builtin_suites, load_suite
-from bench.run.validate import validate_suite
 
 SUITES = ["calendar", "incident", "retail"]
 

@@ -12,12 +12,23 @@ import orjson
 import pytest
 from scipy import stats
 
-from bench.analysis import diff as compare
+from bench import cli as compare
 from bench.adapters.spec import parse_agent_spec
-from bench.analysis.diff import (PairedCounts, benjamini_hochberg, boschloo_regression_p, compare_counts, diff_runs,
-                           minimum_detectable_effect, paired_bootstrap, run_diff, suite_test, task_tests)
+from bench.analysis.diff import diff_runs
+from bench.analysis.exact import boschloo_regression_p
+from bench.analysis.metrics import benjamini_hochberg
+from bench.analysis.regression import (
+    PairedCounts,
+    compare_counts,
+    minimum_detectable_effect,
+    paired_bootstrap,
+    suite_test,
+    task_tests,
+)
+from bench.cli import run_diff
 from bench.errors import BenchError
-from bench.run.runner import RunConfig, run_benchmark
+from bench.publish.markdown import render_diff_markdown
+from bench.runs.runner import RunConfig, run_benchmark
 from bench.world.suite import load_suite
 from bench.world.task import load_schema
 
@@ -113,7 +124,7 @@ def test_permutation_p_value_matches_an_exact_enumeration():
 
 
 def test_mde_against_the_closed_form_and_the_reference_table():
-    """shared/reference/metrics.md §2.5 and §5: T = 100 tasks, m = 10 runs, ω² = 0,
+    """The textbook MDE of a paired mean change: T = 100 tasks, m = 10 runs, ω² = 0,
     E[p(1-p)] = 0.15, two-sided α = 0.05 (one-sided 0.025), 80% power: 4.9 pp. Our MDE also
     lets the candidate's variance follow the drop (q = p - δ has a larger q(1-q) here), so it
     may exceed the fixed-variance closed form by a few percent, never fall below it."""
@@ -248,7 +259,7 @@ def test_diff_json_follows_the_published_schema(mini_runs):
 
 
 def test_diff_counts_are_recomputed_from_the_logs(mini_runs):
-    from bench.run.rundir import read_run
+    from bench.runs.rundir import read_run
 
     diff = diff_runs(mini_runs["base"], mini_runs["worse"], permutations=200, bootstrap=200)
     for label, key in (("base", "base"), ("worse", "candidate")):
@@ -300,7 +311,7 @@ def test_markdown_escapes_run_text(mini_runs):
     diff = diff_runs(mini_runs["base"], mini_runs["worse"], permutations=200, bootstrap=100)
     diff["tasks"][0]["task"] = "evil|<script>alert(1)</script>"
     diff["tasks"][0]["category"] = "newly_broken"
-    md = compare.render_markdown(diff)
+    md = render_diff_markdown(diff)
     assert "<script>" not in md and "&lt;script&gt;" in md and "evil\\|" in md
     assert md.startswith("### 🔴")
 
@@ -311,9 +322,8 @@ def test_diff_reports_tool_mix_and_divergence_sections(mini_runs):
     assert sum(r["base_share"] for r in mix["tools"]) == pytest.approx(1.0)
     assert {r["tool"] for r in mix["tools"]} >= {"find_customer", "cancel_order"}
     assert diff["tools"]["changed"] == [] and diff["tools"]["unchanged"] >= 4
-    if compare.divergence_section is not None:
-        assert diff["divergence"]["available"]
-        assert sum(diff["divergence"]["counts"].values()) == len(diff["divergence"]["tasks"])
+    assert diff["divergence"]["available"]
+    assert sum(diff["divergence"]["counts"].values()) == len(diff["divergence"]["tasks"])
 
 
 def test_json_output_is_plain_json(mini_runs):

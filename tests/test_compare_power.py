@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.adapters.sim import SimAgent
-from bench.analysis.diff import PairedCounts, compare_counts, suite_test
+from bench.analysis.regression import PairedCounts, compare_counts, suite_test
 from bench.world.suite import load_suite
 
 ALPHA = 0.05

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bench.run.rundir import read_run
+from bench.runs.rundir import read_run
 from tests.conftest import MINI, ROOT, run_cli
 
 K = 4000  # 3 tasks x 4000 trials: several seconds of work, killed mid-run

@@ -12,15 +12,19 @@ import orjson
 import pytest
 from scipy import stats
 
-import bench.analysis.divergence.tree as dv
 from bench.adapters.spec import parse_agent_spec
+from bench.analysis import exact as exact_tests
+from bench.analysis.divergence.keys import read_keyed, step_keys
+from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials, TrialPath
+from bench.analysis.divergence.section import analyse, divergence_section
+from bench.analysis.exact import boschloo_test, exact_test, information_gain
+from bench.analysis.metrics import benjamini_hochberg
 from bench.canonical import step_key
-from bench.analysis.divergence.tree import (
-    DIVERGENCE_SCHEMA, DivergenceOptions, TaskTrials, TrialPath, analyse, benjamini_hochberg,
-    boschloo_test, divergence_section, exact_test, information_gain, render_divergence_text, trial_keys,
-)
-from bench.run.rundir import read_run
-from bench.run.runner import RunConfig, run_benchmark
+from bench.cli import add_divergence_arguments, divergence_options
+from bench.publish.text import render_divergence as render_divergence_text
+from bench.runs.rundir import read_run
+from bench.runs.runner import RunConfig, run_benchmark
+from bench.world.task import load_schema
 from tests.conftest import MINI
 
 
@@ -47,7 +51,7 @@ def node_of(a, prefix, task=0):
     """The tree node reached by a prefix of keys (walking the analysis' arrays)."""
     v = task
     for key in prefix:
-        kid = a.vocab.index(key) if key != dv.END else 0
+        kid = a.vocab.index(key) if key != END else 0
         (match,) = np.flatnonzero((a.tree_parent == v) & (a.tree_key == kid))
         v = int(match)
     return v
@@ -178,13 +182,13 @@ def test_exact_test_matches_scipy_and_brute_force():
 def test_permutation_fallback_agrees_with_exact_enumeration(monkeypatch):
     sizes, succ = [5, 4, 6, 3], [5, 1, 2, 0]
     exact, _, _ = exact_test(sizes, succ)
-    monkeypatch.setattr(dv, "_ENUM_LIMIT", 3)
-    dv._exact_cached.cache_clear()
+    monkeypatch.setattr(exact_tests, "_ENUM_LIMIT", 3)
+    exact_tests._exact_cached.cache_clear()
     try:
         p, pmin, how = exact_test(sizes, succ, permutations=20_000, seed=1)
         again = exact_test(sizes, succ, permutations=20_000, seed=1)
     finally:
-        dv._exact_cached.cache_clear()
+        exact_tests._exact_cached.cache_clear()
     assert how == "permutation" and pmin is None and again[0] == p  # seeded: reproducible
     assert abs(p - exact) < 4 * math.sqrt(exact * (1 - exact) / 20_000) + 1e-4
 
@@ -244,18 +248,18 @@ def test_step_keys_and_options():
     assert find == 'find({"a":"x y","b":2})'
     # canonical args (key order, 2.0 = 2, folded whitespace); a repeated read collapses; a
     # repeated write does not; ask_user and model turns are not keys by default
-    assert trial_keys(EVENTS) == [find, write, write, find]
-    assert trial_keys(EVENTS, DivergenceOptions(collapse_repeats=False)) == [find, find, write, write, find]
-    assert trial_keys(EVENTS, DivergenceOptions(ignore_read_only=True)) == [write, write]
-    assert trial_keys(EVENTS, DivergenceOptions(include_user=True)) == [
+    assert step_keys(EVENTS) == [find, write, write, find]
+    assert step_keys(EVENTS, DivergenceOptions(collapse_repeats=False)) == [find, find, write, write, find]
+    assert step_keys(EVENTS, DivergenceOptions(ignore_read_only=True)) == [write, write]
+    assert step_keys(EVENTS, DivergenceOptions(include_user=True)) == [
         find, step_key("ask_user", {"question": "id?"}), write, write, find]
-    with_model = trial_keys(EVENTS, DivergenceOptions(include_model=True))
+    with_model = step_keys(EVENTS, DivergenceOptions(include_model=True))
     assert with_model[0].startswith("model:") and with_model[1:] == [find, write, write, find]
     # state keys: only steps that change the state make a node
-    assert trial_keys(EVENTS, DivergenceOptions(key="state")) == ["state:s1"]
+    assert step_keys(EVENTS, DivergenceOptions(key="state")) == ["state:s1"]
     failed_write = [{"step": 0, "kind": "tool", "tool": "write", "args": {}, "read_only": False, "error": "no", "state_hash": "s0"},
                     {"step": 1, "kind": "tool", "tool": "write", "args": {}, "read_only": False, "error": None, "state_hash": "s2"}]
-    assert trial_keys(failed_write, DivergenceOptions(key="state")) == ["state:s2"]
+    assert step_keys(failed_write, DivergenceOptions(key="state")) == ["state:s2"]
     with pytest.raises(ValueError):
         DivergenceOptions(key="tool")
 
@@ -309,7 +313,7 @@ def _independent_trees(run_dir):
             if ev["read_only"] and keys and keys[-1] == key:
                 continue
             keys.append(key)
-        keys.append(dv.END)
+        keys.append(END)
         for depth in range(len(keys) + 1):
             trees[s["task"]][(tuple(keys[:depth]), "n")] += 1
             trees[s["task"]][(tuple(keys[:depth]), "s")] += s["outcome"] == "success"
@@ -318,7 +322,7 @@ def _independent_trees(run_dir):
 
 def test_run_section_matches_an_independent_tree(noisy_run):
     section = divergence_section(noisy_run)
-    jsonschema.validate(section, DIVERGENCE_SCHEMA)
+    jsonschema.validate(section, load_schema("divergence.schema.json"))
     json.dumps(section)  # plain JSON
     trees, summaries = _independent_trees(noisy_run)
     assert section["suite"]["trials"] == len(summaries)
@@ -330,7 +334,7 @@ def test_run_section_matches_an_independent_tree(noisy_run):
                 prefix = tuple(b["prefix"])
                 assert (b["n"], b["successes"]) == (tree[(prefix, "n")], tree[(prefix, "s")])
                 for alt in b["alternatives"]:
-                    key = prefix + ((alt["action"] or dv.END),)
+                    key = prefix + ((alt["action"] or END),)
                     assert (alt["n"], alt["successes"]) == (tree[(key, "n")], tree[(key, "s")])
     # the mini suite's reference is found (path in the manifest, same hash)
     assert section["reference"] == {"available": True, "reason": None}
@@ -345,7 +349,7 @@ def test_streaming_and_parsed_log_agree(noisy_run):
 
 def test_a_keyed_run_is_analysed_with_the_options_it_was_keyed_with(noisy_run):
     state = DivergenceOptions(key="state")
-    keyed = dv.read_keyed(noisy_run, state)
+    keyed = read_keyed(noisy_run, state)
     assert keyed.log.steps == {}  # keyed as read, not kept
     assert orjson.dumps(divergence_section(keyed)) == orjson.dumps(divergence_section(noisy_run, state))
     with pytest.raises(ValueError, match="keyed with"):
@@ -418,13 +422,13 @@ def test_cli_options_round_trip():
     from bench.errors import BenchError
 
     parser = argparse.ArgumentParser()
-    dv.add_cli_arguments(parser)
-    o = dv.options_from_args(parser.parse_args(["--divergence-key", "state", "--ignore-read-only", "--alpha", "0.1",
+    add_divergence_arguments(parser)
+    o = divergence_options(parser.parse_args(["--divergence-key", "state", "--ignore-read-only", "--alpha", "0.1",
                                                 "--branch-test", "fisher", "--min-support", "6"]))
     assert (o.key, o.ignore_read_only, o.alpha, o.test, o.min_support) == ("state", True, 0.1, "fisher", 6)
-    assert dv.options_from_args(parser.parse_args([])) == DivergenceOptions()
+    assert divergence_options(parser.parse_args([])) == DivergenceOptions()
     with pytest.raises(BenchError, match="alpha"):
-        dv.options_from_args(parser.parse_args(["--alpha", "2"]))
+        divergence_options(parser.parse_args(["--alpha", "2"]))
 
 
 def test_only_unperturbed_inputs_unless_pooled(tmp_path):

@@ -12,11 +12,11 @@ import json
 import pytest
 
 from bench.adapters.spec import AgentSpec, parse_agent_spec
+from bench.analysis.divergence.section import divergence_section
 from bench.canonical import step_key
-from bench.analysis.divergence.tree import divergence_section
 from bench.errors import BenchError
-from bench.run.rundir import read_run
-from bench.run.runner import RunConfig, run_benchmark
+from bench.runs.rundir import read_run
+from bench.runs.runner import RunConfig, run_benchmark
 from bench.world.suite import load_suite
 from tests.conftest import ROOT, run_cli
 

@@ -1,6 +1,6 @@
 from bench.canonical import canonical_json, state_hash, step_key
-from bench.world.tools import World
 from bench.world.suite import load_suite
+from bench.world.tools import World
 from tests.conftest import MINI
 
 

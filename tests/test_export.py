@@ -10,8 +10,9 @@ import datasets  # the export extra; the test extra installs it
 import orjson
 import pytest
 
+from bench.cli import run_export
 from bench.errors import BenchError
-from bench.publish.export import STEP_COLUMNS, TRIAL_COLUMNS, export_run, run_export
+from bench.publish.export import STEP_COLUMNS, TRIAL_COLUMNS, export_run
 from tests.conftest import MINI, ROOT, run_cli
 
 AGENT = textwrap.dedent('''

@@ -1,4 +1,4 @@
-from bench.world.goal import (LoggedAction, MilestoneTracker, assertion_holds, evaluate, output_stated, scoped)
+from bench.world.goal import LoggedAction, MilestoneTracker, assertion_holds, evaluate, output_stated, scoped
 from bench.world.task import task_from_dict
 
 STATE = {"orders": {"A": {"status": "open", "items": [1, 2]}, "B": {"status": "closed", "items": []}},

@@ -1,6 +1,6 @@
 import orjson
 
-from bench.run.rundir import LogWriter, read_run
+from bench.runs.rundir import LogWriter, read_run
 from tests.conftest import MINI, run_cli
 
 
@@ -50,7 +50,7 @@ def test_streamed_steps_are_handed_over_in_order_and_not_kept(tmp_path):
 def test_gc_paused_nests_and_restores_the_collector():
     import gc
 
-    from bench.run.rundir import gc_paused
+    from bench.runs.rundir import gc_paused
 
     assert gc.isenabled()
     with gc_paused():

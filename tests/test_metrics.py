@@ -149,7 +149,7 @@ def test_unbiased_under_binomial(n, p):
 
 def test_plug_in_would_be_biased():
     """Sanity check of the test itself: the naive plug-ins are NOT unbiased (reference
-    values from metrics.md: p=0.7, n=8, k=4)."""
+    values: p=0.7, n=8, k=4)."""
     n, p, k = 8, 0.7, 4
     pmf = stats.binom.pmf(np.arange(n + 1), n, p)
     plug_hat = sum(pmf[c] * (c / n) ** k for c in range(n + 1))
@@ -443,7 +443,7 @@ def test_suite_summary_hand_worked():
 
 def test_suite_summary_single_task_not_trial_bootstrap():
     """One task with c=5, n=8: pass^4 = 5/70 with a zero-width interval. A within-task trial
-    bootstrap would centre near 0.152 (metrics.md) and have width."""
+    bootstrap would centre near 0.152 and have width."""
     s = M.suite_summary([(8, 5)], B=500)
     e = s["pass^k"][3]
     assert e["mean"] == pytest.approx(5 / 70) and e["lo"] == e["hi"] == pytest.approx(5 / 70)

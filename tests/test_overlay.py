@@ -9,16 +9,17 @@ import jsonschema
 import pytest
 
 from bench.adapters.spec import parse_agent_spec
-from bench.analysis.diff import diff_runs, run_diff
-from bench.world.tools import World
+from bench.analysis.diff import diff_runs
+from bench.cli import run_diff
 from bench.errors import BenchError
+from bench.runs.rundir import read_run
+from bench.runs.runner import RunConfig, run_benchmark
+from bench.runs.validate import validate_suite
 from bench.world.goal import evaluate
-from bench.run.rundir import read_run
 from bench.world.overlay import OverlaidSuite, apply_overlay, format_result, load_overlay
-from bench.run.runner import RunConfig, run_benchmark
 from bench.world.suite import load_suite
 from bench.world.task import load_schema
-from bench.run.validate import validate_suite
+from bench.world.tools import World
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "overlays" / "order-number.toml"

@@ -6,11 +6,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.errors import BenchError
-from bench.world.variants import (FAMILIES, droppable_facts, make_variant, needed_facts, parse_back, parse_variant_spec,
-                           variants_of)
 from bench.world.suite import load_suite
 from bench.world.task import task_from_dict
 from bench.world.user import ScriptedUser
+from bench.world.variants import (
+    FAMILIES,
+    droppable_facts,
+    make_variant,
+    needed_facts,
+    parse_back,
+    parse_variant_spec,
+    variants_of,
+)
 
 words = st.sampled_from(["please", "cancel", "my", "order", "quickly", "thanks", "because", "the", "meeting",
                          "Hello,", "I want to", "Could you", "tell me", "refund", "tomorrow", "service"])

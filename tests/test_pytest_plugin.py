@@ -10,10 +10,10 @@ import pytest
 import bench.adapters.python  # noqa: F401
 import bench.adapters.sim  # noqa: F401
 import bench.analysis.diff  # noqa: F401
-import bench.world.overlay  # noqa: F401
-import bench.pytest_plugin  # noqa: F401
 import bench.analysis.report  # noqa: F401
-import bench.run.runner  # noqa: F401
+import bench.pytest_plugin  # noqa: F401
+import bench.runs.runner  # noqa: F401
+import bench.world.overlay  # noqa: F401
 
 pytest_plugins = ["pytester"]
 

@@ -9,7 +9,8 @@ import jsonschema
 import orjson
 import pytest
 
-from bench.analysis.report import build_report, render_text
+from bench.analysis.report import build_report
+from bench.publish.text import render_report as render_text
 from bench.world.task import load_schema
 from tests.conftest import MINI, run_cli
 
@@ -86,7 +87,7 @@ def test_divergence_does_not_depend_on_the_order_of_the_log(noisy_run, tmp_path,
     """Concurrent trials interleave in the log. Step keys get their ids as the log is read,
     and ties between equally good branches fall to the lower id: the report's divergence
     section must still be the same whatever the order in which the log lists the attempts."""
-    from bench.analysis.divergence.tree import DivergenceOptions
+    from bench.analysis.divergence.options import DivergenceOptions
 
     by_attempt: dict[str, list[bytes]] = {}  # each attempt's steps and summary, in order
     for line in (noisy_run / "trajectories.jsonl").read_bytes().splitlines():

@@ -3,7 +3,7 @@ its adapter's own option checks — without loading a model or starting a server
 
 import pytest
 
-from bench.adapters.prompting import parse_options
+from bench.adapters.options import parse_options
 from bench.adapters.spec import load_agent_file
 from tests.conftest import ROOT
 

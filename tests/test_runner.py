@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from bench.adapters.spec import parse_agent_spec
-from bench.errors import BenchError
-from bench.run.rundir import read_run
 from bench.analysis.report import build_report
-from bench.run.runner import RunConfig, run_benchmark
+from bench.errors import BenchError
+from bench.runs.rundir import read_run
+from bench.runs.runner import RunConfig, run_benchmark
 from tests.conftest import run_cli
 
 

@@ -6,9 +6,9 @@ import pytest
 from scipy import stats
 
 from bench.adapters.spec import parse_agent_spec
-from bench.run.rundir import read_run
 from bench.analysis.report import build_report
-from bench.run.runner import RunConfig, run_benchmark
+from bench.runs.rundir import read_run
+from bench.runs.runner import RunConfig, run_benchmark
 from bench.world.suite import load_suite
 
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from bench.adapters.spec import parse_agent_spec
-from bench.run.rundir import read_run
-from bench.world.variants import parse_variant_spec
 from bench.analysis.report import build_report
-from bench.run.runner import RunConfig, run_benchmark
+from bench.runs.rundir import read_run
+from bench.runs.runner import RunConfig, run_benchmark
 from bench.world.suite import load_suite
+from bench.world.variants import parse_variant_spec
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,10 @@ import textwrap
 import orjson
 import pytest
 
+from bench.analysis.replay import verify_run
+from bench.cli import run_verify
 from bench.errors import BenchError
-from bench.analysis.replay import render_text, run_verify, verify_run
+from bench.publish.text import render_verify as render_text
 from tests.conftest import MINI, run_cli
 
 # A python agent that does everything wrong at least once: unknown tools, invalid and non-JSON

@@ -12,11 +12,11 @@ import re
 import pytest
 
 from bench.adapters.spec import parse_agent_spec
-from bench.analysis.divergence.tree import divergence_section
+from bench.analysis.divergence.section import divergence_section
 from bench.errors import BenchError
-from bench.run.runner import RunConfig, run_benchmark
-from bench.world.suite import load_suite
 from bench.publish.view import write_view
+from bench.runs.runner import RunConfig, run_benchmark
+from bench.world.suite import load_suite
 from tests.browser import chromium
 from tests.conftest import MINI, ROOT
 

@@ -40,8 +40,14 @@ import os
 import time
 from typing import Any
 
+from bench.adapters.options import OptionSpec, parse_options
 from bench.adapters.prompting import (
-    AgentGaveUp, Conversation, OptionSpec, Stop, parse_action, parse_options, tool_specs_from_openai, turn_seed,
+    AgentGaveUp,
+    Conversation,
+    Stop,
+    parse_action,
+    tool_specs_from_openai,
+    turn_seed,
 )
 from bench.errors import BenchError, InfraError
 

@@ -35,8 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.adapters.options import OptionSpec, Scaffold, parse_options
 from bench.adapters.prompting import (
-    Completion, ContextOverflow, Conversation, OptionSpec, Scaffold, parse_options, run_conversation,
+    Completion,
+    ContextOverflow,
+    Conversation,
+    run_conversation,
 )
 from bench.errors import BenchError
 

@@ -49,9 +49,17 @@ from typing import Any
 
 import orjson
 
+from bench.adapters.options import OptionSpec, parse_options
 from bench.adapters.prompting import (
-    AgentGaveUp, Completion, ContextOverflow, Conversation, OptionSpec, Stop, arun_conversation, check_repeat,
-    openai_tools, parse_options, turn_seed,
+    AgentGaveUp,
+    Completion,
+    ContextOverflow,
+    Conversation,
+    Stop,
+    arun_conversation,
+    check_repeat,
+    openai_tools,
+    turn_seed,
 )
 from bench.errors import BenchError, InfraError
 

@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.canonical import canonical_json, derive_seed
-from bench.world.tools import World
 from bench.episode import Episode
 from bench.errors import BenchError
 from bench.world.goal import LoggedAction, evaluate
 from bench.world.suite import Suite
 from bench.world.task import Action, Task
+from bench.world.tools import World
 
 MODES = ("wrong_arg", "skip", "extra", "wrong_tool", "early_stop")
 PLANT_MODES = ("wrong_arg", "wrong_tool", "skip", "early_stop")  # substitutions at the step, by preference

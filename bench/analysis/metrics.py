@@ -1,7 +1,7 @@
 """Suite metrics: pass@k, pass^k, flip probability, intervals, and consistency measures.
 
-Pure functions, no I/O. Definitions follow DESIGN.md "Metrics" and
-shared/reference/metrics.md. Two rules shape the code:
+Pure functions, no I/O (docs/regression.md and the README's "Metrics" define each figure).
+Two rules shape the code:
 
 * Per-task estimators are the unbiased combinatorial ones (U-statistics), written as
   products so they stay finite for thousands of trials (float ``comb`` ratios overflow).

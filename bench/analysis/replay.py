@@ -1,7 +1,9 @@
 """`trajbench verify RUN_DIR`: replay a run's log on a fresh world and recompute every claim.
 
 For every trial summary of the run, the tool calls of the attempt that produced it are replayed,
-in order, on a fresh world of the run's suite (the suite must have the run's content hash):
+in order, on a fresh world of the run's suite (the suite must have the run's content hash),
+through the episode's own step rule (`bench.episode.StepRules`) and the trial's outcome rule
+(`bench.runs.trial.outcome_of`), so that a rule changed there is the rule the replay checks:
 every observation, error, read/write flag and state hash must equal the logged one, and
 `ask_user` turns must get the scripted user's logged reply. The trial's goal checks are then
 recomputed with `bench.world.goal.evaluate` on the replayed end state, the replayed actions and the
@@ -40,8 +42,8 @@ follow from the logged actions under the suite, not that those actions were the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -50,14 +52,28 @@ from typing import Any
 
 import orjson
 
-from bench import __version__
+from bench.__version__ import __version__
+from bench.analysis import metrics
+from bench.analysis.report import build_report
 from bench.canonical import derive_seed
+from bench.episode import StepRules
 from bench.errors import BenchError, InfraError
-from bench.world.goal import LoggedAction, MilestoneTracker, evaluate
-from bench.run.rundir import RunLog, read_run
-from bench.world.user import ScriptedUser
-
-__all__ = ["Mismatch", "VerifyResult", "load_run_suite", "verify_run", "render_text", "run_verify"]
+from bench.runs.rundir import (
+    VALID_OUTCOMES,
+    Manifest,
+    RunLog,
+    StepEvent,
+    TrialSummary,
+    read_run,
+    suite_of_run,
+    variant_family,
+)
+from bench.runs.trial import outcome_of
+from bench.world.goal import evaluate
+from bench.world.suite import Suite
+from bench.world.task import Task
+from bench.world.tools import ToolOutcome
+from bench.world.variants import BASE, FAMILIES, Variant, VariantSpec, variants_of
 
 # Checks written by the harness from what happened to the agent (see the module docstring).
 RUN_SIDE_CHECKS = ("within_budget", "within_time", "agent_completed")
@@ -118,17 +134,10 @@ class VerifyResult:
             "seconds": round(self.seconds, 3), "harness_version": __version__,
         }
 
-    def reasons(self, limit: int = 5) -> list[str]:
-        """The first few mismatches as one line each (for a leaderboard's rejection message)."""
-        lines = [_clip(str(m), 200) for m in self.mismatches[:limit]]
-        if len(self.mismatches) > limit:
-            lines.append(f"... and {len(self.mismatches) - limit} more (run `trajbench verify {self.run_dir}`)")
-        return lines
-
 
 # ------------------------------------------------------------------------------ helpers
-def _clip(text: str, width: int = 120) -> str:
-    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+def _shorten(text: str, width: int = 120) -> str:
+    """Cut a message part to `width` characters (escaping is the renderers' job)."""
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -138,7 +147,7 @@ def _show(value: Any, width: int = 100) -> str:
         text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     except TypeError:
         text = repr(value)
-    return _clip(text, width)
+    return _shorten(text, width)
 
 
 def _differs(what: str, logged: Any, replayed: Any) -> str:
@@ -156,46 +165,26 @@ def _same_number(a: Any, b: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------ the suite
-def load_run_suite(manifest: dict[str, Any], run_dir: Path, suite: Any = None) -> tuple[Any, list[Mismatch]]:
-    """The suite a run was made on: `suite` if given (a Suite, a folder or a built-in name), else
-    the manifest's suite path, else the built-in suite of the same name. Returns the suite and,
-    when its content hash differs from the run's, the mismatch that says so (the suite is then
-    unusable for a replay). Raises BenchError when no candidate can be loaded at all."""
-    from bench.world.suite import Suite, load_suite
-
+def load_run_suite(manifest: Manifest, run_dir: Path, suite: Suite | str | Path | None = None) -> tuple[Suite | None, list[Mismatch]]:
+    """The suite a run was made on (`bench.runs.rundir.suite_of_run`: `suite` if given, else the
+    manifest's suite folder, else the built-in suite of the same name). Returns the suite and,
+    when only suites of another content hash were found, the mismatches that say so (a replay
+    on another suite proves nothing). Raises BenchError when the manifest records no suite hash
+    or no candidate can be loaded at all."""
     info = manifest.get("suite") or {}
     want = info.get("hash")
     manifest_file = str(run_dir / "run.json")
     if not want:
         raise BenchError("the manifest records no suite hash: the run cannot be verified", file=manifest_file, field="suite.hash")
-    if isinstance(suite, Suite):
-        candidates: list[Any] = [suite]
-    elif suite is not None:
-        candidates = [str(suite)]
-    else:
-        candidates = []
-        if info.get("path") and Path(info["path"]).is_dir():
-            candidates.append(info["path"])
-        if info.get("name"):
-            candidates.append(info["name"])
-    loaded, failures = [], []
-    for cand in candidates:
-        try:
-            s = cand if isinstance(cand, Suite) else load_suite(cand)
-        except BenchError as exc:
-            failures.append(f"{cand}: {exc}")
-            continue
-        if s.content_hash == want:
-            from bench.world.overlay import apply_run_overlay
-
-            return apply_run_overlay(s, manifest), []  # the tools as the run's agent saw them
-        loaded.append(s)
-    if not loaded:
-        tried = "; ".join(failures) or "the manifest names no suite path or name"
+    found, missing = suite_of_run(manifest, suite)
+    if missing is None:
+        return found, []
+    if not missing.changed:
+        tried = "; ".join(f"{candidate}: {why}" for candidate, why in missing.failures) or "the manifest names no suite path or name"
         raise BenchError(f"cannot verify: the run's suite {info.get('name')!r} cannot be loaded ({tried}); "
                          "pass the suite folder the run used with --suite", file=manifest_file, field="suite.path")
     problems = []
-    for s in loaded:
+    for s in missing.changed:
         changed = _changed_tools(manifest.get("tool_schema_hashes") or {}, s.tool_schema_hashes())
         problems.append(Mismatch(None, None, "suite", (
             f"the run was made on suite {info.get('name')!r} with content hash {want}; the suite at {s.path} has hash "
@@ -209,7 +198,6 @@ def _changed_tools(logged: dict[str, str], now: dict[str, str]) -> str:
     return f"; tool schemas that differ: {', '.join(names)}" if names and logged else ""
 
 
-# ------------------------------------------------------------------------------ one trial
 @dataclass
 class _Replayed:
     outcome: str | None  # recomputed outcome (None: not recomputable)
@@ -238,152 +226,182 @@ def _check_identity(summary: dict[str, Any], manifest: dict[str, Any], out: list
             out.append(Mismatch(trial, None, "seed", f"the log has {summary['seed']}, the run's base seed gives {want}"))
 
 
-def _replay_trial(suite: Any, task: Any, summary: dict[str, Any], events: list[dict[str, Any]],
-                  manifest: dict[str, Any], attempt_errors: Counter, error_attempts: set[str],
-                  out: list[Mismatch], notes: list[str], detail_is_soft: bool) -> _Replayed:
-    trial = summary["trial"]
-    outcome = summary.get("outcome")
-    world = suite.new_world(task)
-    user = ScriptedUser(task.user_facts)
-    tracker = MilestoneTracker(task.milestones, world.state)
-    actions: list[LoggedAction] = []
-    calls = 0
-    tokens_in = tokens_out = 0
-    cost = 0.0
-    expected_index = 0
-    claimed_events = summary.get("events")
-    late = [e for e in events if isinstance(claimed_events, int) and isinstance(e.get("step"), int)
-            and e["step"] >= claimed_events and e.get("kind") == "model"]
-    if late and outcome != "error" and len(events) - len(late) == claimed_events:
-        # A model turn racing the trial's time limit can be logged after the summary counted the
-        # events: it changes nothing that is scored.
-        notes.append(f"{len(late)} model turn(s) logged after the trial ended (a race with the time limit); ignored")
-        late_ids = {id(e) for e in late}
-        events = [e for e in events if id(e) not in late_ids]
-    for ev in events:
+# ------------------------------------------------------------------------------ one trial
+class _TrialReplay:
+    """One logged attempt replayed event by event on a fresh world, through the episode's step
+    rule; every logged field that differs from the replay becomes a mismatch."""
+
+    def __init__(self, suite: Suite, task: Task, trial: str, out: list[Mismatch], notes: list[str]):
+        self.rules = StepRules(suite.new_world(task), task)
+        self.trial, self.out, self.notes = trial, out, notes
+        self.calls = 0
+        self.tokens_in = self.tokens_out = 0.0
+        self.cost = 0.0
+        self.expected_index = 0
+
+    def _mismatch(self, step: int | None, what: str, detail: str) -> None:
+        self.out.append(Mismatch(self.trial, step, what, detail))
+
+    def step(self, ev: StepEvent) -> None:
         idx = ev.get("step")
-        if ev.get("trial") != trial:
-            out.append(Mismatch(trial, idx, "trial", f"a step of this attempt is labelled trial {_show(ev.get('trial'))}"))
-        if not isinstance(idx, int):
-            out.append(Mismatch(trial, None, "steps", f"a step has no valid index ({_show(idx)})"))
-        elif idx > expected_index:
-            missing = f"step {expected_index}" if idx == expected_index + 1 else f"steps {expected_index}..{idx - 1}"
-            out.append(Mismatch(trial, idx, "steps", f"{missing} missing: the step indices jump from {expected_index - 1} to {idx}"))
-            expected_index = idx + 1
-        elif idx < expected_index:
-            out.append(Mismatch(trial, idx, "steps", f"step {idx} is logged again or out of order (after step {expected_index - 1})"))
-        else:
-            expected_index = idx + 1
+        self._check_index(ev, idx)
         kind = ev.get("kind")
         if kind == "model":
-            tokens_in += _number(ev.get("input_tokens"))
-            tokens_out += _number(ev.get("output_tokens"))
-            cost += _number(ev.get("cost"))
-            continue
+            self.tokens_in += _number(ev.get("input_tokens"))
+            self.tokens_out += _number(ev.get("output_tokens"))
+            self.cost += _number(ev.get("cost"))
+            return
         if kind not in ("tool", "user"):
-            out.append(Mismatch(trial, idx, "kind", f"unknown step kind {_show(kind)}"))
-            continue
-        calls += 1
-        args = ev.get("args")
-        tool = ev.get("tool")
+            self._mismatch(idx, "kind", f"unknown step kind {_show(kind)}")
+            return
+        self.calls += 1
+        args, tool = ev.get("args"), ev.get("tool")
         if not isinstance(tool, str):
-            out.append(Mismatch(trial, idx, "tool", f"not a tool name: {_show(tool)}"))
-            continue
+            self._mismatch(idx, "tool", f"not a tool name: {_show(tool)}")
+            return
+        outcome = self._execute(ev, idx, kind, tool, args)
+        if outcome is None:
+            return
+        self.rules.record(idx if isinstance(idx, int) else -1, tool, args, outcome)
+        for name, replayed in (("observation", outcome.observation), ("error", outcome.error),
+                               ("read_only", outcome.read_only), ("state_hash", outcome.state_hash)):
+            if name not in ev:
+                self._mismatch(idx, name, "missing from the logged step")
+            elif ev[name] != replayed:  # type: ignore[literal-required]
+                self._mismatch(idx, name, _differs(name, ev[name], replayed))  # type: ignore[literal-required]
+
+    def _check_index(self, ev: StepEvent, idx: Any) -> None:
+        if ev.get("trial") != self.trial:
+            self._mismatch(idx, "trial", f"a step of this attempt is labelled trial {_show(ev.get('trial'))}")
+        expected = self.expected_index
+        if not isinstance(idx, int):
+            self._mismatch(None, "steps", f"a step has no valid index ({_show(idx)})")
+        elif idx > expected:
+            missing = f"step {expected}" if idx == expected + 1 else f"steps {expected}..{idx - 1}"
+            self._mismatch(idx, "steps", f"{missing} missing: the step indices jump from {expected - 1} to {idx}")
+            self.expected_index = idx + 1
+        elif idx < expected:
+            self._mismatch(idx, "steps", f"step {idx} is logged again or out of order (after step {expected - 1})")
+        else:
+            self.expected_index = idx + 1
+
+    def _execute(self, ev: StepEvent, idx: Any, kind: str, tool: str, args: Any) -> ToolOutcome | None:
         if kind == "user":
             if tool != "ask_user":
-                out.append(Mismatch(trial, idx, "tool", f"a user step must be ask_user, the log has {_show(tool)}"))
-            question = args.get("question") if isinstance(args, dict) else None
-            if not isinstance(question, str):
-                observation, error = None, "invalid arguments to ask_user: question: a string is required"
-            else:
-                observation, error = user.answer(question), None
-            read_only, state_hash = True, world.state_hash
-        else:
-            before = world.state_hash
-            try:
-                result = world.execute(tool, args)
-            except InfraError as exc:
-                out.append(Mismatch(trial, idx, "replay", f"the tool crashed on replay ({exc}); an honest log cannot hold this step"))
-                continue
-            observation, error, read_only, state_hash = result.observation, result.error, result.read_only, result.state_hash
-            if (isinstance(args, str) and ev.get("error") is not None and error is not None and error != ev.get("error")
-                    and ev.get("state_hash") == before == state_hash):
-                notes.append("non-JSON arguments (logged as their repr) cannot be replayed: accepted, since the logged "
-                             "call errored without changing the state and so does the replay")
-                error = ev.get("error")
-        action = LoggedAction(idx if isinstance(idx, int) else -1, str(tool), args if isinstance(args, dict) else {}, error)
-        actions.append(action)
-        tracker.observe(action.step, action, world.state, kind == "tool" and not read_only)
-        for name, replayed in (("observation", observation), ("error", error), ("read_only", read_only), ("state_hash", state_hash)):
-            if name not in ev:
-                out.append(Mismatch(trial, idx, name, "missing from the logged step"))
-            elif ev[name] != replayed:
-                out.append(Mismatch(trial, idx, name, _differs(name, ev[name], replayed)))
+                self._mismatch(idx, "tool", f"a user step must be ask_user, the log has {_show(tool)}")
+            return self.rules.ask_user(args)
+        before = self.rules.world.state_hash
+        try:
+            outcome = self.rules.call_tool(tool, args)
+        except InfraError as exc:
+            self._mismatch(idx, "replay", f"the tool crashed on replay ({exc}); an honest log cannot hold this step")
+            return None
+        if (isinstance(args, str) and ev.get("error") is not None and outcome.error is not None
+                and outcome.error != ev.get("error") and ev.get("state_hash") == before == outcome.state_hash):
+            self.notes.append("non-JSON arguments (logged as their repr) cannot be replayed: accepted, since the logged "
+                              "call errored without changing the state and so does the replay")
+            outcome = dataclasses.replace(outcome, error=ev.get("error"))
+        return outcome
 
-    if not isinstance(summary.get("attempts"), int) or isinstance(summary.get("attempts"), bool) or summary["attempts"] < 1:
-        out.append(Mismatch(trial, None, "attempts", f"not a number of attempts: {_show(summary.get('attempts'))}"))
-    if outcome == "error":
-        attempt = summary.get("attempt")
+
+def _without_late_model_turns(summary: TrialSummary, events: list[StepEvent], notes: list[str]) -> list[StepEvent]:
+    """A model turn racing the trial's time limit can be logged after the summary counted the
+    events: it changes nothing that is scored, and is dropped with a note."""
+    claimed = summary.get("events")
+    late = [e for e in events if isinstance(claimed, int) and isinstance(e.get("step"), int)
+            and e["step"] >= claimed and e.get("kind") == "model"]
+    if not late or summary.get("outcome") == "error" or len(events) - len(late) != claimed:
+        return events
+    notes.append(f"{len(late)} model turn(s) logged after the trial ended (a race with the time limit); ignored")
+    late_ids = {id(e) for e in late}
+    return [e for e in events if id(e) not in late_ids]
+
+
+def _check_attempts(summary: TrialSummary, attempt_errors: Counter[str], error_attempts: set[str],
+                    out: list[Mismatch]) -> None:
+    """The attempt records: an `error` trial's every attempt failed outside the agent; a scored
+    trial's earlier attempts did, its own did not."""
+    trial, attempts, attempt = summary["trial"], summary.get("attempts"), summary.get("attempt")
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        out.append(Mismatch(trial, None, "attempts", f"not a number of attempts: {_show(attempts)}"))
+    if summary.get("outcome") == "error":
         if attempt not in error_attempts:
             out.append(Mismatch(trial, None, "outcome", "an `error` (infrastructure) outcome without an attempt_error record for its attempt"))
-        attempts = summary.get("attempts")
         if isinstance(attempts, int) and attempt_errors[trial] < attempts:
             out.append(Mismatch(trial, None, "attempts", f"{attempts} failed attempts claimed, {attempt_errors[trial]} attempt_error record(s) logged"))
         if summary.get("checks"):
             out.append(Mismatch(trial, None, "checks", "an `error` trial must have no goal checks (it was never scored)"))
-        return _Replayed(None, calls)
-
-    if summary.get("attempt") in error_attempts:
+        return
+    if attempt in error_attempts:
         out.append(Mismatch(trial, None, "attempts", "the summarised attempt also has an attempt_error record"))
-    attempts = summary.get("attempts")
     if isinstance(attempts, int) and attempt_errors[trial] < attempts - 1:
         out.append(Mismatch(trial, None, "attempts", f"{attempts} attempts claimed, but only {attempt_errors[trial]} earlier attempt(s) failed"))
 
-    # counts
-    if summary.get("steps") != calls:
-        out.append(Mismatch(trial, None, "steps", f"the summary claims {_show(summary.get('steps'))} tool calls, the log holds {calls}"))
-    if "events" in summary and summary["events"] != len(events):
-        out.append(Mismatch(trial, None, "events", f"the summary claims {_show(summary['events'])} logged steps, the log holds {len(events)}"))
-    for name, total in (("input_tokens", tokens_in), ("output_tokens", tokens_out), ("cost", cost)):
-        if name in summary and not _same_number(summary[name], total):
-            out.append(Mismatch(trial, None, name, f"the summary claims {_show(summary[name])}, the model turns add up to {_show(total)}"))
 
-    # goal checks
+def _check_counts(summary: TrialSummary, r: _TrialReplay, events: list[StepEvent]) -> None:
+    if summary.get("steps") != r.calls:
+        r._mismatch(None, "steps", f"the summary claims {_show(summary.get('steps'))} tool calls, the log holds {r.calls}")
+    if "events" in summary and summary["events"] != len(events):
+        r._mismatch(None, "events", f"the summary claims {_show(summary['events'])} logged steps, the log holds {len(events)}")
+    for name, total in (("input_tokens", r.tokens_in), ("output_tokens", r.tokens_out), ("cost", r.cost)):
+        if name in summary and not _same_number(summary[name], total):  # type: ignore[literal-required]
+            r._mismatch(None, name, f"the summary claims {_show(summary[name])}, the model turns add up to {_show(total)}")  # type: ignore[literal-required]
+
+
+def _check_checks(r: _TrialReplay, logged: dict[str, Any], checks: dict[str, dict[str, Any]], detail_is_soft: bool) -> None:
+    """Every recomputed check against the logged one (a check's detail wording may differ
+    between harness versions: a note then, not a mismatch)."""
+    for name, want in checks.items():
+        got = logged.get(name)
+        if not isinstance(got, dict):
+            r._mismatch(None, f"checks.{name}", f"missing from the log; the replay gives passed={want['passed']}")
+        elif got.get("passed") != want["passed"]:
+            r._mismatch(None, f"checks.{name}", f"the log says passed={_show(got.get('passed'))}, the replay gives "
+                        f"passed={want['passed']} ({_shorten(str(want['detail']), 80) or 'no detail'})")
+        elif got.get("detail") != want["detail"]:
+            if detail_is_soft:
+                r.notes.append(f"checks.{name}: the wording of a check's detail differs (the run was made by another harness version)")
+            else:
+                r._mismatch(None, f"checks.{name}", f"detail differs: {_differs('detail', got.get('detail'), want['detail'])}")
+    for name in logged:
+        if name not in checks:
+            r._mismatch(None, f"checks.{name}", "in the log, but the task has no such check")
+
+
+def _check_end(summary: TrialSummary, r: _TrialReplay, outcome: str, reason: str | None) -> None:
+    """The outcome, its reason, the final state hash and the milestones."""
+    logged = summary.get("outcome")
+    world, reached = r.rules.world, r.rules.milestones.reached
+    if logged != outcome:
+        r._mismatch(None, "outcome", f"the log claims {_show(logged)}, the replay gives {_show(outcome)}")
+    if "reason" in summary and summary["reason"] != reason and logged == outcome:
+        r._mismatch(None, "reason", _differs("reason", summary["reason"], reason))
+    if summary.get("final_state_hash") != world.state_hash:
+        r._mismatch(None, "final_state_hash", _differs("final_state_hash", summary.get("final_state_hash"), world.state_hash))
+    if "milestones" in summary and summary["milestones"] != reached:
+        r._mismatch(None, "milestones", _differs("milestones", summary["milestones"], reached))
+
+
+def _replay_trial(suite: Suite, task: Task, summary: TrialSummary, events: list[StepEvent], manifest: Manifest,
+                  attempt_errors: Counter[str], error_attempts: set[str], out: list[Mismatch], notes: list[str],
+                  detail_is_soft: bool) -> _Replayed:
+    r = _TrialReplay(suite, task, summary["trial"], out, notes)
+    events = _without_late_model_turns(summary, events, notes)
+    for ev in events:
+        r.step(ev)
+    _check_attempts(summary, attempt_errors, error_attempts, out)
+    if summary.get("outcome") == "error":
+        return _Replayed(None, r.calls)
+    _check_counts(summary, r, events)
     expected, _ = suite.expected_state(task)
     answer = summary.get("answer")
-    checks = evaluate(task, world.state, expected, actions, answer if isinstance(answer, str) else "")
+    checks = evaluate(task, r.rules.world.state, expected, r.rules.actions, answer if isinstance(answer, str) else "")
     logged_checks = summary.get("checks") if isinstance(summary.get("checks"), dict) else {}
-    run_side = _run_side_claims(trial, summary, logged_checks, calls, manifest, out)
-    checks.update(run_side)
-    for name in checks:
-        got = logged_checks.get(name)
-        want = checks[name]
-        if not isinstance(got, dict):
-            out.append(Mismatch(trial, None, f"checks.{name}", f"missing from the log; the replay gives passed={want['passed']}"))
-        elif got.get("passed") != want["passed"]:
-            out.append(Mismatch(trial, None, f"checks.{name}", f"the log says passed={_show(got.get('passed'))}, the replay gives passed={want['passed']} ({_clip(str(want['detail']), 80) or 'no detail'})"))
-        elif got.get("detail") != want["detail"]:
-            text = f"detail differs: {_differs('detail', got.get('detail'), want['detail'])}"
-            if detail_is_soft:
-                notes.append(f"checks.{name}: the wording of a check's detail differs (the run was made by another harness version)")
-            else:
-                out.append(Mismatch(trial, None, f"checks.{name}", text))
-    for name in logged_checks:
-        if name not in checks:
-            out.append(Mismatch(trial, None, f"checks.{name}", "in the log, but the task has no such check"))
-    passed = all(c["passed"] for c in checks.values())
-    replayed_outcome = "success" if passed else "failure"
-    if outcome != replayed_outcome:
-        out.append(Mismatch(trial, None, "outcome", f"the log claims {_show(outcome)}, the replay gives {_show(replayed_outcome)}"))
-    failed = [name for name, c in checks.items() if not c["passed"]]
-    reason = None if passed else "failed: " + ", ".join(failed)
-    if "reason" in summary and summary["reason"] != reason and outcome == replayed_outcome:
-        out.append(Mismatch(trial, None, "reason", _differs("reason", summary["reason"], reason)))
-    if summary.get("final_state_hash") != world.state_hash:
-        out.append(Mismatch(trial, None, "final_state_hash", _differs("final_state_hash", summary.get("final_state_hash"), world.state_hash)))
-    if "milestones" in summary and summary["milestones"] != tracker.reached:
-        out.append(Mismatch(trial, None, "milestones", _differs("milestones", summary["milestones"], tracker.reached)))
-    return _Replayed(replayed_outcome, calls)
+    checks.update(_run_side_claims(summary["trial"], summary, logged_checks, r.calls, manifest, out))
+    _check_checks(r, logged_checks, checks, detail_is_soft)
+    outcome, reason = outcome_of(checks)
+    _check_end(summary, r, outcome, reason)
+    return _Replayed(outcome, r.calls)
 
 
 def _run_side_claims(trial: str, summary: dict[str, Any], logged: dict[str, Any], calls: int,
@@ -415,7 +433,7 @@ def _run_side_claims(trial: str, summary: dict[str, Any], logged: dict[str, Any]
 
 
 # ------------------------------------------------------------------------------ the run
-def verify_run(run_dir: str | Path, *, suite: Any = None, log: RunLog | None = None) -> VerifyResult:
+def verify_run(run_dir: str | Path, *, suite: Suite | str | Path | None = None, log: RunLog | None = None) -> VerifyResult:
     """Replay the run and return every mismatch (see the module docstring). `suite` overrides
     where the suite is found (its hash must still be the run's). Raises BenchError for a
     directory that is not a run, or a run whose suite cannot be loaded at all."""
@@ -429,13 +447,25 @@ def verify_run(run_dir: str | Path, *, suite: Any = None, log: RunLog | None = N
     loaded, problems = load_run_suite(manifest, run_dir, suite)
     if loaded is None:
         result.mismatches.extend(problems)
-        result.seconds = time.perf_counter() - started
-        return result
-    result.suite_path = str(loaded.path)
-    out, notes = result.mismatches, result.notes
-    if manifest.get("tool_schema_hashes") and manifest["tool_schema_hashes"] != loaded.tool_schema_hashes():
+    else:
+        result.suite_path = str(loaded.path)
+        soft = _check_run(log, loaded, result)
+        variants = _run_variants(manifest, {t.id: t for t in loaded.tasks}, result.mismatches)
+        replayed = _replay_trials(log, loaded, variants, result, soft)
+        _check_completeness(log, manifest, variants, result.mismatches)
+        _check_metrics(run_dir, log, replayed, result.mismatches)
+        result.notes = [note if times == 1 else f"{note} (×{times})" for note, times in Counter(result.notes).items()]
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _check_run(log: RunLog, suite: Suite, result: VerifyResult) -> bool:
+    """Run-level checks and notes; returns whether a check's detail wording may differ (the run
+    was made by another harness version)."""
+    manifest, out, notes = log.manifest, result.mismatches, result.notes
+    if manifest.get("tool_schema_hashes") and manifest["tool_schema_hashes"] != suite.tool_schema_hashes():
         out.append(Mismatch(None, None, "tool_schema_hashes", "the manifest's tool-schema hashes are not the suite's" +
-                            _changed_tools(manifest["tool_schema_hashes"], loaded.tool_schema_hashes())))
+                            _changed_tools(manifest["tool_schema_hashes"], suite.tool_schema_hashes())))
     soft = manifest.get("harness_version") != __version__
     if soft:
         notes.append(f"the run was made by harness {manifest.get('harness_version')}, verified by {__version__}")
@@ -443,55 +473,63 @@ def verify_run(run_dir: str | Path, *, suite: Any = None, log: RunLog | None = N
         notes.append(f"the log ends in a torn line ({log.torn_bytes} bytes), ignored")
     if log.orphan_attempts:
         notes.append(f"{log.orphan_attempts} attempt(s) without a summary (killed or retried), ignored")
-
-    tasks_by_id = {t.id: t for t in loaded.tasks}
+    tasks_by_id = {t.id: t for t in suite.tasks}
     for task_id in manifest.get("tasks") or []:
         if task_id not in tasks_by_id:
             out.append(Mismatch(None, None, "tasks", f"the run's task {task_id!r} is not in the suite"))
-    variants = _run_variants(manifest, tasks_by_id, out)
+    return soft
 
-    attempt_errors: Counter = Counter(rec["trial"] for rec in log.attempt_errors)
+
+def _replay_trials(log: RunLog, suite: Suite, variants: dict[str, dict[str, Variant]], result: VerifyResult,
+                   soft: bool) -> dict[str, str | None]:
+    """Replay every trial summary, in task order; returns each trial's recomputed outcome."""
+    manifest, out, notes = log.manifest, result.mismatches, result.notes
+    tasks_by_id = {t.id: t for t in suite.tasks}
+    attempt_errors: Counter[str] = Counter(rec["trial"] for rec in log.attempt_errors)
     error_attempts = {rec["attempt"] for rec in log.attempt_errors}
     replayed: dict[str, str | None] = {}
     for summary in sorted(log.summaries.values(), key=_trial_order(manifest)):
         trial = summary["trial"]
         result.trials += 1
-        _check_identity(summary, manifest, out)
-        if not isinstance(summary.get("task"), str) or summary["task"] not in tasks_by_id:
-            out.append(Mismatch(trial, None, "task", f"task {_show(summary.get('task'))} is not in the suite: the trial cannot be replayed"))
-            continue
-        variant = variants.get(summary["task"], {}).get(summary.get("variant")) if isinstance(summary.get("variant"), str) else None
+        variant = _trial_variant(summary, manifest, tasks_by_id, variants, out)
         if variant is None:
-            out.append(Mismatch(trial, None, "variant", f"the run's perturbations give the task no input variant "
-                                f"{_show(summary.get('variant'))}: the trial cannot be replayed"))
-            continue
-        _check_variant(summary, variant, out)
-        task = variant.task  # the task as the variant presented it (instruction, hidden user facts)
-        if summary.get("outcome") not in ("success", "failure", "error"):
-            out.append(Mismatch(trial, None, "outcome", f"unknown outcome {_show(summary.get('outcome'))}"))
             continue
         result.error_trials += summary["outcome"] == "error"
         events = sorted(log.trial_steps(trial), key=lambda e: e["step"] if isinstance(e.get("step"), int) else -1)
         try:
-            rep = _replay_trial(loaded, task, summary, events, manifest, attempt_errors, error_attempts, out, notes, soft)
+            rep = _replay_trial(suite, variant.task, summary, events, manifest, attempt_errors, error_attempts, out, notes, soft)
         except Exception as exc:  # noqa: BLE001 - a hostile log must give a mismatch, never a traceback
-            out.append(Mismatch(trial, None, "replay", f"the logged trial cannot be replayed: {type(exc).__name__}: {_clip(str(exc))}"))
+            out.append(Mismatch(trial, None, "replay", f"the logged trial cannot be replayed: {type(exc).__name__}: {_shorten(str(exc))}"))
             continue
         result.steps_replayed += rep.steps
         replayed[trial] = rep.outcome
+    return replayed
 
-    _check_completeness(log, manifest, variants, out)
-    _check_metrics(run_dir, log, replayed, out)
-    result.notes = [note if times == 1 else f"{note} (×{times})" for note, times in Counter(notes).items()]
-    result.seconds = time.perf_counter() - started
-    return result
+
+def _trial_variant(summary: TrialSummary, manifest: Manifest, tasks_by_id: dict[str, Task],
+                   variants: dict[str, dict[str, Variant]], out: list[Mismatch]) -> Variant | None:
+    """The input variant a trial ran on (its task as the variant presented it: instruction,
+    hidden user facts), or None when the trial cannot be replayed (the mismatch says why)."""
+    trial = summary["trial"]
+    _check_identity(summary, manifest, out)
+    if not isinstance(summary.get("task"), str) or summary["task"] not in tasks_by_id:
+        out.append(Mismatch(trial, None, "task", f"task {_show(summary.get('task'))} is not in the suite: the trial cannot be replayed"))
+        return None
+    variant = variants.get(summary["task"], {}).get(summary["variant"]) if isinstance(summary.get("variant"), str) else None
+    if variant is None:
+        out.append(Mismatch(trial, None, "variant", f"the run's perturbations give the task no input variant "
+                            f"{_show(summary.get('variant'))}: the trial cannot be replayed"))
+        return None
+    _check_variant(summary, variant, out)
+    if summary.get("outcome") not in ("success", "failure", "error"):
+        out.append(Mismatch(trial, None, "outcome", f"unknown outcome {_show(summary.get('outcome'))}"))
+        return None
+    return variant
 
 
 def _run_variants(manifest: dict[str, Any], tasks_by_id: dict[str, Any], out: list[Mismatch]) -> dict[str, dict[str, Any]]:
     """task id -> variant id -> Variant: the input variants the run's manifest calls for (the
     unperturbed `base` alone for a run without perturbations), regenerated from its seed."""
-    from bench.world.variants import FAMILIES, VariantSpec, variants_of
-
     perturbations = manifest.get("perturbations") or []
     try:
         families = {p["family"]: dict(p.get("params") or {}) for p in perturbations}
@@ -509,8 +547,6 @@ def _run_variants(manifest: dict[str, Any], tasks_by_id: dict[str, Any], out: li
 
 def _check_variant(summary: dict[str, Any], variant: Any, out: list[Mismatch]) -> None:
     """The summary's record of its input variant must be the regenerated variant."""
-    from bench.world.variants import BASE
-
     trial = summary["trial"]
     family = summary.get("variant_family", BASE)
     if family != variant.family:
@@ -543,24 +579,19 @@ def _check_completeness(log: RunLog, manifest: dict[str, Any], variants: dict[st
 def _check_metrics(run_dir: Path, log: RunLog, replayed: dict[str, str | None], out: list[Mismatch]) -> None:
     """The figures `trajbench report` computes from the logged outcomes against the same figures
     from the replayed outcomes (suite means; intervals follow from the same per-task counts)."""
-    from bench.analysis import metrics
-    from bench.analysis.report import build_report
-
     try:
         report = build_report(run_dir, bootstrap=1)
     except Exception as exc:  # noqa: BLE001 - a hostile log must give a mismatch, never a traceback
         out.append(Mismatch(None, None, "metrics", f"`trajbench report` cannot compute the run's figures from this log "
-                            f"({type(exc).__name__}: {_clip(str(exc))})"))
+                            f"({type(exc).__name__}: {_shorten(str(exc))})"))
         return
-    from bench.world.variants import BASE
-
     logged_rows = {r["task"]: (r["n"], r["successes"]) for r in report["tasks"]}
     logged: dict[tuple[str, Any], list[int]] = defaultdict(lambda: [0, 0])
     replay: dict[tuple[str, Any], list[int]] = defaultdict(lambda: [0, 0])
     for trial, summary in log.summaries.items():
-        family = str(summary.get("variant_family", BASE))
+        family = str(variant_family(summary))
         for table, outcome in ((logged, summary.get("outcome")), (replay, replayed.get(trial))):
-            if outcome in ("success", "failure"):
+            if outcome in VALID_OUTCOMES:
                 task = summary.get("task")
                 cell = table[(family, task if isinstance(task, str) else repr(task))]
                 cell[0] += 1
@@ -590,44 +621,3 @@ def _check_metrics(run_dir: Path, log: RunLog, replayed: dict[str, str | None], 
 
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-# ------------------------------------------------------------------------------ output
-def render_text(result: VerifyResult, max_per_trial: int = 5, max_lines: int = 200) -> str:
-    lines = [f"trajbench verify — {_clip(result.run_dir, 200)}",
-             f"agent {_clip(result.agent, 200)}; suite {_clip(result.suite_name)} (hash {result.suite_hash[:12]})"
-             + (f" replayed from {result.suite_path}" if result.suite_path else "")]
-    by_trial: dict[str | None, list[Mismatch]] = defaultdict(list)
-    for m in result.mismatches:
-        by_trial[m.trial].append(m)
-    shown = 0
-    for trial, items in by_trial.items():
-        for m in items[:max_per_trial] if trial is not None else items:
-            if shown >= max_lines:
-                break
-            lines.append("  " + _clip(str(m), 240))
-            shown += 1
-        if trial is not None and len(items) > max_per_trial and shown < max_lines:
-            lines.append(f"  trial {trial}: ... {len(items) - max_per_trial} more mismatch(es) in this trial")
-    if shown >= max_lines and len(result.mismatches) > shown:
-        lines.append(f"  ... {len(result.mismatches) - shown} more (use --json for all)")
-    for note in result.notes[:20]:
-        lines.append(f"  note: {_clip(note, 240)}")
-    if len(result.notes) > 20:
-        lines.append(f"  ... {len(result.notes) - 20} more notes (use --json)")
-    what = f"{result.trials} trials ({result.error_trials} infrastructure errors), {result.steps_replayed} tool calls replayed in {result.seconds:.2f} s"
-    if result.ok:
-        lines.append(f"verified: {what}; every observation, state hash, check, outcome and figure matches the log")
-    else:
-        lines.append(f"FAILED: {len(result.mismatches)} mismatch(es) in {result.trials_with_mismatches} trial(s); {what}")
-    return "\n".join(lines)
-
-
-def run_verify(run_dir: str | Path, *, suite: str | None = None, as_json: bool = False) -> int:
-    """The `trajbench verify` command: prints the result; exit 0 when clean, 1 on any mismatch."""
-    result = verify_run(run_dir, suite=suite)
-    if as_json:
-        sys.stdout.write(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print(render_text(result))
-    return 0 if result.ok else 1

@@ -1,7 +1,7 @@
 """`trajbench report`: every figure recomputed from the run directory alone.
 
 The JSON form (`--json`) follows bench/schemas/report.schema.json; the terminal form is a
-rendering of the same dict.
+rendering of the same dict (`bench.publish.text.render_report`).
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ from typing import Any
 import numpy as np
 
 from bench.analysis import metrics
-from bench.analysis.divergence.tree import DivergenceOptions, KeyedRun, divergence_section, read_keyed, render_divergence_text
-from bench.run.rundir import RunLog, gc_paused
+from bench.analysis.divergence.keys import KeyedRun, read_keyed
+from bench.analysis.divergence.options import DivergenceOptions
+from bench.analysis.divergence.section import divergence_section
+from bench.runs.rundir import RunLog, TrialSummary, gc_paused, is_valid, variant_family
 from bench.world.variants import BASE
 
 REPORT_VERSION = 1
 
 
-def _task_row(task_id: str, trials: list[dict[str, Any]], run: KeyedRun, k: int) -> dict[str, Any]:
-    valid = [t for t in trials if t["outcome"] != "error"]
+def _task_row(task_id: str, trials: list[TrialSummary], run: KeyedRun, k: int) -> dict[str, Any]:
+    valid = [t for t in trials if is_valid(t)]
     n, c = len(valid), sum(t["outcome"] == "success" for t in valid)
     seqs = {t["trial"]: run.actions(t) for t in valid}  # tool calls as key ids: equal calls, equal ids
     ok = [seqs[t["trial"]] for t in valid if t["outcome"] == "success"]
@@ -45,18 +47,18 @@ def _task_row(task_id: str, trials: list[dict[str, Any]], run: KeyedRun, k: int)
     return row
 
 
-def _milestone_shares(trials: list[dict[str, Any]]) -> dict[str, float]:
+def _milestone_shares(trials: list[TrialSummary]) -> dict[str, float]:
     """Share of the task's valid trials that reached each milestone."""
     names = {name for t in trials for name in t.get("milestones", {})}
     return {name: sum(t.get("milestones", {}).get(name) is not None for t in trials) / len(trials) for name in sorted(names)}
 
 
-def _resource_cv(by_task: dict[str, list[dict[str, Any]]]) -> dict[str, float | None]:
+def _resource_cv(by_task: dict[str, list[TrialSummary]]) -> dict[str, float | None]:
     """Mean over tasks of the within-task coefficient of variation (tasks differ in length, so a
     pooled CV would measure the suite's mix, not the agent's consistency)."""
     out: dict[str, float | None] = {}
     for field in ("steps", "duration_s", "input_tokens", "output_tokens", "cost"):
-        cvs = [metrics.coefficient_of_variation([t.get(field) or 0 for t in trials if t["outcome"] != "error"])
+        cvs = [metrics.coefficient_of_variation([t.get(field) or 0 for t in trials if is_valid(t)])
                for trials in by_task.values()]
         cvs = [v for v in cvs if v is not None]
         out[field] = float(np.mean(cvs)) if cvs else None
@@ -70,10 +72,9 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     log = run.log
     manifest = log.manifest
     k = int(manifest["k"])
-    by_task: dict[str, list[dict[str, Any]]] = {t: [] for t in manifest.get("tasks", [])}
-    for summary in log.summaries.values():
-        if summary.get("variant_family", BASE) == BASE:  # the headline figures: unperturbed inputs
-            by_task.setdefault(summary["task"], []).append(summary)
+    by_task: dict[str, list[TrialSummary]] = {t: [] for t in manifest.get("tasks", [])}
+    for summary in log.base_trials():  # the headline figures: the unperturbed input (errors reported, not scored)
+        by_task.setdefault(summary["task"], []).append(summary)
     rows = [_task_row(task_id, trials, run, k) for task_id, trials in by_task.items() if trials]
     counts = [(r["n"], r["successes"]) for r in rows]
     suite = metrics.suite_summary(counts, B=bootstrap, seed=seed)
@@ -102,10 +103,8 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
 def _family_counts(log: RunLog) -> dict[str, dict[str, tuple[int, int]]]:
     """family -> task -> (valid trials, successes), pooling the family's variants of a task."""
     counts: dict[str, dict[str, list[int]]] = {}
-    for s in log.summaries.values():
-        if s["outcome"] == "error":
-            continue
-        cell = counts.setdefault(s.get("variant_family", BASE), {}).setdefault(s["task"], [0, 0])
+    for s in log.counted(pool_variants=True):
+        cell = counts.setdefault(variant_family(s), {}).setdefault(s["task"], [0, 0])
         cell[0] += 1
         cell[1] += s["outcome"] == "success"
     return {f: {t: (n, c) for t, (n, c) in tasks.items()} for f, tasks in counts.items()}
@@ -170,88 +169,3 @@ def _sim_truth(rows: list[dict[str, Any]], k: int) -> dict[str, Any] | None:
         return None
     p = np.array(ps)
     return {"pass@1": float(p.mean()), "pass^k": [{"k": j, "value": float((p ** j).mean())} for j in range(1, k + 1)]}
-
-
-# ---------------------------------------------------------------------------- rendering
-def _pct(value: float | None) -> str:
-    return "  n/a" if value is None else f"{value:5.1%}"
-
-
-def _ci(entry: dict[str, Any]) -> str:
-    if entry.get("mean") is None:
-        return "n/a"
-    return f"{entry['mean']:.3f} [{entry['lo']:.3f}, {entry['hi']:.3f}]"
-
-
-def render_text(report: dict[str, Any], max_tasks: int = 60) -> str:
-    run, suite, comp = report["run"], report["suite"], report["completeness"]
-    agent = run["agent"]
-    label = " (SIMULATED agent, not a real one)" if agent.get("simulated") else ""
-    lines = [
-        f"trajbench report — {run['dir']}",
-        f"agent {agent['name']}{label}; suite {run['suite']['name']} (hash {run['suite']['hash'][:12]}); k = {run['k']}",
-        f"tasks n = {suite['n_tasks']}; trials {comp['finished_trials']}/{comp['expected_trials']} finished, "
-        f"{comp['error_trials']} infrastructure errors (excluded from every figure)",
-    ]
-    if comp["torn_bytes"]:
-        lines.append(f"warning: the log ends in a torn line ({comp['torn_bytes']} bytes), ignored")
-    if comp["finished_trials"] < comp["expected_trials"]:
-        lines.append("warning: the run is unfinished; re-run the same command to resume it")
-    lines += ["", "Suite (means over tasks; 95% intervals from a bootstrap over tasks)",
-              f"  pass@1   {_ci(suite['pass@1'])}   (n = {suite['n_tasks']} tasks)"]
-    shown = _curve_points(run["k"])
-    for entry in (e for e in suite["pass^k"] if e["k"] in shown):
-        lines.append(f"  pass^{entry['k']:<3} {_ci(entry)}   (n = {entry['n_tasks']} tasks)")
-    pass_at = {e["k"]: e for e in suite["pass@k"]}
-    if run["k"] in pass_at:
-        lines.append(f"  pass@{run['k']:<3} {_ci(pass_at[run['k']])}")
-    lines.append(f"  flip probability (two runs disagree) {_ci(suite['flip'])}")
-    truth = report.get("simulated_truth")
-    if truth:
-        curve = ", ".join(f"k={e['k']}: {e['value']:.3f}" for e in truth["pass^k"] if e["k"] in shown)
-        lines.append(f"  known truth of this simulated agent: pass@1 {truth['pass@1']:.3f}; pass^k {curve}")
-    dist = report["trajectory_distance"]
-    lines.append(f"  trajectory edit distance within task: successes {_fmt(dist['success'])}, failures {_fmt(dist['failure'])}")
-    lines.append(f"  end-state agreement (share of the commonest final state) {_fmt(report['end_state_agreement'])}")
-    cv = report["resource_cv"]
-    lines.append("  coefficient of variation within task: " + ", ".join(f"{k} {_fmt(v)}" for k, v in cv.items() if v is not None))
-    lines += ["", f"Per task (k = {run['k']})",
-              f"  {'task':<40} {'succ/n':>7} {'pass@1':>7} {'pass^k':>7} {'flip':>6} {'states':>6}  failing checks"]
-    for row in sorted(report["tasks"], key=lambda r: (r["pass@1"] if r["pass@1"] is not None else -1))[:max_tasks]:
-        states = row["end_states"]["distinct"] if row["end_states"] else 0
-        checks = ", ".join(f"{k}×{v}" for k, v in list(row["failed_checks"].items())[:3])
-        err = f" +{row['errors']}err" if row["errors"] else ""
-        lines.append(f"  {row['task'][:40]:<40} {row['successes']:>3}/{row['n']:<3} {_pct(row['pass@1']):>7} "
-                     f"{_pct(row['pass^k']):>7} {_pct(row['flip']):>6} {states:>6}  {checks}{err}")
-    if len(report["tasks"]) > max_tasks:
-        lines.append(f"  ... {len(report['tasks']) - max_tasks} more tasks (see --json)")
-    if report.get("divergence"):
-        lines += ["", render_divergence_text(report["divergence"])]
-    if report.get("variants"):
-        lines += ["", *render_variants(report["variants"])]
-    return "\n".join(lines)
-
-
-def render_variants(section: dict[str, Any]) -> list[str]:
-    k = section["k"]
-    lines = ["Input variants (the headline figures above are on the unperturbed input; Δ is paired over the same tasks)",
-             f"  {'family':<12} {'tasks':>5} {'pass@1':>7} {f'pass^{k}':>7} {'Δ pass@1 [95% CI]':>26} {'ratio':>6} "
-             f"{'noise floor':>11}  verdict"]
-    for f in section["families"]:
-        d = f["delta_pass@1"]
-        delta = "n/a" if d["mean"] is None else f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
-        pk = f["pass^k"]["mean"] if f["pass^k"] else None
-        ratio = "n/a" if f["hal_ratio"] is None else f"{f['hal_ratio']:.2f}"
-        lines.append(f"  {f['family']:<12} {f['n_tasks']:>5} {_pct(f['pass@1']['mean']):>7} {_pct(pk):>7} {delta:>26} "
-                     f"{ratio:>6} {_fmt(f['noise_floor_flip']):>11}  {f['verdict']}")
-    lines.append("  noise floor = same-input flip rate on the unperturbed input; 'within noise' = the paired interval includes 0")
-    return lines
-
-
-def _curve_points(k: int) -> set[int]:
-    """The pass^k curve in the terminal: 1..4, then powers of two, and k itself (--json has all)."""
-    return {j for j in range(1, k + 1) if j <= 4 or j & (j - 1) == 0 or j == k}
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"

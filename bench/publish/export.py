@@ -27,9 +27,10 @@ from typing import Any, Iterator
 import orjson
 
 from bench.errors import BenchError
-from bench.run.rundir import RunLog, read_run
+from bench.publish.markdown import md_escape
+from bench.runs.rundir import RunLog, read_run
 
-__all__ = ["FORMATS", "STEP_COLUMNS", "TRIAL_COLUMNS", "export_run", "run_export", "step_rows", "trial_rows"]
+__all__ = ["FORMATS", "STEP_COLUMNS", "TRIAL_COLUMNS", "export_run", "step_rows", "trial_rows"]
 
 FORMATS = ("parquet", "jsonl", "hf")
 
@@ -202,8 +203,6 @@ def _dataset(datasets: Any, rows: Iterator[dict[str, Any]], columns: list[tuple[
 
 
 def _card(log: RunLog, fmt: str, counts: dict[str, int]) -> str:
-    from bench.publish.leaderboard import md_escape
-
     m = log.manifest
     agent, suite = m.get("agent") or {}, m.get("suite") or {}
     name = md_escape(agent.get("name", ""))
@@ -262,15 +261,3 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
         if not was_disabled:
             datasets.enable_progress_bars()
     return {"format": fmt, "out": str(out), "files": files, **counts}
-
-
-def run_export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
-    """The `trajbench export` command."""
-    result = export_run(run_dir, fmt, out)
-    print(f"exported {result['trials']} trials and {result['steps']} steps to {result['out']} ({result['format']}: "
-          f"{', '.join(result['files'])})")
-    if fmt == "hf":
-        print(f"read it back with datasets.load_from_disk({str(out)!r})")
-    else:
-        print(f"read it back with datasets.load_dataset({str(out)!r}, 'trials') (or 'steps')")
-    return 0

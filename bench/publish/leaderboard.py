@@ -34,7 +34,6 @@ import io
 import math
 import os
 import re
-import sys
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,13 +41,17 @@ from typing import Any, Callable
 
 import orjson
 
-from bench import __version__
+from bench.__version__ import __version__
+from bench.analysis.replay import VerifyResult, load_run_suite, verify_run
+from bench.analysis.report import build_report
 from bench.canonical import step_key
 from bench.errors import BenchError
-from bench.run.rundir import RunLog, read_run
+from bench.publish.markdown import md_escape
+from bench.publish.text import term
+from bench.runs.rundir import RunLog, read_run
 
 __all__ = ["LEADERBOARD_VERSION", "build_leaderboard", "render_markdown", "render_html", "write_leaderboard",
-           "run_leaderboard", "HTML_SECTIONS", "README_SECTIONS"]
+           "HTML_SECTIONS", "README_SECTIONS"]
 
 LEADERBOARD_VERSION = 1
 DEFAULT_BOOTSTRAP = 2000
@@ -69,11 +72,6 @@ def _clip(text: Any, width: int = _TEXT_LIMIT) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _term(text: Any) -> str:
-    """Untrusted text for a terminal: control characters shown escaped, never interpreted."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
-
-
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -88,22 +86,10 @@ def _shown_k(k: int) -> list[int]:
     return sorted({j for j in (2 ** p for p in range(1, 12)) if j < k} | {k})
 
 
-def _base(log: RunLog) -> list[dict[str, Any]]:
-    """The trials of the unperturbed input: the headline figures use these alone (as
-    `trajbench report` does); input variants are reported on their own."""
-    from bench.world.variants import BASE
-
-    return [s for s in log.summaries.values() if s.get("variant_family", BASE) == BASE]
-
-
-def _valid(log: RunLog) -> list[dict[str, Any]]:
-    return [s for s in _base(log) if s.get("outcome") in ("success", "failure")]
-
-
 def _resources(log: RunLog) -> dict[str, Any]:
     """Per-task means over valid trials of steps, tokens and cost, then the mean over tasks.
     Tokens (cost) count as known only if some model turn reported them."""
-    valid = _valid(log)
+    valid = log.counted()
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for s in valid:
         by_task[s["task"]].append(s)
@@ -131,7 +117,7 @@ def _tool_errors(log: RunLog) -> dict[str, Any]:
     calls = errored = 0
     counts: Counter = Counter()
     trials: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for s in _valid(log):
+    for s in log.counted():
         for ev in log.trial_steps(s["trial"]):
             if ev.get("kind") not in ("tool", "user"):
                 continue
@@ -152,9 +138,7 @@ def _tool_errors(log: RunLog) -> dict[str, Any]:
     }
 
 
-def _entry(run_dir: Path, log: RunLog, verified: Any, K: int, bootstrap: int, seed: int) -> dict[str, Any]:
-    from bench.analysis.report import build_report
-
+def _entry(run_dir: Path, log: RunLog, verified: VerifyResult, K: int, bootstrap: int, seed: int) -> dict[str, Any]:
     report = build_report(run_dir, bootstrap=bootstrap, seed=seed)
     m = log.manifest
     agent = m.get("agent") or {}
@@ -168,7 +152,7 @@ def _entry(run_dir: Path, log: RunLog, verified: Any, K: int, bootstrap: int, se
         n = row["n"] if row else 0
         per_task.append({"task": task, "n": n, "successes": row["successes"] if row else 0,
                          "pass@1": row["pass@1"] if row and n else None})
-    base = _base(log)
+    base = log.base_trials()
     errors = sum(s.get("outcome") == "error" for s in base)
     entry = {
         "rank": None,
@@ -222,8 +206,6 @@ def build_leaderboard(run_dirs: list[str | Path], *, k: int | None = None, boots
     BenchError on runs that cannot be ranked together (different suite hashes or tasks, k too
     large, the same run twice) or whose suite cannot be found; runs that fail verification are
     listed under `rejected`, not ranked."""
-    from bench.analysis.replay import load_run_suite, verify_run
-
     if not run_dirs:
         raise BenchError("give at least one run directory", field="RUN_DIR")
     paths = [Path(p) for p in run_dirs]
@@ -250,7 +232,7 @@ def build_leaderboard(run_dirs: list[str | Path], *, k: int | None = None, boots
             agent = log.manifest.get("agent") or {}
             rejected.append({"run_dir": path.name, "run_id": log.manifest.get("run_id"), "agent": str(agent.get("name")),
                              "simulated": bool(agent.get("simulated")), "mismatches": len(result.mismatches),
-                             "reasons": result.reasons()})
+                             "reasons": rejection_reasons(result)})
             continue
         entries.append(_entry(path, log, result, K, bootstrap, seed))
     _unique_labels(entries)
@@ -271,6 +253,14 @@ def build_leaderboard(run_dirs: list[str | Path], *, k: int | None = None, boots
         "entries": entries,
         "rejected": rejected,
     }
+
+
+def rejection_reasons(result: VerifyResult, limit: int = 5) -> list[str]:
+    """The first few mismatches of a run that does not verify, one short line each."""
+    lines = [term(str(m), 200) for m in result.mismatches[:limit]]
+    if len(result.mismatches) > limit:
+        lines.append(f"... and {len(result.mismatches) - limit} more (run `trajbench verify {result.run_dir}`)")
+    return lines
 
 
 def _check_comparable(paths: list[Path], logs: list[RunLog]) -> None:
@@ -296,7 +286,7 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def _ci(est: dict[str, Any]) -> str:
+def ci_text(est: dict[str, Any]) -> str:
     if est.get("mean") is None:
         return "—"
     return f"{est['mean']:.3f} [{_num(est.get('lo'))}, {_num(est.get('hi'))}]"
@@ -318,16 +308,6 @@ def _cost(entry: dict[str, Any]) -> str:
 
 def _date(text: Any) -> str:
     return str(text)[:10] if text else "—"
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
-
-
-def md_escape(text: Any) -> str:
-    """Untrusted text for a Markdown table cell: no markup, no HTML, no line breaks."""
-    s = " ".join(str(text).split())
-    s = html.escape(s, quote=False)
-    return _MD_SPECIAL.sub(r"\\\1", s)
 
 
 def _label_md(entry: dict[str, Any]) -> str:
@@ -358,7 +338,7 @@ def _md_table(board: dict[str, Any]) -> list[str]:
             "steps", "tokens/trial", "cost/trial", "n", "k", "harness", "date"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h not in ("Agent",) else "---" for h in head) + "|"]
     for e in board["entries"]:
-        cells = [str(e["rank"]), _label_md(e), _ci(e["rank_metric"]), _ci(e["pass@1"]),
+        cells = [str(e["rank"]), _label_md(e), ci_text(e["rank_metric"]), ci_text(e["pass@1"]),
                  *[_num(_curve_at(e, j)["mean"]) for j in extra], _num(e["flip"]["mean"]), _num(e["mean_steps"], 1),
                  _tokens(e), _cost(e), str(e["n_tasks"]), str(e["k"]), md_escape(e["run"]["harness_version"]),
                  _date(e["run"]["created_at"])]
@@ -704,25 +684,3 @@ def write_leaderboard(board: dict[str, Any], out: str | Path) -> list[Path]:
         os.replace(tmp, out / name)
         written.append(out / name)
     return written
-
-
-def run_leaderboard(run_dirs: list[str], out: str, *, k: int | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
-                    suite: str | None = None) -> int:
-    """The `trajbench leaderboard` command: exit 0, or 1 when a run was rejected by verify."""
-    board = build_leaderboard(run_dirs, k=k, bootstrap=bootstrap, suite=suite)
-    for r in board["rejected"]:
-        print(f"trajbench: rejected {_term(r['run_dir'])} ({_term(r['agent'])}): it does not verify "
-              f"({r['mismatches']} mismatch(es)):", file=sys.stderr)
-        for reason in r["reasons"]:
-            print(f"  {reason}", file=sys.stderr)
-    if not board["entries"]:
-        print("trajbench: no run verified; nothing written", file=sys.stderr)
-        return 1
-    write_leaderboard(board, out)
-    K = board["rank_by"]["k"]
-    print(f"leaderboard of {len(board['entries'])} verified run(s) on suite {board['suite']['name']}, ranked by pass^{K}, "
-          f"written to {out} (README.md, leaderboard.json, index.html)")
-    for e in board["entries"]:
-        print(f"  {e['rank']:>2}. {_term(e['label'])}{' (simulated)' if e['agent']['simulated'] else ''}: "
-              f"pass^{K} {_ci(e['rank_metric'])}, pass@1 {_ci(e['pass@1'])}")
-    return 1 if board["rejected"] else 0

@@ -1,7 +1,7 @@
 """`trajbench view RUN_DIR [--task ID] [--out FILE.html]`: a task's k trials as a branching tree.
 
 One self-contained HTML file (inline CSS, JS and SVG; no network, opens from disk). Each
-node is a prefix of the trials' canonical steps (bench/divergence.py, action keys), drawn as
+node is a prefix of the trials' canonical steps (bench/analysis/divergence/, action keys), drawn as
 a circle sized by the trials through it and coloured by their success rate (red 0 % → green
 100 %); edges are as thick as the trials they carry; the reference path is dashed; the
 divergence point is ringed and labelled. Clicking a node shows its step on demand: the tool,
@@ -27,8 +27,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench.analysis.divergence.tree import DivergenceOptions, analyse_run
+from bench.analysis.divergence.options import DivergenceOptions
+from bench.analysis.divergence.section import analyse_run
+from bench.analysis.divergence.tree import Analysis
 from bench.errors import BenchError
+from bench.runs.rundir import RunLog, read_run
 
 MAX_NODES = 1500  # per task; smaller branches are folded into their parent beyond this
 MAX_TEXT = 4000  # characters of an argument or observation kept per node
@@ -59,34 +62,45 @@ def _short(text: str, width: int = 22) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _task_tree(analysis: Any, log: Any, t: int, first_of: dict[int, int], pos_trial: np.ndarray,
+def _task_tree(a: Analysis, log: RunLog, t: int, first_of: dict[int, int], pos_trial: np.ndarray,
                nodes: np.ndarray, task_trials: np.ndarray) -> dict[str, Any]:
     """The nodes of task t's prefix tree (`nodes`, all of them) with layout and step details."""
-    a = analysis
-    o = a.options
     total_nodes = int(nodes.size)
     if nodes.size > MAX_NODES:  # keep the most travelled nodes (ancestors always have N ≥ child's)
         order = np.lexsort((nodes, -a.tree_n[nodes]))
         nodes = np.sort(nodes[order][:MAX_NODES])
     keep = set(nodes.tolist())
-    root = t
-    # trials per node (ids shown on demand), leaves' trials in full
-    through: dict[int, list[int]] = {}
-    for tr in task_trials.tolist():
-        off, ln = int(a.offsets[tr]), int(a.lengths[tr])
-        for v in a.node_at[off:off + ln].tolist():
-            if v in keep:
-                through.setdefault(v, []).append(tr)
+    children = _children(a, nodes, keep)
+    hidden = {v: int(a.tree_n[v]) - sum(int(a.tree_n[u]) for u in children.get(v, []))
+              for v in keep if a.tree_key[v] != 0}
+    y, rows = _layout(t, children)
+    through = _trials_through(a, task_trials, keep)
+    critical = _critical_counts(a, task_trials)
+    out_nodes = []
+    for v in nodes.tolist():
+        step = _step_detail(a, log, first_of[v], pos_trial) if v in first_of and a.tree_key[v] != 0 and v != t else None
+        out_nodes.append(_node_entry(a, v, t, y, through.get(v, []), hidden, critical, step))
+    n_trials, n_succ = int(task_trials.size), int(a.success[task_trials].sum())
+    return {"task": a.task_ids[t], "n": n_trials, "successes": n_succ, "nodes": out_nodes,
+            "rows": max(rows, 1), "max_depth": int(a.tree_depth[nodes].max()) if nodes.size else 0,
+            "leaves": sum(1 for e in out_nodes if e["leaf"]),
+            "truncated": total_nodes - len(out_nodes)}
+
+
+def _children(a: Analysis, nodes: np.ndarray, keep: set[int]) -> dict[int, list[int]]:
+    """Each kept node's kept children, the most travelled first."""
     children: dict[int, list[int]] = {}
     for v in nodes.tolist():
         p = int(a.tree_parent[v])
         if p >= 0 and p in keep:
             children.setdefault(p, []).append(v)
-    for v, kids in children.items():
+    for kids in children.values():
         kids.sort(key=lambda u: (-int(a.tree_n[u]), a.vocab[int(a.tree_key[u])]))
-    hidden = {v: int(a.tree_n[v]) - sum(int(a.tree_n[u]) for u in children.get(v, []))
-              for v in keep if a.tree_key[v] != 0}
-    # layout: leaves in depth-first order, a parent centred on its children
+    return children
+
+
+def _layout(root: int, children: dict[int, list[int]]) -> tuple[dict[int, float], int]:
+    """Row of every node: leaves in depth-first order, a parent centred on its children."""
     y: dict[int, float] = {}
     row = 0
     stack: list[tuple[int, bool]] = [(root, False)]
@@ -103,53 +117,69 @@ def _task_tree(analysis: Any, log: Any, t: int, first_of: dict[int, int], pos_tr
         stack.append((v, True))
         for u in reversed(kids):
             stack.append((u, False))
-    dv = int(a.divergence_node[t])
-    crit_nodes: dict[int, int] = {}
+    return y, row
+
+
+def _trials_through(a: Analysis, task_trials: np.ndarray, keep: set[int]) -> dict[int, list[int]]:
+    """The trials through each kept node (ids shown on demand)."""
+    through: dict[int, list[int]] = {}
+    for tr in task_trials.tolist():
+        off, ln = int(a.offsets[tr]), int(a.lengths[tr])
+        for v in a.node_at[off:off + ln].tolist():
+            if v in keep:
+                through.setdefault(v, []).append(tr)
+    return through
+
+
+def _critical_counts(a: Analysis, task_trials: np.ndarray) -> dict[int, int]:
+    """How many failed trials have their critical step at each node."""
+    counts: dict[int, int] = {}
     for tr in task_trials.tolist():
         cp = int(a.critical_pos[tr])
         if cp >= 0:
             v = int(a.node_at[int(a.offsets[tr]) + cp])
-            crit_nodes[v] = crit_nodes.get(v, 0) + 1
-    out_nodes = []
-    for v in nodes.tolist():
-        n, s = int(a.tree_n[v]), int(a.tree_s[v])
-        key_id = int(a.tree_key[v])
-        trials = through.get(v, [])
-        entry: dict[str, Any] = {
-            "id": v, "parent": int(a.tree_parent[v]) if v != root else None, "depth": int(a.tree_depth[v]),
-            "x": X0 + X_STEP * int(a.tree_depth[v]), "y": Y0 + Y_STEP * y.get(v, 0.0),
-            "n": n, "s": s, "rate": s / n if n else 0.0,
-            "end": key_id == 0, "root": v == root,
-            "label": "start" if v == root else ("end" if key_id == 0 else a.vocab[key_id]),
-            "on_ref": bool(a.tree_on_ref[v]), "divergence": v == dv,
-            "leaf": key_id == 0, "folded": hidden.get(v, 0) if key_id != 0 else 0,
-            "critical_for": crit_nodes.get(v, 0),
-            "trials": [[a.trial_ids[tr], bool(a.success[tr])] for tr in trials[:200]],
-            "more_trials": max(0, len(trials) - 200),
-        }
-        if v in first_of and key_id != 0 and v != root:
-            pos = first_of[v]
-            tr = int(pos_trial[pos])
-            ev_index = int(a.flat_steps[pos])
-            events = log.trial_steps(a.trial_ids[tr])
-            if 0 <= ev_index < len(events):
-                ev = events[ev_index]
-                entry["step"] = {
-                    "position": int(pos - a.offsets[tr]), "log_step": ev.get("step"), "kind": ev.get("kind"),
-                    "tool": str(ev.get("tool")), "args": _pretty(ev.get("args")),
-                    "observation": _pretty(ev.get("observation")), "error": ev.get("error"),
-                    "read_only": ev.get("read_only"), "state_hash": ev.get("state_hash"),
-                    "example_trial": a.trial_ids[tr]}
-        if a.graph_label is None and not np.isnan(a.ig[v]):
-            entry["branch"] = {"ig": _num(a.ig[v]), "score": _num(a.score[v]), "p": _num(a.pvalue[v]),
-                               "q": _num(a.qvalue[v]), "test": a.method[v], "tested": bool(a.tested[v]),
-                               "significant": bool(a.tested[v] and a.qvalue[v] <= o.alpha)}
-        out_nodes.append(entry)
-    n_trials, n_succ = int(task_trials.size), int(a.success[task_trials].sum())
-    return {"task": a.task_ids[t], "n": n_trials, "successes": n_succ, "nodes": out_nodes,
-            "rows": max(row, 1), "max_depth": int(a.tree_depth[nodes].max()) if nodes.size else 0,
-            "leaves": sum(1 for e in out_nodes if e["leaf"]),
-            "truncated": total_nodes - len(out_nodes)}
+            counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+def _node_entry(a: Analysis, v: int, root: int, y: dict[int, float], trials: list[int], hidden: dict[int, int],
+                critical: dict[int, int], step: dict[str, Any] | None) -> dict[str, Any]:
+    n, s = int(a.tree_n[v]), int(a.tree_s[v])
+    key_id = int(a.tree_key[v])
+    entry: dict[str, Any] = {
+        "id": v, "parent": int(a.tree_parent[v]) if v != root else None, "depth": int(a.tree_depth[v]),
+        "x": X0 + X_STEP * int(a.tree_depth[v]), "y": Y0 + Y_STEP * y.get(v, 0.0),
+        "n": n, "s": s, "rate": s / n if n else 0.0,
+        "end": key_id == 0, "root": v == root,
+        "label": "start" if v == root else ("end" if key_id == 0 else a.vocab[key_id]),
+        "on_ref": bool(a.tree_on_ref[v]), "divergence": v == int(a.divergence_node[root]),
+        "leaf": key_id == 0, "folded": hidden.get(v, 0) if key_id != 0 else 0,
+        "critical_for": critical.get(v, 0),
+        "trials": [[a.trial_ids[tr], bool(a.success[tr])] for tr in trials[:200]],
+        "more_trials": max(0, len(trials) - 200),
+    }
+    if step is not None:
+        entry["step"] = step
+    if a.graph_label is None and not np.isnan(a.ig[v]):
+        entry["branch"] = {"ig": _num(a.ig[v]), "score": _num(a.score[v]), "p": _num(a.pvalue[v]),
+                           "q": _num(a.qvalue[v]), "test": a.method[v], "tested": bool(a.tested[v]),
+                           "significant": bool(a.tested[v] and a.qvalue[v] <= a.options.alpha)}
+    return entry
+
+
+def _step_detail(a: Analysis, log: RunLog, pos: int, pos_trial: np.ndarray) -> dict[str, Any] | None:
+    """The logged event behind the first position through a node (its tool, arguments, result)."""
+    tr = int(pos_trial[pos])
+    ev_index = int(a.flat_steps[pos])
+    events = log.trial_steps(a.trial_ids[tr])
+    if not 0 <= ev_index < len(events):
+        return None
+    ev = events[ev_index]
+    return {"position": int(pos - a.offsets[tr]), "log_step": ev.get("step"), "kind": ev.get("kind"),
+            "tool": str(ev.get("tool")), "args": _pretty(ev.get("args")),
+            "observation": _pretty(ev.get("observation")), "error": ev.get("error"),
+            "read_only": ev.get("read_only"), "state_hash": ev.get("state_hash"),
+            "example_trial": a.trial_ids[tr]}
 
 
 def _num(x: Any) -> float | None:
@@ -292,69 +322,88 @@ def write_view(run_dir: str | Path, task_id: str | None = None, out: str | Path 
                options: DivergenceOptions | None = None) -> Path:
     """Write the viewer for a run (one task, or every task with a selector) and return its path.
     Default file: RUN_DIR/view.html (RUN_DIR/view-TASK.html with a task)."""
-    from bench.run.rundir import read_run
-
     run_dir = Path(run_dir)
     log = read_run(run_dir)
     o = replace(options or DivergenceOptions(), key="action")  # the tree is drawn over action keys
     analysis = analyse_run(log, o)
+    trees = _trees(analysis, log, _task_indices(analysis, task_id, run_dir))
+    rows = {r["task"]: r for r in analysis.section["tasks"]}
+    sections = "".join(_task_section(i, tree, rows.get(tree["task"], {})) for i, tree in enumerate(trees))
+    page = _page(log, sections, _selector(trees, rows) if task_id is None and len(trees) > 1 else "", trees)
+    if out is None:
+        out = run_dir / ("view.html" if task_id is None else f"view-{_file_safe(task_id)}.html")
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise BenchError(f"cannot write the view: {exc.strerror}", file=str(out)) from None
+    return out
+
+
+def _task_indices(analysis: Analysis, task_id: str | None, run_dir: Path) -> list[int]:
     if not analysis.task_ids:
         raise BenchError("the run has no finished trials to show", file=str(run_dir))
-    if task_id is not None:
-        if task_id not in analysis.task_ids:
-            known = ", ".join(analysis.task_ids[:10]) + (" …" if len(analysis.task_ids) > 10 else "")
-            raise BenchError(f"the run has no finished trials of task {task_id!r} (tasks: {known})", field="--task")
-        indices = [analysis.task_ids.index(task_id)]
-    else:
-        indices = list(range(len(analysis.task_ids)))
+    if task_id is None:
+        return list(range(len(analysis.task_ids)))
+    if task_id not in analysis.task_ids:
+        known = ", ".join(analysis.task_ids[:10]) + (" …" if len(analysis.task_ids) > 10 else "")
+        raise BenchError(f"the run has no finished trials of task {task_id!r} (tasks: {known})", field="--task")
+    return [analysis.task_ids.index(task_id)]
+
+
+def _trees(analysis: Analysis, log: RunLog, indices: list[int]) -> list[dict[str, Any]]:
+    """The drawn tree of each chosen task (node layout and step details)."""
+    n_tasks = len(analysis.task_ids)
     # the first position (hence trial and logged event) through each node: its details
     pos_trial = np.repeat(np.arange(len(analysis.trial_ids)), analysis.lengths)
     flat_nodes, first_pos = np.unique(analysis.node_at, return_index=True)
     first_of = dict(zip(flat_nodes.tolist(), first_pos.tolist()))
     node_order = np.argsort(analysis.tree_task, kind="stable")
-    node_bounds = np.searchsorted(analysis.tree_task[node_order], np.arange(len(analysis.task_ids) + 1))
+    node_bounds = np.searchsorted(analysis.tree_task[node_order], np.arange(n_tasks + 1))
     trial_order = np.argsort(analysis.trial_task, kind="stable")
-    trial_bounds = np.searchsorted(analysis.trial_task[trial_order], np.arange(len(analysis.task_ids) + 1))
-    trees = [_task_tree(analysis, log, t, first_of, pos_trial, node_order[node_bounds[t]:node_bounds[t + 1]],
-                        trial_order[trial_bounds[t]:trial_bounds[t + 1]]) for t in indices]
-    section = analysis.section
-    rows = {r["task"]: r for r in section["tasks"]}
+    trial_bounds = np.searchsorted(analysis.trial_task[trial_order], np.arange(n_tasks + 1))
+    return [_task_tree(analysis, log, t, first_of, pos_trial, node_order[node_bounds[t]:node_bounds[t + 1]],
+                       trial_order[trial_bounds[t]:trial_bounds[t + 1]]) for t in indices]
+
+
+def _task_section(i: int, tree: dict[str, Any], row: dict[str, Any]) -> str:
     esc = html.escape
-    manifest = log.manifest
-    agent = manifest.get("agent", {})
-    nonce = secrets.token_urlsafe(16)
-    suite = manifest.get("suite", {})
-    head = (f"run {esc(str(manifest.get('run_id', '')))} · agent {esc(str(agent.get('name', '')))}"
-            f"{' (SIMULATED)' if agent.get('simulated') else ''} · suite {esc(str(suite.get('name', '')))} "
-            f"(hash {esc(str(suite.get('hash', ''))[:12])}) · k = {esc(str(manifest.get('k', '')))}")
-    sections = []
-    for i, tree in enumerate(trees):
-        row = rows.get(tree["task"], {})
-        d = row.get("divergence")
-        if d:
-            alts = "; ".join(
-                f"{'(stops)' if alt['end'] else alt['action']}: {alt['successes']}/{alt['n']}" for alt in d["alternatives"][:4])
-            summary = (f"Divergence point at step {d['step']} (q = {d['q']:.2g}, {d['test']}): {alts}")
-        elif row.get("mixed"):
-            summary = "Mixed outcomes, but no branch separates them significantly."
-        else:
-            summary = "All trials have the same outcome." if tree["n"] else "No finished trials."
-        trunc = f" {tree['truncated']} small nodes folded." if tree["truncated"] else ""
-        sections.append(
-            f'<section class="task{" active" if i == 0 else ""}" id="task-{i}" data-task-id="{esc(tree["task"])}">'
+    d = row.get("divergence")
+    if d:
+        alts = "; ".join(
+            f"{'(stops)' if alt['end'] else alt['action']}: {alt['successes']}/{alt['n']}" for alt in d["alternatives"][:4])
+        summary = (f"Divergence point at step {d['step']} (q = {d['q']:.2g}, {d['test']}): {alts}")
+    elif row.get("mixed"):
+        summary = "Mixed outcomes, but no branch separates them significantly."
+    else:
+        summary = "All trials have the same outcome." if tree["n"] else "No finished trials."
+    trunc = f" {tree['truncated']} small nodes folded." if tree["truncated"] else ""
+    return (f'<section class="task{" active" if i == 0 else ""}" id="task-{i}" data-task-id="{esc(tree["task"])}">'
             f'<h2>{esc(tree["task"])}</h2>'
             f'<p class="summary">{tree["successes"]} of {tree["n"]} trials succeeded; {tree["leaves"]} distinct '
             f'trajectories. {esc(summary)}{esc(trunc)}</p>'
             f'{_svg(tree, i)}</section>')
-    selector = ""
-    if task_id is None and len(trees) > 1:
-        options_html = "".join(
-            f'<option value="{i}">{esc(t["task"])} — {t["successes"]}/{t["n"]}'
-            f'{" · divergence" if rows.get(t["task"], {}).get("divergence") else ""}</option>'
-            for i, t in enumerate(trees))
-        selector = f'<label>Task <select id="task-select">{options_html}</select></label>'
+
+
+def _selector(trees: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> str:
+    options_html = "".join(
+        f'<option value="{i}">{html.escape(t["task"])} — {t["successes"]}/{t["n"]}'
+        f'{" · divergence" if rows.get(t["task"], {}).get("divergence") else ""}</option>'
+        for i, t in enumerate(trees))
+    return f'<label>Task <select id="task-select">{options_html}</select></label>'
+
+
+def _page(log: RunLog, sections: str, selector: str, trees: list[dict[str, Any]]) -> str:
+    esc = html.escape
+    manifest = log.manifest
+    agent, suite = manifest.get("agent", {}), manifest.get("suite", {})
+    nonce = secrets.token_urlsafe(16)
+    head = (f"run {esc(str(manifest.get('run_id', '')))} · agent {esc(str(agent.get('name', '')))}"
+            f"{' (SIMULATED)' if agent.get('simulated') else ''} · suite {esc(str(suite.get('name', '')))} "
+            f"(hash {esc(str(suite.get('hash', ''))[:12])}) · k = {esc(str(manifest.get('k', '')))}")
     data = {"tasks": [{"task": t["task"], "nodes": t["nodes"]} for t in trees]}
-    page = f"""<!DOCTYPE html>
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; img-src data:">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -365,21 +414,12 @@ def write_view(run_dir: str | Path, task_id: str | None = None, out: str | Path 
 <div class="legend"><span>success rate</span><span>0%</span><span class="bar"></span><span>100%</span>
 <span>· circle size: trials through the step · dashed: reference path · square: end of a trajectory</span></div>
 {selector}</header>
-<main><div class="trees">{''.join(sections)}</div>
+<main><div class="trees">{sections}</div>
 <aside id="details" aria-live="polite"><p class="muted">Click a step to see its details.</p></aside></main>
 <script type="application/json" id="view-data">{_json_for_script(data)}</script>
 <script nonce="{nonce}">{_JS}</script>
 </body></html>
 """
-    if out is None:
-        out = run_dir / ("view.html" if task_id is None else f"view-{_file_safe(task_id)}.html")
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise BenchError(f"cannot write the view: {exc.strerror}", file=str(out)) from None
-    return out
 
 
 def _file_safe(name: str) -> str:

@@ -47,10 +47,10 @@ import jsonschema
 import orjson
 
 from bench.canonical import canonical_json, digest
-from bench.world.tools import Tool, Toolset
 from bench.errors import BenchError
 from bench.world.suite import Suite
 from bench.world.task import Action, Task, load_schema, merge_patch
+from bench.world.tools import Tool, Toolset
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 
 from bench.canonical import canonical_json, digest
-from bench.world.tools import Toolset, World
 from bench.errors import BenchError
-from bench.world.task import Task, Problem, merge_patch, read_task_files
+from bench.world.task import Problem, Task, merge_patch, read_task_files
+from bench.world.tools import Toolset, World
 
 if sys.version_info >= (3, 11):
     import tomllib

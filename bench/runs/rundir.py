@@ -6,6 +6,12 @@ summary per finished trial. A trial without a summary is unfinished: resume runs
 a new attempt id, and the orphaned steps of the old attempt are ignored by every reader.
 A torn last line (the process was killed mid-write) is tolerated: readers skip it and report it;
 the writer cuts it off before appending.
+
+Two rules every reader shares live here, so that report, diff, divergence, leaderboard and
+replay can never disagree: which trials count (`RunLog.counted`: valid outcomes on the
+unperturbed input; infrastructure errors count in no figure), and how a run's suite is
+reopened (`suite_of_run`). The records' shapes are `Manifest`, `StepEvent` and `TrialSummary`:
+types for the checker only — nothing validates them on the reading path, which must stay fast.
 """
 
 from __future__ import annotations
@@ -16,14 +22,102 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypedDict
 
 import orjson
 
 from bench.errors import BenchError
+from bench.world.overlay import apply_run_overlay
+from bench.world.suite import Suite, load_suite
+from bench.world.variants import BASE
 
 MANIFEST = "run.json"
 LOG = "trajectories.jsonl"
+VALID_OUTCOMES = ("success", "failure")  # `error` (infrastructure) trials are reported, never scored
+
+
+class Manifest(TypedDict, total=False):
+    """`run.json` (bench/schemas/run.schema.json)."""
+
+    run_id: str
+    harness_version: str
+    created_at: str
+    suite: dict[str, Any]  # name, hash, path
+    agent: dict[str, Any]  # name, adapter, target, options, source, hash, simulated
+    k: int
+    base_seed: int
+    tasks: list[str]
+    perturbations: list[dict[str, Any]]
+    max_steps: int
+    timeout_s: float
+    tool_schema_hashes: dict[str, str]
+    overlay: dict[str, Any] | None
+    host: dict[str, str]
+
+
+class StepEvent(TypedDict, total=False):
+    """A `step` record of the log: a tool call, an ask_user turn or a model turn."""
+
+    type: str
+    trial: str
+    attempt: str
+    step: int
+    kind: str  # tool, user or model
+    tool: str
+    args: Any
+    observation: Any
+    error: str | None
+    read_only: bool
+    state_hash: str
+    t_start: float
+    t_end: float
+    model: str | None
+    messages: Any
+    output: Any
+    input_tokens: int | None
+    output_tokens: int | None
+    latency_s: float | None
+    cost: float | None
+
+
+class TrialSummary(TypedDict, total=False):
+    """A `trial` record: one finished trial (bench/schemas/trajectory-record.schema.json)."""
+
+    type: str
+    trial: str  # TASK/VARIANT/INDEX
+    attempt: str
+    task: str
+    variant: str
+    variant_family: str
+    variant_params: dict[str, Any]
+    instruction: str
+    index: int
+    seed: int
+    started_at: float
+    attempts: int
+    outcome: str  # success, failure or error
+    reason: str | None
+    checks: dict[str, dict[str, Any]]
+    milestones: dict[str, int | None]
+    final_state_hash: str
+    answer: str | None
+    steps: int
+    events: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    duration_s: float
+    agent_info: dict[str, Any]
+
+
+def variant_family(summary: TrialSummary) -> str:
+    """The trial's input-variant family (`base`: the task's own, unperturbed input)."""
+    return summary.get("variant_family", BASE)
+
+
+def is_valid(summary: TrialSummary) -> bool:
+    """Does the trial count in the figures? Only success and failure do."""
+    return summary.get("outcome") in VALID_OUTCOMES
 
 
 @dataclass
@@ -31,21 +125,79 @@ class RunLog:
     """Everything a run directory holds, grouped for the scorers."""
 
     path: Path
-    manifest: dict[str, Any]
-    summaries: dict[str, dict[str, Any]]
-    steps: dict[str, list[dict[str, Any]]]
+    manifest: Manifest
+    summaries: dict[str, TrialSummary]
+    steps: dict[str, list[StepEvent]]
     attempt_errors: list[dict[str, Any]] = field(default_factory=list)
     duplicate_summaries: list[str] = field(default_factory=list)
     orphan_attempts: int = 0
     torn_bytes: int = 0
 
-    def trial_steps(self, trial_id: str) -> list[dict[str, Any]]:
+    def trial_steps(self, trial_id: str) -> list[StepEvent]:
         """The steps of the attempt that produced the trial's summary, in step order."""
         summary = self.summaries[trial_id]
         return self.steps.get(summary["attempt"], [])
 
+    def base_trials(self) -> list[TrialSummary]:
+        """The trials on the tasks' own, unperturbed input (infrastructure errors included):
+        the population of every headline figure. Input variants are reported on their own."""
+        return [s for s in self.summaries.values() if variant_family(s) == BASE]
 
-def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    def counted(self, *, pool_variants: bool = False) -> list[TrialSummary]:
+        """The trials the figures count: valid outcomes on the unperturbed input (with
+        `pool_variants`, on every input variant too), in log order."""
+        return [s for s in self.summaries.values() if is_valid(s) and (pool_variants or variant_family(s) == BASE)]
+
+
+@dataclass(frozen=True)
+class SuiteNotFound:
+    """Why a run's suite could not be reopened: the candidates that failed to load (with why),
+    and the suites that loaded but no longer have the run's content hash."""
+
+    failures: tuple[tuple[str, str], ...] = ()
+    changed: tuple[Suite, ...] = ()
+    run_hash: str | None = None
+
+    def __str__(self) -> str:
+        if self.changed:
+            suite = self.changed[0]
+            return (f"the suite at {suite.path} has changed since the run "
+                    f"(hash {suite.content_hash[:12]}, run {str(self.run_hash)[:12]})")
+        if self.failures:
+            candidate, why = self.failures[0]
+            return f"the suite {candidate!r} cannot be loaded ({why})"
+        return "the run's manifest names no suite"
+
+
+def suite_of_run(manifest: Manifest, suite: Suite | str | Path | None = None) -> tuple[Suite | None, SuiteNotFound | None]:
+    """The suite a run was made on, with the run's tool overlay re-applied (the tools as its
+    agent saw them), or None and why not. Candidates: `suite` if given (a Suite, a folder or a
+    built-in name), else the manifest's suite folder if it still exists, then the built-in suite
+    of the recorded name. A candidate counts only if its content hash is the run's (when the
+    manifest records one): a replay or a reference on a changed suite would prove nothing."""
+    info = manifest.get("suite") or {}
+    want = info.get("hash")
+    if suite is not None:
+        candidates: list[Suite | str] = [suite if isinstance(suite, Suite) else str(suite)]
+    else:
+        candidates = [info["path"]] if info.get("path") and Path(info["path"]).is_dir() else []
+        candidates += [info["name"]] if info.get("name") else []
+    failures: list[tuple[str, str]] = []
+    changed: list[Suite] = []
+    for candidate in candidates:
+        try:
+            found = candidate if isinstance(candidate, Suite) else load_suite(candidate)
+        except Exception as exc:  # noqa: BLE001 - a user's suite folder may fail in any way: report it
+            failures.append((str(candidate), str(exc)))
+            continue
+        if want and found.content_hash != want:
+            changed.append(found)
+            continue
+        return apply_run_overlay(found, manifest), None
+    return None, SuiteNotFound(tuple(failures), tuple(changed), want)
+
+
+def write_manifest(run_dir: Path, manifest: Manifest) -> None:
     """Atomic: a kill during the write leaves the old manifest or the new one, never half."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / (MANIFEST + ".tmp")
@@ -53,7 +205,7 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / MANIFEST)
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
+def read_manifest(run_dir: Path) -> Manifest:
     path = run_dir / MANIFEST
     if not run_dir.is_dir():
         raise BenchError("not a run directory (it does not exist)", file=str(run_dir))

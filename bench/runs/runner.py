@@ -21,16 +21,16 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench import __version__
+from bench.__version__ import __version__
 from bench.adapters.spec import AgentSpec
 from bench.canonical import derive_seed
 from bench.episode import Episode
 from bench.errors import BenchError
-from bench.run.rundir import LogWriter, read_manifest, read_run, write_manifest
-from bench.world.variants import BASE, Variant, VariantSpec, variants_of
+from bench.runs.rundir import LogWriter, read_manifest, read_run, write_manifest
+from bench.runs.trial import AttemptError, play_async
 from bench.world.suite import Suite
 from bench.world.task import Task
-from bench.run.trial import AttemptError, play_async
+from bench.world.variants import BASE, Variant, VariantSpec, variants_of
 
 
 @dataclass(frozen=True)

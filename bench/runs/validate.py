@@ -9,14 +9,14 @@ passes on every input variant (two seeds of each perturbation family).
 from __future__ import annotations
 
 from bench.adapters.builtin import NoopAgent, ReferenceAgent
-from bench.episode import Episode
 from bench.canonical import state_hash
+from bench.episode import Episode
+from bench.runs.trial import play
 from bench.world.goal import _MISSING, path_label, path_parts, resolve
-from bench.world.variants import FAMILIES, VariantSpec, variants_of
-from bench.world.user import ScriptedUser
 from bench.world.suite import Suite
 from bench.world.task import Problem
-from bench.run.trial import play
+from bench.world.user import ScriptedUser
+from bench.world.variants import FAMILIES, VariantSpec, variants_of
 
 
 def _discard(event: dict) -> None:
@@ -77,7 +77,7 @@ def _variant_problems(suite: Suite, task) -> list[Problem]:
     asks the user for it) must still pass on every variant."""
     problems = []
     for variant in variants_of(task, VALIDATED_VARIANTS, base_seed=0)[1:]:
-        for i, question in _unanswered_questions(variant.task):
+        for _, question in _unanswered_questions(variant.task):
             problems.append(Problem(task.source, task.id, f"variant {variant.id}: the user cannot answer {question!r}"))
         result = run_offline(suite, variant.task, ReferenceAgent())
         if result["outcome"] != "success":

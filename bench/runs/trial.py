@@ -11,23 +11,21 @@ import asyncio
 import inspect
 import time
 import traceback
-from typing import Any, Protocol
+from typing import Any
 
 from bench.episode import Episode, EpisodeOver
 from bench.errors import InfraError
 
 
-class Agent(Protocol):
-    """An agent adapter: `run(episode)` (sync) or `arun(episode)` (async) returning the final
-    answer, or None when the answer was given with `episode.finish`."""
-
-    name: str
-
-    def run(self, episode: Episode) -> str | None: ...
-
-
 class AttemptError(Exception):
     """This attempt hit an infrastructure error; the runner may retry the trial."""
+
+
+def outcome_of(checks: dict[str, dict[str, Any]]) -> tuple[str, str | None]:
+    """The outcome rule, shared by the trial and its replay (`bench.analysis.replay`): success
+    when every check passed, else failure with the reason naming the failed checks in order."""
+    failed = [name for name, check in checks.items() if not check["passed"]]
+    return ("failure", "failed: " + ", ".join(failed)) if failed else ("success", None)
 
 
 def _finish(episode: Episode, result: Any, started: float, crash: str | None) -> dict[str, Any]:
@@ -39,11 +37,10 @@ def _finish(episode: Episode, result: Any, started: float, crash: str | None) ->
     checks = episode.outcome_checks()
     if crash is not None:
         checks["agent_completed"] = {"passed": False, "detail": crash}
-    passed = all(c["passed"] for c in checks.values())
-    failed = [name for name, c in checks.items() if not c["passed"]]
+    outcome, reason = outcome_of(checks)
     return {
-        "outcome": "success" if passed else "failure",
-        "reason": None if passed else "failed: " + ", ".join(failed),
+        "outcome": outcome,
+        "reason": reason,
         "checks": checks,
         "milestones": episode.milestones_reached,
         "final_state_hash": episode.final_state_hash,

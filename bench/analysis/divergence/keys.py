@@ -1,0 +1,305 @@
+"""Step 1 of the divergence analysis: every logged step gets a canonical key.
+
+A key is `tool(canonical JSON of its arguments)` (`bench.canonical.step_key`), or the state hash
+after the step with `key="state"`; the options decide which steps become keys (read-only steps,
+ask_user turns, model turns, repeated reads). Keys are interned as ids of one vocabulary, so a
+repeated call costs one orjson.dumps and a dict lookup, and the report's trajectory distances
+compare ids. `read_keyed` keys a run directory's steps as they are read (one pass, no step
+record kept); `corpus_of_run` groups the keyed trials by task, with each task's reference
+actions keyed the same way (the `Corpus` the tree analysis runs on).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import orjson
+
+from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials
+from bench.canonical import canonical_json, digest, step_key
+from bench.runs.rundir import RunLog, TrialSummary, read_run
+from bench.world.suite import Suite
+from bench.world.task import Task
+
+
+def tool_of(key: str) -> str | None:
+    if key == END or key.startswith("state:") or key.startswith("model:"):
+        return None
+    tool, paren, _ = key.partition("(")
+    return tool if paren else key
+
+
+
+_DUMPS_OPT = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+class AttemptKeys:
+    """The keys of one attempt, built event by event."""
+
+    __slots__ = ("keys", "where", "calls", "actions", "last_state", "events")
+
+    def __init__(self) -> None:
+        self.keys: list[int] = []  # key ids
+        self.where: list[int] = []  # position of each key's event among the attempt's events
+        self.calls: list[int] = []  # step index of every tool/user call (for milestones)
+        self.actions: list[int] = []  # action key id of every tool call, none dropped (the report's sequence)
+        self.last_state: Any = None
+        self.events = 0
+
+
+class Keyer:
+    """Keys logged step events into ids of a shared vocabulary. The key of each (tool, raw
+    arguments) is cached, so that a repeated call costs one orjson.dumps and a dict lookup."""
+
+    def __init__(self, options: DivergenceOptions, vocab: dict[str, int]):
+        self.vocab = vocab
+        self.attempts: dict[str, AttemptKeys] = {}  # filled by `feed_record`
+        self._cache: dict[tuple[str, bytes], int] = {}
+        self.state_mode = options.key == "state"
+        self.ignore_read_only = options.ignore_read_only
+        self.include_user = options.include_user
+        self.include_model = options.include_model
+        self.collapse = options.collapse_repeats
+
+    def intern(self, key: str) -> int:
+        i = self.vocab.get(key)
+        if i is None:
+            i = self.vocab[key] = len(self.vocab)
+        return i
+
+    def action_id(self, tool: str, args: Any) -> int:
+        try:
+            raw = orjson.dumps(args, option=_DUMPS_OPT)
+        except TypeError:
+            raw = repr(args).encode()
+        i = self._cache.get((tool, raw))
+        if i is None:
+            try:
+                label = step_key(tool, args)
+            except TypeError:
+                label = step_key(tool, repr(args))
+            # kept as a compact copy: the bytes orjson returns hold on to its ~4 KB write buffer
+            i = self._cache[(tool, bytes(memoryview(raw)))] = self.intern(label)
+        return i
+
+    def feed_record(self, ev: dict[str, Any]) -> None:
+        """Add a step record of the log (records of each attempt must come in step order)."""
+        tk = self.attempts.get(ev["attempt"])
+        if tk is None:
+            tk = self.attempts[ev["attempt"]] = AttemptKeys()
+        self.feed(tk, ev)
+
+    def feed(self, tk: AttemptKeys, ev: dict[str, Any]) -> None:
+        """Add one logged event of the attempt (events must come in step order)."""
+        pos = tk.events
+        tk.events += 1
+        kind = ev.get("kind")
+        if kind == "tool":
+            tk.calls.append(ev.get("step", pos))
+            key = self._tool_key(tk, ev)
+        elif kind == "user":
+            tk.calls.append(ev.get("step", pos))
+            key = self.action_id("ask_user", ev.get("args")) if self.include_user else None
+        elif kind == "model" and self.include_model and not self.state_mode:
+            key = self.intern("model:" + digest(canonical_json(_jsonable(ev.get("output"))))[:16])
+        else:
+            return
+        if key is not None:
+            tk.keys.append(key)
+            tk.where.append(pos)
+
+    def _tool_key(self, tk: AttemptKeys, ev: dict[str, Any]) -> int | None:
+        """The key of a tool call, or None when the options make it no node."""
+        action = self.action_id(str(ev.get("tool")), ev.get("args"))
+        tk.actions.append(action)
+        read_only = ev.get("read_only")
+        if read_only and self.ignore_read_only:
+            return None
+        if self.state_mode:
+            state = ev.get("state_hash")
+            changed = not read_only and ev.get("error") is None and state != tk.last_state
+            tk.last_state = state
+            return self.intern("state:" + str(state)) if changed and state is not None else None
+        if read_only and self.collapse and tk.keys and tk.keys[-1] == action:
+            return None  # a no-op: the same read again on the same state
+        return action
+
+    def keys(self, events: Sequence[dict[str, Any]]) -> AttemptKeys:
+        tk = AttemptKeys()
+        for ev in events:
+            self.feed(tk, ev)
+        return tk
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except TypeError:
+        return repr(value)
+
+
+def step_keys(events: Sequence[dict[str, Any]], options: DivergenceOptions | None = None) -> list[str]:
+    """The canonical keys of one trial's logged step events (see the module docstring)."""
+    vocab: dict[str, int] = {}
+    tk = Keyer(options or DivergenceOptions(), vocab).keys(events)
+    labels = list(vocab)
+    return [labels[i] for i in tk.keys]
+
+
+
+class Corpus:
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {END: 0}
+        self.task_ids: list[str] = []
+        self.references: list[list[int] | None] = []
+        self.milestones: list[list[str]] = []
+        self.trial_ids: list[str] = []
+        self.trial_task: list[int] = []
+        self.success: list[bool] = []
+        self.keys: list[list[int]] = []
+        self.steps: list[list[int]] = []
+        self.trial_milestones: list[dict[str, int | None] | None] = []
+        self.tool_calls: list[int] = []
+        self._ids: dict[int, int] = {0: 0}  # keyer id -> corpus id (`renumber`); END is 0 in both
+
+    def renumber(self, keys: list[int]) -> list[int]:
+        """Keyer ids as corpus ids, numbered in order of first appearance in the corpus (task by
+        task, reference first; `adopt_labels` then names them). Ties between equal nodes fall
+        to the lower id, so this keeps the analysis independent of the order in which the log
+        lists its steps (concurrent trials interleave) and of keys the corpus leaves out."""
+        ids = self._ids
+        return [ids.setdefault(k, len(ids)) for k in keys]
+
+    def adopt_labels(self, keyer_vocab: dict[str, int]) -> None:
+        """Name the corpus ids (`renumber`) with the keyer's labels."""
+        labels = list(keyer_vocab)
+        self.vocab = {labels[old]: new for old, new in self._ids.items()}
+
+    def intern(self, keys: Sequence[str]) -> list[int]:
+        vocab = self.vocab
+        out = []
+        for k in keys:
+            i = vocab.get(k)
+            if i is None:
+                i = vocab[k] = len(vocab)
+            out.append(i)
+        return out
+
+
+
+def corpus_of_tasks(tasks: Sequence[TaskTrials]) -> Corpus:
+    """A corpus of already-keyed trials (`bench.analysis.divergence.section.analyse`)."""
+    corpus = Corpus()
+    for task in tasks:
+        t = len(corpus.task_ids)
+        corpus.task_ids.append(task.task)
+        corpus.references.append(None if task.reference is None else corpus.intern(task.reference))
+        corpus.milestones.append(list(task.milestones))
+        for trial in task.trials:
+            corpus.trial_ids.append(trial.trial)
+            corpus.trial_task.append(t)
+            corpus.success.append(bool(trial.success))
+            corpus.keys.append(corpus.intern(trial.keys))
+            corpus.steps.append(list(trial.steps) if trial.steps is not None else list(range(len(trial.keys))))
+            corpus.trial_milestones.append(trial.milestones)
+            corpus.tool_calls.append(trial.tool_calls if trial.tool_calls is not None else len(trial.keys))
+    return corpus
+
+
+def reference_keys(suite: Suite, task: Task, keyer: Keyer) -> list[int]:
+    """The task's reference actions keyed like the trials (replayed, for read-only flags and
+    state hashes)."""
+    tk = AttemptKeys()
+    world = suite.new_world(task)
+    for i, action in enumerate(task.reference_actions):
+        if action.tool == "ask_user":
+            keyer.feed(tk, {"kind": "user", "step": i, "tool": "ask_user", "args": action.args, "read_only": True,
+                            "state_hash": world.state_hash})
+            continue
+        outcome = world.execute(action.tool, action.args)
+        keyer.feed(tk, {"kind": "tool", "step": i, "tool": action.tool, "args": action.args,
+                        "read_only": outcome.read_only, "state_hash": outcome.state_hash})
+    return tk.keys
+
+
+def corpus_of_run(run: KeyedRun, suite: Suite | None, pool_variants: bool = False) -> Corpus:
+    """Group the valid trials by task (manifest order), with each trial's keys and the task's
+    reference from the suite. Like the report's headline figures, only trials on the
+    unperturbed inputs count unless `pool_variants`."""
+    c = Corpus()
+    by_task: dict[str, list[TrialSummary]] = {t: [] for t in run.log.manifest.get("tasks", [])}
+    for summary in run.log.counted(pool_variants=pool_variants):
+        by_task.setdefault(summary["task"], []).append(summary)
+    for task_id, rows in by_task.items():
+        if not rows:
+            continue
+        rows.sort(key=lambda s: (str(s.get("variant", "")), s.get("index", 0), s["trial"]))
+        t = len(c.task_ids)
+        c.task_ids.append(task_id)
+        ref = None
+        names: list[str] = []
+        if suite is not None:
+            try:
+                task = suite.task(task_id)
+            except Exception:  # noqa: BLE001 - the task left the suite: no reference for it
+                task = None
+            if task is not None:
+                ref = c.renumber(reference_keys(suite, task, run.keyer))
+                names = [m["name"] for m in task.milestones]
+        c.references.append(ref)
+        c.milestones.append(names)
+        for summary in rows:
+            tk = run.keys(summary)
+            c.trial_ids.append(summary["trial"])
+            c.trial_task.append(t)
+            c.success.append(summary["outcome"] == "success")
+            c.keys.append(c.renumber(tk.keys))
+            c.steps.append(tk.where)
+            c.tool_calls.append(len(tk.calls))
+            reached = summary.get("milestones")
+            if reached:
+                # the tool-call index of the event that reached each milestone
+                reached = {name: (None if at is None else bisect_left(tk.calls, int(at))) for name, at in reached.items()}
+            c.trial_milestones.append(reached or None)
+    c.adopt_labels(run.keyer.vocab)
+    return c
+
+
+@dataclass
+class KeyedRun:
+    """A run with the steps of each attempt keyed (`read_keyed`, `key_parsed`): all that the
+    report and the divergence analysis need of the steps."""
+
+    log: RunLog  # from `read_keyed`, without step records: they were keyed as read, then dropped
+    options: DivergenceOptions
+    keyer: Keyer
+
+    def keys(self, summary: TrialSummary) -> AttemptKeys:
+        """The keys of the attempt behind a trial summary (none if it logged no steps)."""
+        return self.keyer.attempts.get(summary["attempt"]) or AttemptKeys()
+
+    def actions(self, summary: TrialSummary) -> list[int]:
+        """The trial's tool calls as key ids (equal calls, equal ids), in log order."""
+        return self.keys(summary).actions
+
+
+def read_keyed(run_dir: str | Path, options: DivergenceOptions | None = None) -> KeyedRun:
+    """Read a run directory in one pass, keying each step as it is read and keeping none
+    (`bench.runs.rundir.read_run`'s reading rules: a torn last line is skipped, the first summary of a
+    trial counts, steps of attempts without a summary are ignored). Memory grows with the
+    number of steps, not with the log's size; nothing is parsed or keyed twice."""
+    o = options or DivergenceOptions()
+    keyer = Keyer(o, {END: 0})
+    return KeyedRun(read_run(run_dir, on_step=keyer.feed_record), o, keyer)
+
+
+def key_parsed(log: RunLog, options: DivergenceOptions | None = None) -> KeyedRun:
+    """Key the steps of a run already read with `read_run`."""
+    o = options or DivergenceOptions()
+    keyer = Keyer(o, {END: 0})
+    keyer.attempts = {attempt: keyer.keys(events) for attempt, events in log.steps.items()}
+    return KeyedRun(log, o, keyer)
+

@@ -1,0 +1,129 @@
+"""Markdown: the diff as a pull-request comment, and `md_escape`, the one Markdown escape.
+
+Everything a run produced (task ids, agent names, tool names and arguments, warnings that quote
+them) goes through `md_escape` before it reaches a Markdown document — the diff's comment, the
+leaderboard's README, the exported dataset's card — so that it renders as the text it is: no
+markup, no HTML, no table break, no control character.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from bench.analysis.regression import CATEGORIES
+from bench.publish.text import (
+    changed_tasks,
+    divergence_point,
+    error_move,
+    fmt_p,
+    mde_statement,
+    num,
+    pp,
+    rate,
+    term,
+    tool_change_text,
+)
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
+
+
+def md_escape(text: Any) -> str:
+    """Untrusted text for Markdown (a table cell, a list item, a line): whitespace folded to
+    single spaces, other control characters shown escaped, HTML escaped, markup characters
+    backslash-escaped."""
+    s = term(" ".join(str(text).split()))
+    s = html.escape(s, quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+def render_diff_markdown(diff: dict[str, Any], max_tasks: int = 30) -> str:
+    """A pull-request comment. All run-produced text is escaped."""
+    out: list[str] = []
+    if diff["forced"]:
+        out += ["> [!WARNING]", "> **FORCED comparison: the runs are of different suites. These figures may be meaningless.**", ""]
+    out += _head(diff) + _figures(diff) + _tasks(diff, max_tasks) + _tools(diff) + _divergence(diff)
+    if diff["forced"]:
+        out += ["", "> [!WARNING]", "> **FORCED comparison of different suites.**"]
+    return "\n".join(out) + "\n"
+
+
+def _head(diff: dict[str, Any]) -> list[str]:
+    a, b, t = diff["base"], diff["candidate"], diff["test"]
+    icon = "🔴" if t["significant_regression"] else "🟢"
+    out = [f"### {icon} trajbench diff: {md_escape(diff['verdict'])}", "",
+           f"**Gate:** one-sided p = {fmt_p(t['p_value'])} (α = {diff['alpha']}; {md_escape(t['method'])}; "
+           f"{t['permutations']} permutations)", "",
+           "| | base | candidate |", "|---|---|---|",
+           f"| agent | {md_escape(a['agent']['name'])}{' (simulated)' if a['agent']['simulated'] else ''} | "
+           f"{md_escape(b['agent']['name'])}{' (simulated)' if b['agent']['simulated'] else ''} |",
+           f"| overlay | {md_escape((a['overlay'] or {}).get('name') or '—')} | {md_escape((b['overlay'] or {}).get('name') or '—')} |",
+           f"| trials | {a['finished_trials']}/{a['expected_trials']} (k = {a['k']}) | "
+           f"{b['finished_trials']}/{b['expected_trials']} (k = {b['k']}) |",
+           f"| suite | {md_escape(a['suite']['name'])} `{str(a['suite']['hash'])[:12]}` | "
+           f"{md_escape(b['suite']['name'])} `{str(b['suite']['hash'])[:12]}` |",
+           ""]
+    out += [f"> ⚠️ {md_escape(w)}" for w in diff["warnings"]]
+    return out + ([""] if diff["warnings"] else [])
+
+
+def _figures(diff: dict[str, Any]) -> list[str]:
+    k, alpha = diff["k"], diff["alpha"]
+    stat_p = {st["name"]: st["p_value"] for st in diff["test"]["statistics"]}
+    out = [f"| metric (n = {diff['task_sets']['shared']} tasks) | base | candidate | Δ [95% CI] | one-sided p |",
+           "|---|---|---|---|---|"]
+    for name in ("pass@1", f"pass^{k}"):
+        e = diff["suite"].get(name)
+        if e and e["delta"] is not None:
+            out.append(f"| {name} | {num(e['base'])} | {num(e['candidate'])} | {num(e['delta'], True)} "
+                       f"[{num(e['lo'], True)}, {num(e['hi'], True)}] | {fmt_p(stat_p.get(name))} |")
+    out += ["", f"**Minimum detectable effect.** {md_escape(mde_statement(diff))}", ""]
+    cats = diff["categories"]
+    out.append("**Tasks:** " + ", ".join(f"{c.replace('_', ' ')} {len(cats[c])}" for c in CATEGORIES)
+               + f"; significant regressions (BH q ≤ {alpha}): {len(diff['significant_tasks'])}")
+    return out
+
+
+def _tasks(diff: dict[str, Any], max_tasks: int) -> list[str]:
+    rows = changed_tasks(diff)
+    if not rows:
+        return []
+    out = ["", "<details><summary>Changed tasks</summary>", "",
+           "| task | base | candidate | category | p | q |", "|---|---|---|---|---|---|"]
+    for r in rows[:max_tasks]:
+        sig = " **⚠**" if r["significant"] else ""
+        out.append(f"| {md_escape(r['task'])}{sig} | {r['base']['successes']}/{r['base']['n']} | "
+                   f"{r['candidate']['successes']}/{r['candidate']['n']} | {r['category'].replace('_', ' ')} | "
+                   f"{fmt_p(r['p'])} | {fmt_p(r['q']) if r['q'] is not None else '—'} |")
+    if len(rows) > max_tasks:
+        out.append(f"| … {len(rows) - max_tasks} more | | | | | |")
+    return out + ["", "</details>"]
+
+
+def _tools(diff: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    tools = diff["tools"]
+    if tools["changed"] or tools["added"] or tools["removed"]:
+        out += ["", "**Tool changes**", ""]
+        out += [f"- {md_escape(tool_change_text(ch))}" for ch in tools["changed"]]
+        out += [f"- added {md_escape(x)}" for x in tools["added"]] + [f"- removed {md_escape(x)}" for x in tools["removed"]]
+    moved = [r for r in diff["tool_mix"]["tools"] if abs(r["delta_share"]) >= 0.005 or error_move(r)][:12]
+    if moved:
+        out += ["", "<details><summary>Tool-call mix</summary>", "",
+                "| tool | base share | candidate share | Δ | errors base → candidate |", "|---|---|---|---|---|"]
+        out += [f"| {md_escape(r['tool'])} | {pp(r['base_share'], False)} | {pp(r['candidate_share'], False)} | "
+                f"{pp(r['delta_share'])} | {rate(r['base_error_rate'])} → {rate(r['candidate_error_rate'])} |" for r in moved]
+        out += ["", "</details>"]
+    return out
+
+
+def _divergence(diff: dict[str, Any]) -> list[str]:
+    dv = diff["divergence"]
+    if not (dv["available"] and any(r["change"] != "same" for r in dv["tasks"])):
+        return []
+    out = ["", "<details><summary>Divergence points that moved or appeared</summary>", "",
+           "| task | change | base | candidate |", "|---|---|---|---|"]
+    out += [f"| {md_escape(r['task'])} | {r['change']} | {md_escape(divergence_point(r['base']))} | "
+            f"{md_escape(divergence_point(r['candidate']))} |" for r in dv["tasks"] if r["change"] != "same"][:20]
+    return out + ["", "</details>"]
