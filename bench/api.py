@@ -59,7 +59,7 @@ class Run:
     def _entry(self, key: str, k: int) -> dict[str, Any]:
         for entry in self.report["suite"][key]:
             if entry["k"] == k:
-                return entry  # type: ignore[no-any-return]
+                return entry
         raise ValueError(f"{key.replace('k', str(k))} is not defined for this run (k = {self.k}; "
                          f"choose 1 <= k <= {self.report['suite']['trials_max']})")
 
@@ -91,7 +91,7 @@ class Run:
         """The report's row for one task (successes, n, pass@1, pass^k, flip, failing checks...)."""
         for row in self.report["tasks"]:
             if row["task"] == task_id:
-                return row  # type: ignore[no-any-return]
+                return row
         raise KeyError(task_id)
 
     def __fspath__(self) -> str:

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 
 if TYPE_CHECKING:
     from bench.analysis.divergence.options import DivergenceOptions
@@ -27,7 +27,7 @@ for _var, _value in (("LANGSMITH_TRACING_V2", "false"), ("HF_HUB_OFFLINE", "1"),
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own exit code is 2 as well
+    def error(self, message: str) -> NoReturn:  # argparse's own exit code is 2 as well
         raise BenchError(f"{message} (see `{self.prog} --help`)", field="arguments")
 
 
@@ -289,7 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="trajbench", description="Benchmark the consistency of tool-using agents.")
     parser.add_argument("--version", action="version", version=f"trajbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_running(sub)
+    _add_reading(sub)
+    _add_publishing(sub)
+    return parser
 
+
+def _add_running(sub: Any) -> None:
+    """`validate` and `run`."""
     p = sub.add_parser("validate", help="check a suite's tasks (schema, reference passes, do-nothing fails)")
     p.add_argument("suite", metavar="SUITE", help="built-in suite name or folder")
     p.set_defaults(func=cmd_validate)
@@ -323,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=_probability, default=0.05, help="level of the --baseline gate (default 0.05)")
     p.set_defaults(func=cmd_run)
 
+
+def _add_reading(sub: Any) -> None:
+    """`report`, `diff`, `view` and `verify`."""
     p = sub.add_parser("report", help="print a run's metrics (terminal or --json)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="machine-readable (bench/schemas/report.schema.json)")
@@ -356,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="every mismatch, machine-readable")
     p.set_defaults(func=cmd_verify)
 
+
+def _add_publishing(sub: Any) -> None:
+    """`export` and `leaderboard`."""
     p = sub.add_parser("export", help="export a run's steps and trials as a Hugging Face dataset (offline)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--format", required=True, choices=["parquet", "jsonl", "hf"],
@@ -371,7 +384,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=_positive_int, default=2000, help="bootstrap replicates for the intervals (default 2000)")
     p.add_argument("--suite", metavar="SUITE", help="the runs' suite folder (or built-in name), if the path recorded in them is gone")
     p.set_defaults(func=cmd_leaderboard)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

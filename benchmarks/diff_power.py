@@ -4,7 +4,7 @@ Ground truth: the simulated agent `sim:noisy?p=0.2..0.95`, whose per-task succes
 p_t is known (spread deterministically over [0.2, 0.95] by task id) on the built-in suites'
 tasks (retail 36, calendar 38, incident 39; all 113). Each simulated diff draws the base run's
 counts c_A ~ Bin(k, p_t) and the candidate's c_B ~ Bin(k, q_t), and applies the gate exactly as
-`trajbench diff` does (bench.analysis.diff.suite_test: the stratified permutation test, min-p over
+`trajbench diff` does (bench.analysis.regression.suite_test: the stratified permutation test, min-p over
 Δpass@1, Δpass^k and the worst task). Simulating counts instead of logs is exact here: the
 gate only sees each task's counts, and the sim agent's trials are independent Bernoulli(p_t).
 (tests/test_compare.py also runs real runs through the runner.)

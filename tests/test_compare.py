@@ -1,4 +1,4 @@
-"""`trajbench diff` (bench/compare.py): the statistics against independent computations, the
+"""`trajbench diff` (bench/analysis/diff.py, bench/analysis/regression.py): the statistics against independent computations, the
 gate's false-alarm rate and FDR on simulated counts, and real runs through the runner."""
 
 import io

@@ -1,4 +1,4 @@
-"""Divergence analysis (bench/divergence.py) against hand-computed trees, scipy and brute force."""
+"""Divergence analysis (bench/analysis/divergence/) against hand-computed trees, scipy and brute force."""
 
 import itertools
 import json

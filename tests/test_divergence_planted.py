@@ -107,7 +107,7 @@ def chain_suite(tmp_path_factory):
 
 def _sim(options: str) -> AgentSpec:
     """The sim agent with planting, through the python adapter (the `sim:` spec form needs
-    bench/agentspec.py to allow the plant_* options)."""
+    bench/adapters/spec.py to allow the plant_* options)."""
     return parse_agent_spec(f"python:bench.adapters.sim:SimAgent?{options}")
 
 

@@ -1,4 +1,4 @@
-"""Tool overlays (bench/overlay.py): loading and validation, what the agent sees, that the same
+"""Tool overlays (bench/world/overlay.py): loading and validation, what the agent sees, that the same
 functions run underneath, that goal checks stay correct, and the example end to end."""
 
 import io

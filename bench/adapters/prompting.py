@@ -36,7 +36,7 @@ import copy
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn, Sequence
 
 import jsonschema
 import orjson
@@ -218,7 +218,7 @@ def _string_check(schema_json: str) -> Callable[[str], bool]:
 
 
 def action_schema(tool_specs: list[dict[str, Any]], scaffold: Scaffold, candidates: list[str] | None,
-                  background: list[str] = ()) -> dict[str, Any]:
+                  background: Sequence[str] = ()) -> dict[str, Any]:
     """The JSON schema of one reply: a call of any tool, or the final answer. Under `enum_args`, a
     string argument may take the `candidates` (instruction and tool results, oldest first) that fit
     its schema, or if none fits the `background` ones (the policy's words) that do."""
@@ -428,6 +428,7 @@ class Conversation:
             return action.answer
         if self.finishing:
             raise Stop(f"asked for the final answer ({self.finishing}), the model replied with a call")
+        assert action.tool is not None  # parse_action: an error, the answer, or a call
         try:
             self.check_repeat(action.tool, action.args)
         except Stop as exc:

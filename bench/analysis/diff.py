@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from bench.analysis.divergence.section import divergence_section
 from bench.analysis.regression import (
@@ -47,7 +47,7 @@ def _counts(log: RunLog) -> dict[str, tuple[int, int, int]]:
     return {t: (n, c, e) for t, (n, c, e) in out.items()}
 
 
-def _renames(manifest: dict[str, Any]) -> dict[str, str]:
+def _renames(manifest: Mapping[str, Any]) -> dict[str, str]:
     """Tool names the run's overlay gave (suite name -> name the agent saw)."""
     overlay = manifest.get("overlay") or {}
     return dict(overlay.get("renamed") or {})
@@ -72,10 +72,10 @@ def _tool_mix(log: RunLog, tasks: set[str]) -> tuple[Counter[str], Counter[str],
     return calls, errors, trials
 
 
-def _tool_changes(base: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any]:
+def _tool_changes(base: Mapping[str, Any], cand: Mapping[str, Any]) -> dict[str, Any]:
     """Which tools differ between the runs, keyed by the suite's own tool names; what the
     overlays say about each change when the runs used overlays."""
-    def by_suite_name(manifest: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    def by_suite_name(manifest: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
         back = {new: old for old, new in _renames(manifest).items()}
         return {back.get(name, name): (name, h) for name, h in (manifest.get("tool_schema_hashes") or {}).items()}
 
@@ -114,7 +114,7 @@ def _mix_section(base: RunLog, cand: RunLog, shared: set[str]) -> dict[str, Any]
     cb, eb, tb = _tool_mix(cand, shared)
     total_a, total_b = sum(ca.values()), sum(cb.values())
     names_b = _renames(cand.manifest)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for tool in sorted(set(ca) | set(cb)):
         sa = ca[tool] / total_a if total_a else 0.0
         sb = cb[tool] / total_b if total_b else 0.0
@@ -154,7 +154,7 @@ def _divergence_diff(base: RunLog, cand: RunLog, shared: list[str]) -> dict[str,
     another failing action) or stayed. A task with no mixed outcomes has no branch into
     failure. Labels use the names the agent saw, so an overlay's renames show as a move."""
     a, b = _divergence_points(base), _divergence_points(cand)
-    rows = []
+    rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
     for task in shared:
         da, db = a.get(task), b.get(task)

@@ -119,7 +119,7 @@ def _exact_cached(table: tuple[tuple[int, int], ...], permutations: int, seed: i
     return (1 + hits) / (permutations + 1), None, "permutation"
 
 
-def exact_test(sizes: Sequence[int], successes: Sequence[int], *, permutations: int = 10_000,
+def exact_test(sizes: Sequence[int] | np.ndarray, successes: Sequence[int] | np.ndarray, *, permutations: int = 10_000,
                seed: int = 0) -> tuple[float, float | None, str]:
     """Conditional exact test of independence between alternative and outcome (an r × 2 table
     with fixed margins). Returns (p-value, smallest p-value attainable with these margins or
@@ -203,7 +203,7 @@ def _boschloo_cached(n1: int, s1: int, n2: int, s2: int) -> float:
     return float(min(1.0, 2 * min(p_less, p_greater)))
 
 
-def boschloo_test(sizes: Sequence[int], successes: Sequence[int]) -> tuple[float, float]:
+def boschloo_test(sizes: Sequence[int] | np.ndarray, successes: Sequence[int] | np.ndarray) -> tuple[float, float]:
     """Boschloo's exact unconditional test for two alternatives, two-sided as in scipy
     (twice the smaller one-sided p-value; the nuisance success rate is maximised over a grid
     of 399 values plus a local refinement, instead of scipy's 32-point shgo). Returns

@@ -350,7 +350,7 @@ def trajectory_consistency(seqs: Sequence[Sequence[Hashable]]) -> float | None:
     return float((pair_weights * dist).sum() / (n * (n - 1) / 2))
 
 
-def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
+def benjamini_hochberg(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     """Benjamini–Hochberg adjusted p-values (q-values), q_(i) = min_{j ≥ i} m p_(j) / j:
     scipy's implementation, which also accepts an empty list here."""
     p = np.asarray(pvalues, dtype=np.float64)

@@ -220,13 +220,6 @@ def suite_test(pc: PairedCounts, k: int, *, alpha: float = DEFAULT_ALPHA, permut
     ordered = np.sort(rep_p)
     level = float(ordered[j]) if 0 <= j < ordered.size else 0.0  # 0: too few permutations to ever reject
     worst_task = pc.tasks[int(np.argmin(pw_lut[np.arange(T), obs_idx]))]  # smallest Fisher p (first on ties)
-    # how far a single task that passed every trial must fall to make the gate fire on its own
-    # (the worst-task statistic at the effective level, against this diff's other tasks)
-    nA, nB = int(np.median(pc.n_base)), int(np.median(pc.n_cand))
-    ordered_w = np.sort(reps["worst task"])
-    flagged = [j for j in range(nB + 1)
-               if (1 + np.searchsorted(ordered_w, stats.hypergeom.sf(nA - 1, nA + nB, nA + j, nA) * (1 + 1e-9), side="right"))
-               / (permutations + 1) <= level]
     return {
         "method": "stratified permutation (within-task relabelling), one-sided, min-p over "
                   + ", ".join(names),
@@ -238,8 +231,19 @@ def suite_test(pc: PairedCounts, k: int, *, alpha: float = DEFAULT_ALPHA, permut
         "effective_level": level,
         "alpha": float(alpha),
         "significant_regression": p_combined <= alpha,
-        "single_task": {"base": f"{nA}/{nA}", "flagged_at_or_below": max(flagged) if flagged else None, "of": nB},
+        "single_task": _single_task(pc, reps["worst task"], level),
     }
+
+
+def _single_task(pc: PairedCounts, worst_reps: np.ndarray, level: float) -> dict[str, Any]:
+    """How far a single task that passed every trial must fall to make the gate fire on its own
+    (the worst-task statistic at the effective level, against this diff's other tasks)."""
+    nA, nB = int(np.median(pc.n_base)), int(np.median(pc.n_cand))
+    ordered_w = np.sort(worst_reps)
+    flagged = [j for j in range(nB + 1)
+               if (1 + np.searchsorted(ordered_w, stats.hypergeom.sf(nA - 1, nA + nB, nA + j, nA) * (1 + 1e-9), side="right"))
+               / (worst_reps.size + 1) <= level]
+    return {"base": f"{nA}/{nA}", "flagged_at_or_below": max(flagged) if flagged else None, "of": nB}
 
 
 # ---------------------------------------------------------------------------------------
@@ -416,7 +420,7 @@ def compare_counts(pc: PairedCounts, *, k: int, alpha: float = DEFAULT_ALPHA, pe
         out["suite"] = paired_bootstrap(pc, k, B=bootstrap, seed=seed)
     tt = task_tests(pc, alpha)
     d1, dk = _per_task_deltas(pc, k)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for t, task in enumerate(pc.tasks):
         nA, cA, nB, cB = (int(a[t]) for a in (pc.n_base, pc.c_base, pc.n_cand, pc.c_cand))
         q = tt["q"][t]

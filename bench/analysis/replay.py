@@ -48,7 +48,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import orjson
 
@@ -204,16 +204,17 @@ class _Replayed:
     steps: int  # tool/user steps replayed
 
 
-def _trial_order(manifest: dict[str, Any]):
+def _trial_order(manifest: Manifest) -> Callable[[TrialSummary], tuple[int, str, int, str]]:
     order = {t: i for i, t in enumerate(manifest.get("tasks") or [])}
 
-    def key(summary: dict[str, Any]) -> tuple:
-        return (order.get(summary.get("task"), len(order)), str(summary.get("variant")),
-                summary.get("index") if isinstance(summary.get("index"), int) else -1, str(summary["trial"]))
+    def key(summary: TrialSummary) -> tuple[int, str, int, str]:
+        index = summary.get("index")
+        return (order.get(str(summary.get("task")), len(order)), str(summary.get("variant")),
+                index if isinstance(index, int) else -1, str(summary["trial"]))
     return key
 
 
-def _check_identity(summary: dict[str, Any], manifest: dict[str, Any], out: list[Mismatch]) -> None:
+def _check_identity(summary: TrialSummary, manifest: Manifest, out: list[Mismatch]) -> None:
     trial = summary["trial"]
     task, variant, index = summary.get("task"), summary.get("variant"), summary.get("index")
     if trial != f"{task}/{variant}/{index}":
@@ -396,7 +397,8 @@ def _replay_trial(suite: Suite, task: Task, summary: TrialSummary, events: list[
     expected, _ = suite.expected_state(task)
     answer = summary.get("answer")
     checks = evaluate(task, r.rules.world.state, expected, r.rules.actions, answer if isinstance(answer, str) else "")
-    logged_checks = summary.get("checks") if isinstance(summary.get("checks"), dict) else {}
+    claimed = summary.get("checks")
+    logged_checks: dict[str, Any] = claimed if isinstance(claimed, dict) else {}
     checks.update(_run_side_claims(summary["trial"], summary, logged_checks, r.calls, manifest, out))
     _check_checks(r, logged_checks, checks, detail_is_soft)
     outcome, reason = outcome_of(checks)
@@ -404,8 +406,8 @@ def _replay_trial(suite: Suite, task: Task, summary: TrialSummary, events: list[
     return _Replayed(outcome, r.calls)
 
 
-def _run_side_claims(trial: str, summary: dict[str, Any], logged: dict[str, Any], calls: int,
-                     manifest: dict[str, Any], out: list[Mismatch]) -> dict[str, dict[str, Any]]:
+def _run_side_claims(trial: str, summary: TrialSummary, logged: Mapping[str, Any], calls: int,
+                     manifest: Manifest, out: list[Mismatch]) -> dict[str, dict[str, Any]]:
     """The harness's own checks, accepted as logged when consistent with the rest of the log."""
     claims: dict[str, dict[str, Any]] = {}
     max_steps = manifest.get("max_steps")
@@ -527,7 +529,7 @@ def _trial_variant(summary: TrialSummary, manifest: Manifest, tasks_by_id: dict[
     return variant
 
 
-def _run_variants(manifest: dict[str, Any], tasks_by_id: dict[str, Any], out: list[Mismatch]) -> dict[str, dict[str, Any]]:
+def _run_variants(manifest: Manifest, tasks_by_id: dict[str, Task], out: list[Mismatch]) -> dict[str, dict[str, Variant]]:
     """task id -> variant id -> Variant: the input variants the run's manifest calls for (the
     unperturbed `base` alone for a run without perturbations), regenerated from its seed."""
     perturbations = manifest.get("perturbations") or []
@@ -545,7 +547,7 @@ def _run_variants(manifest: dict[str, Any], tasks_by_id: dict[str, Any], out: li
             if task_id in (manifest.get("tasks") or [])}
 
 
-def _check_variant(summary: dict[str, Any], variant: Any, out: list[Mismatch]) -> None:
+def _check_variant(summary: TrialSummary, variant: Variant, out: list[Mismatch]) -> None:
     """The summary's record of its input variant must be the regenerated variant."""
     trial = summary["trial"]
     family = summary.get("variant_family", BASE)
@@ -558,7 +560,7 @@ def _check_variant(summary: dict[str, Any], variant: Any, out: list[Mismatch]) -
             out.append(Mismatch(trial, None, "instruction", _differs("instruction", summary.get("instruction"), variant.task.instruction)))
 
 
-def _check_completeness(log: RunLog, manifest: dict[str, Any], variants: dict[str, dict[str, Any]], out: list[Mismatch]) -> None:
+def _check_completeness(log: RunLog, manifest: Manifest, variants: dict[str, dict[str, Variant]], out: list[Mismatch]) -> None:
     k = manifest.get("k")
     tasks = manifest.get("tasks") or []
     if not isinstance(k, int):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -53,15 +53,15 @@ def _milestone_shares(trials: list[TrialSummary]) -> dict[str, float]:
     return {name: sum(t.get("milestones", {}).get(name) is not None for t in trials) / len(trials) for name in sorted(names)}
 
 
-def _resource_cv(by_task: dict[str, list[TrialSummary]]) -> dict[str, float | None]:
+def _resource_cv(by_task: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, float | None]:
     """Mean over tasks of the within-task coefficient of variation (tasks differ in length, so a
     pooled CV would measure the suite's mix, not the agent's consistency)."""
     out: dict[str, float | None] = {}
     for field in ("steps", "duration_s", "input_tokens", "output_tokens", "cost"):
         cvs = [metrics.coefficient_of_variation([t.get(field) or 0 for t in trials if is_valid(t)])
                for trials in by_task.values()]
-        cvs = [v for v in cvs if v is not None]
-        out[field] = float(np.mean(cvs)) if cvs else None
+        defined = [v for v in cvs if v is not None]
+        out[field] = float(np.mean(defined)) if defined else None
     return out
 
 

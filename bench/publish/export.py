@@ -28,7 +28,7 @@ import orjson
 
 from bench.errors import BenchError
 from bench.publish.markdown import md_escape
-from bench.runs.rundir import RunLog, read_run
+from bench.runs.rundir import RunLog, TrialSummary, read_run
 
 __all__ = ["FORMATS", "STEP_COLUMNS", "TRIAL_COLUMNS", "export_run", "step_rows", "trial_rows"]
 
@@ -110,7 +110,7 @@ def _json(value: Any) -> str:
         return orjson.dumps(repr(value)).decode()
 
 
-def _ordered_summaries(log: RunLog) -> list[dict[str, Any]]:
+def _ordered_summaries(log: RunLog) -> list[TrialSummary]:
     order = {t: i for i, t in enumerate(log.manifest.get("tasks") or [])}
     return sorted(log.summaries.values(), key=lambda s: (order.get(s["task"], len(order)), str(s.get("variant")),
                                                           s.get("index", 0), s["trial"]))

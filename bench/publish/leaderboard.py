@@ -37,7 +37,7 @@ import re
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import orjson
 
@@ -90,7 +90,7 @@ def _resources(log: RunLog) -> dict[str, Any]:
     """Per-task means over valid trials of steps, tokens and cost, then the mean over tasks.
     Tokens (cost) count as known only if some model turn reported them."""
     valid = log.counted()
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_task: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for s in valid:
         by_task[s["task"]].append(s)
     tokens_known = cost_known = False
@@ -101,7 +101,7 @@ def _resources(log: RunLog) -> dict[str, Any]:
                 cost_known |= ev.get("cost") is not None
 
     def over_tasks(field: str) -> float | None:
-        return _mean([_mean([float(t.get(field) or 0) for t in trials]) for trials in by_task.values()])
+        return _mean([sum([float(t.get(field) or 0) for t in trials]) / len(trials) for trials in by_task.values()])
 
     return {
         "mean_steps": over_tasks("steps"),
@@ -199,7 +199,7 @@ def _unique_labels(entries: list[dict[str, Any]]) -> None:
             e["label"] = f"{e['label']} (run {str(e['run']['run_id'])[:8]})"
 
 
-def build_leaderboard(run_dirs: list[str | Path], *, k: int | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
+def build_leaderboard(run_dirs: Sequence[str | Path], *, k: int | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
                       seed: int = 0, suite: Any = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The leaderboard as a dict (see the schema). `suite` (a Suite, folder or built-in name) is
     where to find the runs' suite when the path recorded in their manifests is gone. Raises

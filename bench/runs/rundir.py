@@ -22,7 +22,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypedDict
+from typing import Any, Callable, Iterator, Mapping, TypedDict
 
 import orjson
 
@@ -110,12 +110,12 @@ class TrialSummary(TypedDict, total=False):
     agent_info: dict[str, Any]
 
 
-def variant_family(summary: TrialSummary) -> str:
+def variant_family(summary: Mapping[str, Any]) -> str:
     """The trial's input-variant family (`base`: the task's own, unperturbed input)."""
     return summary.get("variant_family", BASE)
 
 
-def is_valid(summary: TrialSummary) -> bool:
+def is_valid(summary: Mapping[str, Any]) -> bool:
     """Does the trial count in the figures? Only success and failure do."""
     return summary.get("outcome") in VALID_OUTCOMES
 
@@ -237,15 +237,15 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_run(run_dir: str | Path, *, on_step: Callable[[dict[str, Any]], None] | None = None) -> RunLog:
+def read_run(run_dir: str | Path, *, on_step: Callable[[Any], None] | None = None) -> RunLog:
     """Read a run directory, line by line (the log can be large). With `on_step`, each step
     record is handed to it as it is read, in log order, and not kept (`steps` stays empty):
-    scoring keys the steps in the same pass (`bench.analysis.divergence.tree.read_keyed`) instead of
+    scoring keys the steps in the same pass (`bench.analysis.divergence.keys.read_keyed`) instead of
     holding a million step records and walking them again."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    summaries: dict[str, dict[str, Any]] = {}
-    steps: dict[str, list[dict[str, Any]]] = {}
+    summaries: dict[str, Any] = {}  # records are plain dicts; their shape is TrialSummary / StepEvent
+    steps: dict[str, list[Any]] = {}
     streamed: set[str] = set()  # attempts whose steps went to on_step
     errors: list[dict[str, Any]] = []
     duplicates: list[str] = []

@@ -26,7 +26,7 @@ from bench.adapters.spec import AgentSpec
 from bench.canonical import derive_seed
 from bench.episode import Episode
 from bench.errors import BenchError
-from bench.runs.rundir import LogWriter, read_manifest, read_run, write_manifest
+from bench.runs.rundir import LogWriter, Manifest, read_manifest, read_run, write_manifest
 from bench.runs.trial import AttemptError, play_async
 from bench.world.suite import Suite
 from bench.world.task import Task
@@ -68,7 +68,7 @@ def trial_keys(tasks: list[Task], config: RunConfig) -> list[TrialKey]:
             for i in range(config.k)]
 
 
-def build_manifest(suite: Suite, spec: AgentSpec, tasks: list[Task], config: RunConfig) -> dict[str, Any]:
+def build_manifest(suite: Suite, spec: AgentSpec, tasks: list[Task], config: RunConfig) -> Manifest:
     return {
         "run_id": uuid.uuid4().hex,
         "harness_version": __version__,
@@ -87,7 +87,7 @@ def build_manifest(suite: Suite, spec: AgentSpec, tasks: list[Task], config: Run
     }
 
 
-def _check_resumable(old: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
+def _check_resumable(old: Manifest, new: Manifest, run_dir: Path) -> None:
     """A run directory may only be resumed by the same benchmark (k may grow)."""
     checks = [
         ("suite.hash", old["suite"]["hash"], new["suite"]["hash"]),
@@ -114,13 +114,13 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def prepare_run_dir(suite: Suite, spec: AgentSpec, tasks: list[Task], config: RunConfig) -> tuple[dict[str, Any], set[str]]:
+def prepare_run_dir(suite: Suite, spec: AgentSpec, tasks: list[Task], config: RunConfig) -> tuple[Manifest, set[str]]:
     """Create or reopen the run directory; returns the manifest and the finished trial ids."""
     manifest = build_manifest(suite, spec, tasks, config)
     if (config.out / "run.json").exists():
         old = read_manifest(config.out)
         _check_resumable(old, manifest, config.out)
-        manifest.update(run_id=old["run_id"], created_at=old["created_at"])
+        manifest["run_id"], manifest["created_at"] = old["run_id"], old["created_at"]
         done = set(read_run(config.out).summaries)
     else:
         if config.out.exists() and any(config.out.iterdir()):

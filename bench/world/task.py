@@ -136,7 +136,7 @@ def read_task_files(paths: list[Path]) -> tuple[list[Task], list[Problem]]:
             if task_id in seen:
                 problems.append(Problem(str(path), label, f"field id: duplicate task id (also in {seen[task_id]})"))
                 continue
-            seen[task_id] = str(path)
+            seen[str(task_id)] = str(path)
             tasks.append(task_from_dict(raw, str(path)))
     return tasks, problems
 

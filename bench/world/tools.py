@@ -159,6 +159,7 @@ class World:
         if problem is not None:
             where = "/".join(str(p) for p in problem.absolute_path) or "(arguments)"
             return self._error(f"invalid arguments to {name}: {where}: {problem.message}")
+        error: str | None
         try:
             observation = tool.func(self.state, **args)
         except ToolError as exc:

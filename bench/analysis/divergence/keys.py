@@ -14,7 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import orjson
 
@@ -85,14 +85,14 @@ class Keyer:
             i = self._cache[(tool, bytes(memoryview(raw)))] = self.intern(label)
         return i
 
-    def feed_record(self, ev: dict[str, Any]) -> None:
+    def feed_record(self, ev: Mapping[str, Any]) -> None:
         """Add a step record of the log (records of each attempt must come in step order)."""
         tk = self.attempts.get(ev["attempt"])
         if tk is None:
             tk = self.attempts[ev["attempt"]] = AttemptKeys()
         self.feed(tk, ev)
 
-    def feed(self, tk: AttemptKeys, ev: dict[str, Any]) -> None:
+    def feed(self, tk: AttemptKeys, ev: Mapping[str, Any]) -> None:
         """Add one logged event of the attempt (events must come in step order)."""
         pos = tk.events
         tk.events += 1
@@ -111,7 +111,7 @@ class Keyer:
             tk.keys.append(key)
             tk.where.append(pos)
 
-    def _tool_key(self, tk: AttemptKeys, ev: dict[str, Any]) -> int | None:
+    def _tool_key(self, tk: AttemptKeys, ev: Mapping[str, Any]) -> int | None:
         """The key of a tool call, or None when the options make it no node."""
         action = self.action_id(str(ev.get("tool")), ev.get("args"))
         tk.actions.append(action)
@@ -127,7 +127,7 @@ class Keyer:
             return None  # a no-op: the same read again on the same state
         return action
 
-    def keys(self, events: Sequence[dict[str, Any]]) -> AttemptKeys:
+    def keys(self, events: Sequence[Mapping[str, Any]]) -> AttemptKeys:
         tk = AttemptKeys()
         for ev in events:
             self.feed(tk, ev)
@@ -141,7 +141,7 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-def step_keys(events: Sequence[dict[str, Any]], options: DivergenceOptions | None = None) -> list[str]:
+def step_keys(events: Sequence[Mapping[str, Any]], options: DivergenceOptions | None = None) -> list[str]:
     """The canonical keys of one trial's logged step events (see the module docstring)."""
     vocab: dict[str, int] = {}
     tk = Keyer(options or DivergenceOptions(), vocab).keys(events)

@@ -77,7 +77,7 @@ def _branch(a: Analysis, v: int, trials_by_group: dict[int, list[int]], with_pre
     has_ref = tree_mode and bool(a.tree_on_ref[int(a.graph_task[v])])
     on_path = bool(a.tree_on_ref[v]) if has_ref else None
     ref_next = int(a.tree_ref_next[v]) if has_ref else None
-    alternatives = []
+    alternatives: list[dict[str, Any]] = []
     for g in range(start, stop):
         n, s = int(a.group_n[g]), int(a.group_s[g])
         key_id = int(a.group_key[g])

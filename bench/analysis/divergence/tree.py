@@ -322,6 +322,7 @@ def _branch_tests(g: _Graph, o: DivergenceOptions) -> _Tests:
     pvalue, pmin = np.full(G, np.nan), np.full(G, np.nan)
     method: list[str | None] = [None] * G
     group_start = np.searchsorted(g.group_node, np.arange(G), side="left")
+    pm: float | None
     for v in candidates.tolist():
         a, b = group_start[v], group_start[v] + n_groups[v]
         sizes, succ = g.group_n[a:b], g.group_s[a:b]
