@@ -109,10 +109,14 @@ def load(run_dir: RunLike) -> Run:
     return run_dir if isinstance(run_dir, Run) else Run(run_dir)
 
 
+def run_dir_name(agent_name: str) -> str:
+    """An agent's name as a folder name (its run directory under runs/SUITE/)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in agent_name).strip("-") or "agent"
+
+
 def default_run_dir(suite_name: str, agent_name: str) -> Path:
     """Where a run goes when no directory is given: runs/SUITE/AGENT (as `trajbench run`)."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in agent_name).strip("-") or "agent"
-    return Path("runs") / suite_name / safe
+    return Path("runs") / suite_name / run_dir_name(agent_name)
 
 
 def valid_suite(suite: str | Path | Suite) -> Suite:

@@ -46,10 +46,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _safe_name(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-") or "agent"
-
-
 def _split(text: str | None) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()] if text else []
 
@@ -73,11 +69,11 @@ def _selected_task_ids(suite: Any, tasks: str | None, tags: str | None) -> list[
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.adapters.spec import parse_agent_spec
+    from bench.api import run_dir_name, valid_suite
     from bench.runs.runner import RunConfig, run_benchmark
-    from bench.world.suite import load_suite, require_valid
     from bench.world.variants import parse_variant_spec
 
-    suite = require_valid(load_suite(args.suite))
+    suite = valid_suite(args.suite)
     if args.overlay:
         from bench.world.overlay import apply_overlay
 
@@ -92,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     base = Path(args.out) if args.out else Path("runs") / suite.name
     status = 0
     for spec in specs:
-        out = base / _safe_name(spec.name) if (len(specs) > 1 or not args.out) else base
+        out = base / run_dir_name(spec.name) if (len(specs) > 1 or not args.out) else base
         config = RunConfig(k=args.k, out=out, seed=args.seed, concurrency=args.concurrency, timeout_s=args.timeout,
                            max_steps=args.max_steps, retries=args.retries, progress=not args.quiet,
                            variants=variants)

@@ -9,7 +9,8 @@ An agent receives an `Episode` and may use:
 - `finish(answer)` or simply returning the answer string from the agent.
 
 Exceeding the budget or the time limit raises `EpisodeOver`, a BaseException so that an agent's
-own `except Exception` does not swallow it.
+own `except Exception` does not swallow it. `Agent` is the protocol an agent object follows;
+`StepRules` is what one call does to the trial, shared with the replay of a logged trial.
 """
 
 from __future__ import annotations

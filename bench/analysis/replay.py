@@ -550,7 +550,7 @@ def _run_variants(manifest: Manifest, tasks_by_id: dict[str, Task], out: list[Mi
 def _check_variant(summary: TrialSummary, variant: Variant, out: list[Mismatch]) -> None:
     """The summary's record of its input variant must be the regenerated variant."""
     trial = summary["trial"]
-    family = summary.get("variant_family", BASE)
+    family = variant_family(summary)
     if family != variant.family:
         out.append(Mismatch(trial, None, "variant_family", _differs("variant_family", family, variant.family)))
     if variant.family != BASE:
