@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp import Client
+from mcp import Client, StdioServerParameters
 
 from bench.adapters.mcp_server import FINAL_ANSWER, serve_http
 from bench.episode import Episode
@@ -21,7 +23,7 @@ def _episode(events: list[dict[str, Any]], trial: str = "t0", max_steps: int = 1
                    timeout_s=None, sink=events.append)
 
 
-def _drive(url: str, calls: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[Any]]:
+def _drive(url: str | StdioServerParameters, calls: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[Any]]:
     """Connect with the SDK client, list the tools and make the calls; returns (tool names, results)."""
     async def main() -> tuple[list[str], list[Any]]:
         async with Client(url) as client:
@@ -71,3 +73,16 @@ def test_concurrent_trials_never_share_a_world() -> None:
     assert episodes[0].final_state_hash != episodes[1].final_state_hash
     assert episodes[1].final_state_hash == episodes[2].final_state_hash
     assert logs[1][0]["observation"] == logs[2][0]["observation"]
+
+
+def test_the_stdio_proxy_forwards_to_the_trials_episode() -> None:
+    events: list[dict[str, Any]] = []
+    episode = _episode(events)
+    root = str(Path(__file__).resolve().parent.parent)
+    with serve_http(episode) as url:
+        proxy = StdioServerParameters(command=sys.executable, args=["-m", "bench.adapters.mcp_stdio", url],
+                                      env={"PYTHONPATH": root})
+        names, results = _drive(proxy, [("get_event", {"event_id": "EV0006"}), ("teleport", {})])
+    assert FINAL_ANSWER in names and "ask_user" in names
+    assert [r.is_error for r in results] == [False, True]
+    assert [e["tool"] for e in events] == ["get_event", "teleport"]
