@@ -14,7 +14,7 @@ from bench.adapters.command import CommandAgent
 from bench.adapters.spec import parse_agent_spec
 from bench.episode import Episode
 from bench.errors import BenchError
-from bench.runs.trial import play
+from bench.runs.trial import AttemptError, play
 from bench.world.suite import load_suite
 
 SUITE = load_suite("calendar")
@@ -81,3 +81,24 @@ def test_cmd_specs_build_and_bad_ones_get_one_clear_error() -> None:
         parse_agent_spec("cmd:").build()
     with pytest.raises(BenchError, match="timeout_s must be a number"):
         parse_agent_spec("cmd:x?timeout_s=soon").build()
+
+
+def test_a_server_that_cannot_start_is_an_infrastructure_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.adapters.mcp_server as mcp_server
+
+    def no_server(episode: Episode) -> Any:
+        raise mcp_server.ServerStartError("the MCP server for the trial did not start on loopback")
+
+    monkeypatch.setattr(mcp_server, "serve_http", no_server)
+    with pytest.raises(AttemptError, match="did not start"):
+        _trial("cancel")
+
+
+def test_a_roster_spec_with_the_command_adapter(tmp_path: Path) -> None:
+    spec = tmp_path / "child.toml"
+    spec.write_text(f'name = "child"\nadapter = "command"\n[options]\ncommand = ["{sys.executable}", "{CHILD}", "stdout"]\n')
+    agent = parse_agent_spec(str(spec)).build()
+    assert agent.argv[-1] == "stdout" and agent.timeout_s == 300.0
+    spec.write_text('name = "child"\nadapter = "command"\n[options]\ncommand = [1, 2]\n')
+    with pytest.raises(BenchError, match="needs a command line"):
+        parse_agent_spec(str(spec)).build()
