@@ -1,7 +1,7 @@
 """A command agent in its own process, speaking MCP with the official SDK client (tests only).
 
 Usage: mcp_child_agent.py MODE, MODE one of: cancel (cancels EV0006, answers over MCP), stdout
-(answers on stdout), hang (sleeps forever after one call), crash (exits 3), unknown (calls a tool
+(answers on stdout), hang (writes its pid to $CHILD_PID_FILE after one call, then sleeps), crash (exits 3), unknown (calls a tool
 that does not exist, then answers).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import anyio
 from mcp import Client
@@ -23,6 +24,7 @@ async def main(mode: str) -> None:
             return
         await client.call_tool("get_event", {"event_id": "EV0006"})
         if mode == "hang":
+            Path(os.environ["CHILD_PID_FILE"]).write_text(str(os.getpid()))
             time.sleep(3600)
         if mode == "crash":
             os._exit(3)  # a hard crash mid-session
