@@ -83,7 +83,8 @@ class ServerStartError(RuntimeError):
 def serve_http(episode: Episode, *, start_timeout_s: float = 10.0) -> Iterator[str]:
     """Serve the episode as streamable HTTP on a free loopback port; yields the endpoint URL."""
     app = episode_server(episode).streamable_http_app(host="127.0.0.1")
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=2)  # a killed agent may leave a stream open
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"mcp-{episode.trial_id}", daemon=True)
     thread.start()
