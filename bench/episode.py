@@ -198,6 +198,11 @@ class Episode:
             "cost": cost, "t_start": now - (latency_s or 0.0), "t_end": now,
         })
 
+    @property
+    def remaining_s(self) -> float | None:
+        """Seconds left before the trial's time limit (None: no limit), for agents in a child process."""
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
     def finish(self, answer: str) -> None:
         self.answer = str(answer)
 

@@ -2,6 +2,7 @@
 
 Forms of SPEC:
 - `sim:oracle`, `sim:noisy?p=0.7&noise=0.1` (options as a query string);
+- `cmd:COMMAND LINE?timeout_s=60`: any executable over MCP (`bench.adapters.command`);
 - `python:module:attr?key=value`, or simply `module:attr` / `path/to/file.py:attr`;
 - a path to a TOML spec file, or the name of one in the roster (`agents/NAME.toml`).
 """
@@ -81,6 +82,7 @@ ADAPTERS: dict[str, str] = {
     "local": "bench.adapters.local:build_local",
     "openai": "bench.adapters.openai_compat:build_openai",
     "langgraph": "bench.adapters.langgraph_adapter:build_langgraph",
+    "command": "bench.adapters.command:build_command",
 }
 
 
@@ -121,6 +123,9 @@ def parse_agent_spec(spec: str) -> AgentSpec:
                 raise BenchError("sim:noisy needs options, e.g. sim:noisy?p=0.7 or sim:noisy?step_error=0.05", field="--agent")
             return AgentSpec(spec, "sim", options, source="--agent")
         raise BenchError(f"unknown simulated agent {spec!r}; use sim:oracle or sim:noisy?p=…", field="--agent")
+    if spec.startswith("cmd:"):
+        command, _, query = spec[4:].partition("?")
+        return AgentSpec(spec, "command", dict(parse_qsl(query)), target=command, source="--agent")
     if spec.endswith(".toml") or Path(spec).suffix == ".toml":
         return load_agent_file(Path(spec))
     for root in agent_roots():

@@ -1,0 +1,100 @@
+"""Agents that bring their own process: any executable, run once per trial against the episode
+served over MCP (`bench.adapters.mcp_server`), so it needs no trajbench code at all.
+
+The child gets, in its environment:
+
+- `TRAJBENCH_MCP_URL`: the trial's streamable-HTTP MCP endpoint on loopback;
+- `TRAJBENCH_INSTRUCTION`, `TRAJBENCH_POLICY`: what the user asks, and the suite's policy;
+- `TRAJBENCH_SEED`, `TRAJBENCH_MAX_STEPS`, `TRAJBENCH_TRIAL`: seed, tool-call budget, trial id.
+
+The answer is what the child gave to the MCP `final_answer` tool, else its stdout (stripped).
+The child runs in its own session; at the timeout the whole process group is killed and the
+trial fails on time. A child that exits non-zero is the agent's failure (exit status recorded);
+an MCP server that cannot start is an infrastructure error (the runner retries the trial).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from bench.episode import Episode, EpisodeTimeout
+from bench.errors import BenchError, InfraError
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class AgentProcessFailed(RuntimeError):
+    """The agent's process exited non-zero: the agent's failure, never an infrastructure error."""
+
+
+@dataclass
+class CommandAgent:
+    name: str
+    argv: list[str]
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def run(self, episode: Episode) -> str | None:
+        from bench.adapters.mcp_server import ServerStartError, serve_http
+
+        try:
+            with serve_http(episode) as url:
+                return self._run_child(episode, url)
+        except ServerStartError as exc:
+            raise InfraError(str(exc)) from exc
+
+    def _run_child(self, episode: Episode, url: str) -> str | None:
+        child = subprocess.Popen(self.argv, env=_child_env(episode, url), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True)
+        try:
+            stdout, stderr = child.communicate(timeout=_timeout(self.timeout_s, episode))
+        except subprocess.TimeoutExpired:
+            _kill_group(child)
+            episode.annotations["exit_status"] = "killed at timeout"
+            episode.timed_out = True
+            raise EpisodeTimeout("the agent process ran past its time limit and was killed") from None
+        episode.annotations["exit_status"] = child.returncode
+        if child.returncode != 0:
+            tail = stderr.strip().splitlines()[-1:] or ["no stderr"]
+            raise AgentProcessFailed(f"the agent process exited with status {child.returncode}: {tail[0]}")
+        return episode.answer if episode.answer is not None else stdout.strip()
+
+
+def _timeout(own_s: float, episode: Episode) -> float:
+    """The adapter's own limit, never past the trial's (the runner's --timeout)."""
+    remaining = episode.remaining_s
+    return own_s if remaining is None else min(own_s, remaining)
+
+
+def _child_env(episode: Episode, url: str) -> dict[str, str]:
+    return {**os.environ, "TRAJBENCH_MCP_URL": url, "TRAJBENCH_INSTRUCTION": episode.instruction,
+            "TRAJBENCH_POLICY": episode.policy, "TRAJBENCH_SEED": str(episode.seed),
+            "TRAJBENCH_MAX_STEPS": str(episode.max_steps), "TRAJBENCH_TRIAL": episode.trial_id}
+
+
+def _kill_group(child: subprocess.Popen[str]) -> None:
+    """Kill the child and everything it started (its own session), then reap it."""
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    child.communicate()
+
+
+def build_command(spec: Any) -> CommandAgent:
+    """Builder for `cmd:COMMAND LINE` and roster `adapter = "command"` (options.command, timeout_s)."""
+    command = spec.options.get("command") or spec.target
+    argv = shlex.split(command) if isinstance(command, str) else command
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise BenchError("the command adapter needs a command line, e.g. cmd:python agent.py",
+                         file=spec.source, field="options.command")
+    try:
+        timeout_s = float(spec.options.get("timeout_s", DEFAULT_TIMEOUT_S))
+    except (TypeError, ValueError):
+        raise BenchError("timeout_s must be a number of seconds", file=spec.source, field="options.timeout_s") from None
+    return CommandAgent(spec.name, argv, timeout_s)
