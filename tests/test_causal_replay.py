@@ -1,6 +1,8 @@
 """Causal replay (bench.analysis.prefix, bench.analysis.causal): restoring prefixes, resuming
 sim agents, the statistics against independent computation, and planted truth."""
 
+import json
+
 import pytest
 from scipy import stats
 
@@ -14,6 +16,7 @@ from bench.errors import BenchError
 from bench.runs.rundir import read_run
 from bench.runs.runner import RunConfig, run_benchmark
 from bench.world.suite import load_suite
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +117,19 @@ def test_mood_symptom_is_not_confirmed_and_the_write_is(retail, tmp_path):
         at_write = replay_node(log, sampler, prefix_of(log, retail, bad[0], keys.index(write)), 16)
         good += at_lookup["verdict"] == "not confirmed" and at_write["verdict"] == "confirmed"
     assert len(tasks) >= 10 and good / len(tasks) >= 0.9, (good, len(tasks))
+
+
+def test_replay_command(tmp_path):
+    task = "retail-001-cancel-stated"
+    run = tmp_path / "run"
+    assert run_cli("run", "retail", "--agent", "sim:noisy?mood=0.5", "-k", "16", "--tasks", task, "--out", str(run),
+                   "--quiet").returncode == 0
+    done = run_cli("replay", str(run), "--task", task, "-m", "8", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["step"] == 0 and result["continuations"] == 8 * (1 + len(result["alternatives"]))
+    assert {a["verdict"] for a in result["alternatives"]} <= {"best", "confirmed", "not confirmed"}
+    bad = run_cli("replay", str(run), "--task", task, "--at", "nowhere")
+    assert bad.returncode == 2 and "TRIAL:STEP" in bad.stderr and "Traceback" not in bad.stderr
+    over = run_cli("replay", str(run), "--task", task, "--budget", "3")
+    assert over.returncode == 2 and "budget of 3" in over.stderr

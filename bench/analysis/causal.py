@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -30,7 +31,7 @@ from scipy import stats
 
 from bench.analysis.exact import boschloo_test
 from bench.analysis.metrics import wilson_interval
-from bench.analysis.prefix import Prefix, Resumed, restore, resumable
+from bench.analysis.prefix import Prefix, Resumed, prefix_of, restore, resumable
 from bench.canonical import derive_seed, step_key
 from bench.errors import BenchError
 from bench.runs.rundir import RunLog, StepEvent
@@ -239,3 +240,53 @@ def point_of_no_return(log: RunLog, sampler: Sampler, prefix_at: Callable[[int],
             break
         point = step
     return {"point_of_no_return": point, "threshold": threshold, "m": m, "steps": rows[::-1]}
+
+
+# ------------------------------------------------------------------------------ a run's task
+def node_of(log: RunLog, suite: Suite, task: str, at: str) -> Prefix:
+    """The prefix to replay from: `divergence` (the task's statistical divergence point, found
+    in an example trial of its first alternative) or `TRIAL:STEP` (a trial's first STEP events)."""
+    if at != "divergence":
+        trial, _, step = at.rpartition(":")
+        if not trial or not step.isdigit():
+            raise BenchError(f"--at takes `divergence` or TRIAL:STEP (e.g. {task}/base/0:3), got {at!r}", field="--at")
+        return prefix_of(log, suite, trial, int(step))
+    from bench.analysis.divergence.section import divergence_section
+
+    row = next((r for r in divergence_section(log)["tasks"] if r["task"] == task), None)
+    if row is None:
+        raise BenchError(f"task {task!r} has no trials in the run", field="--task")
+    d = row["divergence"]
+    alt = next((a for a in (d or {}).get("alternatives", []) if a["action"] is not None and a["examples"]), None)
+    if d is None or alt is None:
+        raise BenchError(f"task {task!r} has no divergence point to replay (its trials do not part, or only by stopping); "
+                         "pass --at TRIAL:STEP", field="--at")
+    trial = alt["examples"][0]
+    keys, j = d.get("prefix", []), 0
+    for i, ev in enumerate(log.trial_steps(trial)):
+        key = _key(ev) if ev.get("kind") in ("tool", "user") else None
+        if j == len(keys) and key == alt["action"]:
+            return prefix_of(log, suite, trial, i)
+        j += j < len(keys) and key == keys[j]
+    raise BenchError(f"the divergence point of task {task!r} cannot be found in trial {trial}", field="--at")
+
+
+def replay_task(run_dir: str | Path, task: str, *, at: str = "divergence", m: int = 16, agent: Any = None,
+                budget: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """`trajbench replay`: the causal verdicts at one node of a task (see the module docstring).
+    `agent` defaults to the run's own agent (rebuilt from its spec)."""
+    from bench.adapters.spec import parse_agent_spec
+    from bench.runs.rundir import read_run, suite_of_run
+
+    log = read_run(run_dir)
+    suite, missing = suite_of_run(log.manifest)
+    if suite is None:
+        raise BenchError(f"the run's suite cannot be loaded: {missing}", file=str(Path(run_dir) / "run.json"), field="suite")
+    if agent is None:
+        agent = parse_agent_spec(str((log.manifest.get("agent") or {}).get("name"))).build()
+    if m < 1:
+        raise BenchError(f"-m must be at least 1, got {m}", field="-m")
+    sampler = Sampler(suite, agent, int(log.manifest.get("max_steps") or 50), seed=seed, budget=budget)
+    result = replay_node(log, sampler, node_of(log, suite, task, at), m)
+    result.update({"run_dir": str(run_dir), "task": task, "at": at, "continuations": sampler.used})
+    return result
