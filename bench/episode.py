@@ -148,6 +148,7 @@ class Episode:
         self.timed_out = False
         self.closed = False
         self.annotations: dict[str, Any] = {}  # adapter facts for the summary (model, sim truth)
+        self.restored_calls: list[tuple[str, Any, Observation]] = []  # the calls of a restored prefix (adopt_prefix)
         self._lock = threading.Lock()
 
     # -- the agent's side -------------------------------------------------------------
@@ -219,6 +220,8 @@ class Episode:
         `verify` and the divergence analysis read like any other."""
         self._world, self._rules = rules.world, rules
         self.actions = rules.actions
+        self.restored_calls = [(str(ev.get("tool")), ev.get("args"), Observation(ev.get("observation"), ev.get("error")))
+                               for ev in events if ev.get("kind") != "model"]
         for ev in events:
             fields = {k: v for k, v in ev.items() if k not in ("type", "trial", "attempt", "step")}
             if ev.get("kind") == "model":

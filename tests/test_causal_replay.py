@@ -133,3 +133,24 @@ def test_replay_command(tmp_path):
     assert bad.returncode == 2 and "TRIAL:STEP" in bad.stderr and "Traceback" not in bad.stderr
     over = run_cli("replay", str(run), "--task", task, "--budget", "3")
     assert over.returncode == 2 and "budget of 3" in over.stderr
+
+
+def test_local_agent_resumes_with_the_rebuilt_conversation(tmp_path):
+    """The local loop continues from a restored prefix with the conversation up to the node: the
+    scripted engine (cancels O1, or O2 on an odd turn seed) sees the restored calls and results."""
+    from bench.adapters.local import LocalAgent
+    from tests.conftest import MINI
+    from tests.test_adapter_langgraph import ScriptedEngine
+
+    suite = load_suite(MINI)
+    engine = ScriptedEngine()
+    agent = LocalAgent("scripted-local", {}, engine=engine)
+    task = next(t for t in suite.tasks if "cancel" in t.id)
+    run_benchmark(suite, parse_agent_spec("sim:oracle"), [task.id], RunConfig(k=1, out=tmp_path / "run", progress=False))
+    log = read_run(tmp_path / "run")
+    trial = next(iter(log.summaries))
+    sampler = Sampler(suite, agent, 20)
+    result = replay_node(log, sampler, prefix_of(log, suite, trial, 2), 4)
+    first = engine.requests[0][0]
+    assert [m["content"].split(":")[0] for m in first if m["role"] == "user"][1:] == ["Result of find_customer", "Result of list_orders"]
+    assert result["node"]["n"] == 4 and len(result["alternatives"]) >= 1
