@@ -136,6 +136,26 @@ def run_verify(run_dir: str | Path, *, suite: str | None = None, as_json: bool =
     return 0 if result.ok else 1
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """`trajbench replay`: causal verdicts at a branch node (bench.analysis.causal)."""
+    from bench.adapters.spec import parse_agent_spec
+    from bench.analysis.causal import replay_task
+
+    agent = parse_agent_spec(args.agent).build() if args.agent else None
+    result = replay_task(args.run_dir, args.task, at=args.at, m=args.m, agent=agent, budget=args.budget)
+    if args.json:
+        _write_json(result, sys.stdout)
+        return 0
+    node = result["node"]
+    print(f"{result['task']}: node {result['trial']} step {result['step']}: {result['verdict']} "
+          f"(m = {result['m']}; {result['continuations']} continuations; {result['test']})")
+    print(f"  from the node itself: {node['successes']}/{node['n']} succeed, 95% CI {node['interval']}")
+    for alt in result["alternatives"]:
+        effect = "" if alt["best"] else f", effect {alt['effect']:+.3f} {alt['effect_interval']}, p_holm {alt['p_holm']}"
+        print(f"  {alt['verdict']:>13}  {alt['successes']}/{alt['n']} CI {alt['interval']}{effect}  {alt['action']}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     return run_export(args.run_dir, args.format, args.out)
 
@@ -361,6 +381,16 @@ def _add_reading(sub: Any) -> None:
                    "its content hash must still match the run's")
     p.add_argument("--json", action="store_true", help="every mismatch, machine-readable")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("replay", help="causal replay: resume the agent from a branch node; is the fork a cause or a symptom?")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--task", metavar="ID", required=True)
+    p.add_argument("--at", default="divergence", metavar="divergence|TRIAL:STEP", help="the node (default: the divergence point)")
+    p.add_argument("-m", type=int, default=16, help="continuations per alternative (and from the node itself)")
+    p.add_argument("--agent", metavar="SPEC", help="the agent to resume (default: the run's own)")
+    p.add_argument("--budget", type=int, metavar="TRIALS", help="at most this many continuations in all")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_replay)
 
 
 def _add_publishing(sub: Any) -> None:

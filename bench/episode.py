@@ -148,6 +148,7 @@ class Episode:
         self.timed_out = False
         self.closed = False
         self.annotations: dict[str, Any] = {}  # adapter facts for the summary (model, sim truth)
+        self.restored_calls: list[tuple[str, Any, Observation]] = []  # the calls of a restored prefix (adopt_prefix)
         self._lock = threading.Lock()
 
     # -- the agent's side -------------------------------------------------------------
@@ -211,6 +212,25 @@ class Episode:
         """The task with its goal. For the reference and simulated agents only: a real agent
         that reads this is cheating."""
         return self._suite, self._task
+
+    def adopt_prefix(self, rules: StepRules, events: list[dict[str, Any]]) -> None:
+        """Start from a restored prefix (`bench.analysis.prefix`): the world and step rules that
+        replaying the logged `events` built replace this episode's fresh ones, and the events are
+        logged again under this trial, so a continuation's log is a whole trajectory that
+        `verify` and the divergence analysis read like any other."""
+        self._world, self._rules = rules.world, rules
+        self.actions = rules.actions
+        self.restored_calls = [(str(ev.get("tool")), ev.get("args"), Observation(ev.get("observation"), ev.get("error")))
+                               for ev in events if ev.get("kind") != "model"]
+        for ev in events:
+            fields = {k: v for k, v in ev.items() if k not in ("type", "trial", "attempt", "step")}
+            if ev.get("kind") == "model":
+                self.input_tokens += ev.get("input_tokens") or 0
+                self.output_tokens += ev.get("output_tokens") or 0
+                self.cost += ev.get("cost") or 0.0
+            else:
+                self.tool_calls += 1
+            self._emit(fields)
 
     def close(self) -> None:
         """Stop the episode: later calls raise and nothing more is logged."""

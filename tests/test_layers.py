@@ -34,6 +34,8 @@ ANALYSIS_LAYERS: list[list[str]] = [
     ["bench.analysis.divergence", "bench.analysis.regression", "bench.analysis.sequential"],
     ["bench.analysis.report", "bench.analysis.diff"],
     ["bench.analysis.replay"],
+    ["bench.analysis.prefix"],
+    ["bench.analysis.causal"],
 ]
 
 

@@ -300,7 +300,16 @@ class LocalAgent:
         self.engine = engine if engine is not None else engine_for(opts, source)
 
     def run(self, episode: Any) -> str | None:
+        return self._loop(episode, Conversation(episode.policy, episode.instruction, episode.tool_specs, self.scaffold))
+
+    def resume(self, episode: Any, prefix: list[str]) -> str | None:
+        """Continue from a restored prefix (docs/divergence.md, "Causal replay"): the conversation
+        up to and including the last restored step's result, then the usual loop."""
         conv = Conversation(episode.policy, episode.instruction, episode.tool_specs, self.scaffold)
+        conv.restore(episode.restored_calls)
+        return self._loop(episode, conv)
+
+    def _loop(self, episode: Any, conv: Conversation) -> str | None:
         episode.annotations["model"] = self.engine.name
 
         def complete(c: Conversation) -> Completion:

@@ -439,6 +439,16 @@ class Conversation:
         self.add_result(action.tool, observation.text())
         return None
 
+    def restore(self, calls: list[tuple[str, Any, Any]]) -> None:
+        """Rebuild the history after a restored prefix (`Episode.restored_calls`): each call and
+        its result as the loop would have added them (invalid replies of the logged run are not
+        replayed: the continuation sees a clean conversation up to the node)."""
+        for tool, args, observation in calls:
+            self.turns += 1
+            self.check_repeat(tool, args)
+            self.add_call(tool, args)
+            self.add_result(tool, observation.text())
+
     def check_repeat(self, tool: str, args: Any) -> None:
         self.repeats, self.last_call = check_repeat(self.scaffold.max_repeats, self.repeats, self.last_call, tool, args)
 

@@ -33,9 +33,9 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
-from bench.canonical import canonical_json, derive_seed
+from bench.canonical import canonical_json, derive_seed, step_key
 from bench.episode import Episode
 from bench.errors import BenchError
 from bench.world.goal import LoggedAction, evaluate
@@ -45,6 +45,7 @@ from bench.world.tools import World
 
 MODES = ("wrong_arg", "skip", "extra", "wrong_tool", "early_stop")
 PLANT_MODES = ("wrong_arg", "wrong_tool", "skip", "early_stop")  # substitutions at the step, by preference
+RESUME_DRAWS = 10_000  # plan draws a resumed sim agent makes to find one that begins with the prefix
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,33 @@ class SimAgent:
     # -- acting ------------------------------------------------------------------------
     def run(self, episode: Episode) -> str:
         suite, task = episode.privileged_task()
+        plan, facts = self._draw(suite, task, episode.variant, random.Random(episode.seed))
+        episode.annotations["sim"] = facts
+        for action in plan.actions:
+            episode.call(action.tool, action.args)
+        return plan.answer
+
+    def resume(self, episode: Episode, prefix: Sequence[str]) -> str:
+        """Continue from a restored prefix (`prefix`: the step keys already taken, see
+        `bench.analysis.prefix`): draw plans with the episode's fresh seed until one begins with
+        the prefix, and carry out the rest of it — a draw from the agent's continuation
+        distribution given the prefix (its choices are all visible in the steps taken)."""
+        suite, task = episode.privileged_task()
         rng = random.Random(episode.seed)
-        truth = self.true_p(suite, task, episode.variant)
+        want = list(prefix)
+        for _ in range(RESUME_DRAWS):
+            plan, facts = self._draw(suite, task, episode.variant, rng)
+            if [step_key(a.tool, a.args) for a in plan.actions[:len(want)]] == want:
+                episode.annotations["sim"] = facts
+                for action in plan.actions[len(want):]:
+                    episode.call(action.tool, action.args)
+                return plan.answer
+        raise BenchError(f"sim agent {self.name!r}: none of {RESUME_DRAWS} draws of its plans for task {task.id!r} "
+                         f"begins with the {len(want)} restored steps, so it cannot continue from there")
+
+    def _draw(self, suite: Suite, task: Task, variant: str, rng: random.Random) -> tuple[Plan, dict[str, Any]]:
+        """One trial's plan and the ground-truth facts recorded with it."""
+        truth = self.true_p(suite, task, variant)
         reference = Plan(task.reference_actions, task.answer_for_reference)
         planted = self.planted(suite, task)
         took = recovered = False
@@ -128,20 +154,18 @@ class SimAgent:
             recovered = planted.recover is not None and rng.random() >= planted.f
             plan = planted.recover if recovered else planted.fail  # type: ignore[assignment]
         else:
-            background = self.background_p(suite, task, episode.variant) if planted is not None else truth
+            background = self.background_p(suite, task, variant) if planted is not None else truth
             plan = reference if rng.random() < background else self._choose_fatal(suite, task, rng)
         plan = self._with_noise(suite, task, plan, rng)
-        episode.annotations["sim"] = {"true_p": truth, "intended": "success" if plan.mode is None else "failure",
-                                      "mode": plan.mode, "step": plan.step}
+        facts: dict[str, Any] = {"true_p": truth, "intended": "success" if plan.mode is None else "failure",
+                                 "mode": plan.mode, "step": plan.step}
         if planted is not None:
             alt = planted.alternative
-            episode.annotations["sim"]["plant"] = {
+            facts["plant"] = {
                 "step": planted.step, "mode": planted.mode, "f": planted.f, "taken": took,
                 "recovered": recovered,
                 "alternative": None if alt is None else {"tool": alt.tool, "args": alt.args}}
-        for action in plan.actions:
-            episode.call(action.tool, action.args)
-        return plan.answer
+        return plan, facts
 
     def _choose_fatal(self, suite: Suite, task: Task, rng: random.Random) -> Plan:
         plans = self.fatal_plans(suite, task)

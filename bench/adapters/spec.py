@@ -65,6 +65,12 @@ class AgentSpec:
 def build_sim(spec: AgentSpec) -> Any:
     from bench.adapters.sim import SimAgent
 
+    if "mood" in spec.options:
+        from bench.adapters.sim_mood import MoodSimAgent
+
+        if len(spec.options) > 1:
+            raise BenchError("the mood sim agent (sim:noisy?mood=q) takes no other option", file=spec.source, field="options")
+        return MoodSimAgent(name=spec.name, mood=spec.options["mood"])
     return SimAgent(name=spec.name, **_sim_options(spec.options, spec.source))
 
 
@@ -87,7 +93,7 @@ ADAPTERS: dict[str, str] = {
 
 
 def _sim_options(options: dict[str, Any], source: str) -> dict[str, Any]:
-    allowed = {"p", "step_error", "modes", "noise", "plant_step", "plant_q", "plant_f", "family_p"}
+    allowed = {"p", "step_error", "modes", "noise", "plant_step", "plant_q", "plant_f", "family_p", "mood"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise BenchError(f"unknown sim option(s) {unknown}; allowed: {sorted(allowed)}", file=source, field="options")
