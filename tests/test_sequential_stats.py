@@ -12,6 +12,8 @@ from bench.analysis.sequential import (
     log_drop_e_value,
     log_mixture_e_value,
     rate_cs,
+    suite_pass1_cs,
+    task_settled,
 )
 
 
@@ -89,3 +91,23 @@ def test_gate_detects_a_planted_drop_and_says_how_many_more_trials() -> None:
     assert undecided.outcome == "not yet decided"
     assert undecided.extra_trials is not None and undecided.extra_trials > 0
     assert drop_decision(10, 10, 0.8).extra_trials is None
+
+
+def test_suite_interval_covers_at_an_outcome_dependent_stopping_time() -> None:
+    """Tasks stop once their own sequence is narrow (a rule that depends on the outcomes)."""
+    rng = np.random.default_rng(11)
+    truth = np.array([0.02, 0.05, 0.5, 0.95, 0.98, 0.7])
+    covered, sims, k_max = 0, 150, 40
+    for _ in range(sims):
+        counts = []
+        for p in truth:
+            s = n = 0
+            while n < k_max and not (n >= 2 and task_settled(s, n, 0.3)):
+                s += int(rng.random() < p)
+                n += 1
+            counts.append((s, n))
+        lo, hi = suite_pass1_cs(counts)
+        covered += int(lo <= truth.mean() <= hi)
+    assert covered / sims >= 0.93
+    with pytest.raises(ValueError, match="at least one task"):
+        suite_pass1_cs([])

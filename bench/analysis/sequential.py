@@ -132,3 +132,23 @@ def _extra_needed(successes: int, n: int, p0: float, threshold: float, max_extra
         mid = (low + high) // 2
         low, high = (low, mid) if decides(mid) else (mid, high)
     return high
+
+
+def suite_pass1_cs(counts: list[tuple[int, int]], alpha: float = 0.05) -> tuple[float, float]:
+    """Anytime-valid (1 − α) interval for the suite's pass@1 = mean over tasks of p_t.
+
+    Each task gets its own sequence at level α/T (a union bound over the T tasks), so every task
+    is covered at every n at once with probability ≥ 1 − α, and the mean of the ends then covers
+    the mean of the rates — whatever per-task stopping rule produced the counts. Conservative
+    (it ignores averaging across tasks) but needs no assumption about how tasks differ.
+    """
+    if not counts:
+        raise ValueError("suite_pass1_cs needs at least one task's counts")
+    ends = [rate_cs(s, n, alpha / len(counts)) for s, n in counts]
+    return sum(lo for lo, _ in ends) / len(ends), sum(hi for _, hi in ends) / len(ends)
+
+
+def task_settled(successes: int, n: int, half_width: float, alpha: float = 0.05) -> bool:
+    """The per-task stopping rule of ``--until``: the task's sequence is no wider than 2·half_width."""
+    lo, hi = rate_cs(successes, n, alpha)
+    return (hi - lo) / 2 <= half_width
