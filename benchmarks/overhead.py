@@ -4,8 +4,10 @@ loop that calls the same tool functions directly, in the same process, interleav
 
     python benchmarks/overhead.py [--k 8] [--rounds 5]
 
-Prints per round: bare and harness seconds, tool steps, overhead per step (ms) and the ratio;
-then the medians. Overhead per step = (harness − bare) / steps.
+Prints per round: bare and harness seconds, tool steps, overhead per step (µs) and the ratio;
+then the medians. Overhead per step = (harness − bare) / steps. Last, argument validation alone
+on the same calls: the fast path the harness uses (`Tool.accepts`, compiled; explain only on failure)
+against the previous one (`best_match(iter_errors(args))` on every call), interleaved, µs per call.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import jsonschema
 import orjson
 
 from bench.adapters.spec import parse_agent_spec
@@ -49,6 +52,24 @@ def harness(suites, k: int, workdir: Path, round_no: int) -> float:
     return time.perf_counter() - start
 
 
+def validation_cost(suites, rounds: int) -> tuple[float, float]:
+    """Median µs per call of (fast path, previous path) over every reference call's arguments."""
+    calls = [(s.tools[a.tool], a.args) for s in suites for t in s.tasks
+             for a in t.reference_actions if a.tool in s.tools]
+    fast, slow = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for tool, args in calls:
+            if not tool.accepts(args):
+                jsonschema.exceptions.best_match(tool.validator.iter_errors(args))
+        fast.append((time.perf_counter() - start) / len(calls) * 1e6)
+        start = time.perf_counter()
+        for tool, args in calls:
+            jsonschema.exceptions.best_match(tool.validator.iter_errors(args))
+        slow.append((time.perf_counter() - start) / len(calls) * 1e6)
+    return statistics.median(fast), statistics.median(slow)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--k", type=int, default=8)
@@ -65,13 +86,16 @@ def main() -> None:
         for r in range(args.rounds):
             bare_s, steps = bare_loop(suites, args.k)
             harness_s = harness(suites, args.k, Path(tmp), r)
-            per_step_ms = (harness_s - bare_s) / harness_calls * 1e3
-            rows.append((bare_s, harness_s, per_step_ms, harness_s / bare_s))
+            per_step_us = (harness_s - bare_s) / harness_calls * 1e6
+            rows.append((bare_s, harness_s, per_step_us, harness_s / bare_s))
             print(f"round {r}: bare {bare_s:.3f} s ({steps} calls), harness {harness_s:.3f} s, "
-                  f"overhead {per_step_ms:.3f} ms/step, ratio {harness_s / bare_s:.1f}x")
+                  f"overhead {per_step_us:.1f} µs/step, ratio {harness_s / bare_s:.1f}x")
     med = [statistics.median(col) for col in zip(*rows)]
-    print(f"median: bare {med[0]:.3f} s, harness {med[1]:.3f} s, overhead {med[2]:.3f} ms per tool step "
-          f"(target ≤ 0.2), harness/bare ratio {med[3]:.1f}x")
+    print(f"median: bare {med[0]:.3f} s, harness {med[1]:.3f} s, overhead {med[2]:.1f} µs per tool step "
+          f"(target ≤ 40), harness/bare ratio {med[3]:.1f}x")
+    fast_us, slow_us = validation_cost(suites, args.rounds * 20)
+    print(f"argument validation: fast path {fast_us:.1f} µs/call, previous path {slow_us:.1f} µs/call, "
+          f"previous/fast {slow_us / fast_us:.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 from bench.canonical import canonical_json, state_hash, step_key
-from bench.world.suite import load_suite
+from bench.world.suite import builtin_suites, load_suite
 from bench.world.tools import World
 from tests.conftest import MINI
 
@@ -23,6 +23,27 @@ def test_invalid_arguments_become_error_observations():
     unknown = w.execute("launch_rocket", {})
     assert unknown.error and "unknown tool" in unknown.error and "cancel_order" in unknown.error
     assert w.state_hash == before and w.state["orders"]["O1"]["status"] == "pending"
+
+
+def test_compiled_argument_check_agrees_with_the_reference_validator():
+    """The fast path (`Tool.accepts`) must accept and reject exactly what jsonschema does, on every
+    built-in tool: each reference call's arguments, and the same arguments broken four ways."""
+    checked = 0
+    for name in builtin_suites():
+        suite = load_suite(name)
+        for task in suite.tasks:
+            for action in task.reference_actions:
+                tool = suite.tools.get(action.tool)
+                if tool is None:
+                    continue
+                first = next(iter(action.args), None)
+                variants = [action.args, {**action.args, "zz_extra": 1}, {}, {k: [v] for k, v in action.args.items()}]
+                if first is not None:
+                    variants.append({k: v for k, v in action.args.items() if k != first})
+                for args in variants:
+                    assert tool.accepts(args) == tool.validator.is_valid(args), (tool.name, args)
+                    checked += 1
+    assert checked > 100
 
 
 def test_tool_error_is_an_observation_and_leaves_state():
