@@ -28,6 +28,21 @@ def test_torn_last_line_is_tolerated_reported_and_cut_on_resume(tmp_path):
     assert read_run(out).torn_bytes == 0
 
 
+def test_steps_reach_the_file_with_the_record_that_ends_their_attempt(tmp_path):
+    writer = LogWriter(tmp_path)
+    step = {"type": "step", "trial": "t", "kind": "tool"}
+    writer.append({**step, "attempt": "t@a", "step": 0})
+    writer.append({**step, "attempt": "t@b", "step": 0})
+    writer.append({**step, "attempt": "t@a", "step": 1})
+    assert writer.path.read_bytes() == b""  # nothing finished yet: a kill here loses nothing finished
+    writer.append({"type": "trial", "trial": "t", "attempt": "t@a", "task": "x", "outcome": "pass"})
+    records = [orjson.loads(line) for line in writer.path.read_bytes().splitlines()]
+    assert [(r["type"], r.get("step")) for r in records] == [("step", 0), ("step", 1), ("trial", None)]
+    assert {r["attempt"] for r in records} == {"t@a"}
+    writer.close()  # the attempt that never ended keeps its steps
+    assert orjson.loads(writer.path.read_bytes().splitlines()[-1])["attempt"] == "t@b"
+
+
 def test_every_record_is_one_json_line(tmp_path):
     out = make_run(tmp_path)
     lines = (out / "trajectories.jsonl").read_bytes().splitlines()

@@ -312,9 +312,12 @@ _REQUIRED = {
 
 
 class LogWriter:
-    """Appends records as whole lines, one unbuffered write per record, under a lock (trials run
-    in threads). Each line reaches the OS at once, so a killed process loses at most the line
-    being written. `fsync_summaries` also survives power loss, at a cost per trial."""
+    """Appends records as whole lines under a lock (trials run in threads). An attempt's step
+    lines wait in memory and reach the OS in one unbuffered write together with the record that
+    ends the attempt (its summary or its attempt_error): one syscall per attempt instead of one
+    per record. A killed process loses only unfinished attempts, which resume re-runs anyway,
+    and at most the line being written. `fsync_summaries` also survives power loss, at a cost
+    per trial."""
 
     def __init__(self, run_dir: Path, fsync_summaries: bool = False):
         self.path = run_dir / LOG
@@ -322,15 +325,26 @@ class LogWriter:
         self._fh = open(self.path, "ab", buffering=0)
         self._lock = threading.Lock()
         self._fsync = fsync_summaries
+        self._pending: dict[Any, list[bytes]] = {}
 
     def append(self, record: dict[str, Any]) -> None:
         line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
         with self._lock:
-            self._fh.write(line)
+            if record.get("type") == "step":
+                self._pending.setdefault(record.get("attempt"), []).append(line)
+                return
+            lines = self._pending.pop(record.get("attempt"), [])
+            lines.append(line)
+            self._fh.write(b"".join(lines))
             if self._fsync and record.get("type") == "trial":
                 os.fsync(self._fh.fileno())
 
     def close(self) -> None:
+        """Steps of attempts that never ended (an exception escaped the runner) are kept, as before."""
+        with self._lock:
+            for lines in self._pending.values():
+                self._fh.write(b"".join(lines))
+            self._pending.clear()
         self._fh.close()
 
 
