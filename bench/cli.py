@@ -304,6 +304,7 @@ def divergence_options(args: Any) -> DivergenceOptions:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="trajbench", description="Benchmark the consistency of tool-using agents.")
     parser.add_argument("--version", action="version", version=f"trajbench {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback when a command fails")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_running(sub)
     _add_reading(sub)
@@ -412,12 +413,34 @@ def _add_publishing(sub: Any) -> None:
     p.set_defaults(func=cmd_leaderboard)
 
 
+def _guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Last-resort error boundary around a command. Suite, domain and agent code is the user's:
+    whatever it raises (even `SystemExit(0)`, which would otherwise end the command with a status
+    claiming success) becomes exit 2 and one message naming the command and its input, never a
+    traceback. `--debug` prints the traceback too (the status stays 2)."""
+    try:
+        return handler(args)
+    except (BenchError, KeyboardInterrupt, BrokenPipeError):
+        raise
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the boundary is the point
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        target = getattr(args, "suite", None) or getattr(args, "run_dir", None) or getattr(args, "run_dirs", None)
+        where = f" on {target}" if target else ""
+        kind = "called sys.exit" if isinstance(exc, SystemExit) else "failed"
+        print(f"trajbench {args.command}: error: code run{where} {kind}: {type(exc).__name__}: {exc} "
+              "(re-run with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.func
-        return handler(args)
+        return _guarded(handler, args)
     except BenchError as exc:
         print(f"trajbench: error: {exc}", file=sys.stderr)
         return 2
