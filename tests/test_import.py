@@ -123,3 +123,11 @@ def test_streaming_reader_matches_a_whole_parse(tmp_path: Path) -> None:
     assert list(iter_json_array(source)) == values
     (tmp_path / "empty.json").write_text(" [ ] ")
     assert list(iter_json_array(tmp_path / "empty.json")) == []
+
+
+def test_view_and_export_read_an_import(tmp_path: Path) -> None:
+    run = _import(tmp_path, FIXTURE)
+    assert main(["view", str(run), "--task", "1", "--out", str(tmp_path / "view.html")]) == 0
+    assert "cancel_reservation" in (tmp_path / "view.html").read_text()
+    assert main(["export", str(run), "--format", "jsonl", "--out", str(tmp_path / "exp")]) == 0
+    assert len((tmp_path / "exp" / "trials.jsonl").read_bytes().splitlines()) == 9
