@@ -131,3 +131,12 @@ def test_view_and_export_read_an_import(tmp_path: Path) -> None:
     assert "cancel_reservation" in (tmp_path / "view.html").read_text()
     assert main(["export", str(run), "--format", "jsonl", "--out", str(tmp_path / "exp")]) == 0
     assert len((tmp_path / "exp" / "trials.jsonl").read_bytes().splitlines()) == 9
+
+
+def test_diff_refuses_imports_of_different_task_sets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "other.json"
+    other.write_text(FIXTURE.read_text().replace("You are user 0", "You are someone else"))
+    first, second = _import(tmp_path, FIXTURE, name="a"), _import(tmp_path, other, name="b")
+    capsys.readouterr()
+    assert main(["diff", str(first), str(second)]) == 2
+    assert "different suites" in capsys.readouterr().err
