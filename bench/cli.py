@@ -126,8 +126,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def run_verify(run_dir: str | Path, *, suite: str | None = None, as_json: bool = False) -> int:
     """`trajbench verify`: print the replay's result; 0 when the run replays clean, 1 on any mismatch."""
     from bench.analysis.replay import verify_run
+    from bench.imports.core import refuse_replay
     from bench.publish.text import render_verify
 
+    refuse_replay(Path(run_dir))
     result = verify_run(run_dir, suite=suite)
     if as_json:
         _write_json(result.as_dict(), sys.stdout)
@@ -153,6 +155,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for alt in result["alternatives"]:
         effect = "" if alt["best"] else f", effect {alt['effect']:+.3f} {alt['effect_interval']}, p_holm {alt['p_holm']}"
         print(f"  {alt['verdict']:>13}  {alt['successes']}/{alt['n']} CI {alt['interval']}{effect}  {alt['action']}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """`trajbench import`: another harness's trajectory files as one run directory."""
+    from bench.imports import import_run
+
+    run = import_run(args.format, [Path(p) for p in args.sources], Path(args.out))
+    print(f"imported {run.count} trials of {len(run.tasks.tasks)} tasks ({args.format}) into {args.out}")
     return 0
 
 
@@ -411,6 +422,12 @@ def _add_publishing(sub: Any) -> None:
     p.add_argument("--bootstrap", type=_positive_int, default=2000, help="bootstrap replicates for the intervals (default 2000)")
     p.add_argument("--suite", metavar="SUITE", help="the runs' suite folder (or built-in name), if the path recorded in them is gone")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("import", help="import another harness's trajectory files as a run directory (not replay-verified)")
+    p.add_argument("format", metavar="FORMAT", choices=["tau-bench"], help="source format: tau-bench")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="source files; several become one run")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to create")
+    p.set_defaults(func=cmd_import)
 
 
 def _guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

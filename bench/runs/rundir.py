@@ -53,6 +53,7 @@ class Manifest(TypedDict, total=False):
     tool_schema_hashes: dict[str, str]
     overlay: dict[str, Any] | None
     host: dict[str, str]
+    source: dict[str, Any]  # absent (native) or {"kind": "import", ...}: bench/imports
 
 
 class StepEvent(TypedDict, total=False):
