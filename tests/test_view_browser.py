@@ -76,6 +76,11 @@ def test_page_is_self_contained_and_escaped(xss_run, tmp_path):
     assert "Content-Security-Policy" in page
 
 
+def test_drawn_labels_name_the_differing_argument(xss_run, tmp_path):
+    page = write_view(xss_run, task_id="cancel-pending", out=tmp_path / "view.html").read_text()
+    assert ">cancel_order(order_id=O1)</text>" in page and ">cancel_order(order_id=O2)</text>" in page
+
+
 def test_unknown_task_is_a_clear_error(xss_run, tmp_path):
     with pytest.raises(BenchError, match="no finished trials of task 'nope'"):
         write_view(xss_run, task_id="nope", out=tmp_path / "x.html")
@@ -129,6 +134,10 @@ def test_tree_in_chromium(xss_run, tmp_path, browser):
     assert (divergence.get_attribute("data-n"), divergence.get_attribute("data-s")) == ("8", "4")
     assert "list_orders" in divergence.find_element(By.TAG_NAME, "title").get_attribute("textContent")
     assert divergence.find_elements(By.CSS_SELECTOR, ".divergence-ring")
+    # siblings are labelled by the argument value that tells them apart, not a clipped prefix
+    drawn = {t.get_attribute("textContent") for t in section.find_elements(By.CSS_SELECTOR, "g.node > text")}
+    assert {"cancel_order(order_id=O1)", "cancel_order(order_id=O2)"} <= drawn, drawn
+    assert "find_customer(email=ada@example.com)" in drawn, drawn
     # the details panel opens on the divergence point and lists its alternatives
     details = browser.find_element(By.ID, "details")
     assert "Divergence point" in details.text and "cancel_order" in details.text and "4/4" in details.text

@@ -31,11 +31,12 @@ from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.divergence.section import analyse_run
 from bench.analysis.divergence.tree import Analysis
 from bench.errors import BenchError
+from bench.publish.labels import sibling_labels
 from bench.runs.rundir import RunLog, read_run
 
 MAX_NODES = 1500  # per task; smaller branches are folded into their parent beyond this
 MAX_TEXT = 4000  # characters of an argument or observation kept per node
-X_STEP, Y_STEP, X0, Y0 = 170, 30, 60, 40
+X_STEP, Y_STEP, X0, Y0 = 300, 30, 60, 40  # X_STEP fits a label of labels.WIDTH characters
 
 
 def _json_for_script(value: Any) -> str:
@@ -58,10 +59,6 @@ def _colour(rate: float) -> str:
     return f"hsl({round(120 * rate)}, 70%, 45%)"
 
 
-def _short(text: str, width: int = 22) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _task_tree(a: Analysis, log: RunLog, t: int, first_of: dict[int, int], pos_trial: np.ndarray,
                nodes: np.ndarray, task_trials: np.ndarray) -> dict[str, Any]:
     """The nodes of task t's prefix tree (`nodes`, all of them) with layout and step details."""
@@ -80,6 +77,9 @@ def _task_tree(a: Analysis, log: RunLog, t: int, first_of: dict[int, int], pos_t
     for v in nodes.tolist():
         step = _step_detail(a, log, first_of[v], pos_trial) if v in first_of and a.tree_key[v] != 0 and v != t else None
         out_nodes.append(_node_entry(a, v, t, y, through.get(v, []), hidden, critical, step))
+    short = _short_labels(a, children)
+    for e in out_nodes:
+        e["short"] = short.get(e["id"], e["label"])
     n_trials, n_succ = int(task_trials.size), int(a.success[task_trials].sum())
     return {"task": a.task_ids[t], "n": n_trials, "successes": n_succ, "nodes": out_nodes,
             "rows": max(rows, 1), "max_depth": int(a.tree_depth[nodes].max()) if nodes.size else 0,
@@ -97,6 +97,15 @@ def _children(a: Analysis, nodes: np.ndarray, keep: set[int]) -> dict[int, list[
     for kids in children.values():
         kids.sort(key=lambda u: (-int(a.tree_n[u]), a.vocab[int(a.tree_key[u])]))
     return children
+
+
+def _short_labels(a: Analysis, children: dict[int, list[int]]) -> dict[int, str]:
+    """Each node's drawn label: what sets it apart from its siblings (see bench.publish.labels)."""
+    out: dict[int, str] = {}
+    for kids in children.values():
+        calls = [u for u in kids if a.tree_key[u] != 0]
+        out.update(zip(calls, sibling_labels([a.vocab[int(a.tree_key[u])] for u in calls])))
+    return out
 
 
 def _layout(root: int, children: dict[int, list[int]]) -> tuple[dict[int, float], int]:
@@ -233,7 +242,7 @@ def _svg(tree: dict[str, Any], index: int) -> str:
         elif e["root"]:
             label = f"start {e['s']}/{e['n']}"
         else:
-            label = _short(e["label"]) + (f" (+{e['folded']} folded)" if e["folded"] else "")
+            label = e["short"] + (f" (+{e['folded']} folded)" if e["folded"] else "")
         ty = e["y"] + 4 if e["leaf"] else e["y"] - 7
         parts.append(f'<text x="{e["x"] + r + 3:.1f}" y="{ty:.1f}">{esc(label)}</text>')
         parts.append("</g>")
