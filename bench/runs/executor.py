@@ -9,7 +9,7 @@ decides where `play` runs, and hands every record back to the runner's single lo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ class Sink(Protocol):
 
 
 # play(agent, key, sink) -> outcome: one trial with its retries, every record sent to sink.
-Play = Callable[[Any, Any, Sink], Awaitable[str]]
+Play = Callable[[Any, Any, Sink], Coroutine[Any, Any, str]]
 
 
 class Executor(Protocol):
