@@ -9,6 +9,7 @@ import their machinery when they run, so that `trajbench --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -67,6 +68,32 @@ def _selected_task_ids(suite: Any, tasks: str | None, tags: str | None) -> list[
     return ids
 
 
+def _executor(args: argparse.Namespace) -> Any:
+    """--executor local (default) or ray[=ADDRESS] with --workers and --runtime-env (docs/ray.md)."""
+    if args.executor == "local":
+        return None
+    kind, _, address = args.executor.partition("=")
+    if kind != "ray":
+        raise BenchError(f"--executor must be local or ray[=ADDRESS], not {args.executor!r}", field="--executor")
+    from bench.runs.ray_executor import RayExecutor
+
+    return RayExecutor(args.workers, address or None, _json_arg(args.runtime_env, "--runtime-env"))
+
+
+def _json_arg(value: str | None, flag: str) -> Any:
+    """A JSON object given inline or as a file path."""
+    if value is None:
+        return None
+    text = Path(value).read_text(encoding="utf-8") if Path(value).is_file() else value
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BenchError(f"{flag} must be a JSON object or a file holding one ({exc.msg})", field=flag) from None
+    if not isinstance(parsed, dict):
+        raise BenchError(f"{flag} must be a JSON object", field=flag)
+    return parsed
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.adapters.spec import parse_agent_spec
     from bench.api import run_dir_name, valid_suite
@@ -92,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = RunConfig(k=args.k, out=out, seed=args.seed, concurrency=args.concurrency, timeout_s=args.timeout,
                            max_steps=args.max_steps, retries=args.retries, progress=not args.quiet,
                            variants=variants)
-        run_benchmark(suite, spec, task_ids, config)
+        run_benchmark(suite, spec, task_ids, config, _executor(args))
         print(f"run written to {out} — `trajbench report {out}` shows it")
         if args.baseline:
             status = max(status, gate(args.baseline, out, alpha=args.alpha))
@@ -340,6 +367,10 @@ def _add_running(sub: Any) -> None:
                    help="only the tasks that carry every one of these comma-separated tags (e.g. easy)")
     p.add_argument("--concurrency", type=_positive_int, default=4, help="trials at once (default 4)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--executor", default="local", metavar="local|ray[=ADDRESS]",
+                   help="where trials run: this process (default) or Ray actors (docs/ray.md)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="Ray actors, one agent each (default 2)")
+    p.add_argument("--runtime-env", metavar="JSON|FILE", help="Ray runtime_env for the actors")
     p.add_argument("--timeout", type=_positive_float, default=300.0, help="seconds per trial (default 300)")
     p.add_argument("--max-steps", type=_positive_int, default=50, help="tool-call budget per trial (default 50)")
     p.add_argument("--retries", type=int, default=2, help="retries of a trial after an infrastructure error (default 2)")

@@ -9,11 +9,11 @@ resumed trial gets the same seed as it would have had, and raising k only adds t
 from __future__ import annotations
 
 import asyncio
+import functools
 import platform
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +26,7 @@ from bench.adapters.spec import AgentSpec
 from bench.canonical import derive_seed
 from bench.episode import Episode
 from bench.errors import BenchError
+from bench.runs.executor import Executor, LocalExecutor, Sink
 from bench.runs.rundir import LogWriter, Manifest, read_manifest, read_run, write_manifest
 from bench.runs.trial import AttemptError, play_async
 from bench.world.suite import Suite
@@ -147,7 +148,7 @@ class _Progress:
         self.bar.close()
 
 
-async def _run_trial(suite: Suite, agent: Any, key: TrialKey, config: RunConfig, writer: LogWriter) -> str:
+async def _play(suite: Suite, config: RunConfig, agent: Any, key: TrialKey, writer: Sink) -> str:
     seed = derive_seed(config.seed, key.task.id, key.variant.id, key.index)
     errors: list[str] = []
     for attempt_no in range(config.retries + 1):
@@ -182,22 +183,10 @@ def _summary(key: TrialKey, attempt: str, seed: int, started_at: float, attempts
     return record
 
 
-async def _run_all(suite: Suite, agent: Any, pending: list[TrialKey], config: RunConfig,
-                   writer: LogWriter, progress: _Progress) -> None:
-    loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=config.concurrency))
-    gate = asyncio.Semaphore(config.concurrency)
-
-    async def one(key: TrialKey) -> None:
-        async with gate:
-            progress.update(await _run_trial(suite, agent, key, config, writer))
-
-    await asyncio.gather(*(one(key) for key in pending))
-
-
-def run_benchmark(suite: Suite, spec: AgentSpec, task_ids: list[str] | None, config: RunConfig) -> Path:
+def run_benchmark(suite: Suite, spec: AgentSpec, task_ids: list[str] | None, config: RunConfig,
+                  executor: Executor | None = None) -> Path:
     tasks = suite.select(task_ids)
-    agent = spec.build()
+    executor = executor or LocalExecutor(config.concurrency)
     manifest, done = prepare_run_dir(suite, spec, tasks, config)
     keys = trial_keys(tasks, config)
     pending = [key for key in keys if key.trial_id not in done]
@@ -208,7 +197,8 @@ def run_benchmark(suite: Suite, spec: AgentSpec, task_ids: list[str] | None, con
         print(f"trajbench: resuming {config.out}: {len(keys) - len(pending)} of {len(keys)} trials already finished", file=sys.stderr)
     progress = _Progress(len(keys), len(keys) - len(pending), config.progress, f"{spec.name} on {suite.name}")
     try:
-        asyncio.run(_run_all(suite, agent, pending, config, writer, progress))
+        play = functools.partial(_play, suite, config)
+        executor.run(spec, pending, play, writer, progress.update)
     finally:
         progress.close()
         writer.close()

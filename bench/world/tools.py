@@ -57,6 +57,10 @@ class Tool:
         Formats are annotations only, as they are for `validator`."""
         return jsonschema_rs.Draft202012Validator(self.parameters, validate_formats=False).is_valid
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the compiled check (not picklable): a Ray worker compiles its own."""
+        return {k: v for k, v in self.__dict__.items() if k != "accepts"}
+
     def spec(self) -> dict[str, Any]:
         """What an agent is told about the tool (OpenAI-style function spec plus the flag)."""
         return {

@@ -1,7 +1,9 @@
 """Small python agents used by the tests through the real `python` adapter."""
 
 import asyncio
+import os
 import time
+from pathlib import Path
 
 from bench.errors import InfraError
 
@@ -65,3 +67,18 @@ class Flaky:
 def seed_echo(episode):
     episode.call("list_orders", {"customer_id": f"C{episode.seed % 7}"})
     return ""
+
+
+class DiesOnce:
+    """Kills its own process in the first trial it plays (marker file absent), then plays
+    cancel_o1: a worker dying mid-trial, for the Ray executor's retry test."""
+
+    def __init__(self, marker):
+        self.marker = Path(marker)
+
+    def run(self, episode):
+        episode.call("find_customer", {"email": "ada@example.com"})
+        if not self.marker.exists():
+            self.marker.touch()
+            os._exit(1)
+        return cancel_o1(episode)

@@ -1,0 +1,53 @@
+"""Where trials run: the executor seam between the runner (grid, resume, log) and the place the
+agent plays. The runner hands an executor the pending trials and a `play` coroutine; the executor
+decides where `play` runs, and hands every record back to the runner's single log writer.
+
+`LocalExecutor` is the in-process default (an asyncio gather under a concurrency gate);
+`bench.runs.ray_executor.RayExecutor` runs trials on Ray actors (docs/ray.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from bench.adapters.spec import AgentSpec
+
+
+class Sink(Protocol):
+    def append(self, record: dict[str, Any]) -> None: ...
+
+
+# play(agent, key, sink) -> outcome: one trial with its retries, every record sent to sink.
+Play = Callable[[Any, Any, Sink], Coroutine[Any, Any, str]]
+
+
+class Executor(Protocol):
+    def run(self, spec: AgentSpec, pending: Sequence[Any], play: Play, sink: Sink,
+            on_done: Callable[[str], None]) -> None:
+        """Play every pending trial; records go to `sink` (in the driver), `on_done` gets each outcome."""
+
+
+class LocalExecutor:
+    """One agent in this process, `concurrency` trials at once (sync agents run on a thread pool)."""
+
+    def __init__(self, concurrency: int):
+        self.concurrency = concurrency
+
+    def run(self, spec: AgentSpec, pending: Sequence[Any], play: Play, sink: Sink,
+            on_done: Callable[[str], None]) -> None:
+        asyncio.run(self._run_all(spec.build(), pending, play, sink, on_done))
+
+    async def _run_all(self, agent: Any, pending: Sequence[Any], play: Play, sink: Sink,
+                       on_done: Callable[[str], None]) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=self.concurrency))
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(key: Any) -> None:
+            async with gate:
+                on_done(await play(agent, key, sink))
+
+        await asyncio.gather(*(one(key) for key in pending))

@@ -1,0 +1,59 @@
+"""The Ray executor on a real local Ray cluster this test starts (2 CPUs): a sim run on Ray is
+trial for trial the run the local executor makes (outcomes, seeds, step keys, state hashes)."""
+
+import os
+
+import pytest
+import ray
+
+from bench.adapters.spec import parse_agent_spec
+from bench.runs.rundir import read_run
+from bench.runs.runner import RunConfig, run_benchmark
+from tests.conftest import run_cli
+
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+AGENT = "sim:noisy?p=0.5&noise=0.5"
+
+
+def _fingerprint(run_dir):
+    """Everything about a trial that must not depend on where it ran."""
+    run = read_run(run_dir)
+    return {trial: (s["outcome"], s["seed"], s["steps"], s["final_state_hash"],
+                    [(st["step"], st["kind"], st.get("tool"), st.get("args"), st.get("state_hash"))
+                     for st in run.trial_steps(trial)])
+            for trial, s in run.summaries.items()}
+
+
+@pytest.mark.slow
+def test_sim_run_on_ray_matches_the_local_run(mini_suite, tmp_path):
+    from bench.runs.ray_executor import RayExecutor
+
+    spec = parse_agent_spec(AGENT)
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    run_benchmark(mini_suite, spec, None, RunConfig(k=4, out=local, progress=False))
+    run_benchmark(mini_suite, spec, None, RunConfig(k=4, out=remote, progress=False), RayExecutor(workers=2))
+    assert not ray.is_initialized()  # the executor stops the cluster it started
+    expected = _fingerprint(local)
+    assert len(expected) == 4 * len(mini_suite.tasks)
+    assert _fingerprint(remote) == expected
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_retried_and_its_trial_recorded_once(mini_suite, tmp_path):
+    from bench.runs.ray_executor import RayExecutor
+
+    spec = parse_agent_spec(f"tests.agents.toy:DiesOnce?marker={tmp_path / 'died'}")
+    out = tmp_path / "r"
+    run_benchmark(mini_suite, spec, None, RunConfig(k=2, out=out, progress=False), RayExecutor(workers=1))
+    run = read_run(out)
+    assert (tmp_path / "died").exists()  # the worker process really died once
+    assert len(run.summaries) == 2 * len(mini_suite.tasks)
+    assert not run.duplicate_summaries and not run.orphan_attempts
+    assert all(s["outcome"] != "error" for s in run.summaries.values())
+
+
+def test_an_unknown_executor_is_one_clear_error(mini_suite, tmp_path):
+    result = run_cli("run", str(mini_suite.path), "--agent", AGENT, "--executor", "dask", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert "--executor must be local or ray[=ADDRESS]" in result.stderr
+    assert "Traceback" not in result.stderr
