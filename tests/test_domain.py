@@ -46,6 +46,15 @@ def test_compiled_argument_check_agrees_with_the_reference_validator():
     assert checked > 100
 
 
+def test_arguments_with_no_json_form_are_an_error_observation_not_a_crash():
+    """A set, bytes or an int key has no JSON form: the compiled check cannot even look at it, so the
+    reference validator words the rejection and the agent gets an error observation."""
+    w = world()
+    for args in ({"email": {1, 2}}, {"email": b"ada"}, {1: "ada"}):
+        out = w.execute("find_customer", args)
+        assert out.error and out.error.startswith("invalid arguments to find_customer"), (args, out.error)
+
+
 def test_tool_error_is_an_observation_and_leaves_state():
     w = world()
     before = w.state_hash

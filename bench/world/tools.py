@@ -55,7 +55,17 @@ class Tool:
         """The compiled check of `parameters`, for every call's fast path: ~1 µs against ~50 µs for
         `validator` (pure Python), which is kept as the reference that explains a rejection.
         Formats are annotations only, as they are for `validator`."""
-        return jsonschema_rs.Draft202012Validator(self.parameters, validate_formats=False).is_valid
+        compiled = jsonschema_rs.Draft202012Validator(self.parameters, validate_formats=False).is_valid
+
+        def accepts(args: Any) -> bool:
+            # The compiled check refuses Python values that have no JSON form (a set, bytes, an
+            # int dict key) with ValueError: those go to the reference validator, which words them.
+            try:
+                return bool(compiled(args))
+            except ValueError:
+                return False
+
+        return accepts
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without the compiled check (not picklable): a Ray worker compiles its own."""
