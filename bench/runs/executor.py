@@ -25,9 +25,15 @@ Play = Callable[[Any, Any, Sink], Coroutine[Any, Any, str]]
 
 
 class Executor(Protocol):
-    def run(self, spec: AgentSpec, pending: Sequence[Any], play: Play, sink: Sink,
-            on_done: Callable[[str], None]) -> None:
+    def start(self, spec: AgentSpec, trials: int) -> None:
+        """Build the agent(s) for up to `trials` trials. The runner calls this before it touches the
+        run directory, so a bad agent spec fails with nothing written."""
+
+    def run(self, pending: Sequence[Any], play: Play, sink: Sink, on_done: Callable[[str], None]) -> None:
         """Play every pending trial; records go to `sink` (in the driver), `on_done` gets each outcome."""
+
+    def close(self) -> None:
+        """Release what `start` took (actors, a cluster this executor started)."""
 
 
 class LocalExecutor:
@@ -35,10 +41,16 @@ class LocalExecutor:
 
     def __init__(self, concurrency: int):
         self.concurrency = concurrency
+        self.agent: Any = None
 
-    def run(self, spec: AgentSpec, pending: Sequence[Any], play: Play, sink: Sink,
-            on_done: Callable[[str], None]) -> None:
-        asyncio.run(self._run_all(spec.build(), pending, play, sink, on_done))
+    def start(self, spec: AgentSpec, trials: int) -> None:
+        self.agent = spec.build()
+
+    def run(self, pending: Sequence[Any], play: Play, sink: Sink, on_done: Callable[[str], None]) -> None:
+        asyncio.run(self._run_all(self.agent, pending, play, sink, on_done))
+
+    def close(self) -> None:
+        self.agent = None
 
     async def _run_all(self, agent: Any, pending: Sequence[Any], play: Play, sink: Sink,
                        on_done: Callable[[str], None]) -> None:

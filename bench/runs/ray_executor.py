@@ -55,7 +55,16 @@ class TrialWorker:
     """A Ray actor body: one agent, built once, playing one trial at a time."""
 
     def __init__(self, spec: AgentSpec):
-        self.agent = spec.build()
+        # a bad spec must reach the driver as the BenchError it is, not as a dead actor
+        self.agent: Any = None
+        self.error: BenchError | None = None
+        try:
+            self.agent = spec.build()
+        except BenchError as exc:
+            self.error = exc
+
+    def ready(self) -> BenchError | None:
+        return self.error
 
     def play(self, play: Play, key: Any) -> tuple[str, list[dict[str, Any]]]:
         sink = _Records()
@@ -68,17 +77,29 @@ class RayExecutor:
 
     def __init__(self, workers: int, address: str | None = None, runtime_env: dict[str, Any] | None = None):
         self.workers, self.address, self.runtime_env = workers, address, runtime_env
+        self.actors: list[Any] = []
+        self.started = False
 
-    def run(self, spec: AgentSpec, pending: Sequence[Any], play: Play, sink: Sink,
-            on_done: Callable[[str], None]) -> None:
+    def start(self, spec: AgentSpec, trials: int) -> None:
         ray = _ray()
-        started = self._connect(ray)
+        self.started = self._connect(ray)
         try:
-            actors = [self._actor(ray, spec) for _ in range(min(self.workers, max(len(pending), 1)))]
-            self._drive(ray, actors, list(pending), play, sink, on_done)
-        finally:
-            if started:
-                ray.shutdown()
+            self.actors = [self._actor(ray, spec) for _ in range(min(self.workers, max(trials, 1)))]
+            for error in ray.get([actor.ready.remote() for actor in self.actors]):
+                if error is not None:
+                    raise error
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, pending: Sequence[Any], play: Play, sink: Sink, on_done: Callable[[str], None]) -> None:
+        self._drive(_ray(), self.actors, list(pending), play, sink, on_done)
+
+    def close(self) -> None:
+        self.actors = []
+        if self.started:
+            _ray().shutdown()
+            self.started = False
 
     def _connect(self, ray: Any) -> bool:
         """Join the cluster; True when this call started it (and so must stop it)."""

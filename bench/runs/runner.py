@@ -187,8 +187,18 @@ def run_benchmark(suite: Suite, spec: AgentSpec, task_ids: list[str] | None, con
                   executor: Executor | None = None) -> Path:
     tasks = suite.select(task_ids)
     executor = executor or LocalExecutor(config.concurrency)
-    manifest, done = prepare_run_dir(suite, spec, tasks, config)
     keys = trial_keys(tasks, config)
+    executor.start(spec, len(keys))
+    try:
+        _run_pending(suite, spec, tasks, config, executor, keys)
+    finally:
+        executor.close()
+    return config.out
+
+
+def _run_pending(suite: Suite, spec: AgentSpec, tasks: list[Task], config: RunConfig, executor: Executor,
+                 keys: list[TrialKey]) -> None:
+    _, done = prepare_run_dir(suite, spec, tasks, config)
     pending = [key for key in keys if key.trial_id not in done]
     writer = LogWriter(config.out)
     if writer.torn_bytes:
@@ -198,8 +208,7 @@ def run_benchmark(suite: Suite, spec: AgentSpec, task_ids: list[str] | None, con
     progress = _Progress(len(keys), len(keys) - len(pending), config.progress, f"{spec.name} on {suite.name}")
     try:
         play = functools.partial(_play, suite, config)
-        executor.run(spec, pending, play, writer, progress.update)
+        executor.run(pending, play, writer, progress.update)
     finally:
         progress.close()
         writer.close()
-    return config.out
