@@ -16,6 +16,7 @@ import orjson
 from bench.__version__ import __version__
 from bench.errors import BenchError
 from bench.runs.rundir import LogWriter, Manifest, write_manifest
+from bench.runs.seal import seal_run
 
 _CHUNK = 1 << 20
 
@@ -153,6 +154,7 @@ class ImportedRun:
             "reference": {t: v["gold"] for t, v in self.tasks.tasks.items()},
         }
         write_manifest(self.out, manifest)
+        seal_run(self.out)
         return manifest
 
 

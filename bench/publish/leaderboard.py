@@ -42,6 +42,7 @@ from typing import Any, Callable, Mapping, Sequence
 import orjson
 
 from bench.__version__ import __version__
+from bench.adapters.spec import is_simulated
 from bench.analysis.replay import VerifyResult, load_run_suite, verify_run
 from bench.analysis.report import build_report
 from bench.canonical import step_key
@@ -158,7 +159,7 @@ def _entry(run_dir: Path, log: RunLog, verified: VerifyResult, K: int, bootstrap
         "rank": None,
         "label": str(agent.get("name")),
         "agent": {"name": str(agent.get("name")), "adapter": agent.get("adapter"), "hash": agent.get("hash"),
-                  "simulated": bool(agent.get("simulated")), "options": agent.get("options") or {},
+                  "simulated": is_simulated(agent.get("adapter")), "options": agent.get("options") or {},
                   "target": agent.get("target")},
         "run": {"run_id": m.get("run_id"), "dir": run_dir.name, "created_at": m.get("created_at"),
                 "harness_version": m.get("harness_version"), "k": int(m["k"]), "base_seed": m.get("base_seed"),
@@ -231,7 +232,7 @@ def build_leaderboard(run_dirs: Sequence[str | Path], *, k: int | None = None, b
         if not result.ok:
             agent = log.manifest.get("agent") or {}
             rejected.append({"run_dir": path.name, "run_id": log.manifest.get("run_id"), "agent": str(agent.get("name")),
-                             "simulated": bool(agent.get("simulated")), "mismatches": len(result.mismatches),
+                             "simulated": is_simulated(agent.get("adapter")), "mismatches": len(result.mismatches),
                              "reasons": rejection_reasons(result)})
             continue
         entries.append(_entry(path, log, result, K, bootstrap, seed))
