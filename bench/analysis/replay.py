@@ -59,6 +59,7 @@ from bench.analysis.report import build_report
 from bench.canonical import derive_seed
 from bench.episode import StepRules
 from bench.errors import BenchError, InfraError
+from bench.imports.core import import_source
 from bench.runs.rundir import (
     VALID_OUTCOMES,
     Manifest,
@@ -451,7 +452,7 @@ def check_manifest(run_dir: Path, manifest: Manifest) -> list[Mismatch]:
         out.append(Mismatch(None, None, "agent.simulated", f"the manifest says {_show(agent.get('simulated'))}, but its adapter "
                             f"{_show(agent.get('adapter'))} is {'' if derived else 'not '}simulated"))
     try:
-        want = spec_hash(agent.get("adapter"), agent.get("target"), agent.get("options"))
+        want = None if import_source(manifest) else spec_hash(agent.get("adapter"), agent.get("target"), agent.get("options"))
     except TypeError:
         want = None
     if agent.get("hash") != want:

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import orjson
 
@@ -158,11 +158,18 @@ class ImportedRun:
         return manifest
 
 
+def import_source(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The `source` record of an imported run, None for a native one: the one rule every
+    reader (verify, leaderboard) uses to tell them apart."""
+    source = manifest.get("source")
+    return source if isinstance(source, dict) and source.get("kind") == "import" else None
+
+
 def refuse_replay(run_dir: Path) -> None:
     """An imported run has no suite or seeds to replay on: say so in one line (exit 2)."""
     from bench.runs.rundir import read_manifest
 
-    source = read_manifest(run_dir).get("source") or {}
-    if isinstance(source, dict) and source.get("kind") == "import":
+    source = import_source(read_manifest(run_dir))
+    if source is not None:
         raise BenchError(f"imported from {source.get('format')}, so it cannot be replayed: the source records no "
                          "world state, seeds or tool schemas to replay against", file=str(run_dir))
