@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -310,7 +311,10 @@ def _number_type(convert: Callable[[str], _Number], what: str, ok: Callable[[_Nu
 
 _probability = _number_type(float, "a number", lambda v: 0 < v < 1, "a number between 0 and 1")
 _positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number ≥ 1")
-_positive_float = _number_type(float, "a number", lambda v: v > 0, "a number > 0")
+_positive_float = _number_type(float, "a number", lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+_count = _number_type(int, "a whole number", lambda v: v >= 0, "a number ≥ 0")
+# a seed is recorded in run.json as a JSON integer: 64 bits signed
+_seed = _number_type(int, "a whole number", lambda v: -(2 ** 63) <= v < 2 ** 63, "a number between -2^63 and 2^63 - 1")
 
 
 def add_divergence_arguments(parser: Any) -> None:
@@ -369,14 +373,14 @@ def _add_running(sub: Any) -> None:
     p.add_argument("--tags", metavar="TAGS",
                    help="only the tasks that carry every one of these comma-separated tags (e.g. easy)")
     p.add_argument("--concurrency", type=_positive_int, default=4, help="trials at once (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="base seed (default 0)")
     p.add_argument("--executor", default="local", metavar="local|ray[=ADDRESS]",
                    help="where trials run: this process (default) or Ray actors (docs/ray.md)")
     p.add_argument("--workers", type=_positive_int, default=2, help="Ray actors, one agent each (default 2)")
     p.add_argument("--runtime-env", metavar="JSON|FILE", help="Ray runtime_env for the actors")
     p.add_argument("--timeout", type=_positive_float, default=300.0, help="seconds per trial (default 300)")
     p.add_argument("--max-steps", type=_positive_int, default=50, help="tool-call budget per trial (default 50)")
-    p.add_argument("--retries", type=int, default=2, help="retries of a trial after an infrastructure error (default 2)")
+    p.add_argument("--retries", type=_count, default=2, help="retries of a trial after an infrastructure error (default 2)")
     p.add_argument("--variants", metavar="FAMILIES",
                    help="also run perturbed inputs: comma-separated families from typos[=RATE], paraphrase, reorder, "
                         "distractors, formats, drop, or all (the unperturbed input always runs)")

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, TypedDict
 import orjson
 
 from bench.errors import BenchError
+from bench.runs.shape import manifest_problem
 from bench.world.overlay import apply_run_overlay
 from bench.world.suite import Suite, load_suite
 from bench.world.variants import BASE
@@ -221,6 +222,9 @@ def read_manifest(run_dir: Path) -> Manifest:
     for key in ("run_id", "suite", "agent", "k"):
         if not isinstance(data, dict) or key not in data:
             raise BenchError(f"missing field {key!r}: not a trajbench manifest", file=str(path), field=key)
+    problem = manifest_problem(data)  # bench/runs/shape.py: the types every reader relies on
+    if problem:
+        raise BenchError(problem[1], file=str(path), field=problem[0])
     return data
 
 

@@ -217,7 +217,11 @@ class World:
             raise DomainBug(f"tool {name} crashed: {type(exc).__name__}: {exc}") from exc
         else:
             error = None
-            observation = _jsonable(observation)
+            try:
+                observation = _jsonable(observation)
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                raise DomainBug(f"tool {name} returned a value with no JSON form ({type(observation).__name__}: {exc}); "
+                                "tools must return JSON") from exc
         if not tool.read_only:
             self.state_hash = state_hash(self.state)
         return ToolOutcome(observation, error, tool.read_only, self.state_hash)
