@@ -169,12 +169,14 @@ def hostile_value(rng: random.Random, depth: int = 0) -> Any:
     kind = rng.choice(kinds if depth < 2 else kinds[:8])
     if kind == "deep":
         return {"deep": f"DEEP-{rng.choice((50, 1100))}"}  # nesting that deep, spliced in as text by `dumps`
+    if kind == "list":
+        return [hostile_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    if kind == "dict":
+        return {rng.choice(("type", "k", "a", "1")): hostile_value(rng, depth + 1) for _ in range(rng.randint(0, 2))}
     return {
         "null": None, "true": True, "int": rng.randint(-3, 3), "bigint": 2 ** rng.choice((63, 64, 100)),
         "negint": -rng.randint(1, 10 ** 6), "float": rng.choice((0.5, -1.5, 1e308)), "str": rng.choice(("nope", "x" * 300, "../..", "")),
         "empty": rng.choice(([], {})), "surrogate": "\ud800oops",
-        "list": [hostile_value(rng, depth + 1) for _ in range(rng.randint(0, 3))],
-        "dict": {rng.choice(("type", "k", "a", "1")): hostile_value(rng, depth + 1) for _ in range(rng.randint(0, 2))},
     }[kind]
 
 

@@ -14,16 +14,17 @@ def _break_cancel(suite_dir, body):
     (suite_dir / "domain.py").write_text(domain.replace(marker, f"{marker}\n    {body}"))
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ("raise SystemExit(0)", "called sys.exit: SystemExit"),
-    ("return {1, 2}", ""),
+@pytest.mark.parametrize("body, code, fragment", [
+    ("raise SystemExit(0)", 2, "called sys.exit: SystemExit"),
+    # a precise check names the task and the reference step (validate's problem list, exit 1)
+    ("return {1, 2}", 1, "reference_actions.2 (cancel_order): tool cancel_order returned a value with no JSON form"),
 ])
-def test_validate_with_misbehaving_tool_fails_loudly(mini_copy, body, fragment):
+def test_validate_with_misbehaving_tool_fails_loudly(mini_copy, body, code, fragment):
     _break_cancel(mini_copy, body)
     proc = run_cli("validate", str(mini_copy))
-    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.returncode == code, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert fragment in proc.stderr
+    assert fragment in proc.stdout + proc.stderr
     assert proc.stderr.strip(), "a failure must say something"
 
 

@@ -158,8 +158,12 @@ def _unanswered_questions(task) -> list[tuple[int, str]]:
 
 # ------------------------------------------------------------------------------ the domain contract
 HASH_SEEDS = ("1", "2", "3")  # PYTHONHASHSEED of the subprocesses (the parent's is its own)
-_TRACE_PROGRAM = ("import sys, orjson; from bench.runs.validate import reference_traces; from bench.world.suite import "
-                  "load_suite; sys.stdout.buffer.write(orjson.dumps(reference_traces(load_suite(sys.argv[1]))))")
+# the domain may print: its output goes to stderr, the traces alone to stdout
+_TRACE_PROGRAM = ("import sys, orjson; out = sys.stdout.buffer; sys.stdout = sys.stderr; "
+                  "from bench.runs.validate import reference_traces; from bench.world.suite import "
+                  "load_suite; from bench.world.overlay import apply_overlay; suite = load_suite(sys.argv[1]); "
+                  "spec = orjson.loads(sys.argv[2]); suite = apply_overlay(suite, spec) if spec else suite; "
+                  "out.write(orjson.dumps(reference_traces(suite)))")
 
 Trace = list[list[str]]  # per reference step: tool, observation digest, error digest, state hash
 
@@ -237,10 +241,12 @@ def _subprocess_traces(suite: Suite) -> dict[str, dict[str, Any] | str]:
         return {}
     root = str(Path(__file__).resolve().parents[2])
     env_path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    record = getattr(suite, "overlay", None)  # an overlaid suite is rebuilt the same way in the subprocess
+    overlay = orjson.dumps(record.get("spec") if isinstance(record, dict) else None).decode()
     procs = {}
     for seed in HASH_SEEDS:
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": env_path}
-        procs[seed] = subprocess.Popen([sys.executable, "-c", _TRACE_PROGRAM, str(path)], env=env,
+        procs[seed] = subprocess.Popen([sys.executable, "-c", _TRACE_PROGRAM, str(path), overlay], env=env,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out: dict[str, dict[str, Any] | str] = {}
     for seed, proc in procs.items():
@@ -255,7 +261,10 @@ def _subprocess_traces(suite: Suite) -> dict[str, dict[str, Any] | str]:
             lines = stderr.decode(errors="replace").strip().splitlines()
             out[seed] = f"exit {proc.returncode}: {lines[-1] if lines else 'no message'}"
             continue
-        out[seed] = orjson.loads(stdout)
+        try:
+            out[seed] = orjson.loads(stdout)
+        except orjson.JSONDecodeError as exc:
+            out[seed] = f"its output is not the traces ({exc})"
     return out
 
 

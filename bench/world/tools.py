@@ -213,7 +213,7 @@ class World:
             observation = tool.func(self.state, **args)
         except ToolError as exc:
             observation, error = None, str(exc)
-        except Exception as exc:
+        except (Exception, GeneratorExit) as exc:  # SystemExit and KeyboardInterrupt keep their meaning
             raise DomainBug(f"tool {name} crashed: {type(exc).__name__}: {exc}") from exc
         else:
             error = None
@@ -223,7 +223,11 @@ class World:
                 raise DomainBug(f"tool {name} returned a value with no JSON form ({type(observation).__name__}: {exc}); "
                                 "tools must return JSON") from exc
         if not tool.read_only:
-            self.state_hash = state_hash(self.state)
+            try:
+                self.state_hash = state_hash(self.state)
+            except TypeError as exc:
+                raise DomainBug(f"tool {name} left a value with no JSON form in the state ({exc}); the state must "
+                                "stay JSON") from exc
         return ToolOutcome(observation, error, tool.read_only, self.state_hash)
 
     def _error(self, message: str) -> ToolOutcome:
