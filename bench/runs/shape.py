@@ -32,7 +32,7 @@ FIELDS: dict[str, _Check] = {
     "created_at": (_opt(lambda v: isinstance(v, str)), "a string"),
     "k": (lambda v: _int(v) and v >= 1, "a whole number ≥ 1"),
     "tasks": (_str_list, "a list of task ids (strings)"),
-    "suite": (lambda v: isinstance(v, dict), "an object (name, hash, path)"),
+    "suite": (lambda v: isinstance(v, dict) and "name" in v and "hash" in v, "an object with name, hash and path"),
     "suite.name": (_opt(lambda v: isinstance(v, str)), "a string"),
     "suite.hash": (_opt(lambda v: isinstance(v, str)), "a string"),
     "suite.path": (_opt(lambda v: isinstance(v, str)), "a string or null"),

@@ -149,6 +149,8 @@ def _load_tools(folder: Path, filename: str, suite_name: str, digest_: str) -> T
     path = folder / filename
     if not path.is_file():
         raise BenchError("the domain module is missing", file=str(path))
+    if path.suffix != ".py":
+        raise BenchError("the domain module must be a Python file (.py)", file=str(folder / "suite.toml"), field="domain")
     module_name = f"bench_suite_{suite_name}_{digest_[:8]}".replace("-", "_")
     if module_name in sys.modules:
         module = sys.modules[module_name]
