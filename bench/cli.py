@@ -455,7 +455,7 @@ def _add_publishing(sub: Any) -> None:
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("import", help="import another harness's trajectory files as a run directory (not replay-verified)")
-    p.add_argument("format", metavar="FORMAT", choices=["tau-bench"], help="source format: tau-bench")
+    p.add_argument("format", metavar="FORMAT", help="source format: tau-bench, tau2 (docs/import.md)")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="source files; several become one run")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to create")
     p.set_defaults(func=cmd_import)
