@@ -161,12 +161,16 @@ class TaskSet:
 
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def add(self, task_id: str, instruction: str | None, gold: list[dict[str, Any]]) -> None:
-        """Record a task; a record without the task (an agent error) never hides one with it."""
-        if instruction is not None or task_id not in self.tasks:
-            self.tasks.setdefault(task_id, {"instruction": instruction, "gold": gold})
-            if self.tasks[task_id]["instruction"] is None:
-                self.tasks[task_id] = {"instruction": instruction, "gold": gold}
+    def add(self, task_id: str, instruction: str | None, gold: list[dict[str, Any]], target: Any = None) -> None:
+        """Record a task; a record without the task (an agent error) never hides one with it.
+        `target` is a gold answer (Inspect) where the source has no gold actions; it joins the
+        hash only when given, so the hashes of τ imports do not depend on it."""
+        entry: dict[str, Any] = {"instruction": instruction, "gold": gold}
+        if target is not None:
+            entry["target"] = target
+        known = self.tasks.get(task_id)
+        if known is None or (known["instruction"] is None and instruction is not None):
+            self.tasks[task_id] = entry
 
     def content_hash(self) -> str:
         return hashlib.sha256(orjson.dumps(self.tasks, option=orjson.OPT_SORT_KEYS)).hexdigest()
