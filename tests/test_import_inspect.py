@@ -141,6 +141,20 @@ def test_eval_and_json_logs_import_to_the_same_trials(tmp_path: Path, logs: dict
     assert main(["diff", str(tmp_path / "a"), str(tmp_path / "b")]) in (0, 1)
 
 
+@pytest.mark.parametrize("fmt", ["eval", "json"])
+def test_the_one_pass_reader_gives_what_read_eval_log_samples_gives(logs: dict[str, Path], fmt: str) -> None:
+    """The importer opens a log once (the API re-opens it per sample: quadratic); it must yield
+    exactly the samples of the API's own streaming reader, attachments resolved."""
+    from inspect_ai.log import read_eval_log_samples
+
+    from bench.imports.inspectai import _api, _samples
+
+    ours = {(s.id, s.epoch): s.model_dump(exclude={"timelines"}) for s in _samples(_api(), logs[fmt])}
+    theirs = {(s.id, s.epoch): s.model_dump(exclude={"timelines"})
+              for s in read_eval_log_samples(str(logs[fmt]), all_samples_required=False, resolve_attachments=True)}
+    assert ours == theirs and len(ours) == 8
+
+
 def test_pass_hat_k_equals_an_independent_computation_from_the_log(tmp_path: Path, logs: dict[str, Path]) -> None:
     """Read the log with Inspect's API alone: per sample, errors dropped, C = success."""
     from inspect_ai.log import read_eval_log
@@ -200,7 +214,7 @@ def _cut(tmp_path: Path, logs: dict[str, Path], fmt: str) -> Path:
 @pytest.mark.parametrize(("make", "needle"), [
     (_without_scores, "sample 't1' epoch 2: no scores"),
     (lambda p, logs: _cut(p, logs, "eval"), "not a readable Inspect log"),
-    (lambda p, logs: _cut(p, logs, "json"), "truncated or unreadable after"),
+    (lambda p, logs: _cut(p, logs, "json"), "truncated or invalid JSON"),
     (lambda p, logs: (p / "log.txt").write_text("{}") and p / "log.txt", "expected an Inspect AI log (.eval or .json)"),
 ])
 def test_bad_logs_are_one_clear_error(tmp_path: Path, logs: dict[str, Path], capsys: pytest.CaptureFixture[str],

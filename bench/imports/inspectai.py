@@ -1,6 +1,7 @@
 """Inspect AI eval logs (`.eval` zip or `.json`), read through the `inspect_ai.log` API (the
-stable surface its maintainers name; the files' layout is versioned but not frozen), samples
-streamed one at a time with `read_eval_log_samples` (docs/import.md).
+stable surface its maintainers name; the files' layout is versioned but not frozen): the header
+with `read_eval_log(header_only=True)`, each sample validated as `EvalSample` and resolved with
+`resolve_sample_attachments`, one at a time (docs/import.md).
 
 Each sample × epoch is one trial `SAMPLE_ID/base/EPOCH-1` (epochs are 1-based). Its final
 conversation becomes steps: a user message is a `user` step (`ask_user`), an assistant message a
@@ -19,7 +20,7 @@ from typing import Any, Iterator
 import orjson
 
 from bench.errors import BenchError
-from bench.imports.core import ImportedRun, check_suffix
+from bench.imports.core import ImportedRun, check_suffix, iter_json_members
 from bench.imports.success import Ref, Resolve, Rule, parse_rule
 
 FORMAT = "inspect"
@@ -73,19 +74,63 @@ def _header(log_api: Any, path: Path) -> Any:
 
 
 def _samples(log_api: Any, path: Path) -> Iterator[Any]:
-    """The samples one at a time (attachments resolved: observations are the real text)."""
-    stream = log_api.read_eval_log_samples(str(path), all_samples_required=False, resolve_attachments=True)
+    """The samples one at a time, each validated as the API's `EvalSample` and resolved with the
+    API's `resolve_sample_attachments` (condensed events expanded, attachments inlined), in the
+    order the file holds them. `read_eval_log_samples` itself re-opens the log for every sample,
+    which is quadratic in the samples (800 took 17 s, see docs/import.md), so the file is opened
+    once: a `.eval` zip's `samples/` entries, a `.json` log's `samples` array streamed."""
+    raw = _eval_entries(path) if path.suffix.lower() == ".eval" else _json_entries(path)
+    context = _deserializing_context()
     number = 0
     while True:
         try:
-            sample = next(stream)
+            data = next(raw)
         except StopIteration:
             return
-        except Exception as exc:  # noqa: BLE001 - a truncated zip or JSON surfaces as many kinds
+        except BenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged zip surfaces as many kinds
             raise BenchError(f"truncated or unreadable after {number} samples ({type(exc).__name__}: "
                              f"{_first_line(exc)})", file=str(path)) from None
-        yield sample
+        try:
+            sample = log_api.EvalSample.model_validate(data, context=context)
+        except Exception as exc:  # noqa: BLE001 - pydantic's ValidationError, kept to one line
+            where = f"sample {data.get('id')!r} epoch {data.get('epoch')}" if isinstance(data, dict) else f"sample {number}"
+            raise BenchError(f"{where}: not a valid Inspect sample ({_first_line(exc)})", file=str(path)) from None
+        yield log_api.resolve_sample_attachments(sample, True)
         number += 1
+
+
+def _eval_entries(path: Path) -> Iterator[Any]:
+    """The parsed `samples/*.json` entries of a `.eval` zip (zstd entries through zipfile_zstd,
+    which inspect-ai installs before Python 3.14)."""
+    import zipfile
+
+    try:
+        import zipfile_zstd  # noqa: F401 - registers zip method 93
+    except ImportError:
+        pass
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.startswith("samples/") and name.endswith(".json"):
+                yield orjson.loads(archive.read(name))
+
+
+def _json_entries(path: Path) -> Iterator[Any]:
+    """The elements of a `.json` log's `samples` array, streamed (core.iter_json_members)."""
+    for key, index, value in iter_json_members(path, frozenset({"samples"})):
+        if key == "samples" and index is not None:
+            yield value
+
+
+def _deserializing_context() -> dict[str, Any] | None:
+    """The validation context inspect's own readers pass (a shared message cache)."""
+    try:
+        from inspect_ai._util.constants import get_deserializing_context
+    except ImportError:
+        return None
+    context: dict[str, Any] = get_deserializing_context()
+    return context
 
 
 def _first_line(exc: BaseException) -> str:
