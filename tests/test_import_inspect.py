@@ -232,6 +232,16 @@ def test_the_same_log_twice_is_a_duplicate_trial(tmp_path: Path, logs: dict[str,
     assert "already imported" in capsys.readouterr().err
 
 
+def test_logs_of_two_eval_tasks_keep_their_tasks_apart(tmp_path: Path, logs: dict[str, Path]) -> None:
+    """The same sample ids under another eval task: task ids become TASK:SAMPLE_ID, no clash."""
+    document = json.loads(logs["json"].read_text())
+    document["eval"]["task"] = "other"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(document))
+    log = read_run(_import(tmp_path, logs["eval"], other))
+    assert len(log.summaries) == 16 and {"cancel:t0", "other:t0"} <= set(log.manifest["tasks"])
+
+
 def test_without_inspect_ai_the_error_names_the_extra(tmp_path: Path, logs: dict[str, Path],
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -53,7 +53,7 @@ def import_files(sources: list[Path], out: Path, success: str | None = None) -> 
                 where = f"sample {sample.id!r} epoch {sample.epoch}"
                 summary, steps = map_sample(sample, header, rule, prefix, path, where)
                 run.tasks.add(summary["task"], _text(sample.input), [], target=_jsonable(sample.target))
-                run.add(summary, steps, f"file {path}, {where}")
+                run.add(summary, steps, f"file {path}, {where}", f"file {path}")
         models = sorted({h.eval.model for _, h in headers})
         versions = sorted({f"inspect_ai {h.eval.packages.get('inspect_ai')}" for _, h in headers
                            if h.eval.packages.get("inspect_ai")})

@@ -168,7 +168,7 @@ def _add_simulation(source: _Source, index: int, sim: Any) -> None:
             source.read_only[name] = _TOOL_TYPES[tool_type]
     steps = _steps(messages or [], source.read_only, _agent_model(source.info))
     summary = _summary(source, sim, task_id, trial, steps, infra)
-    source.run.add(summary, steps, f"file {source.path}, {where}")
+    source.run.add(summary, steps, f"file {source.path}, {where}", f"file {source.path}")
 
 
 def _summary(source: _Source, sim: dict[str, Any], task_id: str, trial: int, steps: list[dict[str, Any]],
