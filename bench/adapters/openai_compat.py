@@ -45,7 +45,8 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Protocol
 
 import orjson
 
@@ -88,6 +89,15 @@ OPTIONS: dict[str, OptionSpec] = {
 }
 
 RETRY_STATUS = {408, 409, 425, 429}
+
+
+class SharedLimit(Protocol):
+    """An endpoint limit shared with other processes (the Ray executor's limiter actor): at most
+    `max_concurrency` requests in flight in all, and a 429's Retry-After pauses every one of them."""
+
+    async def acquire(self) -> None: ...
+    async def release(self) -> None: ...
+    def pause(self, seconds: float) -> None: ...
 TOOLS_NOTE = ("Use the tools to act; when the request is done (or cannot be done), reply to the user "
               "without calling a tool, stating the facts they asked for.")
 
@@ -126,6 +136,27 @@ class OpenAIAgent:
         self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, asyncio.Semaphore]]" = weakref.WeakKeyDictionary()
         self.requests = 0
         self.retried = 0
+        self.shared_limit: SharedLimit | None = None
+
+    # -- the endpoint limit, when several processes play trials (docs/ray.md) ----------------
+    def endpoint_limit(self) -> tuple[str, int]:
+        """The endpoint this agent calls and how many requests it may have in flight there."""
+        return self.url, self.opts["max_concurrency"]
+
+    def share_limit(self, limit: SharedLimit) -> None:
+        self.shared_limit = limit
+
+    @asynccontextmanager
+    async def _slot(self, gate: asyncio.Semaphore) -> AsyncIterator[None]:
+        async with gate:
+            if self.shared_limit is None:
+                yield
+                return
+            await self.shared_limit.acquire()
+            try:
+                yield
+            finally:
+                await self.shared_limit.release()
 
     # -- transport -------------------------------------------------------------------------
     def _client(self) -> tuple[Any, asyncio.Semaphore]:
@@ -150,7 +181,7 @@ class OpenAIAgent:
         problem = "no attempt made"
         for attempt in range(self.opts["retries"] + 1):
             retry_after = None
-            async with gate:
+            async with self._slot(gate):
                 started = time.perf_counter()
                 self.requests += 1
                 try:
@@ -172,6 +203,8 @@ class OpenAIAgent:
                     elif status in RETRY_STATUS or status >= 500:
                         problem = f"HTTP {status}: {response.text[:200]}"
                         retry_after = _retry_after(response.headers.get("retry-after"))
+                        if status == 429 and self.shared_limit is not None:
+                            self.shared_limit.pause(retry_after or self.opts["backoff_s"])
                     elif status in (400, 413) and _is_context_error(response.text):
                         raise ContextOverflow(response.text[:300])
                     else:
