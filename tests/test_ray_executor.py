@@ -108,3 +108,28 @@ def test_resources_the_cluster_cannot_give_are_one_clear_error(mini_suite, tmp_p
     assert "num_gpus = 64 per worker" in result.stderr and "resources.num_gpus" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "r" / "trajectories.jsonl").exists()
+
+
+def test_the_limiter_gives_back_a_dead_workers_slots_and_pauses_on_429():
+    """EndpointLimiter's logic, without Ray: a slot is held per worker; `forget` returns a dead
+    worker's slots; `pause` holds every acquire until the pause ends."""
+    import asyncio
+    import time
+
+    from bench.runs.ray_executor import EndpointLimiter
+
+    async def scenario():
+        limiter = EndpointLimiter(1)
+        await limiter.acquire("dead")
+        waiting = asyncio.ensure_future(limiter.acquire("alive"))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()          # the only slot is held
+        await limiter.forget("dead")       # its worker died holding it
+        await asyncio.wait_for(waiting, 1)
+        await limiter.release("alive")
+        await limiter.pause(0.3)
+        began = time.monotonic()
+        await limiter.acquire("alive")
+        return time.monotonic() - began
+
+    assert asyncio.run(scenario()) >= 0.25
