@@ -237,13 +237,22 @@ class OpenAIAgent:
         return asyncio.run(self.arun(episode))
 
     async def arun(self, episode: Any) -> str | None:
+        return await self._play(episode, [])
+
+    def resume(self, episode: Any, prefix: list[str]) -> str | None:
+        """Continue from a restored prefix (docs/divergence.md, "Causal replay"): the conversation
+        up to and including the last restored step's result, in the mode's own message form."""
+        return asyncio.run(self._play(episode, episode.restored_calls))
+
+    async def _play(self, episode: Any, restored: list[Any]) -> str | None:
         episode.annotations["model"] = self.opts["model"]
         if self.opts["mode"] == "structured":
-            return await self._structured(episode)
-        return await self._native(episode)
+            return await self._structured(episode, restored)
+        return await self._native(episode, restored)
 
-    async def _structured(self, episode: Any) -> str | None:
+    async def _structured(self, episode: Any, restored: list[Any]) -> str | None:
         conv = Conversation(episode.policy, episode.instruction, episode.tool_specs, self.scaffold)
+        conv.restore(restored)
 
         async def acomplete(c: Conversation) -> Completion:
             body = self._body(c.messages(), c.turn_seed(episode.seed))
@@ -257,8 +266,9 @@ class OpenAIAgent:
 
         return await arun_conversation(episode, conv, acomplete, self.opts["model"])
 
-    async def _native(self, episode: Any) -> str | None:
+    async def _native(self, episode: Any, restored: list[Any]) -> str | None:
         chat = _NativeChat(episode, self.scaffold)
+        chat.restore(restored)
         while True:
             body = self._body(chat.messages, turn_seed(episode.seed, chat.turn))
             body["tools"] = chat.tools
@@ -298,6 +308,24 @@ class _NativeChat:
     def new_messages(self) -> list[dict[str, Any]]:
         """The messages added since the previous model turn (what its log event records)."""
         return self.messages[self.logged:]
+
+    def restore(self, calls: list[tuple[str, Any, Any]]) -> None:
+        """Rebuild the messages after a restored prefix (`Episode.restored_calls`): each call as
+        the assistant's tool call and its observation as the tool message, as the loop adds them.
+        The restored model turns are already in the log, so logging starts after them."""
+        for tool, args, observation in calls:
+            call_id = f"call_restored_{self.turn}"
+            function = {"name": tool, "arguments": orjson.dumps(args).decode()}
+            self.messages.append({"role": "assistant", "content": None,
+                                  "tool_calls": [{"id": call_id, "type": "function", "function": function}]})
+            self.messages.append({"role": "tool", "tool_call_id": call_id, "content": observation.text()})
+            self.turn += 1
+            try:
+                self.repeats, self.last = check_repeat(self.scaffold.max_repeats, self.repeats, self.last, tool, args)
+            except Stop as exc:
+                self.finishing = str(exc)
+        if calls:
+            self.logged = len(self.messages)
 
     def run_calls(self, content: Any, calls: list[Any]) -> None:
         self.messages.append({"role": "assistant", "content": content, "tool_calls": calls})
