@@ -221,7 +221,7 @@ def _agent_steps(atif: dict[str, Any], ours: dict[str, Any], default_model: str 
                  "output_tokens": metrics.get("completion_tokens"), "latency_s": None, "cost": metrics.get("cost_usd"),
                  "t_start": when, "t_end": None}
         for key, value in (("cached_tokens", metrics.get("cached_tokens")), ("reasoning", atif.get("reasoning_content")),
-                           ("llm_call_count", atif.get("llm_call_count")),
+                           ("llm_call_count", atif.get("llm_call_count") if (atif.get("llm_call_count") or 0) > 1 else None),
                            ("observations", [r.get("content") for r in results if r.get("source_call_id") is None])):
             if value:
                 model[key] = value

@@ -70,14 +70,17 @@ def trial_traces(manifest: Manifest, summary: TrialSummary, steps: Iterable[Step
 
 
 def _trial_times(summary: TrialSummary, steps: list[StepEvent]) -> tuple[int, int]:
-    """The trial's start and end in Unix nanoseconds (0: unknown, as OTLP has it)."""
+    """The trial's start and end in Unix nanoseconds, widened to cover every step (a model turn
+    logged with its latency may start before the trial's clock did); 0: unknown, as in OTLP."""
     starts = [ev["t_start"] for ev in steps if ev.get("t_start") is not None]
     ends = [ev["t_end"] for ev in steps if ev.get("t_end") is not None]
-    start = summary.get("started_at") or (min(starts) if starts else None)
-    if start is None:
+    started = summary.get("started_at")
+    if started is not None:
+        starts.append(started)
+        ends.append(started + (summary.get("duration_s") or 0.0))
+    if not starts:
         return 0, 0
-    end = start + summary["duration_s"] if summary.get("duration_s") else max(ends or [start])
-    return _nanos(start), _nanos(max(end, start))
+    return _nanos(min(starts)), _nanos(max(ends + starts))
 
 
 def _root_span(manifest: Manifest, summary: TrialSummary, tid: str, sid: str, start: int, end: int) -> dict[str, Any]:
