@@ -162,3 +162,12 @@ def test_a_broken_harbor_reward_file_is_named(tmp_path: Path, capsys: pytest.Cap
     assert main(["import", "atif", str(trial / "trajectory.json"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "reward.txt" in err and "expected one number" in err
+
+
+def test_copied_context_steps_are_not_the_trials(tmp_path: Path) -> None:
+    doc = _doc()
+    doc["steps"][2]["is_copied_context"] = True  # the first agent step, copied from an earlier run
+    source = tmp_path / "copied.json"
+    source.write_bytes(orjson.dumps(doc))
+    steps = read_run(_import(tmp_path, source)).trial_steps("7/base/0")
+    assert [s.get("tool") for s in steps if s["kind"] == "tool"] == ["cancel_reservation"]

@@ -188,6 +188,8 @@ def _steps(doc: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None, str |
     said: str | None = None
     seen_agent = False
     for atif in doc["steps"]:
+        if atif.get("is_copied_context"):  # copied from an earlier trajectory: not this trial's
+            continue
         ours = (atif.get("extra") or {}).get(EXTRA) or {}
         when = _unix(atif.get("timestamp"))
         if atif["source"] == "user":
