@@ -20,9 +20,10 @@ import hashlib
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jsonschema
+import jsonschema_rs
 import orjson
 
 from bench.errors import BenchError
@@ -43,6 +44,13 @@ def _validator() -> jsonschema.protocols.Validator:
     return jsonschema.Draft202012Validator(load_schema(SCHEMA), format_checker=jsonschema.FormatChecker())
 
 
+@lru_cache(maxsize=1)
+def _fast_check() -> Callable[[Any], bool]:
+    """The compiled schema (jsonschema_rs, ~50x faster): documents that pass skip the reference
+    validator, which runs only to explain a failure."""
+    return jsonschema_rs.Draft202012Validator(load_schema(SCHEMA), validate_formats=True).is_valid
+
+
 def check_trajectory(doc: Any, where: str, path: Path | None = None) -> None:
     """Is `doc` a valid ATIF trajectory? The schema (bench/schemas/atif.schema.json), then the
     RFC validator's rules a schema cannot state. One clear error naming the record and field."""
@@ -50,7 +58,7 @@ def check_trajectory(doc: Any, where: str, path: Path | None = None) -> None:
     if isinstance(doc, dict) and isinstance(doc.get("schema_version"), str) and doc["schema_version"] not in _versions():
         raise BenchError(f"{where}: unsupported schema_version {doc['schema_version']!r} (expected one of "
                          f"{', '.join(_versions())})", file=file, field="schema_version")
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
+    error = None if _fast_check()(doc) else jsonschema.exceptions.best_match(_validator().iter_errors(doc))
     if error is not None:
         at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".") or "(root)"
         raise BenchError(f"{where}: not ATIF at {at}: {error.message}", file=file, field=at)
