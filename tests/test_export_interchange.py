@@ -205,3 +205,21 @@ def test_iter_trials_agrees_with_read_run(runs: dict[str, Path], tmp_path: Path)
 def test_export_of_a_missing_run_is_one_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", str(tmp_path / "nope"), "--format", "otel", "--out", str(tmp_path / "o")]) == 2
     assert "not a run directory" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_an_import_survives_the_round_trip_with_its_reference(tmp_path: Path) -> None:
+    """A τ-bench import (no times, no state hashes, gold actions as the reference) → ATIF → back:
+    the same steps and summaries, the same reference and task-set hash, so `diff` pairs them."""
+    tau = Path(__file__).parent / "fixtures" / "imports" / "tau-bench.json"
+    first = tmp_path / "tau"
+    assert main(["import", "tau-bench", str(tau), "--out", str(first)]) == 0
+    exported = _export(first, "atif", tmp_path / "atif")
+    back = tmp_path / "back"
+    assert main(["import", "atif", *map(str, sorted(exported.iterdir())), "--out", str(back)]) == 0
+    native, again = read_run(first), read_run(back)
+    for trial, summary in native.summaries.items():
+        assert _comparable(native, trial) == _comparable(again, trial)
+        assert {**again.summaries[trial], "attempt": summary["attempt"]} == summary
+    assert again.manifest["source"]["reference"] == native.manifest["source"]["reference"]
+    assert again.manifest["suite"]["hash"] == native.manifest["suite"]["hash"]
+    assert main(["diff", str(first), str(back)]) in (0, 1)

@@ -143,6 +143,8 @@ _DELETE = object()
      "result for call 'zz'"),
     (lambda: orjson.dumps(_bad(_doc(), (("extra", "reward"), _DELETE))), "record 0: no outcome"),
     (lambda: orjson.dumps([_doc(), _doc()]), "record 1: a second trajectory for trial 7/base/0"),
+    (lambda: orjson.dumps(_bad(_doc(), (("extra", "trajbench"), {"summary": {"trial": "7/base/0"}}))),
+     "extra.trajbench.summary lacks 'task'"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], make, needle: str) -> None:
     source = tmp_path / "bad.json"

@@ -136,17 +136,19 @@ def import_files(sources: list[Path], out: Path) -> ImportedRun:
                 raise BenchError(f"{where}: a second trajectory for trial {summary['trial']} (task and trial index "
                                  "already imported)", file=str(path), field="extra.trial")
             seen.add(summary["trial"])
-            run.tasks.add(summary["task"], mapped.instruction, [])
+            run.tasks.add(summary["task"], mapped.instruction, mapped.gold)
             run.add(summary, mapped.steps)
     run.finish(sources, ", ".join(sorted(versions)) or None, OUTCOME_RULE)
     return run
 
 
 class Mapped:
-    """One trajectory as a trial: its summary, its steps and the task instruction it carried."""
+    """One trajectory as a trial: its summary, its steps, the task instruction it carried and the
+    gold actions (only a trajbench export of an import carries them)."""
 
-    def __init__(self, summary: dict[str, Any], steps: list[dict[str, Any]], instruction: str | None):
-        self.summary, self.steps, self.instruction = summary, steps, instruction
+    def __init__(self, summary: dict[str, Any], steps: list[dict[str, Any]], instruction: str | None,
+                 gold: list[dict[str, Any]] | None = None):
+        self.summary, self.steps, self.instruction, self.gold = summary, steps, instruction, gold or []
 
 
 def map_trajectory(doc: dict[str, Any], path: Path, where: str, counters: dict[str, int]) -> Mapped:
@@ -156,8 +158,13 @@ def map_trajectory(doc: dict[str, Any], path: Path, where: str, counters: dict[s
     steps, instruction, said = _steps(doc)
     if isinstance(ours, dict) and isinstance(ours.get("summary"), dict):
         restored = {k: v for k, v in ours["summary"].items() if k != "type"}
+        for key in ("trial", "task", "variant", "index", "outcome"):
+            if key not in restored:
+                raise BenchError(f"{where}: extra.{EXTRA}.summary lacks {key!r} (not a trajbench export, or edited)",
+                                 file=str(path), field=f"extra.{EXTRA}.summary.{key}")
         restored["attempt"] = f"{restored['trial']}#0"
-        return Mapped(restored, steps, instruction if instruction is not None else restored.get("instruction"))
+        return Mapped(restored, steps, instruction if instruction is not None else restored.get("instruction"),
+                      ours.get("reference") or [])
     extra = doc.get("extra") or {}
     harbor = _harbor_result(path)
     task = _task_id(extra, harbor, instruction, path, where)
@@ -247,14 +254,15 @@ def _agent_steps(atif: dict[str, Any], ours: dict[str, Any], default_model: str 
 
 
 def _restore(step: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
-    """Put back what trajbench's export kept under `extra.trajbench`: the observation as JSON
-    (ATIF content is text), and the fields ATIF has no place for."""
+    """The step as trajbench's export kept it under `extra.trajbench` (exactly its fields, none
+    added), with the observation from the ATIF content (parsed back when it was JSON)."""
     if not ours:
         return step
-    if ours.get("json") and isinstance(step.get("observation"), str):
-        step["observation"] = orjson.loads(step["observation"])
-    step.update({k: v for k, v in ours.items() if k != "json"})
-    return step
+    restored = {k: v for k, v in ours.items() if k != "json"}
+    if step["kind"] != "model" and "observation" not in restored:
+        observation = step.get("observation")
+        restored["observation"] = orjson.loads(observation) if ours.get("json") and isinstance(observation, str) else observation
+    return restored
 
 
 def _text(message: Any) -> str:

@@ -92,6 +92,7 @@ def to_atif(manifest: Manifest, summary: TrialSummary, steps: Iterable[StepEvent
                  f"outcome {summary['outcome']}",
         "extra": {"task_id": summary["task"], "trial": summary.get("index"),
                   EXTRA: {"summary": {k: v for k, v in summary.items() if k != "type"},
+                          "reference": ((manifest.get("source") or {}).get("reference") or {}).get(summary["task"]),
                           "run": {"run_id": manifest.get("run_id"), "suite": manifest.get("suite"),
                                   "agent": agent, "harness_version": manifest.get("harness_version"),
                                   "k": manifest.get("k")}}},
