@@ -142,6 +142,7 @@ _DELETE = object()
     (lambda: orjson.dumps(_bad(_doc(), (("steps", 2, "observation", "results", 0, "source_call_id"), "zz"))),
      "result for call 'zz'"),
     (lambda: orjson.dumps(_bad(_doc(), (("extra", "reward"), _DELETE))), "record 0: no outcome"),
+    (lambda: orjson.dumps(_bad(_doc(), (("steps", 2, "timestamp"), "yesterday"))), "record 0: "),
     (lambda: orjson.dumps([_doc(), _doc()]), "record 1: a second trajectory for trial 7/base/0"),
     (lambda: orjson.dumps(_bad(_doc(), (("extra", "trajbench"), {"summary": {"trial": "7/base/0"}}))),
      "extra.trajbench.summary lacks 'task'"),

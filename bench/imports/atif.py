@@ -155,7 +155,10 @@ def map_trajectory(doc: dict[str, Any], path: Path, where: str, counters: dict[s
     """One checked ATIF document → a trial. `counters` numbers the trials of each task in order
     of appearance when the document names no trial index."""
     ours = (doc.get("extra") or {}).get(EXTRA)
-    steps, instruction, said = _steps(doc)
+    try:
+        steps, instruction, said = _steps(doc)
+    except ValueError as exc:  # a timestamp that is not ISO 8601, content flagged as JSON that is not
+        raise BenchError(f"{where}: {exc}", file=str(path), field="steps") from None
     if isinstance(ours, dict) and isinstance(ours.get("summary"), dict):
         restored = {k: v for k, v in ours["summary"].items() if k != "type"}
         for key in ("trial", "task", "variant", "index", "outcome"):
@@ -169,7 +172,7 @@ def map_trajectory(doc: dict[str, Any], path: Path, where: str, counters: dict[s
     harbor = _harbor_result(path)
     task = _task_id(extra, harbor, instruction, path, where)
     index = extra.get("trial")
-    if not isinstance(index, int) or isinstance(index, bool):
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         index = counters.get(task, 0)
     counters[task] = max(counters.get(task, 0), index + 1)
     outcome, reason, reward = _outcome(extra, harbor, path, where)
@@ -275,7 +278,10 @@ def _text(message: Any) -> str:
 def _unix(stamp: str | None) -> float | None:
     if not stamp:
         return None
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ValueError(f"timestamp {stamp!r} is not an ISO 8601 date-time") from None
 
 
 def _task_id(extra: dict[str, Any], harbor: dict[str, Any], instruction: str | None, path: Path, where: str) -> str:
