@@ -154,6 +154,7 @@ def test_bad_input_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert needle in err and str(source) in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # nothing half-written for a second attempt to append to
 
 
 def test_a_broken_harbor_reward_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -122,7 +122,19 @@ def import_files(sources: list[Path], out: Path) -> ImportedRun:
     for path in sources:
         if not path.is_file():
             raise BenchError("not a file (pass the trajectory files, e.g. jobs/*/*/agent/trajectory.json)", file=str(path))
+    created = not out.exists()
     run = ImportedRun(out, FORMAT)
+    try:
+        versions = _import_into(run, sources)
+    except BenchError:
+        _discard(run, created)
+        raise
+    run.finish(sources, ", ".join(sorted(versions)) or None, OUTCOME_RULE)
+    return run
+
+
+def _import_into(run: ImportedRun, sources: list[Path]) -> set[str]:
+    """Map and append every trajectory; returns the ATIF schema versions seen."""
     counters: dict[str, int] = {}
     seen: set[str] = set()
     versions: set[str] = set()
@@ -138,8 +150,16 @@ def import_files(sources: list[Path], out: Path) -> ImportedRun:
             seen.add(summary["trial"])
             run.tasks.add(summary["task"], mapped.instruction, mapped.gold)
             run.add(summary, mapped.steps)
-    run.finish(sources, ", ".join(sorted(versions)) or None, OUTCOME_RULE)
-    return run
+    return versions
+
+
+def _discard(run: ImportedRun, created: bool) -> None:
+    """A failed import leaves nothing behind (a half-written log that a second attempt would
+    append to): its log goes, and its folder if the import made it."""
+    run.writer.close()
+    run.writer.path.unlink(missing_ok=True)
+    if created and not any(run.out.iterdir()):
+        run.out.rmdir()
 
 
 class Mapped:
