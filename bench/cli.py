@@ -206,7 +206,7 @@ def run_export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
     print(f"exported {result['trials']} trials and {result['steps']} steps to {result['out']} ({result['format']}: "
           f"{', '.join(result['files'])})")
     if fmt == "atif":
-        print(f"read it back with: trajbench import atif {Path(out) / '*.json'} --out RUN_DIR")
+        print(f"read it back with: trajbench import atif {out} --out RUN_DIR")
     elif fmt == "otel":
         print("load it into any OTLP-JSON reader (one TracesData per line, one trace per trial)")
     elif fmt == "hf":

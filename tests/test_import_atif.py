@@ -77,6 +77,14 @@ def test_harbor_trial_directories(tmp_path: Path) -> None:
     assert log.trial_steps("hello/base/1")[1]["args"] == {"command": "echo hello > hello.txt"}
 
 
+def test_a_harbor_job_folder_is_its_trajectory_files(tmp_path: Path) -> None:
+    """A folder is the trajectory.json files under it, in path order: the same run as the files."""
+    by_folder = read_run(_import(tmp_path, FIXTURES / "harbor", name="folder"))
+    by_files = read_run(_import(tmp_path, *HARBOR, name="files"))
+    assert {t: s["outcome"] for t, s in by_folder.summaries.items()} == {t: s["outcome"] for t, s in by_files.summaries.items()}
+    assert [f["path"] for f in by_folder.manifest["source"]["files"]] == [str(p) for p in HARBOR]
+
+
 def test_import_follows_the_published_schemas(tmp_path: Path) -> None:
     run = _import(tmp_path, CONVENTIONS, *HARBOR)
     records = jsonschema.Draft202012Validator(load_schema("trajectory-record.schema.json"))

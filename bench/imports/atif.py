@@ -119,9 +119,7 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
 def import_files(sources: list[Path], out: Path) -> ImportedRun:
     """Import every trajectory of every source into one run directory at `out` (k trials of a
     task may be spread over any number of files)."""
-    for path in sources:
-        if not path.is_file():
-            raise BenchError("not a file (pass the trajectory files, e.g. jobs/*/*/agent/trajectory.json)", file=str(path))
+    sources = [file for path in sources for file in _expand(path)]
     created = not out.exists()
     run = ImportedRun(out, FORMAT)
     try:
@@ -131,6 +129,20 @@ def import_files(sources: list[Path], out: Path) -> ImportedRun:
         raise
     run.finish(sources, ", ".join(sorted(versions)) or None, OUTCOME_RULE)
     return run
+
+
+def _expand(path: Path) -> list[Path]:
+    """A file as it is; a folder as the Harbor `trajectory.json` files under it (a job or trial
+    folder), else the `.json` / `.jsonl` files directly in it (a `trajbench export --format atif`)."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise BenchError("no such file or folder", file=str(path))
+    found = sorted(path.rglob("trajectory.json")) or sorted(p for p in path.iterdir()
+                                                           if p.is_file() and p.suffix in (".json", ".jsonl"))
+    if not found:
+        raise BenchError("a folder with no trajectory.json under it and no .json files in it", file=str(path))
+    return found
 
 
 def _import_into(run: ImportedRun, sources: list[Path]) -> set[str]:
