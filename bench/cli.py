@@ -171,7 +171,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from bench.analysis.causal import replay_task
 
     agent = parse_agent_spec(args.agent).build() if args.agent else None
-    result = replay_task(args.run_dir, args.task, at=args.at, m=args.m, agent=agent, budget=args.budget)
+    result = replay_task(args.run_dir, args.task, at=args.at, m=args.m, agent=agent, budget=args.budget,
+                         no_return=args.no_return, threshold=args.threshold)
     if args.json:
         _write_json(result, sys.stdout)
         return 0
@@ -182,6 +183,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for alt in result["alternatives"]:
         effect = "" if alt["best"] else f", effect {alt['effect']:+.3f} {alt['effect_interval']}, p_holm {alt['p_holm']}"
         print(f"  {alt['verdict']:>13}  {alt['successes']}/{alt['n']} CI {alt['interval']}{effect}  {alt['action']}")
+    for row in result.get("no_return", []):
+        point = row["point_of_no_return"]
+        where = f"step {point}" if point is not None else "none (continuations from its last prefix can still succeed)"
+        print(f"  point of no return of {row['trial']}: {where} (upper 95% bound < {row['threshold']})")
+        for step in row["steps"]:
+            print(f"    after {step['step']:>3} steps: {step['successes']}/{step['n']} CI {step['interval']}")
     return 0
 
 
@@ -436,6 +443,9 @@ def _add_reading(sub: Any) -> None:
     p.add_argument("-m", type=int, default=16, help="continuations per alternative (and from the node itself)")
     p.add_argument("--agent", metavar="SPEC", help="the agent to resume (default: the run's own)")
     p.add_argument("--budget", type=int, metavar="TRIALS", help="at most this many continuations in all")
+    p.add_argument("--no-return", metavar="failed|TRIAL", help="also the point of no return of the task's failed trials "
+                   "(or of one trial): the earliest step after which continuations almost never succeed")
+    p.add_argument("--threshold", type=float, default=0.1, help="'almost never': the upper 95%% bound below this (default 0.1)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
 
