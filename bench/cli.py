@@ -212,7 +212,11 @@ def run_export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
     result = export_run(run_dir, fmt, out)
     print(f"exported {result['trials']} trials and {result['steps']} steps to {result['out']} ({result['format']}: "
           f"{', '.join(result['files'])})")
-    if fmt == "hf":
+    if fmt == "atif":
+        print(f"read it back with: trajbench import atif {out} --out RUN_DIR")
+    elif fmt == "otel":
+        print("load it into any OTLP-JSON reader (one TracesData per line, one trace per trial)")
+    elif fmt == "hf":
         print(f"read it back with datasets.load_from_disk({str(out)!r})")
     else:
         print(f"read it back with datasets.load_dataset({str(out)!r}, 'trials') (or 'steps')")
@@ -448,10 +452,11 @@ def _add_reading(sub: Any) -> None:
 
 def _add_publishing(sub: Any) -> None:
     """`export` and `leaderboard`."""
-    p = sub.add_parser("export", help="export a run's steps and trials as a Hugging Face dataset (offline)")
+    p = sub.add_parser("export", help="export a run as a Hugging Face dataset, ATIF trajectories or OTLP traces (offline)")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--format", required=True, choices=["parquet", "jsonl", "hf"],
-                   help="parquet or jsonl files with a dataset card, or hf (datasets save_to_disk)")
+    p.add_argument("--format", required=True, choices=["parquet", "jsonl", "hf", "atif", "otel"],
+                   help="parquet or jsonl files with a dataset card, hf (datasets save_to_disk), atif (one Harbor "
+                        "ATIF trajectory per trial) or otel (OTLP JSON traces, GenAI conventions)")
     p.add_argument("--out", required=True, metavar="PATH", help="output folder (must not exist, or be empty)")
     p.set_defaults(func=cmd_export)
 
@@ -465,7 +470,7 @@ def _add_publishing(sub: Any) -> None:
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("import", help="import another harness's trajectory files as a run directory (not replay-verified)")
-    p.add_argument("format", metavar="FORMAT", choices=["tau-bench"], help="source format: tau-bench")
+    p.add_argument("format", metavar="FORMAT", choices=["tau-bench", "atif"], help="source format: tau-bench, atif")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="source files; several become one run")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to create")
     p.set_defaults(func=cmd_import)
