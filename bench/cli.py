@@ -196,7 +196,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     """`trajbench import`: another harness's trajectory files as one run directory."""
     from bench.imports import import_run
 
-    run = import_run(args.format, [Path(p) for p in args.sources], Path(args.out))
+    run = import_run(args.format, [Path(p) for p in args.sources], Path(args.out), success=args.success)
     print(f"imported {run.count} trials of {len(run.tasks.tasks)} tasks ({args.format}) into {args.out}")
     return 0
 
@@ -470,9 +470,12 @@ def _add_publishing(sub: Any) -> None:
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("import", help="import another harness's trajectory files as a run directory (not replay-verified)")
-    p.add_argument("format", metavar="FORMAT", choices=["tau-bench", "atif"], help="source format: tau-bench, atif")
+    p.add_argument("format", metavar="FORMAT", help="source format: tau-bench, tau2, inspect, atif (docs/import.md)")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="source files; several become one run")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to create")
+    p.add_argument("--success", metavar="EXPR", default=None,
+                   help="inspect: the outcome rule over a sample's scores, e.g. 'accuracy == 1' (the default) or "
+                        "'score:includes == \"C\"' (grammar: docs/import.md)")
     p.set_defaults(func=cmd_import)
 
 
