@@ -80,7 +80,7 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     counts = [(r["n"], r["successes"]) for r in rows]
     suite = metrics.suite_summary(counts, B=bootstrap, seed=seed)
     expected = len(log.summaries) if manifest.get("perturbations") else len(manifest.get("tasks", [])) * k
-    sequential = sequential_section(manifest, counts)
+    sequential = sequential_section(log)
     if sequential is not None:  # a sequential design: each task's trials are the design's, not k
         expected = sequential["expected_trials"]
     report: dict[str, Any] = {

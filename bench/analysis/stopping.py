@@ -21,15 +21,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from bench.analysis.metrics import pass_hat_k
 from bench.analysis.sequential import PairedGate, paired_gate, rate_cs, suite_pass1_cs, task_settled
 from bench.errors import BenchError
 from bench.runs.design import Design, StopRule, outcomes_of, walk
 from bench.runs.rundir import Manifest, RunLog, read_run
 
-PASS_K_ESTIMATOR = ("pass^k is the mean over tasks of each task's unbiased estimate C(c,k)/C(n,k), at k ≤ the "
-                    "fewest trials any task got (-k); with outcome-dependent stopping, point estimates (pass@1 "
-                    "c/n and pass^k) lean towards 0 and 1 for tasks that stopped early; the anytime-valid "
-                    "intervals hold whatever the stopping rule (docs/sequential.md)")
+PASS_K_ESTIMATOR = ("the headline pass@1 and pass^k use all of each task's trials (C(c,k)/C(n_t,k), k ≤ -k); the "
+                    "stopping rule makes those lean towards 0 and 1; `unbiased_pass^k` uses each task's first -k "
+                    "trials only (run before any decision, so unbiased); the anytime-valid intervals hold whatever "
+                    "the stopping rule (docs/sequential.md)")
 
 
 def counts(rows: Mapping[str, Sequence[str | None]]) -> dict[str, tuple[int, int]]:
@@ -110,16 +111,19 @@ def recompute(log: RunLog, outcomes: Mapping[str, Sequence[str | None]] | None =
     return walk(design, rule, list(log.manifest.get("tasks") or []), rows).as_dict()
 
 
-def sequential_section(manifest: Manifest, task_counts: Sequence[tuple[int, int]]) -> dict[str, Any] | None:
+def sequential_section(log: RunLog) -> dict[str, Any] | None:
     """What `trajbench report` adds for a sequential run: the recorded design, the anytime-valid
-    suite pass@1 interval, the spread of trials per task and which pass^k estimator is shown.
-    `task_counts`: (valid trials, successes) per task."""
-    design = design_of(manifest)
+    suite pass@1 interval, the spread of trials per task, and the pass^k estimates that stay
+    unbiased under the stopping rule: those of each task's first k_min trials, which every task
+    gets before any decision is taken, so no stopping rule can touch them."""
+    design = design_of(log.manifest)
     if design is None:
         return None
-    recorded = manifest.get("design") or {}
-    valid = [(c, n) for n, c in task_counts if n > 0]
-    lo, hi = suite_pass1_cs(valid, design.alpha) if valid else (None, None)
+    recorded = log.manifest.get("design") or {}
+    rows = outcomes_of(list(log.summaries.values()))
+    all_counts = [c for c in counts(rows).values() if c[1] > 0]
+    first = counts({t: row[:design.k_min] for t, row in rows.items()})
+    lo, hi = suite_pass1_cs(all_counts, design.alpha) if all_counts else (None, None)
     per_task = list((recorded.get("per_task_n") or {}).values())
     return {
         "design": {k: recorded.get(k) for k in ("k_min", "k_max", "until", "alpha", "round_size", "schedule", "baseline")},
@@ -130,8 +134,19 @@ def sequential_section(manifest: Manifest, task_counts: Sequence[tuple[int, int]
         "expected_trials": sum(per_task),
         "fixed_k_trials": design.k_max * len(per_task),
         "suite_pass@1_cs": {"lo": lo, "hi": hi, "level": 1 - design.alpha},
+        "unbiased_pass^k": _first_trials_curve(list(first.values()), design.k_min),
         "pass^k_estimator": PASS_K_ESTIMATOR,
     }
+
+
+def _first_trials_curve(first: list[tuple[int, int]], k_min: int) -> list[dict[str, Any]]:
+    """pass^j for j = 1..k_min from each task's first k_min trials: mean over tasks of
+    C(c, j)/C(n, j), unbiased because n (k_min, less infrastructure errors) was fixed in advance."""
+    out = []
+    for j in range(1, k_min + 1):
+        values = [pass_hat_k(n, c, j) for c, n in first if n >= j]
+        out.append({"k": j, "value": sum(values) / len(values) if values else None, "n_tasks": len(values)})
+    return out
 
 
 def sequential_diff(base: RunLog, cand: RunLog, alpha: float) -> dict[str, Any]:

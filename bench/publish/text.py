@@ -49,6 +49,8 @@ def _sequential_lines(seq: dict[str, Any] | None) -> list[str]:
             f"{seq['fixed_k_trials']} for fixed k = {d['k_max']}",
             f"    anytime-valid {cs['level']:.0%} suite pass@1 interval {interval} (valid under the stopping rule; "
             "prefer it to the bootstrap interval above)",
+            "    unbiased under the stopping rule (each task's first -k trials): "
+            + ", ".join(f"pass^{e['k']} {_fmt(e['value'])}" for e in seq["unbiased_pass^k"]),
             f"    {seq['pass^k_estimator']}"]
 
 
