@@ -209,6 +209,58 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """`trajbench plan`: tasks × trials for a stated MDE (before), or a run's achieved MDE (after)."""
+    from bench.analysis import planning
+
+    k = None if args.metric == "pass1" else args.k
+    if args.metric == "passk" and (k is None or k < 2):
+        raise BenchError("--metric passk needs -k K (K ≥ 2)", field="-k")
+    if args.achieved:
+        result = planning.achieved(args.achieved, k=k, alpha=args.alpha, power=args.power)
+        if args.json:
+            _write_json(result, sys.stdout)
+        else:
+            mde = result["mde"]
+            n = result["trials_per_task"]
+            print(f"{result['run_dir']}: {result['tasks']} tasks, {n['min']}–{n['max']} trials each: a diff against a "
+                  f"run of the same size detects a drop of {result['metric']} of "
+                  f"{'—' if mde is None else f'{mde:.3f}'} with {args.power:.0%} power at α = {args.alpha}")
+        return 0
+    if (args.pilot is None) == (args.spread is None):
+        raise BenchError("give one of --pilot RUN_DIR, --spread SPEC or --achieved RUN_DIR", field="arguments")
+    if args.effect is None:
+        raise BenchError("--effect (the drop to detect, e.g. 0.1) is needed to plan", field="--effect")
+    if args.pilot:
+        rates, _ = planning.pilot_rates(args.pilot)
+
+        def rate_of(T: int) -> Any:
+            return planning.resample(rates, T)
+
+        tasks = [int(t) for t in _split(args.n_tasks)] if args.n_tasks else [rates.size]
+    else:
+        rate_of = planning.parse_spread(args.spread)
+        tasks = [int(t) for t in _split(args.n_tasks)] if args.n_tasks else list(planning.TASKS_GRID)
+    result = planning.plan(rate_of, effect=args.effect, k=k, alpha=args.alpha, power=args.power, tasks=tasks)
+    if args.json:
+        _write_json(result, sys.stdout)
+        return 0
+    print(f"plan: detect a drop of {result['metric']} by {args.effect} with {args.power:.0%} power, one-sided α = "
+          f"{args.alpha} (planned at α/3 = {result['level']:.4f}, conservative for the diff gate's min-p)")
+    trials = [c["trials"] for c in result["rows"][0]["cells"]]
+    print(f"  {'tasks':>6} {'mean p':>7}  " + " ".join(f"{n:>6}" for n in trials) + "   ← trials per task in each run: MDE")
+    for row in result["rows"]:
+        cells = " ".join(f"{_mde_cell(c['mde']):>6}" for c in row["cells"])
+        need = (f"{row['trials_needed']} trials per task ({row['total_trials_per_run']} per run)"
+                if row["trials_needed"] else "not reachable in this grid: add tasks")
+        print(f"  {row['tasks']:>6} {row['mean_rate']:>7.3f}  {cells}   → {need}")
+    return 0
+
+
+def _mde_cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """`trajbench import`: another harness's trajectory files as one run directory."""
     from bench.imports import import_run
@@ -372,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_running(sub)
     _add_reading(sub)
+    _add_planning(sub)
     _add_publishing(sub)
     return parser
 
@@ -475,6 +528,24 @@ def _add_reading(sub: Any) -> None:
     p.add_argument("--budget", type=int, metavar="TRIALS", help="at most this many continuations in all")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
+
+
+def _add_planning(sub: Any) -> None:
+    """`plan`."""
+    p = sub.add_parser("plan", help="tasks × trials for a minimum detectable effect; or a run's achieved MDE")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--pilot", metavar="RUN_DIR", help="per-task rates from a pilot run")
+    src.add_argument("--spread", metavar="SPEC",
+                     help="assumed per-task rates: beta:A,B or near01:F (share F near 0 or 1, the rest in [0.3, 0.7])")
+    src.add_argument("--achieved", metavar="RUN_DIR", help="after a run: the MDE a diff of this run can reach")
+    p.add_argument("--effect", type=_probability, help="the drop of the metric to detect (e.g. 0.1)")
+    p.add_argument("--metric", choices=("pass1", "passk"), default="pass1", help="pass1 (default) or passk (with -k)")
+    p.add_argument("-k", type=_positive_int, default=None, help="k of pass^k (with --metric passk)")
+    p.add_argument("--power", type=_probability, default=0.8, help="power (default 0.8)")
+    p.add_argument("--alpha", type=_probability, default=0.05, help="level of the diff gate (default 0.05)")
+    p.add_argument("--n-tasks", metavar="T,...", help="numbers of tasks to plan for (default: the pilot's, or 25,50,100,200)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
 
 
 def _add_publishing(sub: Any) -> None:
