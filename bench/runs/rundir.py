@@ -54,6 +54,7 @@ class Manifest(TypedDict, total=False):
     overlay: dict[str, Any] | None
     host: dict[str, str]
     source: dict[str, Any]  # absent (native) or {"kind": "import", ...}: bench/imports
+    design: dict[str, Any]  # absent (fixed k) or a sequential design and its progress: bench/runs/design.py
 
 
 class StepEvent(TypedDict, total=False):
