@@ -1,6 +1,6 @@
 """Importers: other harnesses' trajectory files turned into ordinary trajbench run directories.
 
-One module per source format (`taubench`, `tau2`, `inspectai`; the `--success` grammar in
+One module per source format (`taubench`, `tau2`, `inspectai`, `atif`; the `--success` grammar in
 `success`), a shared core (`core`: the streaming reader and the writer). Formats and what cannot be recovered: docs/import.md.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.errors import BenchError
 from bench.imports.core import ImportedRun
 
-FORMATS = ("tau-bench", "tau2", "inspect")
+FORMATS = ("tau-bench", "tau2", "inspect", "atif")
 
 
 def import_run(fmt: str, sources: list[Path], out: Path, success: str | None = None) -> ImportedRun:
@@ -32,4 +32,8 @@ def import_run(fmt: str, sources: list[Path], out: Path, success: str | None = N
         from bench.imports import inspectai
 
         return inspectai.import_files(sources, out, success)
+    if fmt == "atif":
+        from bench.imports import atif
+
+        return atif.import_files(sources, out)
     raise BenchError(f"unknown import format {fmt!r} (expected one of: {', '.join(FORMATS)})", field="format")
