@@ -131,6 +131,21 @@ def test_the_dir_layout_reads_like_the_json_layout(tmp_path: Path) -> None:
     assert [from_dir.trial_steps(t) for t in from_dir.summaries] == [from_json.trial_steps(t) for t in from_json.summaries]
 
 
+def test_simulations_before_tasks_read_the_same(tmp_path: Path) -> None:
+    """A hand-made file with `simulations` ahead of `tasks` still gets instructions and gold."""
+    results = _results()
+    reordered = tmp_path / "reordered.json"
+    reordered.write_text(json.dumps({"simulations": results["simulations"], "info": results["info"],
+                                     "tasks": results["tasks"]}))
+    a, b = read_run(_import(tmp_path, reordered, name="a")), read_run(_import(tmp_path, FIXTURE, name="b"))
+    assert a.summaries == b.summaries and a.manifest["source"]["reference"] == b.manifest["source"]["reference"]
+
+
+def test_success_is_refused_for_a_reward_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["import", "tau2", str(FIXTURE), "--out", str(tmp_path / "run"), "--success", "accuracy == 1"]) == 2
+    assert "--success applies to inspect logs" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 def test_a_trial_imported_twice_is_refused_and_nothing_is_written(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
