@@ -227,7 +227,8 @@ def _card(log: RunLog, fmt: str, counts: dict[str, int]) -> str:
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
-    """Write the run's `steps` and `trials` tables to `out` in `fmt`; returns what was written."""
+    """Write the run's `steps` and `trials` tables to `out` in `fmt` (or, for `atif` / `otel`,
+    its trials in that interchange format); returns what was written."""
     if fmt not in FORMATS:
         raise BenchError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}", field="--format")
     out = Path(out)
