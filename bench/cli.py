@@ -274,6 +274,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     run = import_run(args.format, [Path(p) for p in args.sources], Path(args.out), success=args.success)
     print(f"imported {run.count} trials of {len(run.tasks.tasks)} tasks ({args.format}) into {args.out}")
+    for note in run.notes:
+        print(f"trajbench: note: {note}", file=sys.stderr)
     return 0
 
 

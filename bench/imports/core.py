@@ -194,6 +194,7 @@ class ImportedRun:
     trials: set[int] = field(default_factory=set)
     seen: dict[str, int] = field(default_factory=dict)
     count: int = 0
+    notes: list[str] = field(default_factory=list)  # what the user should know (the CLI prints them)
     _sources: list[str] = field(default_factory=list)
     _source_index: dict[str, int] = field(default_factory=dict)
 
