@@ -205,6 +205,15 @@ def test_report_view_and_export_read_an_import(tmp_path: Path, capsys: pytest.Ca
     assert len((tmp_path / "exp" / "trials.jsonl").read_bytes().splitlines()) == 9
 
 
+def test_user_side_tool_calls_are_user_nodes_named_after_their_tool(tmp_path: Path) -> None:
+    """With --include-user, the telecom user's toggle is a node of its own name, not ask_user."""
+    from bench.analysis.divergence.section import divergence_section
+
+    section = divergence_section(_import(tmp_path, FIXTURE), include_user=True)
+    assert "toggle_airplane_mode" in json.dumps(section)
+    assert "toggle_airplane_mode" not in json.dumps(divergence_section(tmp_path / "run"))
+
+
 def test_diff_refuses_imports_of_different_task_sets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     other = _bad(tmp_path, "other.json", FIXTURE.read_text().replace("You are Ann", "You are Bo"))
     first, second = _import(tmp_path, FIXTURE, name="a"), _import(tmp_path, other, name="b")
