@@ -109,11 +109,13 @@ def _split(tmp_path: Path) -> list[Path]:
     return files
 
 
-def test_several_files_become_one_run_and_diff_pairs_them(tmp_path: Path) -> None:
+def test_several_files_become_one_run_and_diff_pairs_them(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     split = read_run(_import(tmp_path, *_split(tmp_path), name="split"))
     whole = read_run(_import(tmp_path, FIXTURE, name="whole"))
     assert split.summaries.keys() == whole.summaries.keys() and len(split.manifest["source"]["files"]) == 2
     assert split.manifest["suite"]["hash"] == whole.manifest["suite"]["hash"]
+    assert "info.num_trials is 3 but the file holds trials [2]" in capsys.readouterr().err
     assert main(["diff", str(tmp_path / "whole"), str(tmp_path / "split")]) in (0, 1)
 
 

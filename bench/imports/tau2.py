@@ -38,6 +38,7 @@ class _Source:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.info: dict[str, Any] = {}
         self.read_only: dict[str, bool] = {}
+        self.trials: set[int] = set()
 
 
 def import_files(sources: list[Path], out: Path) -> ImportedRun:
@@ -49,6 +50,10 @@ def import_files(sources: list[Path], out: Path) -> ImportedRun:
         for path in results:
             source = _Source(path, run)
             _read(source)
+            planned = source.info.get("num_trials")
+            if isinstance(planned, int) and len(source.trials) < planned:
+                run.notes.append(f"{path}: info.num_trials is {planned} but the file holds trials "
+                                 f"{sorted(source.trials)} (an unfinished run?)")
             label = _agent_name(source.info)
             if label and label not in agents:
                 agents.append(label)
@@ -166,6 +171,7 @@ def _add_simulation(source: _Source, index: int, sim: Any) -> None:
         name = (check.get("action") or {}).get("name") if isinstance(check, dict) else None
         if name and tool_type in _TOOL_TYPES:
             source.read_only[name] = _TOOL_TYPES[tool_type]
+    source.trials.add(trial)
     steps = _steps(messages or [], source.read_only, _agent_model(source.info))
     summary = _summary(source, sim, task_id, trial, steps, infra)
     source.run.add(summary, steps, f"file {source.path}, {where}", f"file {source.path}")
