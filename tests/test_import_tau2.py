@@ -22,9 +22,10 @@ from bench.world.task import load_schema
 FIXTURE = Path(__file__).parent / "fixtures" / "imports" / "tau2.json"
 
 
-def _import(tmp_path: Path, *sources: Path, name: str = "run") -> Path:
+def _import(tmp_path: Path, *sources: Path, name: str = "run", success: str | None = None) -> Path:
     out = tmp_path / name
-    assert main(["import", "tau2", *map(str, sources), "--out", str(out)]) == 0
+    extra = ["--success", success] if success else []
+    assert main(["import", "tau2", *map(str, sources), "--out", str(out), *extra]) == 0
     return out
 
 
@@ -143,9 +144,19 @@ def test_simulations_before_tasks_read_the_same(tmp_path: Path) -> None:
     assert a.summaries == b.summaries and a.manifest["source"]["reference"] == b.manifest["source"]["reference"]
 
 
-def test_success_is_refused_for_a_reward_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["import", "tau2", str(FIXTURE), "--out", str(tmp_path / "run"), "--success", "accuracy == 1"]) == 2
-    assert "--success applies to inspect logs" in capsys.readouterr().err and not (tmp_path / "run").exists()
+def test_success_rules_over_the_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    default = read_run(_import(tmp_path, FIXTURE, name="default"))
+    same = read_run(_import(tmp_path, FIXTURE, name="same", success="reward:DB == 1 and db == true"))
+    lenient = read_run(_import(tmp_path, FIXTURE, name="lenient", success="reward >= 0"))
+    assert {t: s["outcome"] for t, s in same.summaries.items()} == {t: s["outcome"] for t, s in default.summaries.items()}
+    assert {s["outcome"] for s in lenient.summaries.values()} == {"success", "error"}  # errors stay errors
+    assert lenient.manifest["source"]["outcome_rule"].startswith("success iff reward >= 0;")
+    for rule, needle in (("reward:Db == 1", "'Db' is not a τ² reward component"),
+                         ("score == 1", "unknown name 'score'")):
+        assert main(["import", "tau2", str(FIXTURE), "--out", str(tmp_path / "bad"), "--success", rule]) == 2
+        assert needle in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["import", "tau-bench", str(FIXTURE), "--out", str(tmp_path / "tb"), "--success", "reward == 1"]) == 2
+    assert "--success applies to inspect and tau2" in capsys.readouterr().err
 
 
 def test_a_trial_imported_twice_is_refused_and_nothing_is_written(tmp_path: Path,

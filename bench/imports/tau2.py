@@ -21,10 +21,13 @@ import orjson
 
 from bench.errors import BenchError
 from bench.imports.core import ImportedRun, check_suffix, iter_json_members
+from bench.imports.success import Ref, Rule, parse_rule
 
 FORMAT = "tau2"
-OUTCOME_RULE = ("success iff 1-1e-6 <= reward_info.reward <= 1+1e-6 (reward == 1, as tau2-bench); "
-                "termination_reason infrastructure_error -> error; reward null -> failure")
+_ALWAYS = "termination_reason infrastructure_error -> error; reward null -> failure"
+OUTCOME_RULE = f"success iff 1-1e-6 <= reward_info.reward <= 1+1e-6 (reward == 1, as tau2-bench); {_ALWAYS}"
+RULE_NAMES = ("reward", "db")
+_REWARD_TYPES = ("DB", "ENV_ASSERTION", "COMMUNICATE", "NL_ASSERTION", "ACTION")
 _STREAMED = frozenset({"tasks", "simulations"})
 _TOOL_TYPES = {"read": True, "write": False}
 
@@ -33,22 +36,24 @@ class _Source:
     """One results file being read: its tasks (gold actions, instructions), run info and the
     read/write flags learnt from action checks."""
 
-    def __init__(self, path: Path, run: ImportedRun):
-        self.path, self.run = path, run
+    def __init__(self, path: Path, run: ImportedRun, rule: Rule | None):
+        self.path, self.run, self.rule = path, run, rule
         self.tasks: dict[str, dict[str, Any]] = {}
         self.info: dict[str, Any] = {}
         self.read_only: dict[str, bool] = {}
         self.trials: set[int] = set()
 
 
-def import_files(sources: list[Path], out: Path) -> ImportedRun:
-    """Import every simulation of every results file into one run directory at `out`."""
+def import_files(sources: list[Path], out: Path, success: str | None = None) -> ImportedRun:
+    """Import every simulation of every results file into one run directory at `out`; `success`
+    replaces τ²'s own rule (`reward`, `reward:COMPONENT`, `db`; docs/import.md)."""
+    rule = _rule(success)
     results = [_results_file(p) for p in sources]
     versions: list[str] = []
     agents: list[str] = []
     with ImportedRun(out, FORMAT) as run:
         for path in results:
-            source = _Source(path, run)
+            source = _Source(path, run, rule)
             _read(source)
             planned = source.info.get("num_trials")
             if isinstance(planned, int) and len(source.trials) < planned:
@@ -60,8 +65,50 @@ def import_files(sources: list[Path], out: Path) -> ImportedRun:
             commit = source.info.get("git_commit")
             if commit and f"tau2-bench git {commit}" not in versions:
                 versions.append(f"tau2-bench git {commit}")
-        run.finish(results, ", ".join(versions) or None, OUTCOME_RULE, agent_name=" + ".join(agents) or None)
+        outcome_rule = OUTCOME_RULE if rule is None else f"success iff {rule.text}; {_ALWAYS}"
+        run.finish(results, ", ".join(versions) or None, outcome_rule, agent_name=" + ".join(agents) or None)
     return run
+
+
+def _rule(success: str | None) -> Rule | None:
+    """The user's rule, its reward components checked against τ²'s RewardType names up front (a
+    typo would otherwise make every trial a failure)."""
+    if success is None:
+        return None
+    rule = parse_rule(success, RULE_NAMES)
+    for ref in rule.refs():
+        if ref.key is not None or (ref.kind == "db" and ref.scorer is not None):
+            raise BenchError(f"--success {success!r}: {ref} has no such part (names: reward, reward:COMPONENT, db)",
+                             field="success")
+        if ref.kind == "reward" and ref.scorer is not None and ref.scorer not in _REWARD_TYPES:
+            raise BenchError(f"--success {success!r}: {ref.scorer!r} is not a τ² reward component (one of: "
+                             f"{', '.join(_REWARD_TYPES)})", field="success")
+    return rule
+
+
+def _passes(source: _Source, reward_info: dict[str, Any], where: str) -> bool:
+    """The outcome rule on one simulation: τ²'s own (reward within 1e-6 of 1) or the user's; a
+    null reward fails either way (τ² counts it as NaN)."""
+    reward = reward_info.get("reward")
+    if not isinstance(reward, (int, float)) or isinstance(reward, bool):
+        return False
+    if source.rule is None:
+        return 1 - 1e-6 <= reward <= 1 + 1e-6
+    try:
+        return source.rule.passes(lambda ref: _lookup(reward_info, ref))
+    except BenchError as exc:
+        raise BenchError(f"{where}: {exc.args[0]}", file=str(source.path), field="success") from None
+
+
+def _lookup(reward_info: dict[str, Any], ref: Ref) -> Any:
+    """`reward`, `reward:COMPONENT` (reward_breakdown) or `db` (db_check.db_match); null when the
+    simulation does not have it (premature terminations have no breakdown)."""
+    if ref.kind == "db":
+        db = reward_info.get("db_check")
+        return db.get("db_match") if isinstance(db, dict) else None
+    if ref.scorer is None:
+        return reward_info.get("reward")
+    return (reward_info.get("reward_breakdown") or {}).get(ref.scorer)
 
 
 def _results_file(path: Path) -> Path:
@@ -173,18 +220,18 @@ def _add_simulation(source: _Source, index: int, sim: Any) -> None:
             source.read_only[name] = _TOOL_TYPES[tool_type]
     source.trials.add(trial)
     steps = _steps(messages or [], source.read_only, _agent_model(source.info))
-    summary = _summary(source, sim, task_id, trial, steps, infra)
+    summary = _summary(source, sim, task_id, trial, steps, infra, where)
     source.run.add(summary, steps, f"file {source.path}, {where}", f"file {source.path}")
 
 
 def _summary(source: _Source, sim: dict[str, Any], task_id: str, trial: int, steps: list[dict[str, Any]],
-             infra: bool) -> dict[str, Any]:
+             infra: bool, where: str) -> dict[str, Any]:
     reward_info = sim.get("reward_info") or {}
     reward = reward_info.get("reward")
     if infra:
         error = (sim.get("info") or {}).get("error")
         outcome, reason = "error", f"infrastructure_error: {error}" if error else "infrastructure_error"
-    elif isinstance(reward, (int, float)) and 1 - 1e-6 <= reward <= 1 + 1e-6:
+    elif _passes(source, reward_info, where):
         outcome, reason = "success", None
     else:
         outcome = "failure"
