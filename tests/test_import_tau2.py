@@ -116,7 +116,9 @@ def test_several_files_become_one_run_and_diff_pairs_them(tmp_path: Path,
     whole = read_run(_import(tmp_path, FIXTURE, name="whole"))
     assert split.summaries.keys() == whole.summaries.keys() and len(split.manifest["source"]["files"]) == 2
     assert split.manifest["suite"]["hash"] == whole.manifest["suite"]["hash"]
-    assert "info.num_trials is 3 but the file holds trials [2]" in capsys.readouterr().err
+    assert "num_trials" not in capsys.readouterr().err  # k split over files is no unfinished run
+    _import(tmp_path, _split(tmp_path)[1], name="part")
+    assert "info.num_trials is 3 but the sources hold trials [2]" in capsys.readouterr().err
     assert main(["diff", str(tmp_path / "whole"), str(tmp_path / "split")]) in (0, 1)
 
 

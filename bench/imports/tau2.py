@@ -5,8 +5,9 @@ Each `SimulationRun` is one trial `TASK_ID/base/TRIAL`. Its messages become step
 message is a `model` step (tokens, cost and latency as recorded), each of its tool calls plus the
 `ToolMessage` answering it (joined on the call id) a `tool` step, a user message a `user` step
 (`ask_user`; the question is the agent's last text); user-side tool calls (telecom) are `user`
-steps named after their tool. The outcome rule is τ²-bench's own: success iff
-`1 - 1e-6 <= reward <= 1 + 1e-6`; `termination_reason == infrastructure_error` is an `error`
+steps named after their tool. The outcome rule is τ²-bench's own (success iff
+`1 - 1e-6 <= reward <= 1 + 1e-6`) unless `--success` gives another over the reward;
+`termination_reason == infrastructure_error` is an `error`
 (τ²-bench drops those from pass^k, as trajbench drops errors). The gold actions of each task
 (`evaluation_criteria.actions`) are the run's reference. What τ² does not record (state hashes,
 zone-less timestamps as Unix time) is null."""
@@ -41,7 +42,6 @@ class _Source:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.info: dict[str, Any] = {}
         self.read_only: dict[str, bool] = {}
-        self.trials: set[int] = set()
 
 
 def import_files(sources: list[Path], out: Path, success: str | None = None) -> ImportedRun:
@@ -51,20 +51,22 @@ def import_files(sources: list[Path], out: Path, success: str | None = None) -> 
     results = [_results_file(p) for p in sources]
     versions: list[str] = []
     agents: list[str] = []
+    planned = 0
     with ImportedRun(out, FORMAT) as run:
         for path in results:
             source = _Source(path, run, rule)
             _read(source)
-            planned = source.info.get("num_trials")
-            if isinstance(planned, int) and len(source.trials) < planned:
-                run.notes.append(f"{path}: info.num_trials is {planned} but the file holds trials "
-                                 f"{sorted(source.trials)} (an unfinished run?)")
+            if isinstance(source.info.get("num_trials"), int):
+                planned = max(planned, source.info["num_trials"])
             label = _agent_name(source.info)
             if label and label not in agents:
                 agents.append(label)
             commit = source.info.get("git_commit")
             if commit and f"tau2-bench git {commit}" not in versions:
                 versions.append(f"tau2-bench git {commit}")
+        if len(run.trials) < planned:
+            run.notes.append(f"info.num_trials is {planned} but the sources hold trials {sorted(run.trials)} "
+                             "(an unfinished run, or a file left out?)")
         outcome_rule = OUTCOME_RULE if rule is None else f"success iff {rule.text}; {_ALWAYS}"
         run.finish(results, ", ".join(versions) or None, outcome_rule, agent_name=" + ".join(agents) or None)
     return run
@@ -218,7 +220,6 @@ def _add_simulation(source: _Source, index: int, sim: Any) -> None:
         name = (check.get("action") or {}).get("name") if isinstance(check, dict) else None
         if name and tool_type in _TOOL_TYPES:
             source.read_only[name] = _TOOL_TYPES[tool_type]
-    source.trials.add(trial)
     steps = _steps(messages or [], source.read_only, _agent_model(source.info))
     summary = _summary(source, sim, task_id, trial, steps, infra, where)
     source.run.add(summary, steps, f"file {source.path}, {where}", f"file {source.path}")
