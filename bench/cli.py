@@ -195,7 +195,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from bench.analysis.causal import replay_task
 
     agent = parse_agent_spec(args.agent).build() if args.agent else None
-    result = replay_task(args.run_dir, args.task, at=args.at, m=args.m, agent=agent, budget=args.budget)
+    result = replay_task(args.run_dir, args.task, at=args.at, m=args.m, agent=agent, budget=args.budget,
+                         no_return=args.no_return, threshold=args.threshold)
     if args.json:
         _write_json(result, sys.stdout)
         return 0
@@ -206,6 +207,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for alt in result["alternatives"]:
         effect = "" if alt["best"] else f", effect {alt['effect']:+.3f} {alt['effect_interval']}, p_holm {alt['p_holm']}"
         print(f"  {alt['verdict']:>13}  {alt['successes']}/{alt['n']} CI {alt['interval']}{effect}  {alt['action']}")
+    for row in result.get("no_return", []):
+        point = row["point_of_no_return"]
+        where = f"step {point}" if point is not None else "none (continuations from its last prefix can still succeed)"
+        print(f"  point of no return of {row['trial']}: {where} (upper 95% bound < {row['threshold']})")
+        for step in row["steps"]:
+            print(f"    after {step['step']:>3} steps: {step['successes']}/{step['n']} CI {step['interval']}")
     return 0
 
 
@@ -265,7 +272,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     """`trajbench import`: another harness's trajectory files as one run directory."""
     from bench.imports import import_run
 
-    run = import_run(args.format, [Path(p) for p in args.sources], Path(args.out))
+    run = import_run(args.format, [Path(p) for p in args.sources], Path(args.out), success=args.success)
     print(f"imported {run.count} trials of {len(run.tasks.tasks)} tasks ({args.format}) into {args.out}")
     return 0
 
@@ -281,7 +288,11 @@ def run_export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
     result = export_run(run_dir, fmt, out)
     print(f"exported {result['trials']} trials and {result['steps']} steps to {result['out']} ({result['format']}: "
           f"{', '.join(result['files'])})")
-    if fmt == "hf":
+    if fmt == "atif":
+        print(f"read it back with: trajbench import atif {out} --out RUN_DIR")
+    elif fmt == "otel":
+        print("load it into any OTLP-JSON reader (one TracesData per line, one trace per trial)")
+    elif fmt == "hf":
         print(f"read it back with datasets.load_from_disk({str(out)!r})")
     else:
         print(f"read it back with datasets.load_dataset({str(out)!r}, 'trials') (or 'steps')")
@@ -526,6 +537,9 @@ def _add_reading(sub: Any) -> None:
     p.add_argument("-m", type=int, default=16, help="continuations per alternative (and from the node itself)")
     p.add_argument("--agent", metavar="SPEC", help="the agent to resume (default: the run's own)")
     p.add_argument("--budget", type=int, metavar="TRIALS", help="at most this many continuations in all")
+    p.add_argument("--no-return", metavar="failed|TRIAL", help="also the point of no return of the task's failed trials "
+                   "(or of one trial): the earliest step after which continuations almost never succeed")
+    p.add_argument("--threshold", type=float, default=0.1, help="'almost never': the upper 95%% bound below this (default 0.1)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
 
@@ -550,10 +564,11 @@ def _add_planning(sub: Any) -> None:
 
 def _add_publishing(sub: Any) -> None:
     """`export` and `leaderboard`."""
-    p = sub.add_parser("export", help="export a run's steps and trials as a Hugging Face dataset (offline)")
+    p = sub.add_parser("export", help="export a run as a Hugging Face dataset, ATIF trajectories or OTLP traces (offline)")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--format", required=True, choices=["parquet", "jsonl", "hf"],
-                   help="parquet or jsonl files with a dataset card, or hf (datasets save_to_disk)")
+    p.add_argument("--format", required=True, choices=["parquet", "jsonl", "hf", "atif", "otel"],
+                   help="parquet or jsonl files with a dataset card, hf (datasets save_to_disk), atif (one Harbor "
+                        "ATIF trajectory per trial) or otel (OTLP JSON traces, GenAI conventions)")
     p.add_argument("--out", required=True, metavar="PATH", help="output folder (must not exist, or be empty)")
     p.set_defaults(func=cmd_export)
 
@@ -567,9 +582,12 @@ def _add_publishing(sub: Any) -> None:
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("import", help="import another harness's trajectory files as a run directory (not replay-verified)")
-    p.add_argument("format", metavar="FORMAT", choices=["tau-bench"], help="source format: tau-bench")
+    p.add_argument("format", metavar="FORMAT", help="source format: tau-bench, tau2, inspect, atif (docs/import.md)")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="source files; several become one run")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to create")
+    p.add_argument("--success", metavar="EXPR", default=None,
+                   help="inspect: the outcome rule over a sample's scores, e.g. 'accuracy == 1' (the default) or "
+                        "'score:includes == \"C\"' (grammar: docs/import.md)")
     p.set_defaults(func=cmd_import)
 
 

@@ -178,10 +178,20 @@ async def _play(suite: Suite, config: RunConfig, agent: Any, key: TrialKey, writ
             continue
         writer.append(_summary(key, attempt, seed, started_at, attempt_no + 1, result))
         return result["outcome"]
-    error = {"outcome": "error", "reason": f"infrastructure error after {len(errors)} attempt(s): {errors[-1]}",
+    return _record_infra_error(key, attempt, seed, len(errors), errors[-1], writer)
+
+
+def _record_infra_error(key: TrialKey, attempt: str, seed: int, attempts: int, reason: str, writer: Sink) -> str:
+    error = {"outcome": "error", "reason": f"infrastructure error after {attempts} attempt(s): {reason}",
              "checks": {}, "steps": 0}
-    writer.append(_summary(key, attempt, seed, time.time(), len(errors), error))
+    writer.append(_summary(key, attempt, seed, time.time(), attempts, error))
     return "error"
+
+
+def _lose(config: RunConfig, key: TrialKey, reason: str, writer: Sink) -> str:
+    """A trial the executor could not play at all (its worker process kept dying)."""
+    seed = derive_seed(config.seed, key.task.id, key.variant.id, key.index)
+    return _record_infra_error(key, f"{key.trial_id}@lost", seed, 1, reason, writer)
 
 
 def _summary(key: TrialKey, attempt: str, seed: int, started_at: float, attempts: int, result: dict[str, Any]) -> dict[str, Any]:
@@ -250,7 +260,7 @@ def _run_pending(suite: Suite, spec: AgentSpec, config: RunConfig, executor: Exe
     progress = _Progress(len(keys), len(keys) - len(pending), config.progress, f"{spec.name} on {suite.name}{label}")
     try:
         play = functools.partial(_play, suite, config)
-        executor.run(pending, play, writer, progress.update)
+        executor.run(pending, play, functools.partial(_lose, config), writer, progress.update)
     finally:
         progress.close()
         writer.close()
