@@ -300,32 +300,35 @@ def run_export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    return run_leaderboard(args.run_dirs, args.out, k=args.k, bootstrap=args.bootstrap, suite=args.suite)
+    return run_leaderboard(args.run_dirs, args.out, k=args.k, bootstrap=args.bootstrap, suite=args.suite,
+                           unverified=args.unverified)
 
 
 def run_leaderboard(run_dirs: list[str], out: str, *, k: int | None = None, bootstrap: int = 2000,
-                    suite: str | None = None) -> int:
+                    suite: str | None = None, unverified: bool = False) -> int:
     """`trajbench leaderboard`: 0, or 1 when a run was rejected by verify (or none verified:
     nothing is written then)."""
-    from bench.publish.leaderboard import build_leaderboard, ci_text, write_leaderboard
+    from bench.publish.leaderboard import IMPORTED, build_leaderboard, ci_text, write_leaderboard
     from bench.publish.text import term
 
-    board = build_leaderboard(run_dirs, k=k, bootstrap=bootstrap, suite=suite)
+    board = build_leaderboard(run_dirs, k=k, bootstrap=bootstrap, suite=suite, unverified=unverified)
     for r in board["rejected"]:
         print(f"trajbench: rejected {term(r['run_dir'])} ({term(r['agent'])}): it does not verify "
               f"({r['mismatches']} mismatch(es)):", file=sys.stderr)
         for reason in r["reasons"]:
             print(f"  {reason}", file=sys.stderr)
-    if not board["entries"]:
+    if not board["entries"] and not board["unverified"]:
         print("trajbench: no run verified; nothing written", file=sys.stderr)
         return 1
     write_leaderboard(board, out)
     K = board["rank_by"]["k"]
-    print(f"leaderboard of {len(board['entries'])} verified run(s) on suite {board['suite']['name']}, ranked by pass^{K}, "
-          f"written to {out} (README.md, leaderboard.json, index.html)")
-    for e in board["entries"]:
-        print(f"  {e['rank']:>2}. {term(e['label'])}{' (simulated)' if e['agent']['simulated'] else ''}: "
-              f"pass^{K} {ci_text(e['rank_metric'])}, pass@1 {ci_text(e['pass@1'])}")
+    imported = f" and {len(board['unverified'])} imported, not replay-verified" if board["unverified"] else ""
+    print(f"leaderboard of {len(board['entries'])} verified run(s){imported} on suite {board['suite']['name']}, ranked by "
+          f"pass^{K}, written to {out} (README.md, leaderboard.json, index.html)")
+    for section, entries in (("", board["entries"]), (f" [{IMPORTED}]", board["unverified"])):
+        for e in entries:
+            print(f"  {e['rank']:>2}. {term(e['label'])}{' (simulated)' if e['agent']['simulated'] else ''}{section}: "
+                  f"pass^{K} {ci_text(e['rank_metric'])}, pass@1 {ci_text(e['pass@1'])}")
     return 1 if board["rejected"] else 0
 
 
@@ -579,6 +582,9 @@ def _add_publishing(sub: Any) -> None:
                    help="rank by pass^k at this k (default: the largest k every run has)")
     p.add_argument("--bootstrap", type=_positive_int, default=2000, help="bootstrap replicates for the intervals (default 2000)")
     p.add_argument("--suite", metavar="SUITE", help="the runs' suite folder (or built-in name), if the path recorded in them is gone")
+    p.add_argument("--unverified", action="store_true",
+                   help="also rank imported runs (trajbench import), which cannot be replayed: apart from verified "
+                        "entries, labelled 'imported, not replay-verified'")
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("import", help="import another harness's trajectory files as a run directory (not replay-verified)")

@@ -28,6 +28,20 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+SIMULATED_ADAPTERS = frozenset({"sim"})
+
+
+def is_simulated(adapter: Any) -> bool:
+    """A simulated agent (trajbench's own, of known reliability) is known by its adapter alone,
+    never by a flag: verify and the leaderboard derive it here (an edited flag proves nothing)."""
+    return adapter in SIMULATED_ADAPTERS
+
+
+def spec_hash(adapter: Any, target: Any, options: Any) -> str:
+    """The agent's identity as run: adapter, target and options (not its display name)."""
+    return digest(canonical_json({"adapter": adapter, "target": target, "options": options}))
+
+
 @dataclass(frozen=True)
 class AgentSpec:
     name: str
@@ -42,11 +56,11 @@ class AgentSpec:
 
     @property
     def simulated(self) -> bool:
-        return self.adapter == "sim"
+        return is_simulated(self.adapter)
 
     @property
     def hash(self) -> str:
-        return digest(canonical_json({"adapter": self.adapter, "target": self.target, "options": self.options}))
+        return spec_hash(self.adapter, self.target, self.options)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "adapter": self.adapter, "target": self.target, "options": self.options,

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from bench.adapters.spec import is_simulated
 from bench.analysis import metrics
 from bench.analysis.divergence.keys import KeyedRun, read_keyed
 from bench.analysis.divergence.options import DivergenceOptions
@@ -86,7 +87,7 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "run": {"dir": str(run_dir), "run_id": manifest["run_id"], "harness_version": manifest.get("harness_version"),
-                "suite": manifest["suite"], "agent": manifest["agent"], "k": k, "base_seed": manifest.get("base_seed")},
+                "suite": manifest["suite"], "agent": {**manifest["agent"], "simulated": is_simulated(manifest["agent"].get("adapter"))}, "k": k, "base_seed": manifest.get("base_seed")},
         "completeness": {"expected_trials": expected, "finished_trials": len(log.summaries),
                          "error_trials": sum(r["errors"] for r in rows), "orphan_attempts": log.orphan_attempts,
                          "torn_bytes": log.torn_bytes, "duplicate_summaries": log.duplicate_summaries},
@@ -98,7 +99,7 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     }
     if sequential is not None:
         report["sequential"] = sequential
-    if manifest["agent"].get("simulated"):
+    if report["run"]["agent"]["simulated"]:
         report["simulated_truth"] = _sim_truth(rows, k)
     if manifest.get("perturbations"):
         report["variants"] = variants_section(log, k, bootstrap, seed)

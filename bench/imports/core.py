@@ -10,13 +10,14 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import orjson
 
 from bench.__version__ import __version__
 from bench.errors import BenchError
 from bench.runs.rundir import LogWriter, Manifest, write_manifest
+from bench.runs.seal import seal_run
 
 _CHUNK = 1 << 20
 
@@ -251,6 +252,7 @@ class ImportedRun:
         }
         staging = staging_dir(self.out)
         write_manifest(staging, manifest)
+        seal_run(staging)
         if self.out.exists():
             self.out.rmdir()  # checked empty in __post_init__
         staging.rename(self.out)
@@ -269,11 +271,18 @@ class ImportedRun:
         shutil.rmtree(staging_dir(self.out), ignore_errors=True)
 
 
+def import_source(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The `source` record of an imported run, None for a native one: the one rule every
+    reader (verify, leaderboard) uses to tell them apart."""
+    source = manifest.get("source")
+    return source if isinstance(source, dict) and source.get("kind") == "import" else None
+
+
 def refuse_replay(run_dir: Path) -> None:
     """An imported run has no suite or seeds to replay on: say so in one line (exit 2)."""
     from bench.runs.rundir import read_manifest
 
-    source = read_manifest(run_dir).get("source") or {}
-    if isinstance(source, dict) and source.get("kind") == "import":
+    source = import_source(read_manifest(run_dir))
+    if source is not None:
         raise BenchError(f"imported from {source.get('format')}, so it cannot be replayed: the source records no "
                          "world state, seeds or tool schemas to replay against", file=str(run_dir))

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 import orjson
 
+from bench.adapters.spec import is_simulated
 from bench.errors import BenchError
 from bench.publish.markdown import md_escape
 from bench.runs.rundir import RunLog, TrialSummary, read_manifest, read_run
@@ -151,7 +152,7 @@ def trial_rows(log: RunLog) -> Iterator[dict[str, Any]]:
         yield {
             "run_id": manifest.get("run_id"), "suite": suite.get("name"), "suite_hash": suite.get("hash"),
             "agent": agent.get("name"), "agent_hash": agent.get("hash"), "adapter": agent.get("adapter"),
-            "simulated": bool(agent.get("simulated")), "harness_version": manifest.get("harness_version"),
+            "simulated": is_simulated(agent.get("adapter")), "harness_version": manifest.get("harness_version"),
             "k": manifest.get("k"),
             "trial": s["trial"], "attempt": s["attempt"], "task": s["task"], "variant": s.get("variant"),
             "variant_family": s.get("variant_family", "base"), "variant_params": _json(s.get("variant_params") or {}),
@@ -207,7 +208,7 @@ def _card(log: RunLog, fmt: str, counts: dict[str, int]) -> str:
     m = log.manifest
     agent, suite = m.get("agent") or {}, m.get("suite") or {}
     name = md_escape(agent.get("name", ""))
-    sim = " (a SIMULATED reference agent, not a real agent)" if agent.get("simulated") else ""
+    sim = " (a SIMULATED reference agent, not a real agent)" if is_simulated(agent.get("adapter")) else ""
     return (
         "---\n"
         "configs:\n"
@@ -226,7 +227,8 @@ def _card(log: RunLog, fmt: str, counts: dict[str, int]) -> str:
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
-    """Write the run's `steps` and `trials` tables to `out` in `fmt`; returns what was written."""
+    """Write the run's `steps` and `trials` tables to `out` in `fmt` (or, for `atif` / `otel`,
+    its trials in that interchange format); returns what was written."""
     if fmt not in FORMATS:
         raise BenchError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}", field="--format")
     out = Path(out)

@@ -29,6 +29,7 @@ from bench.errors import BenchError
 from bench.runs.design import Design, StopRule, outcomes_of, walk
 from bench.runs.executor import Executor, LocalExecutor, Sink
 from bench.runs.rundir import LogWriter, Manifest, read_manifest, read_run, write_manifest
+from bench.runs.seal import seal_run
 from bench.runs.trial import AttemptError, play_async
 from bench.world.suite import Suite
 from bench.world.task import Task
@@ -224,6 +225,7 @@ def run_benchmark(suite: Suite, spec: AgentSpec, task_ids: list[str] | None, con
             _run_rounds(suite, spec, tasks, config, executor, config.design, stop_rule)
     finally:
         executor.close()
+    seal_run(config.out)  # bench.runs.seal: the manifest and log as they stand at the run's end
     return config.out
 
 
