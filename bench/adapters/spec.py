@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -50,6 +50,9 @@ class AgentSpec:
     target: str | None = None
     source: str = "--agent"
     description: str = ""
+    # what one copy of the agent needs where it runs (Ray: num_cpus, num_gpus, memory in bytes);
+    # not part of the hash: where an agent runs does not change what it is
+    resources: dict[str, Any] = field(default_factory=dict)
 
     @property
     def simulated(self) -> bool:
@@ -174,4 +177,4 @@ def load_agent_file(path: Path) -> AgentSpec:
         where = ".".join(str(p) for p in problem.absolute_path) or "(top level)"
         raise BenchError(problem.message, file=str(path), field=where)
     return AgentSpec(data["name"], data["adapter"], dict(data.get("options", {})), data.get("target"),
-                     str(path), data.get("description", ""))
+                     str(path), data.get("description", ""), dict(data.get("resources", {})))

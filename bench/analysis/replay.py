@@ -56,10 +56,12 @@ from bench.__version__ import __version__
 from bench.adapters.spec import is_simulated, spec_hash
 from bench.analysis import metrics
 from bench.analysis.report import build_report
+from bench.analysis.stopping import recompute
 from bench.canonical import derive_seed
 from bench.episode import StepRules
 from bench.errors import BenchError, InfraError
 from bench.imports.core import import_source
+from bench.runs.design import outcomes_of
 from bench.runs.rundir import (
     VALID_OUTCOMES,
     Manifest,
@@ -486,7 +488,7 @@ def verify_run(run_dir: str | Path, *, suite: Suite | str | Path | None = None, 
         soft = _check_run(log, loaded, result)
         variants = _run_variants(manifest, {t.id: t for t in loaded.tasks}, result.mismatches)
         replayed = _replay_trials(log, loaded, variants, result, soft)
-        _check_completeness(log, manifest, variants, result.mismatches)
+        _check_completeness(log, manifest, variants, result.mismatches, _design_n(log, replayed, result))
         _check_metrics(run_dir, log, replayed, result.mismatches)
         result.notes = [note if times == 1 else f"{note} (×{times})" for note, times in Counter(result.notes).items()]
     result.seconds = time.perf_counter() - started
@@ -592,13 +594,37 @@ def _check_variant(summary: TrialSummary, variant: Variant, out: list[Mismatch])
             out.append(Mismatch(trial, None, "instruction", _differs("instruction", summary.get("instruction"), variant.task.instruction)))
 
 
-def _check_completeness(log: RunLog, manifest: Manifest, variants: dict[str, dict[str, Variant]], out: list[Mismatch]) -> None:
+def _design_n(log: RunLog, replayed: dict[str, str | None], result: VerifyResult) -> dict[str, int] | None:
+    """A sequential run's trials per task, as its stopping rule decides them from the REPLAYED
+    outcomes (the recorded per-task n must be the same); None for a fixed-k run."""
+    if log.manifest.get("design") is None:
+        return None
+    rows = [{**s, "outcome": replayed.get(trial) or s.get("outcome")} for trial, s in log.summaries.items()]
+    recorded = dict(log.manifest["design"].get("per_task_n") or {})
+    try:
+        progress = recompute(log, outcomes_of(rows))
+    except BenchError as exc:
+        result.notes.append(f"the sequential design could not be recomputed ({exc}); its recorded trials per task are used")
+        return recorded
+    assert progress is not None
+    if progress["per_task_n"] != recorded or progress["finished"] != bool(log.manifest["design"].get("finished")):
+        changed = sorted(t for t in set(recorded) | set(progress["per_task_n"])
+                         if recorded.get(t) != progress["per_task_n"].get(t))
+        result.mismatches.append(Mismatch(None, None, "design", "the stopping rule on the replayed outcomes gives other "
+                                          f"trials per task than the manifest records ({len(changed)} task(s), e.g. "
+                                          f"{changed[:3]}; finished: {progress['finished']})"))
+    return dict(progress["per_task_n"])
+
+
+def _check_completeness(log: RunLog, manifest: Manifest, variants: dict[str, dict[str, Variant]], out: list[Mismatch],
+                        design_n: dict[str, int] | None = None) -> None:
     k = manifest.get("k")
     tasks = manifest.get("tasks") or []
     if not isinstance(k, int):
         out.append(Mismatch(None, None, "k", f"the manifest's k is not a whole number ({_show(k)})"))
         return
-    expected = [f"{t}/{v}/{i}" for t in tasks for v in variants.get(t, {"base": None}) for i in range(k)]
+    per_task = design_n if design_n is not None else {t: k for t in tasks}
+    expected = [f"{t}/{v}/{i}" for t in tasks for v in variants.get(t, {"base": None}) for i in range(per_task.get(t, 0))]
     present = set(log.summaries)
     for trial in expected:
         if trial not in present:
