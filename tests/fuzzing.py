@@ -22,12 +22,13 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import random
 import shutil
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from bench.cli import main
 
@@ -45,6 +46,7 @@ class Call:
     must_fail: bool = False  # exit 0 would be a silent wrong success
     watch: list[Path] = field(default_factory=list)  # must not change (read-only commands)
     isolate: bool = False  # in a subprocess with a deadline: the call may hang (absurd sizes)
+    cwd: Path | None = None  # relative outputs (`--out x`, `--out ""`) land here, never in the checkout
 
 
 @dataclass
@@ -59,11 +61,22 @@ class Result:
 
 
 # ------------------------------------------------------------------------------ running
-def invoke(argv: list[str]) -> tuple[int, str, str, str | None]:
+@contextlib.contextmanager
+def _in_dir(path: Path | None) -> Iterator[None]:
+    """Run in `path` (contextlib.chdir is Python 3.11+)."""
+    before = os.getcwd()
+    os.chdir(path or before)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def invoke(argv: list[str], cwd: Path | None = None) -> tuple[int, str, str, str | None]:
     """`trajbench --debug ARGV` in-process: exit code, stdout, stderr, and an escaped traceback."""
     out, err = io.StringIO(), io.StringIO()
     escaped = None
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _in_dir(cwd):
         try:
             code = main(["--debug", *argv])
         except SystemExit as exc:  # argparse's own errors
@@ -77,17 +90,16 @@ def invoke(argv: list[str]) -> tuple[int, str, str, str | None]:
 ISOLATED_TIMEOUT = 60.0
 
 
-def invoke_isolated(argv: list[str], timeout: float = ISOLATED_TIMEOUT) -> tuple[int, str, str, str | None]:
+def invoke_isolated(argv: list[str], cwd: Path | None = None, timeout: float = ISOLATED_TIMEOUT) -> tuple[int, str, str, str | None]:
     """`trajbench --debug ARGV` in a subprocess; a call that does not end in `timeout` is killed
     and reported as a hang."""
-    import os
     import subprocess
     import sys
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     try:
         proc = subprocess.run([sys.executable, "-m", "bench", "--debug", *argv], capture_output=True, text=True,
-                              timeout=timeout, env=env, errors="replace")
+                              timeout=timeout, env=env, errors="replace", cwd=cwd)
     except subprocess.TimeoutExpired:
         return -2, "", "", None
     escaped = proc.stderr if "Traceback" in proc.stderr and BOUNDARY not in proc.stderr else None
@@ -123,7 +135,7 @@ def snapshot(paths: list[Path]) -> dict[str, str]:
 
 def check(case: dict[str, Any], call: Call) -> Result:
     before = snapshot(call.watch)
-    code, stdout, stderr, escaped = invoke_isolated(call.argv) if call.isolate else invoke(call.argv)
+    code, stdout, stderr, escaped = invoke_isolated(call.argv, call.cwd) if call.isolate else invoke(call.argv, call.cwd)
     violations = []
     if code == -2:
         violations.append(f"no answer in {ISOLATED_TIMEOUT:.0f} s (a hang, or no cap on an absurd size)")
@@ -284,7 +296,11 @@ def calls(case: dict[str, Any], ws: Workspace) -> list[Call]:
     """The CLI calls a case makes, on fresh copies of the pristine inputs."""
     scratch = ws.scratch()
     handler: Callable[[dict[str, Any], Workspace, Path], list[Call]] = _APPLY[case["surface"]]
-    return handler(case, ws, scratch)
+    made = handler(case, ws, scratch)
+    for call in made:
+        call.cwd = scratch / "cwd"
+        call.cwd.mkdir(exist_ok=True)
+    return made
 
 
 def _suite_copy(ws: Workspace, scratch: Path) -> Path:
