@@ -493,4 +493,5 @@ def test_an_appended_log_line_breaks_the_seal(noisy_run, tmp_path):
         fh.write(b"\n")
     result = verify_run(dest)
     assert fields(result) == {"log"} and "appended" in result.mismatches[0].detail
-    assert verify_run(noisy_run).digest == orjson.loads((noisy_run / "run.json").read_bytes())["seal"]["digest"]
+    digest = orjson.loads((noisy_run / "run.json").read_bytes())["seal"]["digest"]
+    assert verify_run(noisy_run).digest == digest and f"run digest (sha256, the value to sign): {digest}" in render_text(verify_run(noisy_run))

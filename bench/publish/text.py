@@ -439,6 +439,7 @@ def render_verify(result: VerifyResult, max_per_trial: int = 5, max_lines: int =
     what = f"{result.trials} trials ({result.error_trials} infrastructure errors), {result.steps_replayed} tool calls replayed in {result.seconds:.2f} s"
     if result.ok:
         lines.append(f"verified: {what}; every observation, state hash, check, outcome and figure matches the log")
+        lines.append(f"run digest (sha256, the value to sign): {result.digest}")
     else:
         lines.append(f"FAILED: {len(result.mismatches)} mismatch(es) in {result.trials_with_mismatches} trial(s); {what}")
     return "\n".join(lines)
