@@ -464,6 +464,9 @@ def test_resealed_rename_still_fails_on_the_derived_simulated_flag(noisy_run, tm
     dest2 = _edit_manifest(noisy_run, tmp_path / "b", lambda m: m["agent"].update(name="gpt-99-real"), reseal=True)
     board = build_leaderboard([dest2], bootstrap=10)
     assert board["entries"][0]["agent"]["simulated"] is True  # a resealed rename is still labelled simulated
+    from bench.analysis.report import build_report
+
+    assert build_report(dest, bootstrap=1)["run"]["agent"]["simulated"] is True  # the report derives it too
 
 
 @pytest.mark.parametrize("edit, field", [

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
+from bench.adapters.spec import is_simulated
 from bench.analysis.divergence.section import divergence_section
 from bench.analysis.regression import (
     DEFAULT_ALPHA,
@@ -199,7 +200,7 @@ def _run_brief(log: RunLog, counts: dict[str, tuple[int, int, int]]) -> dict[str
     expected = sum((design.get("per_task_n") or {}).values()) if design else len(m.get("tasks", [])) * int(m["k"])
     return {
         "dir": str(log.path), "run_id": m["run_id"], "suite": {"name": m["suite"].get("name"), "hash": m["suite"].get("hash")},
-        "agent": {"name": m["agent"].get("name"), "hash": m["agent"].get("hash"), "simulated": bool(m["agent"].get("simulated"))},
+        "agent": {"name": m["agent"].get("name"), "hash": m["agent"].get("hash"), "simulated": is_simulated(m["agent"].get("adapter"))},
         "k": int(m["k"]), "base_seed": m.get("base_seed"), "harness_version": m.get("harness_version"),
         "expected_trials": expected, "finished_trials": len(log.base_trials()),
         "perturbed_trials": len(log.summaries) - len(log.base_trials()),

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import orjson
 
 from bench.__version__ import __version__
+from bench.adapters.spec import is_simulated
 from bench.publish.atif import call_id
 from bench.runs.rundir import Manifest, StepEvent, TrialSummary, iter_trials, read_manifest
 
@@ -63,7 +64,7 @@ def trial_traces(manifest: Manifest, summary: TrialSummary, steps: Iterable[Step
     resource = _attributes({"service.name": "trajbench", "service.version": manifest.get("harness_version"),
                             "trajbench.run_id": run_id, "trajbench.suite.name": suite.get("name"),
                             "trajbench.suite.hash": suite.get("hash"), "trajbench.agent.adapter": agent.get("adapter"),
-                            "trajbench.agent.simulated": agent.get("simulated")})
+                            "trajbench.agent.simulated": is_simulated(agent.get("adapter"))})
     return {"resourceSpans": [{"resource": {"attributes": resource}, "scopeSpans": [
         {"scope": {"name": "trajbench", "version": __version__},
          "spans": [_root_span(manifest, summary, tid, root_id, start, end), *children]}]}]}

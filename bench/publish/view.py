@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from bench.adapters.spec import is_simulated
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.divergence.section import analyse_run
 from bench.analysis.divergence.tree import Analysis
@@ -409,7 +410,7 @@ def _page(log: RunLog, sections: str, selector: str, trees: list[dict[str, Any]]
     agent, suite = manifest.get("agent", {}), manifest.get("suite", {})
     nonce = secrets.token_urlsafe(16)
     head = (f"run {esc(str(manifest.get('run_id', '')))} · agent {esc(str(agent.get('name', '')))}"
-            f"{' (SIMULATED)' if agent.get('simulated') else ''} · suite {esc(str(suite.get('name', '')))} "
+            f"{' (SIMULATED)' if is_simulated(agent.get('adapter')) else ''} · suite {esc(str(suite.get('name', '')))} "
             f"(hash {esc(str(suite.get('hash', ''))[:12])}) · k = {esc(str(manifest.get('k', '')))}")
     data = {"tasks": [{"task": t["task"], "nodes": t["nodes"]} for t in trees]}
     return f"""<!DOCTYPE html>
