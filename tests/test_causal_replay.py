@@ -132,7 +132,10 @@ def test_replay_command(tmp_path):
     done = run_cli("replay", str(run), "--task", task, "-m", "8", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["step"] == 0 and result["continuations"] == 8 * (1 + len(result["alternatives"]))
+    # `--at divergence` is the decision point: the first write, after the logged lookups
+    assert result["step"] == len(result["prefix"]) and result["step"] > 0
+    assert all(key.startswith(("get_", "find_", "list_")) for key in result["prefix"])
+    assert result["continuations"] == 8 * (1 + len(result["alternatives"]))
     assert {a["verdict"] for a in result["alternatives"]} <= {"best", "confirmed", "not confirmed"}
     bad = run_cli("replay", str(run), "--task", task, "--at", "nowhere")
     assert bad.returncode == 2 and "TRIAL:STEP" in bad.stderr and "Traceback" not in bad.stderr

@@ -435,8 +435,8 @@ def test_cli_options_round_trip():
     parser = argparse.ArgumentParser()
     add_divergence_arguments(parser)
     o = divergence_options(parser.parse_args(["--divergence-key", "state", "--ignore-read-only", "--alpha", "0.1",
-                                                "--branch-test", "fisher", "--min-support", "6"]))
-    assert (o.key, o.ignore_read_only, o.alpha, o.test, o.min_support) == ("state", True, 0.1, "fisher", 6)
+                                                "--branch-test", "fisher", "--min-support", "6", "--divergence", "raw"]))
+    assert (o.key, o.ignore_read_only, o.alpha, o.test, o.min_support, o.fork) == ("state", True, 0.1, "fisher", 6, "raw")
     assert divergence_options(parser.parse_args([])) == DivergenceOptions()
     with pytest.raises(BenchError, match="alpha"):
         divergence_options(parser.parse_args(["--alpha", "2"]))

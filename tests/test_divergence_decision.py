@@ -172,3 +172,25 @@ def test_small_k_lists_every_mixed_task_with_an_exploratory_candidate():
     weak = analyse([_lookup_then_write("w", 8, bad_every=4)]).section["tasks"][0]
     if weak["divergence"] is None:
         assert weak["candidate"]["label"] == "not significant" and weak["candidate"]["detectable_at_k"] is None
+
+
+@pytest.mark.slow
+def test_report_command_on_an_imported_tau_bench_fixture(tmp_path):
+    """The committed airline fixture (k = 4): every mixed task listed with its exploratory
+    candidate naming a write or a stop, the lookup-only task with context; raw on request."""
+    from tests.conftest import ROOT, run_cli
+
+    run = tmp_path / "run"
+    assert run_cli("import", "tau-bench", str(ROOT / "tests/fixtures/imports/tau-bench-airline.json"),
+                   "--out", str(run)).returncode == 0
+    text = run_cli("report", str(run)).stdout
+    assert text.count("exploratory — not testable at k = 4") == 3 and "no fork in writes or stops" in text
+    assert "update_reservation_flights(price=700) 2/2  vs  update_reservation_flights(price=900) 0/2" in text
+    assert "the trials part only in lookups from tool call 1" in text
+    raw = json.loads(run_cli("report", str(run), "--json", "--divergence", "raw").stdout)["divergence"]
+    assert raw["options"]["fork"] == "raw" and all(t["context"] is None for t in raw["tasks"])
+    decided = json.loads(run_cli("report", str(run), "--json").stdout)["divergence"]
+    tops = [t["candidate"] for t in decided["tasks"] if t["candidate"]]
+    assert len(tops) == 3 and all(a["end"] or a["tool"] in ("update_reservation_flights", "cancel_reservation",
+                                                            "book_reservation", "transfer_to_human_agents")
+                                  for c in tops for a in c["alternatives"])
