@@ -367,7 +367,8 @@ def false_alarms(args: argparse.Namespace) -> None:
 def top_branches(args: argparse.Namespace) -> None:
     """Per mixed task of real runs: does the top branch (the divergence point, else the best
     candidate) name a write or a stop, under the decision rule and under the raw first fork?
-    "Exists" = the trials part somewhere in a write or a stop (a raw branch node offers one)."""
+    "Exists" = the trials part somewhere in a write or a stop (a branch node of either analysis
+    whose alternatives are all writes or stops)."""
     from bench.analysis.divergence.keys import read_only_of
     from bench.runs.rundir import read_run
 
@@ -383,7 +384,7 @@ def top_branches(args: argparse.Namespace) -> None:
 
         rows = {fork: {r["task"]: r for r in divergence_section(log, fork=fork)["tasks"] if r["mixed"]}
                 for fork in ("decision", "raw")}
-        exists = {t for t, r in rows["raw"].items() if any(decides(b) for b in r["branches"])}
+        exists = {t for rs in rows.values() for t, r in rs.items() if any(decides(b) for b in r["branches"])}
         named = {fork: {t for t, r in rs.items() if decides(r["divergence"] or r["candidate"]
                                                           or (r["branches"] or [None])[0])}
                  for fork, rs in rows.items()}
