@@ -409,6 +409,9 @@ def add_divergence_arguments(parser: Any) -> None:
     group = parser.add_argument_group("divergence analysis (docs/divergence.md)")
     group.add_argument("--divergence-key", choices=("action", "state"), default="action",
                        help="key steps on the action (tool + arguments; default) or on the state hash after the step")
+    group.add_argument("--divergence", choices=("decision", "raw"), default="decision", dest="divergence_fork",
+                       help="decision (default): trials fork where they part in a write or in stopping, lookup forks "
+                            "are shown as context; raw: the first fork in any step, lookups included")
     group.add_argument("--ignore-read-only", action="store_true", help="leave read-only tool calls out of the tree")
     group.add_argument("--include-user", action="store_true", help="make ask_user turns branch points")
     group.add_argument("--include-model", action="store_true", help="make model turns branch points")
@@ -425,7 +428,7 @@ def divergence_options(args: Any) -> DivergenceOptions:
     from bench.analysis.divergence.options import DivergenceOptions
 
     try:
-        return DivergenceOptions(key=args.divergence_key, ignore_read_only=args.ignore_read_only,
+        return DivergenceOptions(key=args.divergence_key, fork=args.divergence_fork, ignore_read_only=args.ignore_read_only,
                                  include_user=args.include_user, include_model=args.include_model,
                                  pool_variants=args.pool_variants,
                                  test=args.branch_test, alpha=args.alpha, min_support=args.min_support)

@@ -333,7 +333,9 @@ def write_view(run_dir: str | Path, task_id: str | None = None, out: str | Path 
     Default file: RUN_DIR/view.html (RUN_DIR/view-TASK.html with a task)."""
     run_dir = Path(run_dir)
     log = read_run(run_dir)
-    o = replace(options or DivergenceOptions(), key="action")  # the tree is drawn over action keys
+    # the tree is drawn over every action (fork="raw"): a reader follows each trial step by step,
+    # lookups included; the report's decision rule names the write or stop inside it
+    o = replace(options or DivergenceOptions(), key="action", fork="raw")
     analysis = analyse_run(log, o)
     trees = _trees(analysis, log, _task_indices(analysis, task_id, run_dir))
     rows = {r["task"]: r for r in analysis.section["tasks"]}
