@@ -97,7 +97,7 @@ def _json_arg(value: str | None, flag: str) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.adapters.spec import parse_agent_spec
     from bench.api import run_dir_name, valid_suite
-    from bench.runs.runner import RunConfig, run_benchmark
+    from bench.runs.runner import RunConfig, run_benchmark, trial_keys
     from bench.world.variants import parse_variant_spec
 
     suite = valid_suite(args.suite)
@@ -121,9 +121,28 @@ def cmd_run(args: argparse.Namespace) -> int:
                            variants=variants)
         run_benchmark(suite, spec, task_ids, config, _executor(args))
         print(f"run written to {out} — `trajbench report {out}` shows it")
+        status = max(status, _completeness_status(out, len(trial_keys(suite.select(task_ids), config))))
         if args.baseline:
             status = max(status, gate(args.baseline, out, alpha=args.alpha))
     return status
+
+
+def _completeness_status(out: Path, expected: int) -> int:
+    """`run`'s exit status never claims a complete run that is not: 0 when every trial of the
+    grid has a scored outcome; 1 (with the count) when some ended in an infrastructure error
+    and count in no figure, or when trials are missing."""
+    from bench.runs.rundir import read_run
+
+    log = read_run(out)
+    errors = sum(1 for s in log.summaries.values() if s.get("outcome") == "error")
+    missing = expected - len(log.summaries)
+    if errors or missing > 0:
+        parts = [f"{errors} trial(s) ended in an infrastructure error (not scored)"] if errors else []
+        parts += [f"{missing} trial(s) have no record"] if missing > 0 else []
+        print(f"trajbench: the run is incomplete: {'; '.join(parts)} of {expected}; `trajbench report {out}` "
+              "lists them (exit status 1)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -165,6 +184,28 @@ def run_verify(run_dir: str | Path, *, suite: str | None = None, as_json: bool =
     return 0 if result.ok else 1
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    """`trajbench repair`: corrupted log lines to the quarantine file; 0 whether or not any moved."""
+    from bench.runs.repair import repair_run
+
+    result = repair_run(args.run_dir)
+    if args.json:
+        _write_json(result.as_dict(), sys.stdout)
+        return 0
+    if result.moved:
+        print(f"repaired {result.log}: moved {len(result.moved)} corrupted line(s) to {result.quarantine}, "
+              f"kept {result.kept} record(s)")
+        for number, why in result.moved:
+            print(f"  line {number}: {why}")
+        print("a trial whose summary moved is unfinished now: re-run the same `trajbench run` command to play it")
+    else:
+        print(f"nothing to repair in {result.log}: {result.kept} record(s), all valid")
+    if result.torn_bytes:
+        print(f"a torn last line ({result.torn_bytes} bytes, a write cut short) is left in place: readers skip it and "
+              "`trajbench run` cuts it when it resumes")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """`trajbench replay`: causal verdicts at a branch node (bench.analysis.causal)."""
     from bench.adapters.spec import parse_agent_spec
@@ -188,7 +229,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     """`trajbench import`: another harness's trajectory files as one run directory."""
     from bench.imports import import_run
+    from bench.runs.rundir import refuse_run_dir_output
 
+    refuse_run_dir_output(args.out, "--out")  # the new run directory must not nest in another
     run = import_run(args.format, [Path(p) for p in args.sources], Path(args.out))
     print(f"imported {run.count} trials of {len(run.tasks.tasks)} tasks ({args.format}) into {args.out}")
     return 0
@@ -201,7 +244,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def run_export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
     """`trajbench export`: write the dataset and say how to read it back."""
     from bench.publish.export import export_run
+    from bench.runs.rundir import refuse_run_dir_output
 
+    refuse_run_dir_output(out, "--out")
     result = export_run(run_dir, fmt, out)
     print(f"exported {result['trials']} trials and {result['steps']} steps to {result['out']} ({result['format']}: "
           f"{', '.join(result['files'])})")
@@ -222,7 +267,9 @@ def run_leaderboard(run_dirs: list[str], out: str, *, k: int | None = None, boot
     nothing is written then)."""
     from bench.publish.leaderboard import build_leaderboard, ci_text, write_leaderboard
     from bench.publish.text import term
+    from bench.runs.rundir import refuse_run_dir_output
 
+    refuse_run_dir_output(out, "--out")
     board = build_leaderboard(run_dirs, k=k, bootstrap=bootstrap, suite=suite)
     for r in board["rejected"]:
         print(f"trajbench: rejected {term(r['run_dir'])} ({term(r['agent'])}): it does not verify "
@@ -305,9 +352,24 @@ def _number_type(convert: Callable[[str], _Number], what: str, ok: Callable[[_Nu
     return parse
 
 
+def _bounded_int(low: int, high: int, expected: str | None = None) -> Callable[[str], int]:
+    """A whole number in [low, high]: every count the CLI takes has a documented cap, so an
+    absurd value (`-k 99999999999999999999999`) fails at once with the range instead of hanging."""
+    return _number_type(int, "a whole number", lambda v: low <= v <= high,
+                        expected or f"a whole number from {low:,} to {high:,}")
+
+
 _probability = _number_type(float, "a number", lambda v: 0 < v < 1, "a number between 0 and 1")
-_positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number ≥ 1")
+_positive_int = _bounded_int(1, 10**9, "a whole number ≥ 1 (at most 1,000,000,000)")
 _positive_float = _number_type(float, "a number", lambda v: v > 0, "a number > 0")
+_seconds = _number_type(float, "a number of seconds", lambda v: 0 < v <= 7 * 86400, "a number of seconds > 0 (at most 7 days)")
+# The caps of `trajbench run` (README, "Limits"): see also runner.MAX_TRIALS for the whole grid.
+_trials_k = _bounded_int(1, 100_000)
+_per_family = _bounded_int(1, 1_000)
+_seed = _bounded_int(-(2**63), 2**63 - 1, "a whole number that fits in 64 bits (from -2^63 to 2^63-1)")
+_retries = _bounded_int(0, 100)
+_concurrency = _bounded_int(1, 1_024)
+_max_steps = _bounded_int(1, 100_000)
 
 
 def add_divergence_arguments(parser: Any) -> None:
@@ -360,25 +422,27 @@ def _add_running(sub: Any) -> None:
     p.add_argument("suite", metavar="SUITE", help="built-in suite name or folder")
     p.add_argument("--agent", action="append", required=True, metavar="SPEC",
                    help="sim:oracle, sim:noisy?p=0.7, module:attr, file.py:attr, spec.toml or a roster name (repeatable)")
-    p.add_argument("-k", type=_positive_int, default=4, help="trials per task (default 4)")
+    p.add_argument("-k", type=_trials_k, default=4, help="trials per task (default 4, at most 100,000)")
     p.add_argument("--out", help="run directory (default runs/SUITE/AGENT); with several agents, a parent folder")
     p.add_argument("--tasks", help="comma-separated task ids (default: all)")
     p.add_argument("--tags", metavar="TAGS",
                    help="only the tasks that carry every one of these comma-separated tags (e.g. easy)")
-    p.add_argument("--concurrency", type=_positive_int, default=4, help="trials at once (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--concurrency", type=_concurrency, default=4, help="trials at once (default 4, at most 1,024)")
+    p.add_argument("--seed", type=_seed, default=0, help="base seed (default 0; any 64-bit integer)")
     p.add_argument("--executor", default="local", metavar="local|ray[=ADDRESS]",
                    help="where trials run: this process (default) or Ray actors (docs/ray.md)")
-    p.add_argument("--workers", type=_positive_int, default=2, help="Ray actors, one agent each (default 2)")
+    p.add_argument("--workers", type=_concurrency, default=2, help="Ray actors, one agent each (default 2)")
     p.add_argument("--runtime-env", metavar="JSON|FILE", help="Ray runtime_env for the actors")
-    p.add_argument("--timeout", type=_positive_float, default=300.0, help="seconds per trial (default 300)")
-    p.add_argument("--max-steps", type=_positive_int, default=50, help="tool-call budget per trial (default 50)")
-    p.add_argument("--retries", type=int, default=2, help="retries of a trial after an infrastructure error (default 2)")
+    p.add_argument("--timeout", type=_seconds, default=300.0,
+                   help="seconds per trial (default 300); a trial still running then is recorded as timed out")
+    p.add_argument("--max-steps", type=_max_steps, default=50, help="tool-call budget per trial (default 50)")
+    p.add_argument("--retries", type=_retries, default=2,
+                   help="retries of a trial after an infrastructure error (default 2, from 0 to 100)")
     p.add_argument("--variants", metavar="FAMILIES",
                    help="also run perturbed inputs: comma-separated families from typos[=RATE], paraphrase, reorder, "
                         "distractors, formats, drop, or all (the unperturbed input always runs)")
-    p.add_argument("--variants-per-family", type=_positive_int, default=1, metavar="N",
-                   help="variants of each family per task, from different seeds (default 1)")
+    p.add_argument("--variants-per-family", type=_per_family, default=1, metavar="N",
+                   help="variants of each family per task, from different seeds (default 1, at most 1,000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overlay", metavar="FILE",
                    help="tool overlay (JSON or TOML): change tool names, descriptions, argument schemas or result "
@@ -424,6 +488,12 @@ def _add_reading(sub: Any) -> None:
                    "its content hash must still match the run's")
     p.add_argument("--json", action="store_true", help="every mismatch, machine-readable")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("repair", help="move a run log's corrupted lines into a quarantine file beside it; keep every "
+                       "valid record (idempotent)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true", help="what was moved, machine-readable")
+    p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("replay", help="causal replay: resume the agent from a branch node; is the fork a cause or a symptom?")
     p.add_argument("run_dir", metavar="RUN_DIR")
