@@ -54,6 +54,9 @@ def _split(text: str | None) -> list[str]:
 def _selected_task_ids(suite: Any, tasks: str | None, tags: str | None) -> list[str] | None:
     """--tasks ids (unknown ids fail before anything is written), narrowed to the tasks that
     carry every --tags tag; None = the whole suite."""
+    if tasks is not None and not _split(tasks):
+        raise BenchError(f"--tasks names no task ({tasks!r}); give comma-separated task ids, or leave it out for all",
+                         field="--tasks")
     chosen = suite.select(_split(tasks) or None)
     wanted = set(_split(tags))
     if not wanted:
@@ -84,7 +87,12 @@ def _json_arg(value: str | None, flag: str) -> Any:
     """A JSON object given inline or as a file path."""
     if value is None:
         return None
-    text = Path(value).read_text(encoding="utf-8") if Path(value).is_file() else value
+    try:
+        text = Path(value).read_bytes().decode("utf-8") if Path(value).is_file() else value
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else f"byte {exc.start} is not UTF-8 text"
+        raise BenchError(f"{flag} must be a JSON object or a file holding one (the file cannot be read: {why})",
+                         file=value, field=flag) from None
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:

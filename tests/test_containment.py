@@ -215,3 +215,17 @@ def test_outputs_are_never_written_into_a_run_directory(tmp_path, cli):
         proc = cli(*command)
         assert proc.returncode == 2 and "run directory" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_more_run_argument_mistakes_are_named(tmp_path, cli):
+    binary = tmp_path / "env.json"
+    binary.write_bytes(b"\xff\xfe\x00binary")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for arguments, fragment in ((["--executor", "ray", "--runtime-env", str(binary)], "byte 0 is not UTF-8 text"),
+                                (["--tasks", ",,,"], "--tasks names no task"),
+                                (["--baseline", str(a_file)], "not a run directory (a file, not a folder)"),
+                                (["--out", str(a_file / "sub")], "cannot write the run directory")):
+        args = ["run", str(MINI), "--agent", "sim:oracle", "-k", "1", "--quiet", *arguments]
+        proc = cli(*(args if "--out" in arguments else [*args, "--out", str(tmp_path / "r")]))
+        assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr, (arguments, proc.stderr)

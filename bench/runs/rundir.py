@@ -220,16 +220,20 @@ def refuse_run_dir_output(out: str | Path, flag: str) -> None:
 
 def write_manifest(run_dir: Path, manifest: Manifest) -> None:
     """Atomic: a kill during the write leaves the old manifest or the new one, never half."""
-    run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / (MANIFEST + ".tmp")
-    tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    os.replace(tmp, run_dir / MANIFEST)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+        os.replace(tmp, run_dir / MANIFEST)
+    except OSError as exc:
+        raise BenchError(f"cannot write the run directory: {exc.strerror}", file=str(run_dir)) from None
 
 
 def read_manifest(run_dir: Path) -> Manifest:
     path = run_dir / MANIFEST
     if not run_dir.is_dir():
-        raise BenchError("not a run directory (it does not exist)", file=str(run_dir))
+        what = "a file, not a folder" if run_dir.exists() else "it does not exist"
+        raise BenchError(f"not a run directory ({what})", file=str(run_dir))
     try:
         data = orjson.loads(path.read_bytes())
     except FileNotFoundError:
