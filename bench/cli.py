@@ -232,7 +232,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
               f"kept {result.kept} record(s)")
         for number, why in result.moved:
             print(f"  line {number}: {why}")
-        print("a trial whose summary moved is unfinished now: re-run the same `trajbench run` command to play it")
+        print("the log no longer matches the run's seal (`verify` says so) and a trial whose summary moved is "
+              "unfinished: re-run the same `trajbench run` command, which plays such trials and seals the run again")
     else:
         print(f"nothing to repair in {result.log}: {result.kept} record(s), all valid")
     if result.torn_bytes:

@@ -76,8 +76,8 @@ def test_a_run_with_unrecorded_trials_exits_1(tmp_path, monkeypatch, capsys):
 
     real = executor_module.LocalExecutor.run
 
-    def loses_one(self, pending, play, sink, on_done):
-        return real(self, pending[1:], play, sink, on_done)
+    def loses_one(self, pending, *rest):
+        return real(self, pending[1:], *rest)
 
     monkeypatch.setattr(executor_module.LocalExecutor, "run", loses_one)
     code = main(["run", str(MINI), "--agent", "sim:oracle", "-k", "2", "--out", str(tmp_path / "r"), "--quiet"])

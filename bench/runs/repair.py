@@ -10,7 +10,8 @@ original bytes back). The log is then rewritten atomically with every other line
 A torn last line (no newline: a write cut short by a kill) is left as it is: every reader skips
 it, and `run` cuts it off when it resumes. Repair is idempotent: a second repair finds nothing.
 A trial whose summary was quarantined has no summary any more, so resuming the run (the same
-`trajbench run` command) plays it again. Do not repair a run that is being written.
+`trajbench run` command) plays it again and seals the run anew: repair itself never re-seals, so
+`verify` reports a repaired log until then. Do not repair a run that is being written.
 """
 
 from __future__ import annotations
