@@ -154,3 +154,26 @@ def derive_seed(*parts: object) -> int:
 def step_key(tool: str, args: Any) -> str:
     """A step's identity for comparing trajectories: the tool and its canonical arguments."""
     return f"{tool}({canonical_json(args)})"
+
+
+def dump_document(value: Any) -> bytes:
+    """A JSON document (run.json): indented, sorted keys; orjson, else Python's json with ASCII
+    escapes for what orjson refuses (a suite folder whose name is not UTF-8, a lone surrogate in
+    an agent option). `load_document` reads either back exactly."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return json.dumps(_finite(value), indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False).encode()
+
+
+def load_document(data: bytes) -> Any:
+    """Read a `dump_document` document (raises ValueError when it is not JSON)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)  # lone-surrogate escapes, which orjson refuses; else the same error
+
+
+def sorted_digest_bytes(value: Any) -> bytes:
+    """Sorted-key JSON bytes for hashing, deterministic for every value `dump_document` writes."""
+    return _sorted_dumps(value)

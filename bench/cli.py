@@ -705,7 +705,20 @@ def _guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return 2
 
 
+def _tolerant_output() -> None:
+    """A path or a logged string that is not valid Unicode (a folder named in another encoding,
+    a model's lone surrogate) prints as `\\udcff` instead of failing the command."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot change (closed, or not a text file)
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_output()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -229,3 +229,17 @@ def test_more_run_argument_mistakes_are_named(tmp_path, cli):
         args = ["run", str(MINI), "--agent", "sim:oracle", "-k", "1", "--quiet", *arguments]
         proc = cli(*(args if "--out" in arguments else [*args, "--out", str(tmp_path / "r")]))
         assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr, (arguments, proc.stderr)
+
+
+def test_a_suite_folder_whose_name_is_not_utf8_runs_and_verifies(tmp_path, cli):
+    """Linux paths are bytes: a folder named b"mini\\xff" reaches Python as "mini\\udcff"; the
+    manifest, its seal and every reader keep it exactly."""
+    import shutil
+
+    suite = tmp_path / "mini\udcff"
+    shutil.copytree(MINI, suite, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "r"
+    assert cli("run", str(suite), "--agent", "sim:oracle", "-k", "1", "--out", str(out), "--quiet").returncode == 0
+    assert read_run(out).manifest["suite"]["path"] == str(suite)
+    proc = cli("verify", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr

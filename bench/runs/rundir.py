@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, TypedDict
 
 import orjson
 
-from bench.canonical import dump_line, load_line
+from bench.canonical import dump_document, dump_line, load_document, load_line
 from bench.errors import BenchError
 from bench.world.overlay import apply_run_overlay
 from bench.world.suite import Suite, load_suite
@@ -224,7 +224,7 @@ def write_manifest(run_dir: Path, manifest: Manifest) -> None:
     tmp = run_dir / (MANIFEST + ".tmp")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+        tmp.write_bytes(dump_document(manifest))
         os.replace(tmp, run_dir / MANIFEST)
     except OSError as exc:
         raise BenchError(f"cannot write the run directory: {exc.strerror}", file=str(run_dir)) from None
@@ -236,12 +236,12 @@ def read_manifest(run_dir: Path) -> Manifest:
         what = "a file, not a folder" if run_dir.exists() else "it does not exist"
         raise BenchError(f"not a run directory ({what})", file=str(run_dir))
     try:
-        data = orjson.loads(path.read_bytes())
+        data = load_document(path.read_bytes())
     except FileNotFoundError:
         raise BenchError("not a run directory: run.json is missing", file=str(path)) from None
     except OSError as exc:
         raise BenchError(f"cannot be read: {exc.strerror}", file=str(path)) from None
-    except orjson.JSONDecodeError as exc:
+    except ValueError as exc:  # orjson's or json's decode error, a byte that is not UTF-8
         raise BenchError(f"not valid JSON: {exc}", file=str(path)) from None
     for key in ("run_id", "suite", "agent", "k"):
         if not isinstance(data, dict) or key not in data:
