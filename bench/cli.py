@@ -329,6 +329,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     refuse_run_dir_output(args.out, "--out")  # the new run directory must not nest in another
     run = import_run(args.format, [Path(p) for p in args.sources], Path(args.out), success=args.success)
     print(f"imported {run.count} trials of {len(run.tasks.tasks)} tasks ({args.format}) into {args.out}")
+    for note in run.notes:
+        print(f"trajbench: note: {note}", file=sys.stderr)
     return 0
 
 
@@ -678,8 +680,9 @@ def _add_publishing(sub: Any) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="source files; several become one run")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to create")
     p.add_argument("--success", metavar="EXPR", default=None,
-                   help="inspect: the outcome rule over a sample's scores, e.g. 'accuracy == 1' (the default) or "
-                        "'score:includes == \"C\"' (grammar: docs/import.md)")
+                   help="the outcome rule: inspect, over a sample's scores ('accuracy == 1', the default; "
+                        "'score:includes == \"C\"'); tau2, over its reward ('reward >= 0.5', 'reward:DB == 1', "
+                        "'db'; default: reward == 1). Grammar: docs/import.md")
     p.set_defaults(func=cmd_import)
 
 
