@@ -72,7 +72,10 @@ def to_json_default(value: Any) -> Any:
         return sorted(value, key=lambda v: _py_dumps(v, sort_keys=True))
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "backslashreplace")
-    return repr(value)
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - an agent's object whose __repr__ is broken still gets logged
+        return f"<unrepresentable {type(value).__name__}>"
 
 
 def _finite(value: Any) -> Any:

@@ -243,3 +243,11 @@ def test_a_suite_folder_whose_name_is_not_utf8_runs_and_verifies(tmp_path, cli):
     assert read_run(out).manifest["suite"]["path"] == str(suite)
     proc = cli("verify", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_objects_whose_str_and_repr_raise_are_contained(mini_suite, tmp_path):
+    log = run(mini_suite, "tests.agents.hostile:broken_objects", tmp_path / "r", k=1)
+    assert len(log.summaries) == TASKS
+    for s in log.summaries.values():
+        assert s["outcome"] == "failure" and "RuntimeError: no text" in s["checks"]["agent_completed"]["detail"]
+        assert s["agent_info"]["weird"] == "<unrepresentable _Broken>"

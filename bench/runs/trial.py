@@ -43,7 +43,10 @@ def outcome_of(checks: dict[str, dict[str, Any]]) -> tuple[str, str | None]:
 def _finish(episode: Episode, result: Any, started: float, crash: str | None) -> dict[str, Any]:
     episode.close(wait_s=_CLOSE_WAIT_S)
     if result is not None and not isinstance(result, str):
-        result = str(result)
+        try:
+            result = str(result)
+        except Exception as exc:  # noqa: BLE001 - the agent's answer object is agent code too
+            result, crash = None, crash or _crash_text(exc)
     if result is not None:
         episode.finish(result)
     checks = episode.outcome_checks()

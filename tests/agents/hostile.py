@@ -72,3 +72,16 @@ class Slow:
     def run(self, episode):
         time.sleep(self.pause)
         return cancel_o1(episode)
+
+
+class _Broken:
+    def __str__(self):
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+
+def broken_objects(episode):
+    """An answer and an annotation whose __str__/__repr__ raise."""
+    episode.annotations["weird"] = _Broken()
+    return cancel_o1(episode) and _Broken()
