@@ -110,10 +110,10 @@ def _json(value: Any) -> str:
         return orjson.dumps(repr(value)).decode()
 
 
-def _ordered_summaries(log: RunLog) -> list[TrialSummary]:
+def _ordered_summaries(log: RunLog) -> Iterator[TrialSummary]:
+    """The summaries in task, variant, index order, read one at a time."""
     order = {t: i for i, t in enumerate(log.manifest.get("tasks") or [])}
-    return sorted(log.summaries.values(), key=lambda s: (order.get(s["task"], len(order)), str(s.get("variant")),
-                                                          s.get("index", 0), s["trial"]))
+    return log.in_order(lambda s: (order.get(s["task"], len(order)), str(s.get("variant")), s.get("index", 0), s["trial"]))
 
 
 def step_rows(log: RunLog) -> Iterator[dict[str, Any]]:
@@ -121,7 +121,7 @@ def step_rows(log: RunLog) -> Iterator[dict[str, Any]]:
     manifest = log.manifest
     agent = (manifest.get("agent") or {}).get("name")
     for summary in _ordered_summaries(log):
-        for ev in sorted(log.trial_steps(summary["trial"]), key=lambda e: e["step"]):
+        for ev in sorted(log.steps_of(summary), key=lambda e: e["step"]):
             model = ev.get("kind") == "model"
             yield {
                 "run_id": manifest.get("run_id"), "agent": agent, "trial": summary["trial"], "attempt": summary["attempt"],

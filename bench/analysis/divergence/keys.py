@@ -230,12 +230,7 @@ def corpus_of_run(run: KeyedRun, suite: Suite | None, pool_variants: bool = Fals
     reference from the suite. Like the report's headline figures, only trials on the
     unperturbed inputs count unless `pool_variants`."""
     c = Corpus()
-    by_task: dict[str, list[TrialSummary]] = {t: [] for t in run.log.manifest.get("tasks", [])}
-    for summary in run.log.counted(pool_variants=pool_variants):
-        by_task.setdefault(summary["task"], []).append(summary)
-    for task_id, rows in by_task.items():
-        if not rows:
-            continue
+    for task_id, rows in run.log.by_task(base_only=not pool_variants, valid_only=True):  # one task in memory at a time
         rows.sort(key=lambda s: (str(s.get("variant", "")), s.get("index", 0), s["trial"]))
         t = len(c.task_ids)
         c.task_ids.append(task_id)
