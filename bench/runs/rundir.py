@@ -422,26 +422,40 @@ def _records(path: Path) -> Iterator[tuple[dict[str, Any] | None, int, int]]:
     loads, required_of = orjson.loads, _REQUIRED.get  # local names: this loop runs once per line
     end = 0
     with fh:
-        for number, line in enumerate(fh, start=1):
+        for line in fh:
             start = end
             end += len(line)
-            if not line.endswith(b"\n"):  # the last write was cut short
+            if line[-1:] != b"\n":  # the last write was cut short
                 yield None, start, end
                 return
-            if line.isspace():
-                continue
             try:
                 rec = loads(line)
             except orjson.JSONDecodeError as exc:
-                raise BenchError(f"line {number} is not valid JSON ({exc}); the log is corrupted", file=str(path)) from None
+                if line.isspace():
+                    continue
+                raise BenchError(f"line {_line_number(path, start)} is not valid JSON ({exc}); the log is corrupted",
+                                 file=str(path)) from None
             try:
                 required = required_of(rec["type"])  # a TypeError: not an object, or an unhashable type
             except (KeyError, TypeError):
-                raise BenchError(f"line {number} is not a trajbench record (no 'type')", file=str(path), field="type") from None
+                raise BenchError(f"line {_line_number(path, start)} is not a trajbench record (no 'type')",
+                                 file=str(path), field="type") from None
             if required and not rec.keys() >= required:
                 missing = sorted(required - rec.keys())[0]
-                raise BenchError(f"line {number}: a {rec['type']} record lacks {missing!r}", file=str(path), field=missing)
+                raise BenchError(f"line {_line_number(path, start)}: a {rec['type']} record lacks {missing!r}",
+                                 file=str(path), field=missing)
             yield rec, start, end
+
+
+def _line_number(path: Path, offset: int) -> int:
+    """The number of the line starting at `offset` (counted only to name a bad line)."""
+    newlines = 0
+    with open(path, "rb") as fh:
+        while offset > 0:
+            chunk = fh.read(min(offset, 1 << 20))
+            newlines += chunk.count(b"\n")
+            offset -= len(chunk)
+    return newlines + 1
 
 
 _REQUIRED = {
