@@ -51,19 +51,20 @@ def _commands(run: Path, scratch: Path) -> dict[str, list[str]]:
 
 
 def _child(argv: list[str], code: Path) -> tuple[float, float, float, int]:
-    """(wall s, CPU s, peak RSS MB, exit code) of one child process."""
+    """(wall s, CPU s, peak RSS MB, exit code) of one child process. It runs in an empty
+    folder: `python -m` puts the working directory first on the import path, before PYTHONPATH."""
     env = {**os.environ, "PYTHONPATH": str(code)}
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
-    code_ = os.waitstatus_to_exitcode(status)
-    if code_ not in (0, 1):  # 1: verify/diff found something; still a full pass over the log
-        print(f"    (exit {code_}: {err.strip().splitlines()[-1] if err.strip() else ''})")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code_
+    with tempfile.TemporaryDirectory(prefix="trajbench-cwd-") as cwd, open(Path(cwd) / "stderr", "w+b") as err:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        exit_code = os.waitstatus_to_exitcode(status)
+        if exit_code not in (0, 1):  # 1: verify/diff found something; still a full pass over the log
+            err.seek(0)
+            lines = err.read().decode(errors="replace").strip().splitlines()
+            print(f"    (exit {exit_code}: {lines[-1] if lines else ''})")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, exit_code
 
 
 def _size(run: Path) -> str:
@@ -115,7 +116,7 @@ def inprocess(args: argparse.Namespace) -> None:
 def make_sim(args: argparse.Namespace) -> None:
     """A real run of the `sim` agent on the retail suite (36 tasks): verify can replay it."""
     k = max(1, round(args.trials / 36))
-    argv = [sys.executable, "-m", "bench", "run", "retail", "--agent", "sim:noisy?p=0.2..0.95", "-k", str(k), "--out", args.out]
+    argv = [sys.executable, "-m", "bench", "run", "retail", "--agent", "sim:noisy?p=0.2..0.95", "-k", str(k), "--out", str(Path(args.out).resolve())]
     wall, cpu, rss, code = _child(argv, Path(args.code).resolve())
     print(f"run of {36 * k} trials: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {rss:.0f} MB (exit {code})")
 
