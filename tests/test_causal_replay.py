@@ -154,3 +154,28 @@ def test_local_agent_resumes_with_the_rebuilt_conversation(tmp_path):
     first = engine.requests[0][0]
     assert [m["content"].split(":")[0] for m in first if m["role"] == "user"][1:] == ["Result of find_customer", "Result of list_orders"]
     assert result["node"]["n"] == 4 and len(result["alternatives"]) >= 1
+
+
+def test_point_of_no_return_is_the_fatal_write(retail, tmp_path):
+    """A bad-mood trial is doomed by its write, not before: continuations from any prefix that
+    holds the write never succeed (0/40, upper bound 0.088 < 0.1), while those from the prefix
+    just before it draw a fresh mood and succeed half the time. The point is the step after
+    the write, found through the command line; too small an m for the threshold is one clear error."""
+    agent = parse_agent_spec("sim:noisy?mood=0.5").build()
+    task = next(t for t in retail.tasks if agent.mood_plan(retail, t) is not None)
+    run = tmp_path / "run"
+    _run(retail, "sim:noisy?mood=0.5", [task.id], run, k=8)
+    log = read_run(run)
+    bad = [t for t, s in sorted(log.summaries.items()) if s["agent_info"]["sim"]["mood"] == "bad"]
+    assert bad, "no bad-mood trial in 8 (p = 0.004): change the seed"
+    plan = agent.mood_plan(retail, task)
+    keys = [step_key(e["tool"], e["args"]) for e in log.trial_steps(bad[0])]
+    write_at = keys.index(step_key(plan.write.tool, plan.write.args))
+    done = run_cli("replay", str(run), "--task", task.id, "-m", "40", "--no-return", bad[0], "--json")
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)["no_return"]
+    assert row["trial"] == bad[0] and row["point_of_no_return"] == write_at + 1
+    before = next(s for s in row["steps"] if s["step"] == write_at)
+    assert before["successes"] > 0
+    small = run_cli("replay", str(run), "--task", task.id, "-m", "16", "--no-return", "failed")
+    assert small.returncode == 2 and "use -m 36 or more" in small.stderr and "Traceback" not in small.stderr

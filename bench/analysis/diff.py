@@ -23,6 +23,7 @@ from bench.analysis.regression import (
     PairedCounts,
     compare_counts,
 )
+from bench.analysis.stopping import sequential_diff
 from bench.errors import BenchError
 from bench.runs.rundir import Manifest, RunLog, is_valid, read_manifest, read_run
 
@@ -195,7 +196,8 @@ def has_significant_point(row: dict[str, Any]) -> bool:
 
 def _run_brief(log: RunLog, counts: dict[str, tuple[int, int, int]]) -> dict[str, Any]:
     m = log.manifest
-    expected = len(m.get("tasks", [])) * int(m["k"])
+    design = m.get("design") or {}
+    expected = sum((design.get("per_task_n") or {}).values()) if design else len(m.get("tasks", [])) * int(m["k"])
     return {
         "dir": str(log.path), "run_id": m["run_id"], "suite": {"name": m["suite"].get("name"), "hash": m["suite"].get("hash")},
         "agent": {"name": m["agent"].get("name"), "hash": m["agent"].get("hash"), "simulated": bool(m["agent"].get("simulated"))},
@@ -208,8 +210,10 @@ def _run_brief(log: RunLog, counts: dict[str, tuple[int, int, int]]) -> dict[str
 
 def diff_runs(base_dir: str | Path, cand_dir: str | Path, *, alpha: float = DEFAULT_ALPHA, k: int | None = None,
               force: bool = False, permutations: int = DEFAULT_PERMUTATIONS, bootstrap: int = DEFAULT_BOOTSTRAP,
-              seed: int = 0, divergence: bool = True) -> dict[str, Any]:
+              seed: int = 0, divergence: bool = True, sequential: bool = False) -> dict[str, Any]:
     """The diff of two run directories as a JSON-serialisable dict (bench/schemas/diff.schema.json).
+    With `sequential`, the verdict and exit code are the sequential gate's (`sequential_diff`:
+    valid at every look; exit 3 while not yet decided); the fixed-k figures are still shown.
     Raises BenchError on bad input: unreadable runs, different suites (unless `force`), bad
     alpha or k, no shared task."""
     if not 0 < alpha < 1:
@@ -230,7 +234,10 @@ def diff_runs(base_dir: str | Path, cand_dir: str | Path, *, alpha: float = DEFA
     if only_base or only_cand:
         warnings.append(f"{len(only_base)} task(s) only in the base and {len(only_cand)} only in the candidate are left out")
     regression = core["test"]["significant_regression"]
-    return {
+    if not sequential and (base.manifest.get("design") or cand.manifest.get("design")):
+        warnings.append("a run used a sequential design (--until): its trials per task depend on its outcomes, which "
+                        "the fixed-k gate does not allow for; use `trajbench diff --sequential`")
+    out = {
         "diff_version": DIFF_VERSION, "forced": forced,
         "warnings": warnings, "base": brief_a, "candidate": brief_b, "alpha": alpha, "k": k,
         "task_sets": {"shared": len(shared), "only_base": only_base, "only_candidate": only_cand},
@@ -242,6 +249,10 @@ def diff_runs(base_dir: str | Path, cand_dir: str | Path, *, alpha: float = DEFA
         "verdict": "significant regression" if regression else "no significant regression",
         "exit_code": 1 if regression else 0,
     }
+    if sequential:
+        gate = sequential_diff(base, cand, alpha)
+        out.update(sequential=gate, verdict=gate["outcome"], exit_code=gate["exit_code"])
+    return out
 
 
 def _suite_check(base: RunLog, cand: RunLog, force: bool, cand_dir: str | Path) -> tuple[bool, list[str]]:

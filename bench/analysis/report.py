@@ -12,10 +12,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from bench.adapters.spec import is_simulated
 from bench.analysis import metrics
 from bench.analysis.divergence.keys import KeyedRun, read_keyed
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.divergence.section import divergence_section
+from bench.analysis.stopping import sequential_section
 from bench.runs.rundir import RunLog, TrialSummary, gc_paused, is_valid, variant_family
 from bench.world.variants import BASE
 
@@ -86,10 +88,13 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     counts = [(r["n"], r["successes"]) for r in rows]
     suite = metrics.suite_summary(counts, B=bootstrap, seed=seed)
     expected = len(log.summaries) if manifest.get("perturbations") else len(manifest.get("tasks", [])) * k
+    sequential = sequential_section(log)
+    if sequential is not None:  # a sequential design: each task's trials are the design's, not k
+        expected = sequential["expected_trials"]
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "run": {"dir": str(run_dir), "run_id": manifest["run_id"], "harness_version": manifest.get("harness_version"),
-                "suite": manifest["suite"], "agent": manifest["agent"], "k": k, "base_seed": manifest.get("base_seed")},
+                "suite": manifest["suite"], "agent": {**manifest["agent"], "simulated": is_simulated(manifest["agent"].get("adapter"))}, "k": k, "base_seed": manifest.get("base_seed")},
         "completeness": {"expected_trials": expected, "finished_trials": len(log.summaries),
                          "error_trials": sum(r["errors"] for r in rows), "orphan_attempts": log.orphan_attempts,
                          "torn_bytes": log.torn_bytes, "duplicate_summaries": log.duplicate_summaries},
@@ -99,7 +104,9 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
         "resource_cv": _resource_cv(cvs),
         "tasks": rows,
     }
-    if manifest["agent"].get("simulated"):
+    if sequential is not None:
+        report["sequential"] = sequential
+    if report["run"]["agent"]["simulated"]:
         report["simulated_truth"] = _sim_truth(rows, k)
     if manifest.get("perturbations"):
         report["variants"] = variants_section(log, k, bootstrap, seed)

@@ -1,4 +1,5 @@
-"""`trajbench export RUN_DIR --format parquet|jsonl|hf --out PATH`: a run as a shareable dataset.
+"""`trajbench export RUN_DIR --format parquet|jsonl|hf|atif|otel --out PATH`: a run as a shareable
+dataset, or in an interchange format (`atif`: bench/publish/atif.py; `otel`: bench/publish/otel.py).
 
 Two tables, through the Hugging Face `datasets` library (an optional extra, imported lazily):
 `steps` (one row per logged step of every trial's summarised attempt) and `trials` (one row per
@@ -26,13 +27,14 @@ from typing import Any, Iterator
 
 import orjson
 
+from bench.adapters.spec import is_simulated
 from bench.errors import BenchError
 from bench.publish.markdown import md_escape
-from bench.runs.rundir import RunLog, TrialSummary, read_run
+from bench.runs.rundir import RunLog, TrialSummary, read_manifest, read_run
 
 __all__ = ["FORMATS", "STEP_COLUMNS", "TRIAL_COLUMNS", "export_run", "step_rows", "trial_rows"]
 
-FORMATS = ("parquet", "jsonl", "hf")
+FORMATS = ("parquet", "jsonl", "hf", "atif", "otel")
 
 # (column, type, description). Types: string, int64, float64, bool, json (a JSON text, or null
 # when the field does not apply to the row), list[string].
@@ -150,7 +152,7 @@ def trial_rows(log: RunLog) -> Iterator[dict[str, Any]]:
         yield {
             "run_id": manifest.get("run_id"), "suite": suite.get("name"), "suite_hash": suite.get("hash"),
             "agent": agent.get("name"), "agent_hash": agent.get("hash"), "adapter": agent.get("adapter"),
-            "simulated": bool(agent.get("simulated")), "harness_version": manifest.get("harness_version"),
+            "simulated": is_simulated(agent.get("adapter")), "harness_version": manifest.get("harness_version"),
             "k": manifest.get("k"),
             "trial": s["trial"], "attempt": s["attempt"], "task": s["task"], "variant": s.get("variant"),
             "variant_family": s.get("variant_family", "base"), "variant_params": _json(s.get("variant_params") or {}),
@@ -237,7 +239,7 @@ def _card(log: RunLog, fmt: str, counts: dict[str, int]) -> str:
     m = log.manifest
     agent, suite = m.get("agent") or {}, m.get("suite") or {}
     name = md_escape(agent.get("name", ""))
-    sim = " (a SIMULATED reference agent, not a real agent)" if agent.get("simulated") else ""
+    sim = " (a SIMULATED reference agent, not a real agent)" if is_simulated(agent.get("adapter")) else ""
     return (
         "---\n"
         "configs:\n"
@@ -267,13 +269,16 @@ def _remove_export(out: Path, created: bool) -> None:
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
-    """Write the run's `steps` and `trials` tables to `out` in `fmt`; returns what was written."""
+    """Write the run's `steps` and `trials` tables to `out` in `fmt` (or, for `atif` / `otel`,
+    its trials in that interchange format); returns what was written."""
     if fmt not in FORMATS:
         raise BenchError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}", field="--format")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BenchError("the output path exists and is not an empty folder; choose another --out or remove it",
                          file=str(out), field="--out")
+    if fmt in ("atif", "otel"):
+        return _export_interchange(Path(run_dir), fmt, out)
     log = read_run(run_dir)
     datasets = _import_datasets()
     was_disabled = datasets.utils.are_progress_bars_disabled()
@@ -301,4 +306,16 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
     finally:
         if not was_disabled:
             datasets.enable_progress_bars()
+    return {"format": fmt, "out": str(out), "files": files, **counts}
+
+
+def _export_interchange(run_dir: Path, fmt: str, out: Path) -> dict[str, Any]:
+    """ATIF files or OTLP JSON traces, streamed from the log (no `datasets` needed)."""
+    from bench.publish.atif import write_atif
+    from bench.publish.otel import FILE, write_otel
+
+    read_manifest(run_dir)  # a bad run directory fails before anything is created
+    out.mkdir(parents=True, exist_ok=True)
+    counts = write_atif(run_dir, out) if fmt == "atif" else write_otel(run_dir, out)
+    files = ["one TRIAL.json per trial"] if fmt == "atif" else [FILE]
     return {"format": fmt, "out": str(out), "files": files, **counts}

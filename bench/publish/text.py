@@ -36,6 +36,24 @@ def _ci(entry: dict[str, Any]) -> str:
     return f"{entry['mean']:.3f} [{entry['lo']:.3f}, {entry['hi']:.3f}]"
 
 
+def _sequential_lines(seq: dict[str, Any] | None) -> list[str]:
+    """A sequential run's design, its anytime-valid suite interval and which pass^k is shown."""
+    if not seq:
+        return []
+    d, n, cs = seq["design"], seq["trials_per_task"], seq["suite_pass@1_cs"]
+    state = "finished" if seq["finished"] else "UNFINISHED (re-run the command to continue the design)"
+    interval = f"[{cs['lo']:.3f}, {cs['hi']:.3f}]" if cs["lo"] is not None else "—"
+    return [f"  sequential design: -k {d['k_min']} --k-max {d['k_max']} --until {d['until']} (rounds at n = "
+            f"{', '.join(map(str, d['schedule']))}); {len(seq['rounds'])} round(s), {state}",
+            f"    trials per task {n['min']}–{n['max']} (mean {n['mean']:.1f}); {seq['expected_trials']} trials against "
+            f"{seq['fixed_k_trials']} for fixed k = {d['k_max']}",
+            f"    anytime-valid {cs['level']:.0%} suite pass@1 interval {interval} (valid under the stopping rule; "
+            "prefer it to the bootstrap interval above)",
+            "    unbiased under the stopping rule (each task's first -k trials): "
+            + ", ".join(f"pass^{e['k']} {_fmt(e['value'])}" for e in seq["unbiased_pass^k"]),
+            f"    {seq['pass^k_estimator']}"]
+
+
 def render_report(report: dict[str, Any], max_tasks: int = 60) -> str:
     run, suite, comp = report["run"], report["suite"], report["completeness"]
     agent = run["agent"]
@@ -59,6 +77,7 @@ def render_report(report: dict[str, Any], max_tasks: int = 60) -> str:
     if run["k"] in pass_at:
         lines.append(f"  pass@{run['k']:<3} {_ci(pass_at[run['k']])}")
     lines.append(f"  flip probability (two runs disagree) {_ci(suite['flip'])}")
+    lines += _sequential_lines(report.get("sequential"))
     truth = report.get("simulated_truth")
     if truth:
         curve = ", ".join(f"k={e['k']}: {e['value']:.3f}" for e in truth["pass^k"] if e["k"] in shown)
@@ -194,10 +213,26 @@ def _agent(brief: dict[str, Any]) -> str:
 
 
 def gate_line(diff: dict[str, Any]) -> str:
+    if diff.get("sequential"):
+        return sequential_line(diff["sequential"])
     t = diff["test"]
     if t["significant_regression"]:
         return f"SIGNIFICANT REGRESSION: p = {fmt_p(t['p_value'])} ≤ α = {diff['alpha']} (exit 1)"
     return f"no significant regression: p = {fmt_p(t['p_value'])} > α = {diff['alpha']} (exit 0)"
+
+
+def sequential_line(g: dict[str, Any]) -> str:
+    """The sequential gate's verdict in one line (docs/sequential.md)."""
+    evidence = (f"e-value {g['e_value']:.3g} vs 1/α = {g['threshold']:.3g}; {g['worse']} paired trials worse, "
+                f"{g['better']} better of {g['pairs']}")
+    if g["outcome"] == "regressed":
+        return f"REGRESSED (sequential gate, α = {g['alpha']} at every look): {evidence} (exit 1)"
+    extra = g["extra_trials_per_task"]
+    need = (f"about {extra} more trials per task would decide if the observed balance held" if extra is not None
+            else "the data so far show no drop to chase")
+    if g["outcome"] == "not yet decided":
+        return f"NOT YET DECIDED (sequential gate): {evidence}; {need} (exit 3)"
+    return f"no regression detected within the candidate's budget (sequential gate): {evidence}; {need} (exit 0)"
 
 
 def mde_statement(diff: dict[str, Any]) -> str:

@@ -22,6 +22,9 @@ class Sink(Protocol):
 
 # play(agent, key, sink) -> outcome: one trial with its retries, every record sent to sink.
 Play = Callable[[Any, Any, Sink], Coroutine[Any, Any, str]]
+# lose(key, reason, sink) -> outcome: record a trial the executor could not play (its worker kept
+# dying) as an infrastructure error, never as the agent's failure.
+Lose = Callable[[Any, str, Sink], str]
 
 
 class Executor(Protocol):
@@ -29,7 +32,7 @@ class Executor(Protocol):
         """Build the agent(s) for up to `trials` trials. The runner calls this before it touches the
         run directory, so a bad agent spec fails with nothing written."""
 
-    def run(self, pending: Sequence[Any], play: Play, sink: Sink, on_done: Callable[[str], None]) -> None:
+    def run(self, pending: Sequence[Any], play: Play, lose: Lose, sink: Sink, on_done: Callable[[str], None]) -> None:
         """Play every pending trial; records go to `sink` (in the driver), `on_done` gets each outcome."""
 
     def close(self) -> None:
@@ -46,7 +49,7 @@ class LocalExecutor:
     def start(self, spec: AgentSpec, trials: int) -> None:
         self.agent = spec.build()
 
-    def run(self, pending: Sequence[Any], play: Play, sink: Sink, on_done: Callable[[str], None]) -> None:
+    def run(self, pending: Sequence[Any], play: Play, lose: Lose, sink: Sink, on_done: Callable[[str], None]) -> None:
         asyncio.run(self._run_all(self.agent, pending, play, sink, on_done))
 
     def close(self) -> None:

@@ -55,6 +55,7 @@ class Manifest(TypedDict, total=False):
     overlay: dict[str, Any] | None
     host: dict[str, str]
     source: dict[str, Any]  # absent (native) or {"kind": "import", ...}: bench/imports
+    design: dict[str, Any]  # absent (fixed k) or a sequential design and its progress: bench/runs/design.py
 
 
 class StepEvent(TypedDict, total=False):
@@ -408,6 +409,31 @@ def _core(rec: dict[str, Any], start: int, end: int, names: dict[str, str]) -> T
     if end - start > 0xFFFFFFFF:
         raise BenchError(f"a trial record of {end - start} bytes: larger than a trajbench log holds", field="trial")
     return TrialCore(start << 32 | (end - start), names.setdefault(task, task), names.setdefault(family, family), is_valid(rec))
+
+
+def iter_trials(run_dir: str | Path) -> Iterator[tuple[TrialSummary, list[StepEvent]]]:
+    """Each trial's summary with the steps of its summarised attempt, in log order, reading the
+    log once and holding only the attempts still in flight: exporters stream a run of any size
+    this way instead of `read_run`'s whole-log grouping. The writer puts an attempt's steps just
+    before the record that ends it, so an attempt's steps are complete when its summary arrives;
+    the first summary of a trial wins and failed attempts' steps are dropped, as in `read_run`."""
+    run_dir = Path(run_dir)
+    read_manifest(run_dir)
+    pending: dict[str, list[Any]] = {}
+    seen: set[str] = set()
+    for rec, _, _ in _records(run_dir / LOG):
+        if rec is None:  # the torn tail
+            continue
+        kind = rec["type"]
+        if kind == "step":
+            pending.setdefault(rec["attempt"], []).append(rec)
+        elif kind == "trial":
+            steps = pending.pop(rec["attempt"], [])
+            if rec["trial"] not in seen:
+                seen.add(rec["trial"])
+                yield rec, sorted(steps, key=lambda ev: ev["step"])  # type: ignore[misc]
+        elif kind == "attempt_error":
+            pending.pop(rec["attempt"], None)
 
 
 def _records(path: Path) -> Iterator[tuple[dict[str, Any] | None, int, int]]:

@@ -106,9 +106,13 @@ class Toolset:
         description: str | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            tool_name = name or func.__name__
+            unknown = [o for o in optional if o not in (params or {})]
+            if unknown:  # a typo here would silently make the intended parameter required
+                raise ValueError(f"tool {tool_name!r}: optional names {unknown[0]!r}, which is not one of its parameters "
+                                 f"({', '.join(params or {}) or 'none'})")
             schema = object_schema(params or {}, optional)
             jsonschema.Draft202012Validator.check_schema(schema)
-            tool_name = name or func.__name__
             if tool_name in self._tools:
                 raise ValueError(f"tool {tool_name!r} is defined twice")
             self._tools[tool_name] = Tool(
@@ -143,10 +147,30 @@ class Toolset:
 
 
 def new_id(db: dict[str, Any], kind: str, prefix: str, width: int = 4) -> str:
-    """A deterministic new ID: a per-kind counter stored in the state under `_counters`."""
+    """A deterministic new ID: a per-kind counter stored in the state under `_counters`, moved
+    past every id the state already holds (as a key anywhere in it), so that a created record
+    never overwrites a seeded one (a db.json with `R0001` and no counter: the first refund is
+    `R0002`). `trajbench validate` checks every domain for this (bench/runs/validate.py)."""
     counters = db.setdefault("_counters", {})
-    counters[kind] = counters.get(kind, 0) + 1
-    return f"{prefix}{counters[kind]:0{width}d}"
+    while True:
+        counters[kind] = counters.get(kind, 0) + 1
+        candidate = f"{prefix}{counters[kind]:0{width}d}"
+        if not _holds_key({k: v for k, v in db.items() if k != "_counters"}, candidate):
+            return candidate
+
+
+def _holds_key(value: Any, key: str) -> bool:
+    """Is `key` a key of some object nested in `value`? (Iterative: states may nest deeply.)"""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if key in item:
+                return True
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, (dict, list)))
+    return False
 
 
 @dataclass

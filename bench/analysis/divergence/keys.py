@@ -104,7 +104,10 @@ class Keyer:
             key = self._tool_key(tk, ev)
         elif kind == "user":
             tk.calls.append(get("step", pos))
-            key = self.action_id("ask_user", get("args")) if self.include_user else None
+            # a user step is ask_user in a native run; an import may hold a user-side tool call
+            # (τ² telecom: the simulated user toggles a setting), keyed by its own tool name
+            tool = str(get("tool") or "ask_user")
+            key = self.action_id(tool, get("args")) if self.include_user else None
         elif kind == "model" and self.include_model and not self.state_mode:
             key = self.intern("model:" + digest(canonical_json(_jsonable(get("output"))))[:16])
         else:
