@@ -121,10 +121,10 @@ def _text(value: Any) -> Any:
     return value
 
 
-def _ordered_summaries(log: RunLog) -> list[TrialSummary]:
+def _ordered_summaries(log: RunLog) -> Iterator[TrialSummary]:
+    """The summaries in task, variant, index order, read one at a time."""
     order = {t: i for i, t in enumerate(log.manifest.get("tasks") or [])}
-    return sorted(log.summaries.values(), key=lambda s: (order.get(s["task"], len(order)), str(s.get("variant")),
-                                                          s.get("index", 0), s["trial"]))
+    return log.in_order(lambda s: (order.get(s["task"], len(order)), str(s.get("variant")), s.get("index", 0), s["trial"]))
 
 
 def step_rows(log: RunLog) -> Iterator[dict[str, Any]]:
@@ -132,7 +132,7 @@ def step_rows(log: RunLog) -> Iterator[dict[str, Any]]:
     manifest = log.manifest
     agent = (manifest.get("agent") or {}).get("name")
     for summary in _ordered_summaries(log):
-        for ev in sorted(log.trial_steps(summary["trial"]), key=lambda e: e["step"]):
+        for ev in sorted(log.steps_of(summary), key=lambda e: e["step"]):
             model = ev.get("kind") == "model"
             yield {
                 "run_id": manifest.get("run_id"), "agent": agent, "trial": summary["trial"], "attempt": summary["attempt"],
@@ -196,21 +196,52 @@ def _features(datasets: Any, columns: list[tuple[str, str, str]]) -> Any:
     return datasets.Features({name: kinds[kind] for name, kind, _ in columns})
 
 
-def _dataset(datasets: Any, rows: Iterator[dict[str, Any]], columns: list[tuple[str, str, str]], batch: int = 20_000) -> Any:
-    """Rows to an in-memory Arrow-backed Dataset, batch by batch (no cache files are written)."""
+def _tables(datasets: Any, rows: Iterator[dict[str, Any]], columns: list[tuple[str, str, str]],
+            batch: int = 20_000) -> Iterator[Any]:
+    """Rows as Arrow tables of `batch` rows each (at least one table, maybe empty)."""
     import pyarrow as pa
 
-    features = _features(datasets, columns)
-    schema = features.arrow_schema
-    tables, chunk = [], []
+    schema = _features(datasets, columns).arrow_schema
+    chunk: list[dict[str, Any]] = []
+    sent = False
     for row in rows:
         chunk.append(row)
         if len(chunk) >= batch:
-            tables.append(pa.Table.from_pylist(chunk, schema=schema))
-            chunk = []
-    if chunk or not tables:
-        tables.append(pa.Table.from_pylist(chunk, schema=schema))
-    return datasets.Dataset(pa.concat_tables(tables))
+            yield pa.Table.from_pylist(chunk, schema=schema)
+            chunk, sent = [], True
+    if chunk or not sent:
+        yield pa.Table.from_pylist(chunk, schema=schema)
+
+
+def _dataset(datasets: Any, rows: Iterator[dict[str, Any]], columns: list[tuple[str, str, str]]) -> Any:
+    """Rows to an in-memory Arrow-backed Dataset (no cache files are written): `hf` only."""
+    import pyarrow as pa
+
+    return datasets.Dataset(pa.concat_tables(list(_tables(datasets, rows, columns))))
+
+
+def _write_file(datasets: Any, fmt: str, path: Path, rows: Iterator[dict[str, Any]],
+                columns: list[tuple[str, str, str]]) -> int:
+    """Write one table to `path` batch by batch, so that memory holds one batch, not the run;
+    returns the number of rows. Parquet keeps the `datasets` schema metadata (the features), so
+    `load_dataset` reads the columns' types back; JSON lines are `Dataset.to_json`'s, batch after
+    batch."""
+    import pyarrow.parquet as pq
+
+    n = 0
+    if fmt == "parquet":
+        schema = _features(datasets, columns).arrow_schema
+        with pq.ParquetWriter(str(path), schema) as writer:
+            for table in _tables(datasets, rows, columns):
+                writer.write_table(table)
+                n += table.num_rows
+        return n
+    with open(path, "wb") as fh:
+        for table in _tables(datasets, rows, columns):
+            if table.num_rows:
+                datasets.Dataset(table).to_json(fh, lines=True, force_ascii=False)
+            n += table.num_rows
+    return n
 
 
 def _card(log: RunLog, fmt: str, counts: dict[str, int]) -> str:
@@ -235,6 +266,17 @@ def _card(log: RunLog, fmt: str, counts: dict[str, int]) -> str:
     )
 
 
+def _remove_export(out: Path, created: bool) -> None:
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for child in out.iterdir():  # the folder was empty before the export
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
     """Write the run's `steps` and `trials` tables to `out` in `fmt` (or, for `atif` / `otel`,
     its trials in that interchange format); returns what was written."""
@@ -250,27 +292,26 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
     datasets = _import_datasets()
     was_disabled = datasets.utils.are_progress_bars_disabled()
     datasets.disable_progress_bars()
+    created = not out.exists()
     try:
-        tables = {"steps": _dataset(datasets, step_rows(log), STEP_COLUMNS),
-                  "trials": _dataset(datasets, trial_rows(log), TRIAL_COLUMNS)}
-        counts = {name: len(ds) for name, ds in tables.items()}
         out.mkdir(parents=True, exist_ok=True)
-        files = []
+        sources = {"steps": (step_rows(log), STEP_COLUMNS), "trials": (trial_rows(log), TRIAL_COLUMNS)}
         if fmt == "hf":
+            tables = {name: _dataset(datasets, rows, columns) for name, (rows, columns) in sources.items()}
+            counts = {name: len(ds) for name, ds in tables.items()}
             datasets.DatasetDict(tables).save_to_disk(str(out))
             files = ["dataset_dict.json", "steps/", "trials/"]
         else:
-            for name, ds in tables.items():
-                path = out / f"{name}.{fmt}"
-                if fmt == "parquet":
-                    ds.to_parquet(str(path))
-                else:
-                    ds.to_json(str(path), lines=True, force_ascii=False)
-                files.append(path.name)
+            counts = {name: _write_file(datasets, fmt, out / f"{name}.{fmt}", rows, columns)
+                      for name, (rows, columns) in sources.items()}
+            files = [f"{name}.{fmt}" for name in sources]
             (out / "README.md").write_text(_card(log, fmt, counts))
             files.append("README.md")
         shutil.copyfile(Path(run_dir) / "run.json", out / "run.json")
         files.append("run.json")
+    except BaseException:  # the tables are written as they are made: leave no half export behind
+        _remove_export(out, created)
+        raise
     finally:
         if not was_disabled:
             datasets.enable_progress_bars()

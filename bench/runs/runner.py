@@ -261,7 +261,7 @@ def _run_rounds(suite: Suite, spec: AgentSpec, tasks: list[Task], config: RunCon
     last: dict[str, list[int]] | None = None
     while True:
         log = read_run(config.out)
-        progress = walk(design, rule, [t.id for t in tasks], outcomes_of(list(log.summaries.values())))
+        progress = walk(design, rule, [t.id for t in tasks], outcomes_of(log.summaries.values()))
         manifest["design"] = {**design.as_dict(), **progress.as_dict()}
         write_manifest(config.out, manifest)
         if progress.finished:
