@@ -15,9 +15,9 @@ def _break_cancel(suite_dir, body):
 
 
 @pytest.mark.parametrize("body, code, fragment", [
-    ("raise SystemExit(0)", 2, "called sys.exit: SystemExit"),
-    # a precise check names the task and the reference step (validate's problem list, exit 1)
-    ("return {1, 2}", 1, "reference_actions.2 (cancel_order): tool cancel_order returned a value with no JSON form"),
+    # a domain bug names the tool, and validate's problem list names the task and reference step (exit 1)
+    ("raise SystemExit(0)", 1, "reference_actions.2 (cancel_order): tool cancel_order crashed: SystemExit"),
+    ("return {1, 2}", 1, "reference_actions.2 (cancel_order): tool cancel_order returned a value that is not JSON"),
 ])
 def test_validate_with_misbehaving_tool_fails_loudly(mini_copy, body, code, fragment):
     _break_cancel(mini_copy, body)
@@ -31,4 +31,4 @@ def test_validate_with_misbehaving_tool_fails_loudly(mini_copy, body, code, frag
 def test_debug_shows_the_traceback(mini_copy):
     _break_cancel(mini_copy, "raise SystemExit(0)")
     proc = run_cli("--debug", "validate", str(mini_copy))
-    assert proc.returncode == 2 and "Traceback" in proc.stderr and "called sys.exit" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" in proc.stderr and "crashed: SystemExit" in proc.stderr
