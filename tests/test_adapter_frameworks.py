@@ -20,8 +20,9 @@ from bench.runs.runner import RunConfig, run_benchmark
 from tests.servers.fake_chat import FakeChatServer, Reply, answer, sequence, shop_agent, tool_call
 
 pytest.importorskip("agents")
+pytest.importorskip("pydantic_ai")
 
-ADAPTERS = ["agents-sdk"]
+ADAPTERS = ["agents-sdk", "pydantic-ai"]
 MODES = [(a, t) for a in ADAPTERS for t in ("functions", "mcp")]
 
 
@@ -127,6 +128,31 @@ def test_agents_sdk_max_turns_fails_the_trial(mini_suite, tmp_path):
     assert summary["agent_info"]["malformed_tool_calls"] == 3
 
 
+def test_pydantic_ai_request_limit_fails_the_trial(mini_suite, tmp_path):
+    """Turns that make no step (arguments PydanticAI cannot parse go back to the model as a retry)
+    run into the request limit, given enough tool retries."""
+    with FakeChatServer(malformed) as server:
+        log = run(mini_suite, spec_file(tmp_path, "pydantic-ai", server.base_url, request_limit=3, tool_retries=5), tmp_path / "r")
+    (trial_id, summary), = log.summaries.items()
+    assert summary["outcome"] == "failure" and "request_limit = 3" in summary["checks"]["agent_completed"]["detail"]
+    assert tool_steps(log, trial_id) == [] and len(server.requests) == 3
+
+
+def test_pydantic_ai_unknown_tool_is_retried_then_fails(mini_suite, tmp_path):
+    """A call to a tool the agent does not have goes back to the model as a retry prompt (no step);
+    past tool_retries the run ends with UnexpectedModelBehavior, the agent's failure."""
+    script = sequence(tool_call("delete_everything", {}), then=lambda b, n: answer("done"))
+    with FakeChatServer(script) as server:
+        log = run(mini_suite, spec_file(tmp_path, "pydantic-ai", server.base_url), tmp_path / "a")
+    (trial_id, summary), = log.summaries.items()
+    assert summary["answer"] == "done" and tool_steps(log, trial_id) == []
+    assert "delete_everything" in json.dumps(server.requests[1]["messages"][-1])
+    with FakeChatServer(lambda b, n: tool_call("delete_everything", {}, f"c{n}")) as server:
+        log = run(mini_suite, spec_file(tmp_path, "pydantic-ai", server.base_url, tool_retries=1), tmp_path / "b")
+    (summary,) = log.summaries.values()
+    assert summary["outcome"] == "failure" and "UnexpectedModelBehavior" in summary["checks"]["agent_completed"]["detail"]
+
+
 def test_agents_sdk_unknown_tool_follows_tool_not_found(mini_suite, tmp_path):
     """A call to a tool the agent does not have: by the SDK's default the run ends
     (ModelBehaviorError, the agent's failure, no step); `return_error_to_model` lets it go on."""
@@ -179,7 +205,7 @@ def test_bad_options_name_the_field(adapter, tmp_path):
                                   launch_options={"n_gpu": 1})).build()
 
 
-@pytest.mark.parametrize("adapter,module,extra", [("agents-sdk", "agents", "agents-sdk")])
+@pytest.mark.parametrize("adapter,module,extra", [("agents-sdk", "agents", "agents-sdk"), ("pydantic-ai", "pydantic_ai", "pydantic-ai")])
 def test_missing_framework_names_the_extra(adapter, module, extra, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, module, None)  # as if not installed
     with pytest.raises(BenchError, match=rf"pip install 'trajbench\[{extra}\]'") as info:

@@ -73,14 +73,10 @@ class AgentsSdkAgent:
         return asyncio.run(self.arun(episode))
 
     async def arun(self, episode: Any) -> str | None:
-        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
-
         max_turns = self.opts["max_turns"] or episode.max_steps + 1
         episode.annotations["model"] = self.endpoint.model
         episode.annotations["agents_sdk"] = {"tools": self.opts["tools"], "max_turns": max_turns}
-        client = AsyncOpenAI(base_url=self.endpoint.base_url, api_key=self.endpoint.api_key or frameworks.NO_KEY,
-                             timeout=self.opts["timeout_s"], max_retries=self.opts["retries"],
-                             http_client=DefaultAsyncHttpxClient(trust_env=False))  # no proxy for loopback
+        client = frameworks.openai_client(self.endpoint, self.opts)
         try:
             if self.opts["tools"] == "mcp":
                 output = await self._run_over_mcp(episode, client, max_turns)

@@ -109,20 +109,35 @@ async def served(episode: Any) -> AsyncIterator[str]:
         await asyncio.to_thread(server.__exit__, None, None, None)
 
 
+def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
+    """An `AsyncOpenAI` client on the endpoint, for one trial (closed by the caller): the
+    request timeout and retries are the client's own; no proxy from the environment."""
+    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+
+    return AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key or NO_KEY, timeout=opts["timeout_s"],
+                       max_retries=opts["retries"], http_client=DefaultAsyncHttpxClient(trust_env=False))
+
+
 def classify(exc: BaseException) -> BaseException:
-    """The trial's view of an exception out of the framework's OpenAI client (see the module doc);
-    any other exception is returned as it is (the agent's failure)."""
+    """The trial's view of an exception out of the framework (see the module doc), found on it
+    or on its causes (a framework may wrap the OpenAI client's error); any other exception is
+    returned as it is (the agent's failure)."""
     try:
         import openai
     except ImportError:  # pragma: no cover - both frameworks depend on it
         return exc
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return InfraError(f"{type(exc).__name__}: {exc}")
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        if status in (400, 413) and _is_context_error(str(exc)):
-            return AgentGaveUp(f"the conversation no longer fits the model's context window ({exc})")
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, openai.OpenAIError):
+        cause = cause.__cause__
+    if cause is None:
+        return exc
+    if isinstance(cause, openai.APIConnectionError):  # includes APITimeoutError
+        return InfraError(f"{type(cause).__name__}: {cause}")
+    if isinstance(cause, openai.APIStatusError):
+        status = cause.status_code
+        if status in (400, 413) and _is_context_error(str(cause)):
+            return AgentGaveUp(f"the conversation no longer fits the model's context window ({cause})")
         if status in (408, 409, 425, 429) or status >= 500:
-            return InfraError(f"HTTP {status}: {exc} (after the client's retries)")
-        return InfraError(f"HTTP {status}: {exc} (not retried: check base_url, model and the API key)")
+            return InfraError(f"HTTP {status}: {cause} (after the client's retries)")
+        return InfraError(f"HTTP {status}: {cause} (not retried: check base_url, model and the API key)")
     return exc
