@@ -211,3 +211,16 @@ def test_missing_framework_names_the_extra(adapter, module, extra, tmp_path, mon
     with pytest.raises(BenchError, match=rf"pip install 'trajbench\[{extra}\]'") as info:
         load_agent_file(spec_file(tmp_path, adapter, "http://127.0.0.1:9/v1")).build()
     assert "\n" not in str(info.value)
+
+
+def test_assistant_null_content_becomes_empty_for_llama_cpp():
+    """llama-cpp-python's server rejects `content: null` beside tool calls; it becomes "", nothing else changes."""
+    from bench.adapters.frameworks import without_null_content
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"},
+                                       {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]},
+                                       {"role": "assistant", "content": None}]}
+    out = json.loads(without_null_content(json.dumps(body).encode()))
+    assert out["messages"][1] == {"role": "assistant", "content": "", "tool_calls": [{"id": "c"}]}
+    assert out["messages"][0] == body["messages"][0] and out["messages"][2] == body["messages"][2]
+    assert without_null_content(b"not json") == b"not json"

@@ -18,7 +18,9 @@ with the `pydantic-ai` adapter are described in `bench.adapters.frameworks`; the
   answer). `MaxTurnsExceeded` fails the trial (`agent_completed`, with the turn count), keeping
   the steps logged. `tool_not_found` is the SDK's `tool_not_found_behavior`: `"raise_error"`
   (the SDK's default: a call to an unknown tool ends the run with `ModelBehaviorError`, the
-  agent's failure) or `"return_error_to_model"`.
+  agent's failure) or `"return_error_to_model"`. `tool_choice` is sent as set (the SDK sends
+  none by default, and llama-cpp-python's server then ignores the tools: the roster specs set
+  `"auto"`); the SDK drops it after the first tool call unless `reset_tool_choice = false`.
 - Tracing is off: `set_tracing_disabled(True)`, `OPENAI_AGENTS_DISABLE_TRACING=1` and
   `RunConfig(tracing_disabled=True)` — a benchmark sends nothing to OpenAI's trace backend.
 
@@ -48,6 +50,7 @@ OPTIONS: dict[str, OptionSpec] = {
     "max_turns": OptionSpec("int", None, minimum=1),
     "tool_not_found": OptionSpec("str", "raise_error", choices=("raise_error", "return_error_to_model")),
     "parallel_tool_calls": OptionSpec("bool", None),
+    "reset_tool_choice": OptionSpec("bool", True),
 }
 
 
@@ -102,7 +105,8 @@ class AgentsSdkAgent:
 
         model = OpenAIChatCompletionsModel(self.endpoint.model, client)
         agent = Agent(name=self.name, instructions=frameworks.instructions(episode), model=model, tools=tools,
-                      mcp_servers=mcp_servers, model_settings=self._settings(episode))
+                      mcp_servers=mcp_servers, model_settings=self._settings(episode),
+                      reset_tool_choice=self.opts["reset_tool_choice"])
         config = RunConfig(tracing_disabled=True, tool_not_found_behavior=self.opts["tool_not_found"])
         try:
             result = await Runner.run(agent, episode.instruction, max_turns=max_turns,
@@ -120,7 +124,7 @@ class AgentsSdkAgent:
 
         extra_args = {"seed": frameworks.sampling_seed(episode)} if self.opts["seed"] else None
         return ModelSettings(temperature=self.opts["temperature"], top_p=self.opts["top_p"], max_tokens=self.opts["max_tokens"],
-                             parallel_tool_calls=self.opts["parallel_tool_calls"], extra_body=self.opts["extra_body"] or None,
+                             parallel_tool_calls=self.opts["parallel_tool_calls"], tool_choice=self.opts["tool_choice"], extra_body=self.opts["extra_body"] or None,
                              extra_args=extra_args)
 
 

@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
+
 from bench.adapters.openai_compat import ENDPOINT_OPTIONS, TOOLS_NOTE, _is_context_error, _parse_call
 from bench.adapters.options import OptionSpec
 from bench.adapters.prompting import AgentGaveUp
@@ -36,6 +38,7 @@ FRAMEWORK_OPTIONS: dict[str, OptionSpec] = {
     "temperature": OptionSpec("float", None, minimum=0.0, maximum=5.0),
     "top_p": OptionSpec("float", None, minimum=0.0, maximum=1.0),
     "max_tokens": OptionSpec("int", None, minimum=1),
+    "tool_choice": OptionSpec("str", None, choices=("auto", "required", "none")),
     "seed": OptionSpec("bool", True),
     "extra_body": OptionSpec("dict", {}),
     "timeout_s": OptionSpec("float", 60.0, minimum=0.001),
@@ -111,11 +114,48 @@ async def served(episode: Any) -> AsyncIterator[str]:
 
 def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
     """An `AsyncOpenAI` client on the endpoint, for one trial (closed by the caller): the
-    request timeout and retries are the client's own; no proxy from the environment."""
+    request timeout and retries are the client's own; no proxy from the environment; requests
+    pass through `without_null_content`."""
+    import httpx2
     from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+    class Transport(httpx2.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx2.AsyncHTTPTransport()
+
+        async def handle_async_request(self, request: Any) -> Any:
+            if request.method == "POST" and request.url.path.endswith("/chat/completions"):
+                body = without_null_content(await request.aread())
+                headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+                request = httpx2.Request("POST", request.url, headers=headers, content=body, extensions=request.extensions)
+            return await self.inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
     return AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key or NO_KEY, timeout=opts["timeout_s"],
-                       max_retries=opts["retries"], http_client=DefaultAsyncHttpxClient(trust_env=False))
+                       max_retries=opts["retries"], http_client=DefaultAsyncHttpxClient(trust_env=False, transport=Transport()))
+
+
+def without_null_content(body: bytes) -> bytes:
+    """A chat-completions body with `"content": ""` instead of `null` on assistant messages that
+    carry tool calls. The SDKs send that null (valid in the OpenAI API), and llama-cpp-python's
+    server rejects it with a 500 (its schema wants a string; its chat template reads the key): an
+    empty text means the same to every server, so the frameworks run on llama.cpp unmodified."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    messages = data.get("messages") if isinstance(data, dict) else None
+    if not isinstance(messages, list):
+        return body
+    changed = False
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "assistant" and message.get("tool_calls") \
+                and "content" in message and message["content"] is None:
+            message["content"] = ""
+            changed = True
+    return orjson.dumps(data) if changed else body
 
 
 def classify(exc: BaseException) -> BaseException:

@@ -95,7 +95,8 @@ class PydanticAIAgent:
         return None if result is None else str(result.output)
 
     def _settings(self, episode: Any) -> Any:  # a pydantic_ai ModelSettings (a TypedDict)
-        settings: dict[str, Any] = {key: self.opts[key] for key in ("temperature", "top_p", "max_tokens") if self.opts[key] is not None}
+        settings: dict[str, Any] = {key: self.opts[key] for key in ("temperature", "top_p", "max_tokens", "tool_choice")
+                                    if self.opts[key] is not None}
         if self.opts["seed"]:
             settings["seed"] = frameworks.sampling_seed(episode)
         if self.opts["extra_body"]:
