@@ -116,7 +116,10 @@ class AgentsSdkAgent:
             episode.annotations["stop_reason"] = reason
             raise AgentGaveUp(reason) from None
         except Exception as exc:
-            raise frameworks.classify(exc) from exc
+            mapped = frameworks.classify(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         return result.final_output
 
     def _settings(self, episode: Any) -> Any:

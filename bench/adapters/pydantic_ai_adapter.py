@@ -91,7 +91,10 @@ class PydanticAIAgent:
             episode.annotations["stop_reason"] = reason
             raise AgentGaveUp(reason) from None
         except Exception as exc:
-            raise frameworks.classify(exc) from exc
+            mapped = frameworks.classify(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         return None if result is None else str(result.output)
 
     def _settings(self, episode: Any) -> Any:  # a pydantic_ai ModelSettings (a TypedDict)
