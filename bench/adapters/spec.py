@@ -106,6 +106,8 @@ ADAPTERS: dict[str, str] = {
     "openai": "bench.adapters.openai_compat:build_openai",
     "langgraph": "bench.adapters.langgraph_adapter:build_langgraph",
     "command": "bench.adapters.command:build_command",
+    "agents-sdk": "bench.adapters.agents_sdk:build_agents_sdk",
+    "pydantic-ai": "bench.adapters.pydantic_ai_adapter:build_pydantic_ai",
 }
 
 
