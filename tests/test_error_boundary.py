@@ -29,6 +29,7 @@ def test_validate_with_misbehaving_tool_fails_loudly(mini_copy, body, code, frag
 
 
 def test_debug_shows_the_traceback(mini_copy):
-    _break_cancel(mini_copy, "raise SystemExit(0)")
+    # a domain module that exits while it is imported: no precise check catches that, the boundary does
+    (mini_copy / "domain.py").write_text((mini_copy / "domain.py").read_text() + "\nraise SystemExit(0)\n")
     proc = run_cli("--debug", "validate", str(mini_copy))
-    assert proc.returncode == 2 and "Traceback" in proc.stderr and "crashed: SystemExit" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" in proc.stderr and "SystemExit" in proc.stderr
