@@ -232,6 +232,43 @@ def test_the_same_log_twice_is_a_duplicate_trial(tmp_path: Path, logs: dict[str,
     assert "already imported" in capsys.readouterr().err
 
 
+def test_logs_of_two_eval_tasks_keep_their_tasks_apart(tmp_path: Path, logs: dict[str, Path]) -> None:
+    """The same sample ids under another eval task: task ids become TASK:SAMPLE_ID, no clash."""
+    document = json.loads(logs["json"].read_text())
+    document["eval"]["task"] = "other"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(document))
+    log = read_run(_import(tmp_path, logs["eval"], other))
+    assert len(log.summaries) == 16 and {"cancel:t0", "other:t0"} <= set(log.manifest["tasks"])
+
+
+def test_an_eval_that_did_not_finish_imports_what_it_logged_and_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fail_on_error (Inspect's default) stops the eval at sample 2's error: status 'error'."""
+    from inspect_ai import Task, eval
+    from inspect_ai.dataset import Sample
+    from inspect_ai.model import ModelOutput, ModelUsage, get_model
+    from inspect_ai.scorer import includes
+    from inspect_ai.solver import generate
+
+    def script(messages: list[Any], *_: Any) -> Any:
+        if "boom" in messages[0].text:
+            raise RuntimeError("boom")
+        out = ModelOutput.from_content("mockllm/model", "cancelled")
+        out.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)
+        return out
+
+    task = Task(dataset=[Sample(id=i, input="boom" if i == 2 else "hi", target="cancelled") for i in (1, 2, 3, 4)],
+                solver=[generate()], scorer=includes())
+    [log] = eval(task, model=get_model("mockllm/model", custom_outputs=script), log_dir=str(tmp_path / "logs"),
+                 display="none", max_samples=1)
+    assert log.status == "error"
+    run = read_run(_import(tmp_path, Path(log.location)))
+    assert run.summaries["1/base/0"]["outcome"] == "success" and run.summaries["2/base/0"]["outcome"] == "error"
+    assert run.manifest["source"]["evals"][0]["status"] == "error"
+    assert "status is 'error': it did not finish" in capsys.readouterr().err
+
+
 def test_without_inspect_ai_the_error_names_the_extra(tmp_path: Path, logs: dict[str, Path],
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,9 +22,10 @@ from bench.world.task import load_schema
 FIXTURE = Path(__file__).parent / "fixtures" / "imports" / "tau2.json"
 
 
-def _import(tmp_path: Path, *sources: Path, name: str = "run") -> Path:
+def _import(tmp_path: Path, *sources: Path, name: str = "run", success: str | None = None) -> Path:
     out = tmp_path / name
-    assert main(["import", "tau2", *map(str, sources), "--out", str(out)]) == 0
+    extra = ["--success", success] if success else []
+    assert main(["import", "tau2", *map(str, sources), "--out", str(out), *extra]) == 0
     return out
 
 
@@ -109,11 +110,15 @@ def _split(tmp_path: Path) -> list[Path]:
     return files
 
 
-def test_several_files_become_one_run_and_diff_pairs_them(tmp_path: Path) -> None:
+def test_several_files_become_one_run_and_diff_pairs_them(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     split = read_run(_import(tmp_path, *_split(tmp_path), name="split"))
     whole = read_run(_import(tmp_path, FIXTURE, name="whole"))
     assert split.summaries.keys() == whole.summaries.keys() and len(split.manifest["source"]["files"]) == 2
     assert split.manifest["suite"]["hash"] == whole.manifest["suite"]["hash"]
+    assert "num_trials" not in capsys.readouterr().err  # k split over files is no unfinished run
+    _import(tmp_path, _split(tmp_path)[1], name="part")
+    assert "info.num_trials is 3 but the sources hold trials [2]" in capsys.readouterr().err
     assert main(["diff", str(tmp_path / "whole"), str(tmp_path / "split")]) in (0, 1)
 
 
@@ -129,6 +134,31 @@ def test_the_dir_layout_reads_like_the_json_layout(tmp_path: Path) -> None:
     from_json = read_run(_import(tmp_path, FIXTURE, name="json"))
     assert from_dir.summaries == from_json.summaries
     assert [from_dir.trial_steps(t) for t in from_dir.summaries] == [from_json.trial_steps(t) for t in from_json.summaries]
+
+
+def test_simulations_before_tasks_read_the_same(tmp_path: Path) -> None:
+    """A hand-made file with `simulations` ahead of `tasks` still gets instructions and gold."""
+    results = _results()
+    reordered = tmp_path / "reordered.json"
+    reordered.write_text(json.dumps({"simulations": results["simulations"], "info": results["info"],
+                                     "tasks": results["tasks"]}))
+    a, b = read_run(_import(tmp_path, reordered, name="a")), read_run(_import(tmp_path, FIXTURE, name="b"))
+    assert a.summaries == b.summaries and a.manifest["source"]["reference"] == b.manifest["source"]["reference"]
+
+
+def test_success_rules_over_the_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    default = read_run(_import(tmp_path, FIXTURE, name="default"))
+    same = read_run(_import(tmp_path, FIXTURE, name="same", success="reward:DB == 1 and db == true"))
+    lenient = read_run(_import(tmp_path, FIXTURE, name="lenient", success="reward >= 0"))
+    assert {t: s["outcome"] for t, s in same.summaries.items()} == {t: s["outcome"] for t, s in default.summaries.items()}
+    assert {s["outcome"] for s in lenient.summaries.values()} == {"success", "error"}  # errors stay errors
+    assert lenient.manifest["source"]["outcome_rule"].startswith("success iff reward >= 0;")
+    for rule, needle in (("reward:Db == 1", "'Db' is not a τ² reward component"),
+                         ("score == 1", "unknown name 'score'")):
+        assert main(["import", "tau2", str(FIXTURE), "--out", str(tmp_path / "bad"), "--success", rule]) == 2
+        assert needle in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["import", "tau-bench", str(FIXTURE), "--out", str(tmp_path / "tb"), "--success", "reward == 1"]) == 2
+    assert "--success applies to inspect and tau2" in capsys.readouterr().err
 
 
 def test_a_trial_imported_twice_is_refused_and_nothing_is_written(tmp_path: Path,
@@ -188,6 +218,15 @@ def test_report_view_and_export_read_an_import(tmp_path: Path, capsys: pytest.Ca
     assert "update_reservation_flights" in (tmp_path / "view.html").read_text()
     assert main(["export", str(run), "--format", "jsonl", "--out", str(tmp_path / "exp")]) == 0
     assert len((tmp_path / "exp" / "trials.jsonl").read_bytes().splitlines()) == 9
+
+
+def test_user_side_tool_calls_are_user_nodes_named_after_their_tool(tmp_path: Path) -> None:
+    """With --include-user, the telecom user's toggle is a node of its own name, not ask_user."""
+    from bench.analysis.divergence.section import divergence_section
+
+    section = divergence_section(_import(tmp_path, FIXTURE), include_user=True)
+    assert "toggle_airplane_mode" in json.dumps(section)
+    assert "toggle_airplane_mode" not in json.dumps(divergence_section(tmp_path / "run"))
 
 
 def test_diff_refuses_imports_of_different_task_sets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

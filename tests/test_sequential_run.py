@@ -37,14 +37,14 @@ class KillAfter(LocalExecutor):
         super().__init__(2)
         self.left = trials
 
-    def run(self, pending, play, sink, on_done):
+    def run(self, pending, play, lose, sink, on_done):
         def done(outcome):
             on_done(outcome)
             self.left -= 1
             if self.left <= 0:
                 raise Killed
 
-        super().run(pending, play, sink, done)
+        super().run(pending, play, lose, sink, done)
 
 
 def sequential(suite, out, until="task:0.6", k=2, k_max=16, executor=None, baseline=None):

@@ -38,13 +38,14 @@ DIFF_VERSION = 1
 def _counts(log: RunLog) -> dict[str, tuple[int, int, int]]:
     """task -> (valid trials, successes, infrastructure errors), on the unperturbed input."""
     out: dict[str, list[int]] = {}
-    for s in log.base_trials():
-        row = out.setdefault(s["task"], [0, 0, 0])
-        if is_valid(s):
-            row[0] += 1
-            row[1] += s["outcome"] == "success"
-        elif s["outcome"] == "error":
-            row[2] += 1
+    for task, trials in log.by_task(base_only=True):  # one task in memory at a time
+        row = out.setdefault(task, [0, 0, 0])
+        for s in trials:
+            if is_valid(s):
+                row[0] += 1
+                row[1] += s["outcome"] == "success"
+            elif s["outcome"] == "error":
+                row[2] += 1
     return {t: (n, c, e) for t, (n, c, e) in out.items()}
 
 
@@ -61,11 +62,11 @@ def _tool_mix(log: RunLog, tasks: set[str]) -> tuple[Counter[str], Counter[str],
     calls: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     trials = 0
-    for summary in log.counted():
-        if summary["task"] not in tasks:
+    for task, summaries in log.by_task(base_only=True, valid_only=True):
+        if task not in tasks:
             continue
-        trials += 1
-        for step in log.trial_steps(summary["trial"]):
+        trials += len(summaries)
+        for step in (step for summary in summaries for step in log.steps_of(summary)):
             if step.get("kind") in ("tool", "user") and step.get("tool"):
                 name = back.get(step["tool"], step["tool"])
                 calls[name] += 1
@@ -201,8 +202,8 @@ def _run_brief(log: RunLog, counts: dict[str, tuple[int, int, int]]) -> dict[str
         "dir": str(log.path), "run_id": m["run_id"], "suite": {"name": m["suite"].get("name"), "hash": m["suite"].get("hash")},
         "agent": {"name": m["agent"].get("name"), "hash": m["agent"].get("hash"), "simulated": bool(m["agent"].get("simulated"))},
         "k": int(m["k"]), "base_seed": m.get("base_seed"), "harness_version": m.get("harness_version"),
-        "expected_trials": expected, "finished_trials": len(log.base_trials()),
-        "perturbed_trials": len(log.summaries) - len(log.base_trials()),
+        "expected_trials": expected, "finished_trials": log.n_base_trials(),
+        "perturbed_trials": len(log.summaries) - log.n_base_trials(),
         "error_trials": sum(e for _, _, e in counts.values()), "overlay": _overlay_brief(m.get("overlay") or {}),
     }
 

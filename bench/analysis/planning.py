@@ -61,7 +61,7 @@ def parse_spread(text: str) -> Any:
 def pilot_rates(run_dir: str | Path) -> tuple[np.ndarray, dict[str, int]]:
     """Each task's shrunk rate (c + ½)/(n + 1) from a pilot run, and its trials per task."""
     log = read_run(run_dir)
-    rows = outcomes_of(list(log.summaries.values()))
+    rows = outcomes_of(log.summaries.values())
     c = {t: sum(o == "success" for o in r) for t, r in rows.items()}
     n = {t: sum(o in ("success", "failure") for o in r) for t, r in rows.items()}
     tasks = [t for t in rows if n[t] > 0]

@@ -524,14 +524,14 @@ def _replay_trials(log: RunLog, suite: Suite, variants: dict[str, dict[str, Vari
     attempt_errors: Counter[str] = Counter(rec["trial"] for rec in log.attempt_errors)
     error_attempts = {rec["attempt"] for rec in log.attempt_errors}
     replayed: dict[str, str | None] = {}
-    for summary in sorted(log.summaries.values(), key=_trial_order(manifest)):
+    for summary in log.in_order(_trial_order(manifest)):  # one trial in memory at a time
         trial = summary["trial"]
         result.trials += 1
         variant = _trial_variant(summary, manifest, tasks_by_id, variants, out)
         if variant is None:
             continue
         result.error_trials += summary["outcome"] == "error"
-        events = sorted(log.trial_steps(trial), key=lambda e: e["step"] if isinstance(e.get("step"), int) else -1)
+        events = sorted(log.steps_of(summary), key=lambda e: e["step"] if isinstance(e.get("step"), int) else -1)
         try:
             rep = _replay_trial(suite, variant.task, summary, events, manifest, attempt_errors, error_attempts, out, notes, soft)
         except Exception as exc:  # noqa: BLE001 - a hostile log must give a mismatch, never a traceback

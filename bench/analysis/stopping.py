@@ -92,7 +92,7 @@ def baseline_outcomes(design: Design) -> dict[str, list[str]] | None:
     if info.get("run_id") and log.manifest["run_id"] != info["run_id"]:
         raise BenchError(f"the baseline directory now holds another run ({log.manifest['run_id']}, the design "
                          f"recorded {info['run_id']})", file=str(path / "run.json"), field="design.baseline")
-    return {t: [str(o) for o in row] for t, row in outcomes_of(list(log.summaries.values())).items()}
+    return {t: [str(o) for o in row] for t, row in outcomes_of(log.summaries.values()).items()}
 
 
 def design_of(manifest: Manifest) -> Design | None:
@@ -107,7 +107,7 @@ def recompute(log: RunLog, outcomes: Mapping[str, Sequence[str | None]] | None =
     if design is None:
         return None
     rule = build_rule(design, baseline_outcomes(design))
-    rows = outcomes if outcomes is not None else outcomes_of(list(log.summaries.values()))
+    rows = outcomes if outcomes is not None else outcomes_of(log.summaries.values())
     return walk(design, rule, list(log.manifest.get("tasks") or []), rows).as_dict()
 
 
@@ -120,7 +120,7 @@ def sequential_section(log: RunLog) -> dict[str, Any] | None:
     if design is None:
         return None
     recorded = log.manifest.get("design") or {}
-    rows = outcomes_of(list(log.summaries.values()))
+    rows = outcomes_of(log.summaries.values())
     all_counts = [c for c in counts(rows).values() if c[1] > 0]
     first = counts({t: row[:design.k_min] for t, row in rows.items()})
     lo, hi = suite_pass1_cs(all_counts, design.alpha) if all_counts else (None, None)
@@ -153,8 +153,8 @@ def sequential_diff(base: RunLog, cand: RunLog, alpha: float) -> dict[str, Any]:
     """The sequential gate of `trajbench diff --sequential`: regressed (exit 1), not yet decided
     (exit 3: the candidate can still get trials: an unfinished design or run), or no regression
     detected within the candidate's budget (exit 0)."""
-    a = outcomes_of(list(base.summaries.values()))
-    b = outcomes_of(list(cand.summaries.values()))
+    a = outcomes_of(base.summaries.values())
+    b = outcomes_of(cand.summaries.values())
     decision: PairedGate = paired_gate({t: [str(o) for o in r] for t, r in a.items()},
                                        {t: [str(o) for o in r] for t, r in b.items()}, alpha)
     budget_left = _budget_left(cand)

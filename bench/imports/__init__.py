@@ -16,9 +16,9 @@ FORMATS = ("tau-bench", "tau2", "inspect", "atif")
 
 def import_run(fmt: str, sources: list[Path], out: Path, success: str | None = None) -> ImportedRun:
     """Import `sources` (files of format `fmt`) into one new run directory at `out`; `success` is
-    the outcome rule for formats that record scores rather than a verdict (inspect)."""
-    if success is not None and fmt != "inspect":
-        raise BenchError(f"--success applies to inspect logs; {fmt} records its own reward (rule in docs/import.md)",
+    the outcome rule for formats whose verdict is a choice (inspect scores, tau2 reward parts)."""
+    if success is not None and fmt not in ("inspect", "tau2"):
+        raise BenchError(f"--success applies to inspect and tau2; {fmt} has one outcome rule (docs/import.md)",
                          field="success")
     if fmt == "tau-bench":
         from bench.imports import taubench
@@ -27,7 +27,7 @@ def import_run(fmt: str, sources: list[Path], out: Path, success: str | None = N
     if fmt == "tau2":
         from bench.imports import tau2
 
-        return tau2.import_files(sources, out)
+        return tau2.import_files(sources, out, success)
     if fmt == "inspect":
         from bench.imports import inspectai
 

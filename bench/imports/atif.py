@@ -120,14 +120,9 @@ def import_files(sources: list[Path], out: Path) -> ImportedRun:
     """Import every trajectory of every source into one run directory at `out` (k trials of a
     task may be spread over any number of files)."""
     sources = [file for path in sources for file in _expand(path)]
-    created = not out.exists()
-    run = ImportedRun(out, FORMAT)
-    try:
+    with ImportedRun(out, FORMAT) as run:  # staged: a failed import leaves nothing behind
         versions = _import_into(run, sources)
-    except BenchError:
-        _discard(run, created)
-        raise
-    run.finish(sources, ", ".join(sorted(versions)) or None, OUTCOME_RULE)
+        run.finish(sources, ", ".join(sorted(versions)) or None, OUTCOME_RULE)
     return run
 
 
@@ -163,15 +158,6 @@ def _import_into(run: ImportedRun, sources: list[Path]) -> set[str]:
             run.tasks.add(summary["task"], mapped.instruction, mapped.gold)
             run.add(summary, mapped.steps)
     return versions
-
-
-def _discard(run: ImportedRun, created: bool) -> None:
-    """A failed import leaves nothing behind (a half-written log that a second attempt would
-    append to): its log goes, and its folder if the import made it."""
-    run.writer.close()
-    run.writer.path.unlink(missing_ok=True)
-    if created and not any(run.out.iterdir()):
-        run.out.rmdir()
 
 
 class Mapped:

@@ -192,8 +192,11 @@ class ImportedRun:
     writer: LogWriter = field(init=False)
     tasks: TaskSet = field(default_factory=TaskSet)
     trials: set[int] = field(default_factory=set)
-    seen: dict[str, str] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
     count: int = 0
+    notes: list[str] = field(default_factory=list)  # what the user should know (the CLI prints them)
+    _sources: list[str] = field(default_factory=list)
+    _source_index: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.out / "run.json").exists():
@@ -206,13 +209,19 @@ class ImportedRun:
         staging.mkdir(parents=True)
         self.writer = LogWriter(staging)
 
-    def add(self, summary: dict[str, Any], steps: list[dict[str, Any]], origin: str = "") -> None:
-        """Append one trial; the same trial id twice (e.g. trial 0 in two files) is an error."""
+    def add(self, summary: dict[str, Any], steps: list[dict[str, Any]], origin: str = "", source: str = "") -> None:
+        """Append one trial; the same trial id twice (e.g. trial 0 in two files) is an error
+        naming where (`origin`: file and record) and the source file of the first. Only a small
+        index of the source is kept per trial, so memory stays flat on a 100k-trial import."""
         trial = summary["trial"]
         if trial in self.seen:
             raise BenchError(f"{origin}: trial {summary['index']} of task {summary['task']!r} ({trial}) was already "
-                             f"imported from {self.seen[trial]}: every (task, trial) must occur once across the sources")
-        self.seen[trial] = origin
+                             f"imported from {self._sources[self.seen[trial]]}: every (task, trial) must occur once "
+                             "across the sources")
+        if source not in self._source_index:
+            self._source_index[source] = len(self._sources)
+            self._sources.append(source)
+        self.seen[trial] = self._source_index[source]
         attempt = summary["attempt"]
         for number, step in enumerate(steps):
             self.writer.append({"type": "step", "trial": trial, "attempt": attempt, "step": number, **step})

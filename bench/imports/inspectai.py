@@ -53,7 +53,13 @@ def import_files(sources: list[Path], out: Path, success: str | None = None) -> 
                 where = f"sample {sample.id!r} epoch {sample.epoch}"
                 summary, steps = map_sample(sample, header, rule, prefix, path, where)
                 run.tasks.add(summary["task"], _text(sample.input), [], target=_jsonable(sample.target))
-                run.add(summary, steps, f"file {path}, {where}")
+                run.add(summary, steps, f"file {path}, {where}", f"file {path}")
+        for path, header in headers:
+            if header.status != "success":
+                total = header.eval.dataset.samples
+                runs = f"{total} samples × {header.eval.config.epochs or 1} epochs" if total else "its samples"
+                run.notes.append(f"{path}: the eval's status is {header.status!r}: it did not finish, so the run "
+                                 f"holds only the samples it logged (of {runs})")
         models = sorted({h.eval.model for _, h in headers})
         versions = sorted({f"inspect_ai {h.eval.packages.get('inspect_ai')}" for _, h in headers
                            if h.eval.packages.get("inspect_ai")})

@@ -1,16 +1,17 @@
-"""The outcome rule of an import whose source has scores rather than a success flag
-(`--success EXPR`, docs/import.md). A small grammar, parsed here and never handed to eval():
+"""The outcome rule of an import (`--success EXPR`, docs/import.md): over an Inspect sample's
+scores, or a τ² simulation's reward. A small grammar, parsed here and never handed to eval():
 
     expr  := term ("or" term)*          term := factor ("and" factor)*
     factor:= "not" factor | "(" expr ")" | operand [OP operand]
     OP    := == | != | < | <= | > | >=
     operand := NAME | NUMBER | STRING | true | false | null
-    NAME  := score | accuracy, optionally ":SCORER" and ".KEY" (a key of a dict-valued score)
+    NAME  := one of the format's names, optionally ":QUALIFIER" and ".KEY"
 
+Inspect's names: `score` and `accuracy`, ":SCORER", ".KEY" a key of a dict-valued score.
 `score` is the raw value, `accuracy` the value as Inspect's accuracy metric counts it (C/I/P/N →
 1/0/0.5/0, true → 1). Without ":SCORER" a name means the only scorer. A bare operand must be a
-boolean. `==` between different kinds (a string and a number) is false; `<` on anything but
-numbers is an error naming the record."""
+boolean. `==` between different kinds (a string and a number) is false; `<` with a null (a value
+the record lacks) is false; `<` on anything else but numbers is an error naming the record."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ _TOKEN = re.compile(r"""\s*(?:
     (?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
   | (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
   | (?P<op>==|!=|<=|>=|<|>|\(|\))
-  | (?P<name>(?:score|accuracy)(?::[\w\-/]+)?(?:\.[\w\-]+)?|[A-Za-z_]\w*)
+  | (?P<name>[A-Za-z_]\w*(?::[\w\-/]+)?(?:\.[\w\-]+)?)
 )""", re.VERBOSE)
 _COMPARE = ("==", "!=", "<", "<=", ">", ">=")
 _LITERALS = {"true": True, "false": False, "null": None}
@@ -73,10 +74,14 @@ class Rule:
         return value
 
 
-def parse_rule(text: str) -> Rule:
-    """Parse a rule; a syntax error is one clear error pointing at the offending token."""
+INSPECT_NAMES = ("score", "accuracy")
+
+
+def parse_rule(text: str, names: tuple[str, ...] = INSPECT_NAMES) -> Rule:
+    """Parse a rule whose names are `names` (each optionally :QUALIFIER and .KEY; Inspect's by
+    default); a syntax error is one clear error pointing at the offending token."""
     tokens = _tokens(text)
-    parser = _Parser(text, tokens)
+    parser = _Parser(text, tokens, names)
     tree = parser.expr()
     if parser.pos != len(tokens):
         parser.fail(f"unexpected {tokens[parser.pos][1]!r}")
@@ -98,12 +103,13 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 
 
 class _Parser:
-    def __init__(self, text: str, tokens: list[tuple[str, str]]):
-        self.text, self.tokens, self.pos = text, tokens, 0
+    def __init__(self, text: str, tokens: list[tuple[str, str]], names: tuple[str, ...]):
+        self.text, self.tokens, self.pos, self.names = text, tokens, 0, names
 
     def fail(self, why: str) -> None:
-        raise BenchError(f"--success {self.text!r}: {why} (expected e.g. 'accuracy == 1' or "
-                         "'score:includes == \"C\"'; see docs/import.md)", field="success")
+        example = " or ".join(f"'{n} == 1'" for n in self.names)
+        raise BenchError(f"--success {self.text!r}: {why} (expected e.g. {example}; see docs/import.md)",
+                         field="success")
 
     def peek(self) -> str | None:
         return self.tokens[self.pos][1] if self.pos < len(self.tokens) else None
@@ -151,11 +157,11 @@ class _Parser:
             return re.sub(r"\\(.)", r"\1", text[1:-1])
         if kind == "name" and text in _LITERALS:
             return _LITERALS[text]
-        if kind == "name" and text.split(":")[0].split(".")[0] in ("score", "accuracy"):
+        if kind == "name" and text.split(":")[0].split(".")[0] in self.names:
             head, _, key = text.partition(".")
             what, _, scorer = head.partition(":")
             return Ref(what, scorer or None, key or None)
-        self.fail(f"unknown name {text!r} (names: score, accuracy, score:SCORER, accuracy:SCORER)")
+        self.fail(f"unknown name {text!r} (names: {', '.join(self.names)}, each optionally :QUALIFIER)")
         return None  # unreachable: fail raises
 
 
@@ -190,6 +196,8 @@ def _compare(op: str, left: Any, right: Any) -> bool:
         same_kind = (_number(left) and _number(right)) or type(left) is type(right)
         equal = same_kind and left == right
         return equal if op == "==" else not equal
+    if left is None or right is None:
+        return False  # a value the record does not have is below, above and equal to nothing
     if not (_number(left) and _number(right)):
         raise BenchError(f"'{op}' compares numbers, not {left!r} and {right!r} (for C/I/P/N scores use "
                          "accuracy, which counts them as 1/0/0.5/0)", field="success")

@@ -5,8 +5,9 @@ Each `SimulationRun` is one trial `TASK_ID/base/TRIAL`. Its messages become step
 message is a `model` step (tokens, cost and latency as recorded), each of its tool calls plus the
 `ToolMessage` answering it (joined on the call id) a `tool` step, a user message a `user` step
 (`ask_user`; the question is the agent's last text); user-side tool calls (telecom) are `user`
-steps named after their tool. The outcome rule is τ²-bench's own: success iff
-`1 - 1e-6 <= reward <= 1 + 1e-6`; `termination_reason == infrastructure_error` is an `error`
+steps named after their tool. The outcome rule is τ²-bench's own (success iff
+`1 - 1e-6 <= reward <= 1 + 1e-6`) unless `--success` gives another over the reward;
+`termination_reason == infrastructure_error` is an `error`
 (τ²-bench drops those from pass^k, as trajbench drops errors). The gold actions of each task
 (`evaluation_criteria.actions`) are the run's reference. What τ² does not record (state hashes,
 zone-less timestamps as Unix time) is null."""
@@ -21,10 +22,13 @@ import orjson
 
 from bench.errors import BenchError
 from bench.imports.core import ImportedRun, check_suffix, iter_json_members
+from bench.imports.success import Ref, Rule, parse_rule
 
 FORMAT = "tau2"
-OUTCOME_RULE = ("success iff 1-1e-6 <= reward_info.reward <= 1+1e-6 (reward == 1, as tau2-bench); "
-                "termination_reason infrastructure_error -> error; reward null -> failure")
+_ALWAYS = "termination_reason infrastructure_error -> error; reward null -> failure"
+OUTCOME_RULE = f"success iff 1-1e-6 <= reward_info.reward <= 1+1e-6 (reward == 1, as tau2-bench); {_ALWAYS}"
+RULE_NAMES = ("reward", "db")
+_REWARD_TYPES = ("DB", "ENV_ASSERTION", "COMMUNICATE", "NL_ASSERTION", "ACTION")
 _STREAMED = frozenset({"tasks", "simulations"})
 _TOOL_TYPES = {"read": True, "write": False}
 
@@ -33,30 +37,80 @@ class _Source:
     """One results file being read: its tasks (gold actions, instructions), run info and the
     read/write flags learnt from action checks."""
 
-    def __init__(self, path: Path, run: ImportedRun):
-        self.path, self.run = path, run
+    def __init__(self, path: Path, run: ImportedRun, rule: Rule | None):
+        self.path, self.run, self.rule = path, run, rule
         self.tasks: dict[str, dict[str, Any]] = {}
         self.info: dict[str, Any] = {}
         self.read_only: dict[str, bool] = {}
 
 
-def import_files(sources: list[Path], out: Path) -> ImportedRun:
-    """Import every simulation of every results file into one run directory at `out`."""
+def import_files(sources: list[Path], out: Path, success: str | None = None) -> ImportedRun:
+    """Import every simulation of every results file into one run directory at `out`; `success`
+    replaces τ²'s own rule (`reward`, `reward:COMPONENT`, `db`; docs/import.md)."""
+    rule = _rule(success)
     results = [_results_file(p) for p in sources]
     versions: list[str] = []
     agents: list[str] = []
+    planned = 0
     with ImportedRun(out, FORMAT) as run:
         for path in results:
-            source = _Source(path, run)
+            source = _Source(path, run, rule)
             _read(source)
+            if isinstance(source.info.get("num_trials"), int):
+                planned = max(planned, source.info["num_trials"])
             label = _agent_name(source.info)
             if label and label not in agents:
                 agents.append(label)
             commit = source.info.get("git_commit")
             if commit and f"tau2-bench git {commit}" not in versions:
                 versions.append(f"tau2-bench git {commit}")
-        run.finish(results, ", ".join(versions) or None, OUTCOME_RULE, agent_name=" + ".join(agents) or None)
+        if len(run.trials) < planned:
+            run.notes.append(f"info.num_trials is {planned} but the sources hold trials {sorted(run.trials)} "
+                             "(an unfinished run, or a file left out?)")
+        outcome_rule = OUTCOME_RULE if rule is None else f"success iff {rule.text}; {_ALWAYS}"
+        run.finish(results, ", ".join(versions) or None, outcome_rule, agent_name=" + ".join(agents) or None)
     return run
+
+
+def _rule(success: str | None) -> Rule | None:
+    """The user's rule, its reward components checked against τ²'s RewardType names up front (a
+    typo would otherwise make every trial a failure)."""
+    if success is None:
+        return None
+    rule = parse_rule(success, RULE_NAMES)
+    for ref in rule.refs():
+        if ref.key is not None or (ref.kind == "db" and ref.scorer is not None):
+            raise BenchError(f"--success {success!r}: {ref} has no such part (names: reward, reward:COMPONENT, db)",
+                             field="success")
+        if ref.kind == "reward" and ref.scorer is not None and ref.scorer not in _REWARD_TYPES:
+            raise BenchError(f"--success {success!r}: {ref.scorer!r} is not a τ² reward component (one of: "
+                             f"{', '.join(_REWARD_TYPES)})", field="success")
+    return rule
+
+
+def _passes(source: _Source, reward_info: dict[str, Any], where: str) -> bool:
+    """The outcome rule on one simulation: τ²'s own (reward within 1e-6 of 1) or the user's; a
+    null reward fails either way (τ² counts it as NaN)."""
+    reward = reward_info.get("reward")
+    if not isinstance(reward, (int, float)) or isinstance(reward, bool):
+        return False
+    if source.rule is None:
+        return 1 - 1e-6 <= reward <= 1 + 1e-6
+    try:
+        return source.rule.passes(lambda ref: _lookup(reward_info, ref))
+    except BenchError as exc:
+        raise BenchError(f"{where}: {exc.args[0]}", file=str(source.path), field="success") from None
+
+
+def _lookup(reward_info: dict[str, Any], ref: Ref) -> Any:
+    """`reward`, `reward:COMPONENT` (reward_breakdown) or `db` (db_check.db_match); null when the
+    simulation does not have it (premature terminations have no breakdown)."""
+    if ref.kind == "db":
+        db = reward_info.get("db_check")
+        return db.get("db_match") if isinstance(db, dict) else None
+    if ref.scorer is None:
+        return reward_info.get("reward")
+    return (reward_info.get("reward_breakdown") or {}).get(ref.scorer)
 
 
 def _results_file(path: Path) -> Path:
@@ -167,18 +221,18 @@ def _add_simulation(source: _Source, index: int, sim: Any) -> None:
         if name and tool_type in _TOOL_TYPES:
             source.read_only[name] = _TOOL_TYPES[tool_type]
     steps = _steps(messages or [], source.read_only, _agent_model(source.info))
-    summary = _summary(source, sim, task_id, trial, steps, infra)
-    source.run.add(summary, steps, f"file {source.path}, {where}")
+    summary = _summary(source, sim, task_id, trial, steps, infra, where)
+    source.run.add(summary, steps, f"file {source.path}, {where}", f"file {source.path}")
 
 
 def _summary(source: _Source, sim: dict[str, Any], task_id: str, trial: int, steps: list[dict[str, Any]],
-             infra: bool) -> dict[str, Any]:
+             infra: bool, where: str) -> dict[str, Any]:
     reward_info = sim.get("reward_info") or {}
     reward = reward_info.get("reward")
     if infra:
         error = (sim.get("info") or {}).get("error")
         outcome, reason = "error", f"infrastructure_error: {error}" if error else "infrastructure_error"
-    elif isinstance(reward, (int, float)) and 1 - 1e-6 <= reward <= 1 + 1e-6:
+    elif _passes(source, reward_info, where):
         outcome, reason = "success", None
     else:
         outcome = "failure"

@@ -29,7 +29,7 @@ def import_files(sources: list[Path], out: Path) -> ImportedRun:
                 info = record["info"]
                 task = info.get("task") or {}
                 run.tasks.add(summary["task"], task.get("instruction"), task.get("actions") or [])
-                run.add(summary, steps, f"file {path}, record {index}")
+                run.add(summary, steps, f"file {path}, record {index}", f"file {path}")
         run.finish(sources, None, OUTCOME_RULE)
     return run
 

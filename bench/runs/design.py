@@ -16,7 +16,7 @@ itself (the statistics) is the analysis layer's (`bench.analysis.stopping`); it 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bench.errors import BenchError
 
@@ -133,8 +133,9 @@ def _outcome(outcomes: Outcomes, task: str, index: int) -> str | None:
     return row[index] if index < len(row) else None
 
 
-def outcomes_of(summaries: Sequence[Mapping[str, Any]]) -> dict[str, list[str | None]]:
-    """Trial outcomes by task and index, on the unperturbed input (the design's population)."""
+def outcomes_of(summaries: Iterable[Mapping[str, Any]]) -> dict[str, list[str | None]]:
+    """Trial outcomes by task and index, on the unperturbed input (the design's population);
+    `summaries` may be a run's lazy `SummaryIndex.values()`: one summary in memory at a time."""
     out: dict[str, list[str | None]] = {}
     for s in summaries:
         index = s.get("index")

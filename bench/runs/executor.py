@@ -2,7 +2,7 @@
 agent plays. The runner hands an executor the pending trials and a `play` coroutine; the executor
 decides where `play` runs, and hands every record back to the runner's single log writer.
 
-`LocalExecutor` is the in-process default (an asyncio gather under a concurrency gate);
+`LocalExecutor` is the in-process default (`concurrency` asyncio workers sharing the pending trials);
 `bench.runs.ray_executor.RayExecutor` runs trials on Ray actors (docs/ray.md).
 """
 
@@ -59,10 +59,12 @@ class LocalExecutor:
                        on_done: Callable[[str], None]) -> None:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(max_workers=self.concurrency))
-        gate = asyncio.Semaphore(self.concurrency)
+        keys = iter(pending)
 
-        async def one(key: Any) -> None:
-            async with gate:
+        async def worker() -> None:
+            # `concurrency` workers share one iterator of the pending trials: memory does not
+            # grow with the run (a task per pending trial, created up front, costs ~2 KB each)
+            for key in keys:
                 on_done(await play(agent, key, sink))
 
-        await asyncio.gather(*(one(key) for key in pending))
+        await asyncio.gather(*(worker() for _ in range(max(1, min(self.concurrency, len(pending))))))

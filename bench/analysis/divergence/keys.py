@@ -132,18 +132,23 @@ class Keyer:
         self.feed(tk, ev)
 
     def feed(self, tk: AttemptKeys, ev: Mapping[str, Any]) -> None:
-        """Add one logged event of the attempt (events must come in step order)."""
+        """Add one logged event of the attempt (events must come in step order). Runs once per
+        step of the log: the tool call, the common case, is keyed inline."""
         pos = tk.events
-        tk.events += 1
-        kind = ev.get("kind")
+        tk.events = pos + 1
+        get = ev.get
+        kind = get("kind")
         if kind == "tool":
-            tk.calls.append(ev.get("step", pos))
+            tk.calls.append(get("step", pos))
             key = self._tool_key(tk, ev)
         elif kind == "user":
-            tk.calls.append(ev.get("step", pos))
-            key = self.action_id("ask_user", ev.get("args")) if self.include_user else None
+            tk.calls.append(get("step", pos))
+            # a user step is ask_user in a native run; an import may hold a user-side tool call
+            # (τ² telecom: the simulated user toggles a setting), keyed by its own tool name
+            tool = str(get("tool") or "ask_user")
+            key = self.action_id(tool, get("args")) if self.include_user else None
         elif kind == "model" and self.include_model and not self.state_mode:
-            key = self.intern("model:" + digest(canonical_json(_jsonable(ev.get("output"))))[:16])
+            key = self.intern("model:" + digest(canonical_json(_jsonable(get("output"))))[:16])
         else:
             return
         if key is not None:
@@ -152,7 +157,14 @@ class Keyer:
 
     def _tool_key(self, tk: AttemptKeys, ev: Mapping[str, Any]) -> int | None:
         """The key of a tool call, or None when the options make it no node."""
-        action = self.action_id(str(ev.get("tool")), ev.get("args"))
+        get = ev.get
+        tool, args = str(get("tool")), get("args")
+        try:  # `action_id`, its cache hit inline
+            action = self._cache.get((tool, orjson.dumps(args, option=_DUMPS_OPT)))
+        except TypeError:
+            action = None
+        if action is None:
+            action = self.action_id(tool, args)
         tk.actions.append(action)
         read_only = read_only_of(ev)
         if read_only:
@@ -160,8 +172,8 @@ class Keyer:
             if self.ignore_read_only:
                 return None
         if self.state_mode:
-            state = ev.get("state_hash")
-            changed = not read_only and ev.get("error") is None and state != tk.last_state
+            state = get("state_hash")
+            changed = not read_only and get("error") is None and state != tk.last_state
             tk.last_state = state
             return self.intern("state:" + str(state)) if changed and state is not None else None
         if read_only and self.collapse and tk.keys and tk.keys[-1] == action:
@@ -302,12 +314,7 @@ def corpus_of_run(run: KeyedRun, suite: Suite | None, pool_variants: bool = Fals
     unperturbed inputs count unless `pool_variants`."""
     c = Corpus()
     decisions = run.options.fork == "decision"
-    by_task: dict[str, list[TrialSummary]] = {t: [] for t in run.log.manifest.get("tasks", [])}
-    for summary in run.log.counted(pool_variants=pool_variants):
-        by_task.setdefault(summary["task"], []).append(summary)
-    for task_id, rows in by_task.items():
-        if not rows:
-            continue
+    for task_id, rows in run.log.by_task(base_only=not pool_variants, valid_only=True):  # one task in memory at a time
         rows.sort(key=lambda s: (str(s.get("variant", "")), s.get("index", 0), s["trial"]))
         t = len(c.task_ids)
         c.task_ids.append(task_id)
