@@ -260,6 +260,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for alt in result["alternatives"]:
         effect = "" if alt["best"] else f", effect {alt['effect']:+.3f} {alt['effect_interval']}, p_holm {alt['p_holm']}"
         print(f"  {alt['verdict']:>13}  {alt['successes']}/{alt['n']} CI {alt['interval']}{effect}  {alt['action']}")
+    if result["unreplayed"]:
+        print(f"  not replayed (the --budget ran out): {', '.join(result['unreplayed'])}")
     for row in result.get("no_return", []):
         point = row["point_of_no_return"]
         where = f"step {point}" if point is not None else "none (continuations from its last prefix can still succeed)"

@@ -141,6 +141,11 @@ def test_replay_command(tmp_path):
     assert bad.returncode == 2 and "TRIAL:STEP" in bad.stderr and "Traceback" not in bad.stderr
     over = run_cli("replay", str(run), "--task", task, "--budget", "3")
     assert over.returncode == 2 and "budget of 3" in over.stderr
+    part = run_cli("replay", str(run), "--task", task, "-m", "8", "--budget", "16", "--json")
+    assert part.returncode == 0, part.stderr
+    partial = json.loads(part.stdout)
+    assert partial["continuations"] == 16 and len(partial["alternatives"]) == 1
+    assert partial["unreplayed"] == [a["action"] for a in result["alternatives"]][1:]
 
 
 def test_local_agent_resumes_with_the_rebuilt_conversation(tmp_path):
