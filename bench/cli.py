@@ -55,6 +55,9 @@ def _split(text: str | None) -> list[str]:
 def _selected_task_ids(suite: Any, tasks: str | None, tags: str | None) -> list[str] | None:
     """--tasks ids (unknown ids fail before anything is written), narrowed to the tasks that
     carry every --tags tag; None = the whole suite."""
+    if tasks is not None and not _split(tasks):
+        raise BenchError(f"--tasks names no task ({tasks!r}); give comma-separated task ids, or leave it out for all",
+                         field="--tasks")
     chosen = suite.select(_split(tasks) or None)
     wanted = set(_split(tags))
     if not wanted:
@@ -85,7 +88,12 @@ def _json_arg(value: str | None, flag: str) -> Any:
     """A JSON object given inline or as a file path."""
     if value is None:
         return None
-    text = Path(value).read_text(encoding="utf-8") if Path(value).is_file() else value
+    try:
+        text = Path(value).read_bytes().decode("utf-8") if Path(value).is_file() else value
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else f"byte {exc.start} is not UTF-8 text"
+        raise BenchError(f"{flag} must be a JSON object or a file holding one (the file cannot be read: {why})",
+                         file=value, field=flag) from None
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -98,7 +106,7 @@ def _json_arg(value: str | None, flag: str) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.adapters.spec import parse_agent_spec
     from bench.api import run_dir_name, valid_suite
-    from bench.runs.runner import RunConfig, run_benchmark
+    from bench.runs.runner import RunConfig, run_benchmark, trial_keys
     from bench.world.variants import parse_variant_spec
 
     suite = valid_suite(args.suite)
@@ -123,10 +131,32 @@ def cmd_run(args: argparse.Namespace) -> int:
                            variants=variants, design=design)
         run_benchmark(suite, spec, task_ids, config, _executor(args), stop_rule=rule)
         print(f"run written to {out} — `trajbench report {out}` shows it")
+        if design is None:  # a sequential design stops each task when its rule holds: no fixed grid
+            status = max(status, _completeness_status(out, len(trial_keys(suite.select(task_ids), config))))
         if args.baseline:
             code = gate(args.baseline, out, alpha=args.alpha, sequential=args.sequential or design is not None)
             status = code if status == 0 or code == 1 else status  # 1 (regressed) outranks 3 (not yet decided)
     return status
+
+
+def _completeness_status(out: Path, expected: int) -> int:
+    """`run`'s exit status never claims a complete run that is not: 1 when a trial of the grid
+    has no record (it cannot happen unless something outside the runner stopped it; the message
+    says how many). Trials that ended in an infrastructure error are recorded results that count
+    in no figure: the status stays 0 and a warning says how many."""
+    from bench.runs.rundir import read_run
+
+    log = read_run(out)
+    errors = sum(1 for s in log.summaries.values() if s.get("outcome") == "error")
+    missing = expected - len(log.summaries)
+    if errors:
+        print(f"trajbench: warning: {errors} of {expected} trial(s) ended in an infrastructure error and count in "
+              f"no figure; `trajbench report {out}` lists them", file=sys.stderr)
+    if missing > 0:
+        print(f"trajbench: the run is incomplete: {missing} of {expected} trial(s) have no record; re-run the same "
+              "command to play them (exit status 1)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _design(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -189,6 +219,29 @@ def run_verify(run_dir: str | Path, *, suite: str | None = None, as_json: bool =
     return 0 if result.ok else 1
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    """`trajbench repair`: corrupted log lines to the quarantine file; 0 whether or not any moved."""
+    from bench.runs.repair import repair_run
+
+    result = repair_run(args.run_dir)
+    if args.json:
+        _write_json(result.as_dict(), sys.stdout)
+        return 0
+    if result.moved:
+        print(f"repaired {result.log}: moved {len(result.moved)} corrupted line(s) to {result.quarantine}, "
+              f"kept {result.kept} record(s)")
+        for number, why in result.moved:
+            print(f"  line {number}: {why}")
+        print("the log no longer matches the run's seal (`verify` says so) and a trial whose summary moved is "
+              "unfinished: re-run the same `trajbench run` command, which plays such trials and seals the run again")
+    else:
+        print(f"nothing to repair in {result.log}: {result.kept} record(s), all valid")
+    if result.torn_bytes:
+        print(f"a torn last line ({result.torn_bytes} bytes, a write cut short) is left in place: readers skip it and "
+              "`trajbench run` cuts it when it resumes")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """`trajbench replay`: causal verdicts at a branch node (bench.analysis.causal)."""
     from bench.adapters.spec import parse_agent_spec
@@ -207,6 +260,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for alt in result["alternatives"]:
         effect = "" if alt["best"] else f", effect {alt['effect']:+.3f} {alt['effect_interval']}, p_holm {alt['p_holm']}"
         print(f"  {alt['verdict']:>13}  {alt['successes']}/{alt['n']} CI {alt['interval']}{effect}  {alt['action']}")
+    if result["unreplayed"]:
+        print(f"  not replayed (the --budget ran out): {', '.join(result['unreplayed'])}")
     for row in result.get("no_return", []):
         point = row["point_of_no_return"]
         where = f"step {point}" if point is not None else "none (continuations from its last prefix can still succeed)"
@@ -271,7 +326,9 @@ def _mde_cell(value: float | None) -> str:
 def cmd_import(args: argparse.Namespace) -> int:
     """`trajbench import`: another harness's trajectory files as one run directory."""
     from bench.imports import import_run
+    from bench.runs.rundir import refuse_run_dir_output
 
+    refuse_run_dir_output(args.out, "--out")  # the new run directory must not nest in another
     run = import_run(args.format, [Path(p) for p in args.sources], Path(args.out), success=args.success)
     print(f"imported {run.count} trials of {len(run.tasks.tasks)} tasks ({args.format}) into {args.out}")
     for note in run.notes:
@@ -286,7 +343,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def run_export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
     """`trajbench export`: write the dataset and say how to read it back."""
     from bench.publish.export import export_run
+    from bench.runs.rundir import refuse_run_dir_output
 
+    refuse_run_dir_output(out, "--out")
     result = export_run(run_dir, fmt, out)
     print(f"exported {result['trials']} trials and {result['steps']} steps to {result['out']} ({result['format']}: "
           f"{', '.join(result['files'])})")
@@ -312,7 +371,9 @@ def run_leaderboard(run_dirs: list[str], out: str, *, k: int | None = None, boot
     nothing is written then)."""
     from bench.publish.leaderboard import IMPORTED, build_leaderboard, ci_text, write_leaderboard
     from bench.publish.text import term
+    from bench.runs.rundir import refuse_run_dir_output
 
+    refuse_run_dir_output(out, "--out")
     board = build_leaderboard(run_dirs, k=k, bootstrap=bootstrap, suite=suite, unverified=unverified)
     for r in board["rejected"]:
         print(f"trajbench: rejected {term(r['run_dir'])} ({term(r['agent'])}): it does not verify "
@@ -399,9 +460,26 @@ def _number_type(convert: Callable[[str], _Number], what: str, ok: Callable[[_Nu
     return parse
 
 
+def _bounded_int(low: int, high: int, expected: str | None = None) -> Callable[[str], int]:
+    """A whole number in [low, high]: every count the CLI takes has a documented cap, so an
+    absurd value (`-k 99999999999999999999999`) fails at once with the range instead of hanging."""
+    return _number_type(int, "a whole number", lambda v: low <= v <= high,
+                        expected or f"a whole number from {low:,} to {high:,}")
+
+
 _probability = _number_type(float, "a number", lambda v: 0 < v < 1, "a number between 0 and 1")
-_positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number ≥ 1")
+_positive_int = _bounded_int(1, 10**9, "a whole number ≥ 1 (at most 1,000,000,000)")
 _positive_float = _number_type(float, "a number", lambda v: v > 0, "a number > 0")
+_seconds = _number_type(float, "a number of seconds", lambda v: 0 < v <= 7 * 86400, "a number of seconds > 0 (at most 7 days)")
+# The caps of `trajbench run` (README, "Limits"): see also runner.MAX_TRIALS for the whole grid.
+_trials_k = _bounded_int(1, 100_000)
+_per_family = _bounded_int(1, 1_000)
+_seed = _bounded_int(-(2**63), 2**63 - 1, "a whole number that fits in 64 bits (from -2^63 to 2^63-1)")
+_retries = _bounded_int(0, 100)
+_concurrency = _bounded_int(1, 1_024)
+_max_steps = _bounded_int(1, 100_000)
+_bootstrap = _bounded_int(1, 1_000_000)
+_replay_m = _bounded_int(1, 10_000)
 
 
 def add_divergence_arguments(parser: Any) -> None:
@@ -409,6 +487,9 @@ def add_divergence_arguments(parser: Any) -> None:
     group = parser.add_argument_group("divergence analysis (docs/divergence.md)")
     group.add_argument("--divergence-key", choices=("action", "state"), default="action",
                        help="key steps on the action (tool + arguments; default) or on the state hash after the step")
+    group.add_argument("--divergence", choices=("decision", "raw"), default="decision", dest="divergence_fork",
+                       help="decision (default): trials fork where they part in a write or in stopping, lookup forks "
+                            "are shown as context; raw: the first fork in any step, lookups included")
     group.add_argument("--ignore-read-only", action="store_true", help="leave read-only tool calls out of the tree")
     group.add_argument("--include-user", action="store_true", help="make ask_user turns branch points")
     group.add_argument("--include-model", action="store_true", help="make model turns branch points")
@@ -425,7 +506,7 @@ def divergence_options(args: Any) -> DivergenceOptions:
     from bench.analysis.divergence.options import DivergenceOptions
 
     try:
-        return DivergenceOptions(key=args.divergence_key, ignore_read_only=args.ignore_read_only,
+        return DivergenceOptions(key=args.divergence_key, fork=args.divergence_fork, ignore_read_only=args.ignore_read_only,
                                  include_user=args.include_user, include_model=args.include_model,
                                  pool_variants=args.pool_variants,
                                  test=args.branch_test, alpha=args.alpha, min_support=args.min_support)
@@ -455,15 +536,15 @@ def _add_running(sub: Any) -> None:
     p.add_argument("suite", metavar="SUITE", help="built-in suite name or folder")
     p.add_argument("--agent", action="append", required=True, metavar="SPEC",
                    help="sim:oracle, sim:noisy?p=0.7, module:attr, file.py:attr, spec.toml or a roster name (repeatable)")
-    p.add_argument("-k", type=_positive_int, default=4,
-                   help="trials per task (default 4); with --k-max, the first round's (every task gets them)")
+    p.add_argument("-k", type=_trials_k, default=4,
+                   help="trials per task (default 4, at most 100,000); with --k-max, the first round's (every task gets them)")
     seq = p.add_argument_group("sequential design (docs/sequential.md)")
-    seq.add_argument("--k-max", type=_positive_int, metavar="N",
+    seq.add_argument("--k-max", type=_trials_k, metavar="N",
                      help="run trials in rounds (k, 2k, 4k, ... up to N) and stop each task once --until holds")
     seq.add_argument("--until", metavar="TARGET",
                      help="pass1:W (suite pass@1 interval half-width ≤ W), task:W (every task's pass@1 interval "
                           "narrower than W) or gate (the sequential gate against --baseline has decided)")
-    seq.add_argument("--round-size", type=_positive_int, metavar="M",
+    seq.add_argument("--round-size", type=_trials_k, metavar="M",
                      help="fixed rounds of M more trials instead of doubling")
     seq.add_argument("--sequential", action="store_true",
                      help="with --baseline: use the sequential gate (valid at every look; exit 3 while not yet decided); "
@@ -472,20 +553,22 @@ def _add_running(sub: Any) -> None:
     p.add_argument("--tasks", help="comma-separated task ids (default: all)")
     p.add_argument("--tags", metavar="TAGS",
                    help="only the tasks that carry every one of these comma-separated tags (e.g. easy)")
-    p.add_argument("--concurrency", type=_positive_int, default=4, help="trials at once (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--concurrency", type=_concurrency, default=4, help="trials at once (default 4, at most 1,024)")
+    p.add_argument("--seed", type=_seed, default=0, help="base seed (default 0; any 64-bit integer)")
     p.add_argument("--executor", default="local", metavar="local|ray[=ADDRESS]",
                    help="where trials run: this process (default) or Ray actors (docs/ray.md)")
-    p.add_argument("--workers", type=_positive_int, default=2, help="Ray actors, one agent each (default 2)")
+    p.add_argument("--workers", type=_concurrency, default=2, help="Ray actors, one agent each (default 2)")
     p.add_argument("--runtime-env", metavar="JSON|FILE", help="Ray runtime_env for the actors")
-    p.add_argument("--timeout", type=_positive_float, default=300.0, help="seconds per trial (default 300)")
-    p.add_argument("--max-steps", type=_positive_int, default=50, help="tool-call budget per trial (default 50)")
-    p.add_argument("--retries", type=int, default=2, help="retries of a trial after an infrastructure error (default 2)")
+    p.add_argument("--timeout", type=_seconds, default=300.0,
+                   help="seconds per trial (default 300); a trial still running then is recorded as timed out")
+    p.add_argument("--max-steps", type=_max_steps, default=50, help="tool-call budget per trial (default 50)")
+    p.add_argument("--retries", type=_retries, default=2,
+                   help="retries of a trial after an infrastructure error (default 2, from 0 to 100)")
     p.add_argument("--variants", metavar="FAMILIES",
                    help="also run perturbed inputs: comma-separated families from typos[=RATE], paraphrase, reorder, "
                         "distractors, formats, drop, or all (the unperturbed input always runs)")
-    p.add_argument("--variants-per-family", type=_positive_int, default=1, metavar="N",
-                   help="variants of each family per task, from different seeds (default 1)")
+    p.add_argument("--variants-per-family", type=_per_family, default=1, metavar="N",
+                   help="variants of each family per task, from different seeds (default 1, at most 1,000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overlay", metavar="FILE",
                    help="tool overlay (JSON or TOML): change tool names, descriptions, argument schemas or result "
@@ -502,7 +585,7 @@ def _add_reading(sub: Any) -> None:
     p = sub.add_parser("report", help="print a run's metrics (terminal or --json)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="machine-readable (bench/schemas/report.schema.json)")
-    p.add_argument("--bootstrap", type=_positive_int, default=2000, help="bootstrap replicates (default 2000)")
+    p.add_argument("--bootstrap", type=_bootstrap, default=2000, help="bootstrap replicates (default 2000, at most 1,000,000)")
     add_divergence_arguments(p)
     p.set_defaults(func=cmd_report)
 
@@ -535,13 +618,20 @@ def _add_reading(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="every mismatch, machine-readable")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("repair", help="move a run log's corrupted lines into a quarantine file beside it; keep every "
+                       "valid record (idempotent)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true", help="what was moved, machine-readable")
+    p.set_defaults(func=cmd_repair)
+
     p = sub.add_parser("replay", help="causal replay: resume the agent from a branch node; is the fork a cause or a symptom?")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--task", metavar="ID", required=True)
     p.add_argument("--at", default="divergence", metavar="divergence|TRIAL:STEP", help="the node (default: the divergence point)")
-    p.add_argument("-m", type=int, default=16, help="continuations per alternative (and from the node itself)")
+    p.add_argument("-m", type=_replay_m, default=16,
+                   help="continuations per alternative (and from the node itself; default 16, at most 10,000)")
     p.add_argument("--agent", metavar="SPEC", help="the agent to resume (default: the run's own)")
-    p.add_argument("--budget", type=int, metavar="TRIALS", help="at most this many continuations in all")
+    p.add_argument("--budget", type=_trials_k, metavar="TRIALS", help="at most this many continuations in all (≤ 100,000)")
     p.add_argument("--no-return", metavar="failed|TRIAL", help="also the point of no return of the task's failed trials "
                    "(or of one trial): the earliest step after which continuations almost never succeed")
     p.add_argument("--threshold", type=float, default=0.1, help="'almost never': the upper 95%% bound below this (default 0.1)")
@@ -582,7 +672,8 @@ def _add_publishing(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("-k", "--k", type=_positive_int, default=None,
                    help="rank by pass^k at this k (default: the largest k every run has)")
-    p.add_argument("--bootstrap", type=_positive_int, default=2000, help="bootstrap replicates for the intervals (default 2000)")
+    p.add_argument("--bootstrap", type=_bootstrap, default=2000,
+                   help="bootstrap replicates for the intervals (default 2000, at most 1,000,000)")
     p.add_argument("--suite", metavar="SUITE", help="the runs' suite folder (or built-in name), if the path recorded in them is gone")
     p.add_argument("--unverified", action="store_true",
                    help="also rank imported runs (trajbench import), which cannot be replayed: apart from verified "
@@ -622,7 +713,20 @@ def _guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return 2
 
 
+def _tolerant_output() -> None:
+    """A path or a logged string that is not valid Unicode (a folder named in another encoding,
+    a model's lone surrogate) prints as `\\udcff` instead of failing the command."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot change (closed, or not a text file)
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_output()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

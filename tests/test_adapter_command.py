@@ -85,8 +85,13 @@ def test_cmd_specs_build_and_bad_ones_get_one_clear_error() -> None:
     assert agent.argv == ["python", "agent.py", "--fast"] and agent.timeout_s == 5.0
     with pytest.raises(BenchError, match="needs a command line"):
         parse_agent_spec("cmd:").build()
-    with pytest.raises(BenchError, match="timeout_s must be a number"):
+    with pytest.raises(BenchError, match="expected a number"):
         parse_agent_spec("cmd:x?timeout_s=soon").build()
+    with pytest.raises(BenchError, match="unknown command option"):
+        parse_agent_spec("cmd:x?timout_s=5").build()
+    agent = parse_agent_spec("cmd:{python} agent.py?base_url=http://127.0.0.1:9/v1&model=m").build()
+    assert agent.argv[0] == sys.executable
+    assert agent.model_env == {"TRAJBENCH_MODEL_BASE_URL": "http://127.0.0.1:9/v1", "TRAJBENCH_MODEL": "m"}
 
 
 def test_a_server_that_cannot_start_is_an_infrastructure_error(monkeypatch: pytest.MonkeyPatch) -> None:

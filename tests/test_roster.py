@@ -20,6 +20,14 @@ def adapter_options(adapter: str) -> tuple[dict, bool]:
         from bench.adapters.openai_compat import OPTIONS
 
         return OPTIONS, True
+    if adapter == "agents-sdk":
+        from bench.adapters.agents_sdk import OPTIONS
+
+        return OPTIONS, False
+    if adapter == "pydantic-ai":
+        from bench.adapters.pydantic_ai_adapter import OPTIONS
+
+        return OPTIONS, False
     from bench.adapters.langgraph_adapter import OPTIONS
 
     return OPTIONS, False
@@ -36,6 +44,9 @@ def test_roster_spec_is_valid(path):
     assert spec.name == path.stem and spec.description
     if spec.adapter == "sim":
         assert spec.build().name == spec.name
+        return
+    if spec.adapter == "command":  # its builder checks its options and starts nothing
+        assert spec.build().argv
         return
     options, scaffold = adapter_options(spec.adapter)
     parse_options(spec.options, options, str(path), spec.adapter, scaffold=scaffold)

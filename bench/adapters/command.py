@@ -5,7 +5,14 @@ The child gets, in its environment:
 
 - `TRAJBENCH_MCP_URL`: the trial's streamable-HTTP MCP endpoint on loopback;
 - `TRAJBENCH_INSTRUCTION`, `TRAJBENCH_POLICY`: what the user asks, and the suite's policy;
-- `TRAJBENCH_SEED`, `TRAJBENCH_MAX_STEPS`, `TRAJBENCH_TRIAL`: seed, tool-call budget, trial id.
+- `TRAJBENCH_SEED`, `TRAJBENCH_MAX_STEPS`, `TRAJBENCH_TRIAL`: seed, tool-call budget, trial id;
+- when the spec names a model endpoint (`base_url` + `model`, or `launch = "llama_cpp"`, as for
+  the `openai` adapter): `TRAJBENCH_MODEL_BASE_URL`, `TRAJBENCH_MODEL` and, if `api_key_env`
+  names one, `TRAJBENCH_MODEL_API_KEY` — so that a roster spec can run its own agent on the
+  local model with no key.
+
+In the command, `{python}` is this Python interpreter and `{spec_dir}` the folder of the spec
+file (a roster spec can ship its agent script beside it).
 
 The answer is what the child gave to the MCP `final_answer` tool, else its stdout (stripped).
 The child runs in its own session; at the timeout the whole process group is killed and the
@@ -19,7 +26,9 @@ import os
 import shlex
 import signal
 import subprocess
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.episode import Episode, EpisodeTimeout
@@ -37,6 +46,7 @@ class CommandAgent:
     name: str
     argv: list[str]
     timeout_s: float = DEFAULT_TIMEOUT_S
+    model_env: dict[str, str] = field(default_factory=dict)  # the model endpoint, if the spec names one
 
     def run(self, episode: Episode) -> str | None:
         from bench.adapters.mcp_server import ServerStartError, serve_http
@@ -48,7 +58,7 @@ class CommandAgent:
             raise InfraError(str(exc)) from exc
 
     def _run_child(self, episode: Episode, url: str) -> str | None:
-        child = subprocess.Popen(self.argv, env=_child_env(episode, url), stdin=subprocess.DEVNULL,
+        child = subprocess.Popen(self.argv, env={**_child_env(episode, url), **self.model_env}, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  start_new_session=True)
         try:
@@ -87,14 +97,32 @@ def _kill_group(child: subprocess.Popen[str]) -> None:
 
 
 def build_command(spec: Any) -> CommandAgent:
-    """Builder for `cmd:COMMAND LINE` and roster `adapter = "command"` (options.command, timeout_s)."""
-    command = spec.options.get("command") or spec.target
+    """Builder for `cmd:COMMAND LINE` and roster `adapter = "command"` (options.command,
+    timeout_s, and optionally a model endpoint: see the module doc)."""
+    from bench.adapters.openai_compat import ENDPOINT_OPTIONS
+    from bench.adapters.options import OptionSpec, parse_options
+
+    known = {"command": OptionSpec("any", None), "timeout_s": OptionSpec("float", DEFAULT_TIMEOUT_S, minimum=0.001),
+             **ENDPOINT_OPTIONS}
+    opts, _ = parse_options(spec.options, known, spec.source, "command")
+    command = opts["command"] or spec.target
     argv = shlex.split(command) if isinstance(command, str) else command
-    if not argv or not all(isinstance(a, str) for a in argv):
+    if not argv or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         raise BenchError("the command adapter needs a command line, e.g. cmd:python agent.py",
                          file=spec.source, field="options.command")
-    try:
-        timeout_s = float(spec.options.get("timeout_s", DEFAULT_TIMEOUT_S))
-    except (TypeError, ValueError):
-        raise BenchError("timeout_s must be a number of seconds", file=spec.source, field="options.timeout_s") from None
-    return CommandAgent(spec.name, argv, timeout_s)
+    spec_dir = str(Path(spec.source).resolve().parent) if spec.source != "--agent" else os.getcwd()
+    argv = [a.replace("{python}", sys.executable).replace("{spec_dir}", spec_dir) for a in argv]
+    return CommandAgent(spec.name, argv, opts["timeout_s"], _model_env(opts, spec.source))
+
+
+def _model_env(opts: dict[str, Any], source: str) -> dict[str, str]:
+    """The model endpoint handed to the child, when the spec names one (else nothing)."""
+    if not (opts["base_url"] or opts["launch"] or opts["model"]):
+        return {}
+    from bench.adapters.openai_compat import resolve_endpoint
+
+    endpoint = resolve_endpoint(opts, source, "command")
+    env = {"TRAJBENCH_MODEL_BASE_URL": endpoint.base_url, "TRAJBENCH_MODEL": endpoint.model}
+    if endpoint.api_key:
+        env["TRAJBENCH_MODEL_API_KEY"] = endpoint.api_key
+    return env

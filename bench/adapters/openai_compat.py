@@ -46,6 +46,7 @@ import threading
 import time
 import weakref
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Protocol
 
 import orjson
@@ -113,26 +114,13 @@ class OpenAIAgent:
         self.name = name
         self.opts = opts
         self.scaffold = scaffold
-        self.server: LlamaServer | None = None
-        if opts["launch"] == "llama_cpp":
-            if opts["base_url"]:
-                raise BenchError("give either base_url or launch, not both", file=source, field="options.launch")
-            self.server = LlamaServer.shared(opts["launch_model"], source=source, **opts["launch_options"])
-            opts["base_url"] = self.server.base_url
-            opts["model"] = opts["model"] or self.server.alias
-        if not opts["base_url"]:
-            raise BenchError("the openai adapter needs base_url (e.g. https://api.openai.com/v1) or launch = \"llama_cpp\"",
-                             file=source, field="options.base_url")
-        if not opts["model"]:
-            raise BenchError("the openai adapter needs model (the model name the endpoint serves)", file=source, field="options.model")
+        endpoint = resolve_endpoint(opts, source, "openai")
+        self.server = endpoint.server
+        opts["base_url"], opts["model"] = endpoint.base_url, endpoint.model
         self.url = opts["base_url"].rstrip("/") + "/chat/completions"
         self.headers = {"Content-Type": "application/json", **{str(k): str(v) for k, v in opts["headers"].items()}}
-        if opts["api_key_env"]:
-            key = os.environ.get(opts["api_key_env"])
-            if not key:
-                raise BenchError(f"the environment variable {opts['api_key_env']} (named by api_key_env) is not set",
-                                 file=source, field="options.api_key_env")
-            self.headers["Authorization"] = f"Bearer {key}"
+        if endpoint.api_key:
+            self.headers["Authorization"] = f"Bearer {endpoint.api_key}"
         self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, asyncio.Semaphore]]" = weakref.WeakKeyDictionary()
         self.requests = 0
         self.retried = 0
@@ -395,6 +383,51 @@ def _is_context_error(text: str) -> bool:
     return "context" in low and ("length" in low or "window" in low or "exceed" in low)
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible endpoint: where, which model, the key (None: send none), and the
+    llama.cpp server started for it, if any."""
+
+    base_url: str
+    model: str
+    api_key: str | None
+    server: "LlamaServer | None" = None
+
+
+ENDPOINT_OPTIONS: dict[str, OptionSpec] = {key: OPTIONS[key] for key in
+                                           ("base_url", "model", "api_key_env", "launch", "launch_model", "launch_options")}
+
+
+def resolve_endpoint(opts: dict[str, Any], source: str, adapter: str) -> Endpoint:
+    """The endpoint named by the `ENDPOINT_OPTIONS` of a spec (shared by every adapter that talks
+    to an OpenAI-compatible server): `base_url` + `model`, or `launch = "llama_cpp"` (a server
+    started here, its alias the default model); the key is read from the variable named by
+    `api_key_env`, never from the spec."""
+    server = None
+    base_url, model = opts["base_url"], opts["model"]
+    if opts["launch"] == "llama_cpp":
+        if base_url:
+            raise BenchError("give either base_url or launch, not both", file=source, field="options.launch")
+        allowed = {"n_ctx", "n_threads", "alias", "startup_timeout_s", "log_path", "chat_format"}
+        unknown = sorted(set(opts["launch_options"]) - allowed)
+        if unknown:
+            raise BenchError(f"unknown launch_options {unknown}; allowed: {sorted(allowed)}", file=source, field="options.launch_options")
+        server = LlamaServer.shared(opts["launch_model"], source=source, **opts["launch_options"])
+        base_url, model = server.base_url, model or server.alias
+    if not base_url:
+        raise BenchError(f"the {adapter} adapter needs base_url (e.g. https://api.openai.com/v1) or launch = \"llama_cpp\"",
+                         file=source, field="options.base_url")
+    if not model:
+        raise BenchError(f"the {adapter} adapter needs model (the model name the endpoint serves)", file=source, field="options.model")
+    key = None
+    if opts["api_key_env"]:
+        key = os.environ.get(opts["api_key_env"])
+        if not key:
+            raise BenchError(f"the environment variable {opts['api_key_env']} (named by api_key_env) is not set",
+                             file=source, field="options.api_key_env")
+    return Endpoint(base_url, model, key, server)
+
+
 def build_openai(spec: Any) -> OpenAIAgent:
     return OpenAIAgent(spec.name, spec.options, spec.source)
 
@@ -424,7 +457,8 @@ class LlamaServer:
             return server
 
     def __init__(self, model: str = "smollm2", *, source: str = "--agent", n_ctx: int = 4096, n_threads: int = 0,
-                 alias: str = "smollm2", startup_timeout_s: float = 180.0, log_path: str | None = None):
+                 alias: str = "smollm2", startup_timeout_s: float = 180.0, log_path: str | None = None,
+                 chat_format: str | None = None):
         from bench.adapters.local import require_llama, resolve_model
 
         require_llama(source)
@@ -441,6 +475,8 @@ class LlamaServer:
                    "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(n_ctx)]
         if n_threads:
             command += ["--n_threads", str(n_threads)]
+        if chat_format:  # e.g. "chatml-function-calling": native tool calls for a ChatML model
+            command += ["--chat_format", chat_format]
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(command, stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL,
                                         env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"},

@@ -106,6 +106,8 @@ ADAPTERS: dict[str, str] = {
     "openai": "bench.adapters.openai_compat:build_openai",
     "langgraph": "bench.adapters.langgraph_adapter:build_langgraph",
     "command": "bench.adapters.command:build_command",
+    "agents-sdk": "bench.adapters.agents_sdk:build_agents_sdk",
+    "pydantic-ai": "bench.adapters.pydantic_ai_adapter:build_pydantic_ai",
 }
 
 
@@ -166,9 +168,14 @@ def parse_agent_spec(spec: str) -> AgentSpec:
 
 def load_agent_file(path: Path) -> AgentSpec:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise BenchError("no such agent spec file", file=str(path)) from None
+    except OSError as exc:
+        raise BenchError(f"cannot be read as an agent spec file: {exc.strerror}", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"not a text file (byte {exc.start} is not UTF-8): an agent spec is a TOML text file",
+                         file=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise BenchError(f"not valid TOML: {exc}", file=str(path)) from None
     validator = jsonschema.Draft202012Validator(load_schema("agent.schema.json"))

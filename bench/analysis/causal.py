@@ -209,14 +209,19 @@ def alternatives_at(log: RunLog, prefix: Prefix) -> dict[str, StepEvent]:
 def replay_node(log: RunLog, sampler: Sampler, prefix: Prefix, m: int) -> dict[str, Any]:
     """m continuations from the node and m after each alternative next step, with verdicts."""
     node = sampler.arm(prefix, None, None, m)
-    alternatives = alternatives_at(log, prefix)
-    seen = [k for k in node.next_actions if k is not None and k not in alternatives]
-    for key in dict.fromkeys(seen):
-        alternatives[key] = _event_of(key)
-    arms = [sampler.arm(prefix, key, ev, m) for key, ev in sorted(alternatives.items())]
+    logged = alternatives_at(log, prefix)
+    seen = {k: _event_of(k) for k in node.next_actions if k is not None and k not in logged}
+    # the run's own alternatives first, then those only the node's continuations took; a
+    # --budget too small for all of them leaves the last ones unreplayed (and says which)
+    arms, unreplayed = [], []
+    for key, ev in [*sorted(logged.items()), *sorted(seen.items())]:
+        if sampler.budget is not None and sampler.used + m > sampler.budget:
+            unreplayed.append(key)
+            continue
+        arms.append(sampler.arm(prefix, key, ev, m))
     rows = verdicts(arms)
     return {"trial": prefix.trial, "step": len(prefix.events), "prefix": prefix.keys, "m": m, "node": node.as_dict(),
-            "alternatives": rows, "test": TEST,
+            "alternatives": rows, "unreplayed": unreplayed, "test": TEST,
             "verdict": "confirmed" if any(r["verdict"] == "confirmed" for r in rows) else "not confirmed"}
 
 

@@ -25,9 +25,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-import orjson
-
 from bench.adapters.spec import is_simulated
+from bench.canonical import dump_line
 from bench.errors import BenchError
 from bench.publish.markdown import md_escape
 from bench.runs.rundir import RunLog, TrialSummary, read_manifest, read_run
@@ -106,10 +105,20 @@ TRIAL_COLUMNS: list[tuple[str, str, str]] = [
 
 
 def _json(value: Any) -> str:
+    """A JSON column: exact, lone surrogates as JSON `\\uXXXX` escapes (`json.loads` restores them)."""
+    return dump_line(value).strip().decode()
+
+
+def _text(value: Any) -> Any:
+    """A plain text column must be valid UTF-8 (Arrow, Parquet): a lone surrogate in an answer
+    or an error is written as the text `\\udXXX` (docs/publishing.md; the run's log keeps it exactly)."""
+    if not isinstance(value, str):
+        return value
     try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return orjson.dumps(repr(value)).decode()
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _ordered_summaries(log: RunLog) -> Iterator[TrialSummary]:
@@ -130,11 +139,11 @@ def step_rows(log: RunLog) -> Iterator[dict[str, Any]]:
                 "task": summary["task"], "variant": summary.get("variant"),
                 "variant_family": summary.get("variant_family", "base"), "index": summary.get("index"),
                 "outcome": summary["outcome"], "step": ev["step"], "kind": ev["kind"],
-                "tool": ev.get("tool"),
+                "tool": _text(ev.get("tool")),
                 "args": None if model else _json(ev.get("args")),
                 "observation": None if model else _json(ev.get("observation")),
-                "error": ev.get("error"), "read_only": ev.get("read_only"), "state_hash": ev.get("state_hash"),
-                "model": ev.get("model"),
+                "error": _text(ev.get("error")), "read_only": ev.get("read_only"), "state_hash": ev.get("state_hash"),
+                "model": _text(ev.get("model")),
                 "messages": _json(ev.get("messages")) if model else None,
                 "output": _json(ev.get("output")) if model else None,
                 "input_tokens": ev.get("input_tokens"), "output_tokens": ev.get("output_tokens"),
@@ -156,11 +165,11 @@ def trial_rows(log: RunLog) -> Iterator[dict[str, Any]]:
             "k": manifest.get("k"),
             "trial": s["trial"], "attempt": s["attempt"], "task": s["task"], "variant": s.get("variant"),
             "variant_family": s.get("variant_family", "base"), "variant_params": _json(s.get("variant_params") or {}),
-            "instruction": s.get("instruction"), "index": s.get("index"), "seed": s.get("seed"), "attempts": s.get("attempts"),
-            "outcome": s["outcome"], "reason": s.get("reason"),
+            "instruction": _text(s.get("instruction")), "index": s.get("index"), "seed": s.get("seed"), "attempts": s.get("attempts"),
+            "outcome": s["outcome"], "reason": _text(s.get("reason")),
             "checks": _json(checks), "failed_checks": [n for n, c in checks.items() if not c.get("passed")],
             "milestones": _json(s.get("milestones") or {}), "final_state_hash": s.get("final_state_hash"),
-            "answer": s.get("answer"), "steps": s.get("steps"), "events": s.get("events"),
+            "answer": _text(s.get("answer")), "steps": s.get("steps"), "events": s.get("events"),
             "input_tokens": s.get("input_tokens"), "output_tokens": s.get("output_tokens"), "cost": s.get("cost"),
             "duration_s": s.get("duration_s"), "started_at": s.get("started_at"),
             "agent_info": _json(s.get("agent_info") or {}),

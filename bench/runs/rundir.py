@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, TypedDict
 
 import orjson
 
+from bench.canonical import dump_document, dump_line, load_document, load_line
 from bench.errors import BenchError
 from bench.world.overlay import apply_run_overlay
 from bench.world.suite import Suite, load_suite
@@ -155,7 +156,7 @@ class StepIndex(Mapping[str, list[StepEvent]]):
         self._spans = spans  # attempt -> [start0, end0, start1, end1, ...], in log order
 
     def __getitem__(self, attempt: str) -> list[StepEvent]:
-        spans, read, loads = self._spans[attempt], self._log.read, orjson.loads
+        spans, read, loads = self._spans[attempt], self._log.read, load_line  # an escaped line too
         out: list[Any] = []
         for i in range(0, len(spans), 2):
             out.extend(loads(line) for line in read(spans[i], spans[i + 1]).splitlines())
@@ -193,7 +194,7 @@ class SummaryIndex(Mapping[str, TrialSummary]):
     def __getitem__(self, trial: str) -> TrialSummary:
         span = self.cores[trial].span
         start = span >> 32
-        return orjson.loads(self._log.read(start, start + (span & 0xFFFFFFFF)))
+        return load_line(self._log.read(start, start + (span & 0xFFFFFFFF)))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.cores)
@@ -315,25 +316,48 @@ def suite_of_run(manifest: Manifest, suite: Suite | str | Path | None = None) ->
     return None, SuiteNotFound(tuple(failures), tuple(changed), want)
 
 
+def enclosing_run(path: str | Path) -> Path | None:
+    """The run directory that `path` is, or lies inside, if any (a folder holding `run.json`)."""
+    here = Path(path).resolve()
+    for folder in (here, *here.parents):
+        if (folder / MANIFEST).is_file():
+            return folder
+    return None
+
+
+def refuse_run_dir_output(out: str | Path, flag: str) -> None:
+    """Outputs (a leaderboard, an export, an imported run) are never written into a run
+    directory: it holds only what `run` wrote, which `verify` replays and `repair` rewrites."""
+    run = enclosing_run(out)
+    if run is not None:
+        where = "is a run directory" if run == Path(out).resolve() else f"is inside the run directory {run}"
+        raise BenchError(f"{flag} {where}; outputs are never written into a run directory (choose a folder "
+                         "outside it)", file=str(out), field=flag)
+
+
 def write_manifest(run_dir: Path, manifest: Manifest) -> None:
     """Atomic: a kill during the write leaves the old manifest or the new one, never half."""
-    run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / (MANIFEST + ".tmp")
-    tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    os.replace(tmp, run_dir / MANIFEST)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(dump_document(manifest))
+        os.replace(tmp, run_dir / MANIFEST)
+    except OSError as exc:
+        raise BenchError(f"cannot write the run directory: {exc.strerror}", file=str(run_dir)) from None
 
 
 def read_manifest(run_dir: Path) -> Manifest:
     path = run_dir / MANIFEST
     if not run_dir.is_dir():
-        raise BenchError("not a run directory (it does not exist)", file=str(run_dir))
+        what = "a file, not a folder" if run_dir.exists() else "it does not exist"
+        raise BenchError(f"not a run directory ({what})", file=str(run_dir))
     try:
-        data = orjson.loads(path.read_bytes())
+        data = load_document(path.read_bytes())
     except FileNotFoundError:
         raise BenchError("not a run directory: run.json is missing", file=str(path)) from None
     except OSError as exc:
         raise BenchError(f"cannot be read: {exc.strerror}", file=str(path)) from None
-    except orjson.JSONDecodeError as exc:
+    except ValueError as exc:  # orjson's or json's decode error, a byte that is not UTF-8
         raise BenchError(f"not valid JSON: {exc}", file=str(path)) from None
     for key in ("run_id", "suite", "agent", "k"):
         if not isinstance(data, dict) or key not in data:
@@ -454,22 +478,22 @@ def _records(path: Path) -> Iterator[tuple[dict[str, Any] | None, int, int]]:
             if line[-1:] != b"\n":  # the last write was cut short
                 yield None, start, end
                 return
-            try:
-                rec = loads(line)
-            except orjson.JSONDecodeError as exc:
-                if line.isspace():
+            if line.isspace():
+                continue
+            try:  # the fast path of a well-formed orjson line; anything else is judged by parse_record
+                rec: Any = loads(line) if line[0] != 32 else None
+                required = required_of(rec["type"])
+                if required is not None and rec.keys() >= required:
+                    yield rec, start, end
                     continue
-                raise BenchError(f"line {_line_number(path, start)} is not valid JSON ({exc}); the log is corrupted",
-                                 file=str(path)) from None
-            try:
-                required = required_of(rec["type"])  # a TypeError: not an object, or an unhashable type
-            except (KeyError, TypeError):
-                raise BenchError(f"line {_line_number(path, start)} is not a trajbench record (no 'type')",
-                                 file=str(path), field="type") from None
-            if required and not rec.keys() >= required:
-                missing = sorted(required - rec.keys())[0]
-                raise BenchError(f"line {_line_number(path, start)}: a {rec['type']} record lacks {missing!r}",
-                                 file=str(path), field=missing)
+            except (ValueError, TypeError, KeyError):
+                pass
+            rec, problem = parse_record(line)
+            if problem is not None:
+                number = _line_number(path, start)
+                raise BenchError(f"line {number}: {problem}; the log is corrupted: `trajbench repair {path.parent}` "
+                                 "moves bad lines aside into a quarantine file and keeps every valid record",
+                                 file=str(path), field=f"line {number}")
             yield rec, start, end
 
 
@@ -482,6 +506,24 @@ def _line_number(path: Path, offset: int) -> int:
             newlines += chunk.count(b"\n")
             offset -= len(chunk)
     return newlines + 1
+
+
+def parse_record(line: bytes) -> tuple[Any, str | None]:
+    """One log line as a record, or why it is not one (not JSON, no known `type`, a required
+    field missing). The cheap check of the reading path; `trajbench repair` adds the schema."""
+    try:
+        rec = load_line(line)
+    except ValueError as exc:  # orjson's and json's decode errors, a bad UTF-8 byte
+        return None, f"not valid JSON ({exc})"
+    try:
+        required = _REQUIRED.get(rec["type"])  # a TypeError: not an object, or an unhashable type
+    except (KeyError, TypeError):
+        return None, "not a trajbench record (no 'type')"
+    if required is None:
+        return rec, None
+    if not rec.keys() >= required:
+        return None, f"a {rec['type']} record lacks {sorted(required - rec.keys())[0]!r}"
+    return rec, None
 
 
 _REQUIRED = {
@@ -506,18 +548,29 @@ class LogWriter:
         self._lock = threading.Lock()
         self._fsync = fsync_summaries
         self._pending: dict[Any, list[bytes]] = {}
+        self._ended: set[Any] = set()  # attempts whose trial summary is written: sealed
+        self.dropped = 0  # records refused: of a sealed attempt, or after close
 
     def append(self, record: dict[str, Any]) -> None:
-        line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        """Never fails on the record's values (`bench.canonical.dump_line`: every string is kept).
+        A record of an attempt whose summary is written (an abandoned agent thread still running) or
+        arriving after close is dropped: nothing can follow a trial's summary into the log."""
+        line = dump_line(record)
+        attempt = record.get("attempt")
         with self._lock:
-            if record.get("type") == "step":
-                self._pending.setdefault(record.get("attempt"), []).append(line)
+            if attempt in self._ended or self._fh.closed:
+                self.dropped += 1
                 return
-            lines = self._pending.pop(record.get("attempt"), [])
+            if record.get("type") == "step":
+                self._pending.setdefault(attempt, []).append(line)
+                return
+            lines = self._pending.pop(attempt, [])
             lines.append(line)
             self._fh.write(b"".join(lines))
-            if self._fsync and record.get("type") == "trial":
-                os.fsync(self._fh.fileno())
+            if record.get("type") == "trial":
+                self._ended.add(attempt)
+                if self._fsync:
+                    os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         """Steps of attempts that never ended (an exception escaped the runner) are kept, as before."""
@@ -525,7 +578,7 @@ class LogWriter:
             for lines in self._pending.values():
                 self._fh.write(b"".join(lines))
             self._pending.clear()
-        self._fh.close()
+            self._fh.close()
 
 
 def _cut_torn_tail(path: Path) -> int:

@@ -28,7 +28,7 @@ from bench.episode import Episode
 from bench.errors import BenchError
 from bench.runs.design import Design, StopRule, outcomes_of, walk
 from bench.runs.executor import Executor, LocalExecutor, Sink
-from bench.runs.rundir import LogWriter, Manifest, read_manifest, read_run, write_manifest
+from bench.runs.rundir import LogWriter, Manifest, enclosing_run, read_manifest, read_run, write_manifest
 from bench.runs.seal import seal_run
 from bench.runs.trial import AttemptError, play_async
 from bench.world.suite import Suite
@@ -137,8 +137,15 @@ def prepare_run_dir(suite: Suite, spec: AgentSpec, tasks: list[Task], config: Ru
         manifest["run_id"], manifest["created_at"] = old["run_id"], old["created_at"]
         done = set(read_run(config.out).summaries)
     else:
+        if config.out.exists() and not config.out.is_dir():
+            raise BenchError("--out names an existing file; a run directory is a folder (a new or empty one, or a "
+                             "run to resume)", file=str(config.out), field="--out")
         if config.out.exists() and any(config.out.iterdir()):
             raise BenchError("the output directory exists, is not empty, and holds no run.json", file=str(config.out))
+        outer = enclosing_run(config.out)
+        if outer is not None:
+            raise BenchError(f"--out is inside the run directory {outer}; a run directory holds only its own run",
+                             file=str(config.out), field="--out")
         done = set()
     write_manifest(config.out, manifest)
     return manifest, done
@@ -206,10 +213,26 @@ def _summary(key: TrialKey, attempt: str, seed: int, started_at: float, attempts
     return record
 
 
+MAX_TRIALS = 1_000_000  # a grid larger than this is a typo (`-k 1000000000`), not a benchmark
+
+
+def check_grid(tasks: list[Task], config: RunConfig) -> int:
+    """The most trials the run can have (tasks × inputs × k), refused above MAX_TRIALS before
+    anything is built: an absurd size fails at once instead of hanging."""
+    inputs = 1 + len(config.variants.families) * config.variants.per_family
+    bound = len(tasks) * inputs * config.k
+    if bound > MAX_TRIALS:
+        raise BenchError(f"the run would have up to {bound:,} trials ({len(tasks)} task(s) × {inputs} input(s) × "
+                         f"k={config.k}), more than the limit of {MAX_TRIALS:,}: lower -k or --variants-per-family, "
+                         "or select fewer --tasks", field="-k")
+    return bound
+
+
 def run_benchmark(suite: Suite, spec: AgentSpec, task_ids: list[str] | None, config: RunConfig,
                   executor: Executor | None = None, stop_rule: StopRule | None = None) -> Path:
     """Run the grid (or, with `config.design`, the sequential design under `stop_rule`)."""
     tasks = suite.select(task_ids)
+    check_grid(tasks, config)
     executor = executor or LocalExecutor(config.concurrency)
     if config.design is not None and (stop_rule is None or config.variants.as_list()):
         raise BenchError("a sequential design (--k-max/--until) needs a stopping rule and runs no input variants",

@@ -28,8 +28,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Mapping, cast
 
-import orjson
-
+from bench.canonical import sorted_digest_bytes
 from bench.runs.rundir import LOG, Manifest, read_manifest, write_manifest
 
 SEAL = "seal"
@@ -41,7 +40,7 @@ _CHUNK = 1 << 20
 
 
 def _sha256(value: Any) -> str:
-    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(sorted_digest_bytes(value)).hexdigest()  # a non-UTF-8 suite path too
 
 
 def field_digests(manifest: Mapping[str, Any]) -> dict[str, str]:

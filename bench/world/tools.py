@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -28,7 +29,7 @@ import jsonschema
 import jsonschema_rs
 import orjson
 
-from bench.canonical import state_hash
+from bench.canonical import json_copy, state_hash
 from bench.errors import InfraError
 
 
@@ -213,13 +214,18 @@ class World:
             observation = tool.func(self.state, **args)
         except ToolError as exc:
             observation, error = None, str(exc)
-        except Exception as exc:
+        except (Exception, SystemExit, GeneratorExit, KeyboardInterrupt) as exc:
+            if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                raise  # on the main thread this may be a real Ctrl-C
             raise DomainBug(f"tool {name} crashed: {type(exc).__name__}: {exc}") from exc
         else:
             error = None
-            observation = _jsonable(observation)
+            observation = _jsonable(observation, f"tool {name} returned a value that is not JSON")
         if not tool.read_only:
-            self.state_hash = state_hash(self.state)
+            try:
+                self.state_hash = state_hash(self.state)
+            except TypeError as exc:
+                raise DomainBug(f"tool {name} left a state that is not JSON: {exc}") from None
         return ToolOutcome(observation, error, tool.read_only, self.state_hash)
 
     def _error(self, message: str) -> ToolOutcome:
@@ -229,7 +235,12 @@ class World:
         return copy.deepcopy(self.state)
 
 
-def _jsonable(value: Any) -> Any:
-    """Tools must return JSON; copying through orjson also detaches the observation from the
-    live state, so later mutations cannot rewrite what the agent was shown."""
-    return orjson.loads(orjson.dumps(value))
+def _jsonable(value: Any, what: str) -> Any:
+    """Tools must return JSON; the copy also detaches the observation from the live state, so
+    later mutations cannot rewrite what the agent was shown. A set, bytes or an object is a
+    domain bug (a replay could not reproduce it); NaN becomes null, and lone surrogates and big
+    integers are kept exactly (`bench.canonical.json_copy`)."""
+    try:
+        return json_copy(value)
+    except TypeError as exc:
+        raise DomainBug(f"{what}: {exc}") from None

@@ -1,0 +1,183 @@
+"""What the agent-framework adapters (`agents-sdk`, `pydantic-ai`) share, so that the two differ
+only where their frameworks do.
+
+- Options: the endpoint (`base_url` + `model`, or `launch = "llama_cpp"`; `api_key_env`, key
+  optional), `tools` (`"functions"`: the episode's tools as the framework's own function tools;
+  `"mcp"`: the episode served over MCP and reached with the framework's MCP client), sampling,
+  the request `timeout_s` and `retries` (the OpenAI client's own), prices.
+- Tool calls: every call goes through `episode.call` (logged, validated by the domain,
+  state-hashed); arguments that are not a JSON object are the model's doing: it is told, and no
+  step is logged (as in the `openai` adapter).
+- The episode's end (budget spent, time limit) is checked before each model turn, so that a
+  framework whose tool errors do not stop it (MCP) does not keep asking the model.
+- Errors: the OpenAI client's connection, timeout, rate-limit and 5xx errors (after its own
+  retries), and a bad key / unknown model, are infrastructure (`InfraError`: the trial is
+  retried, then recorded as `error`), as is any other HTTP error but a context overflow, which
+  fails the trial (`AgentGaveUp`), as in the `openai` adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from bench.adapters.openai_compat import ENDPOINT_OPTIONS, TOOLS_NOTE, _is_context_error, _parse_call
+from bench.adapters.options import OptionSpec
+from bench.adapters.prompting import AgentGaveUp
+from bench.episode import EpisodeOver, EpisodeTimeout, StepBudgetExhausted
+from bench.errors import BenchError, InfraError
+
+FRAMEWORK_OPTIONS: dict[str, OptionSpec] = {
+    **ENDPOINT_OPTIONS,
+    "tools": OptionSpec("str", "functions", choices=("functions", "mcp")),
+    "temperature": OptionSpec("float", None, minimum=0.0, maximum=5.0),
+    "top_p": OptionSpec("float", None, minimum=0.0, maximum=1.0),
+    "max_tokens": OptionSpec("int", None, minimum=1),
+    "tool_choice": OptionSpec("str", None, choices=("auto", "required", "none")),
+    "seed": OptionSpec("bool", True),
+    "extra_body": OptionSpec("dict", {}),
+    "timeout_s": OptionSpec("float", 60.0, minimum=0.001),
+    "retries": OptionSpec("int", 2, minimum=0),
+    "input_cost_per_mtok": OptionSpec("float", 0.0, minimum=0.0),
+    "output_cost_per_mtok": OptionSpec("float", 0.0, minimum=0.0),
+}
+
+NO_KEY = "no-key"  # the OpenAI client insists on a key; a loopback server ignores it
+
+
+def require(modules: tuple[str, ...], adapter: str, extra: str, source: str) -> None:
+    """One line naming the extra when the framework is not installed."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise BenchError(f"the {adapter} adapter needs {name}; install with pip install 'trajbench[{extra}]'",
+                             file=source, field="adapter") from None
+
+
+def instructions(episode: Any) -> str:
+    """The system prompt: the suite's policy and the same tool-use note as the `openai` adapter."""
+    return "\n\n".join(p for p in (episode.policy.strip(), TOOLS_NOTE) if p)
+
+
+def sampling_seed(episode: Any) -> int:
+    """The trial's seed, sent with every request of the trial (31 bits, what llama.cpp takes):
+    the frameworks build each request themselves, so the seed cannot vary by turn."""
+    return int(episode.seed) % 2_147_483_647
+
+
+def cost(opts: dict[str, Any], tokens_in: int | None, tokens_out: int | None) -> float:
+    return ((tokens_in or 0) * opts["input_cost_per_mtok"] + (tokens_out or 0) * opts["output_cost_per_mtok"]) / 1e6
+
+
+def call_tool(episode: Any, name: str, raw_args: Any) -> str:
+    """One function-tool call from a framework: the observation text the model gets back."""
+    tool, args, problem = _parse_call({"function": {"name": name, "arguments": raw_args}})
+    if problem is not None:
+        episode.annotations["malformed_tool_calls"] = episode.annotations.get("malformed_tool_calls", 0) + 1
+        return f"Error: {problem}"
+    return str(episode.call(tool, args).text())
+
+
+def check_open(episode: Any) -> None:
+    """Raise the episode's end (a BaseException the frameworks do not catch) before a model turn."""
+    if episode.budget_exhausted:
+        raise StepBudgetExhausted(f"step budget of {episode.max_steps} tool calls exhausted")
+    if episode.timed_out or episode.remaining_s == 0.0:
+        episode.timed_out = True
+        raise EpisodeTimeout("the trial's time limit passed")
+    if episode.closed:
+        raise EpisodeOver("the episode is closed")
+
+
+@asynccontextmanager
+async def served(episode: Any) -> AsyncIterator[str]:
+    """The episode's MCP server (streamable HTTP on loopback) for the framework's MCP client;
+    started in a worker thread so that the other trials on the event loop go on."""
+    from bench.adapters.mcp_server import ServerStartError, serve_http
+
+    server = serve_http(episode)
+    try:
+        url = await asyncio.to_thread(server.__enter__)
+    except ServerStartError as exc:
+        raise InfraError(str(exc)) from exc
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(server.__exit__, None, None, None)
+
+
+def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
+    """An `AsyncOpenAI` client on the endpoint, for one trial (closed by the caller): the
+    request timeout and retries are the client's own; no proxy from the environment; requests
+    pass through `without_null_content`."""
+    import httpx2
+    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+
+    class Transport(httpx2.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx2.AsyncHTTPTransport()
+
+        async def handle_async_request(self, request: Any) -> Any:
+            if request.method == "POST" and request.url.path.endswith("/chat/completions"):
+                body = without_null_content(await request.aread())
+                headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+                request = httpx2.Request("POST", request.url, headers=headers, content=body, extensions=request.extensions)
+            return await self.inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    return AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key or NO_KEY, timeout=opts["timeout_s"],
+                       max_retries=opts["retries"], http_client=DefaultAsyncHttpxClient(trust_env=False, transport=Transport()))
+
+
+def without_null_content(body: bytes) -> bytes:
+    """A chat-completions body with `"content": ""` instead of `null` on assistant messages that
+    carry tool calls. The SDKs send that null (valid in the OpenAI API), and llama-cpp-python's
+    server rejects it with a 500 (its schema wants a string; its chat template reads the key): an
+    empty text means the same to every server, so the frameworks run on llama.cpp unmodified."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    messages = data.get("messages") if isinstance(data, dict) else None
+    if not isinstance(messages, list):
+        return body
+    changed = False
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "assistant" and message.get("tool_calls") \
+                and "content" in message and message["content"] is None:
+            message["content"] = ""
+            changed = True
+    return orjson.dumps(data) if changed else body
+
+
+def classify(exc: BaseException) -> BaseException:
+    """The trial's view of an exception out of the framework (see the module doc), found on it
+    or on its causes (a framework may wrap the OpenAI client's error); any other exception is
+    returned as it is (the agent's failure)."""
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - both frameworks depend on it
+        return exc
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, openai.OpenAIError):
+        cause = cause.__cause__
+    if cause is None:
+        return exc
+    if isinstance(cause, openai.APIConnectionError):  # includes APITimeoutError
+        return InfraError(f"{type(cause).__name__}: {cause}")
+    if isinstance(cause, openai.APIStatusError):
+        status = cause.status_code
+        if status in (400, 413) and _is_context_error(str(cause)):
+            return AgentGaveUp(f"the conversation no longer fits the model's context window ({cause})")
+        if status in (408, 409, 425, 429) or status >= 500:
+            return InfraError(f"HTTP {status}: {cause} (after the client's retries)")
+        return InfraError(f"HTTP {status}: {cause} (not retried: check base_url, model and the API key)")
+    return exc

@@ -1,0 +1,226 @@
+"""The agent-framework adapters (`agents-sdk`: OpenAI Agents SDK; `pydantic-ai`) running their
+real loops through the real runner against the project's scripted chat-completions server on
+loopback (tests/servers/fake_chat.py), in both tool modes: the episode's tools as the
+framework's function tools, and the episode served over MCP reached with the framework's own
+MCP client."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.adapters.spec import load_agent_file
+from bench.analysis.replay import verify_run
+from bench.errors import BenchError
+from bench.runs.rundir import read_run
+from bench.runs.runner import RunConfig, run_benchmark
+from tests.servers.fake_chat import FakeChatServer, Reply, answer, sequence, shop_agent, tool_call
+
+pytest.importorskip("agents")
+pytest.importorskip("pydantic_ai")
+
+ADAPTERS = ["agents-sdk", "pydantic-ai"]
+MODES = [(a, t) for a in ADAPTERS for t in ("functions", "mcp")]
+
+
+def spec_file(tmp_path: Path, adapter: str, base_url: str, name: str = "fw", **options: Any) -> Path:
+    opts = {"base_url": base_url, "model": "fake-model", "retries": 0, **options}
+    lines = [f'name = "{name}"', f'adapter = "{adapter}"', "[options]"]
+    lines += [f"{key} = {toml_value(value)}" for key, value in opts.items()]
+    path = tmp_path / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+def run(suite: Any, spec_path: Path, out: Path, k: int = 1, **kw: Any) -> Any:
+    config = RunConfig(k=k, out=out, progress=False, retry_backoff_s=0.0, **kw)
+    run_benchmark(suite, load_agent_file(spec_path), ["cancel-pending"], config)
+    return read_run(out)
+
+
+def tool_steps(log: Any, trial_id: str) -> list[tuple[str, Any]]:
+    return [(s["tool"], s["args"]) for s in log.trial_steps(trial_id) if s["kind"] == "tool"]
+
+
+def mcp_text(content: Any) -> str:
+    """A tool result as the scripted model reads it: over MCP the frameworks may send a list of
+    content parts, or the MCP text content as JSON."""
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    try:
+        data = json.loads(content)
+    except (TypeError, json.JSONDecodeError):
+        return str(content)
+    if isinstance(data, dict) and data.get("type") == "text":
+        return str(data["text"])
+    return str(content)
+
+
+def shop(body: dict[str, Any], n: int) -> Reply:
+    """shop_agent, reading tool results that may come wrapped (MCP mode)."""
+    messages = [{**m, "content": mcp_text(m.get("content"))} if m["role"] == "tool" else m for m in body["messages"]]
+    return shop_agent({**body, "messages": messages}, n)
+
+
+@pytest.mark.parametrize("adapter,tools", MODES)
+def test_k_concurrent_trials_each_follow_their_own_seed(adapter, tools, mini_suite, tmp_path):
+    """4 trials at once through one agent: each trial's steps, world and answer follow its own
+    seed (odd seeds make the scripted model cancel the wrong order), so no trial sees another's
+    state; model turns carry the server's token counts; the run replays under `verify`."""
+    with FakeChatServer(shop) as server:
+        log = run(mini_suite, spec_file(tmp_path, adapter, server.base_url, tools=tools, input_cost_per_mtok=1.0),
+                  tmp_path / "r", k=4, concurrency=4)
+    assert len(log.summaries) == 4 and server.max_in_flight >= 1
+    outcomes = set()
+    for trial_id, summary in log.summaries.items():
+        wrong = summary["seed"] % 2_147_483_647 % 2 == 1
+        assert tool_steps(log, trial_id) == [("find_customer", {"email": "ada@example.com"}), ("list_orders", {"customer_id": "C1"}),
+                                             ("cancel_order", {"order_id": "O3" if wrong else "O1"})]
+        assert summary["outcome"] == ("failure" if wrong else "success"), summary["checks"]
+        assert summary["answer"] == ("Cancelled O3." if wrong else "Cancelled O1.")
+        models = [s for s in log.trial_steps(trial_id) if s["kind"] == "model"]
+        assert len(models) == 4 and all(m["input_tokens"] > 0 and m["output_tokens"] == 9 and m["latency_s"] > 0 for m in models)
+        assert summary["input_tokens"] == sum(m["input_tokens"] for m in models)
+        assert summary["cost"] == pytest.approx(summary["input_tokens"] / 1e6)
+        outcomes.add(summary["outcome"])
+    seeds = {r.get("seed") for r in server.requests}
+    assert seeds == {s["seed"] % 2_147_483_647 for s in log.summaries.values()}
+    offered = {t["function"]["name"] for t in server.requests[0]["tools"]}
+    assert ("final_answer" in offered) == (tools == "mcp") and {"find_customer", "cancel_order"} <= offered
+    assert verify_run(tmp_path / "r").ok
+
+
+def looping(body: dict[str, Any], n: int) -> Reply:
+    return tool_call("find_customer", {"email": "ada@example.com"}, f"call_{n}")
+
+
+@pytest.mark.parametrize("adapter,tools", MODES)
+def test_a_budget_overrun_fails_within_budget(adapter, tools, mini_suite, tmp_path):
+    """A model that never stops calling tools: the episode's budget ends the trial (in MCP mode
+    too, where the over-budget call is an MCP tool error), with exactly max_steps steps."""
+    with FakeChatServer(looping) as server:
+        log = run(mini_suite, spec_file(tmp_path, adapter, server.base_url, tools=tools), tmp_path / "r", max_steps=3)
+    (trial_id, summary), = log.summaries.items()
+    assert summary["outcome"] == "failure" and not summary["checks"]["within_budget"]["passed"]
+    assert len(tool_steps(log, trial_id)) == 3 and len(server.requests) <= 5
+
+
+def malformed(body: dict[str, Any], n: int) -> Reply:
+    return tool_call("find_customer", "{not json", f"call_{n}")
+
+
+def test_agents_sdk_max_turns_fails_the_trial(mini_suite, tmp_path):
+    """Turns that make no step (malformed arguments, told to the model) run into max_turns."""
+    with FakeChatServer(malformed) as server:
+        log = run(mini_suite, spec_file(tmp_path, "agents-sdk", server.base_url, max_turns=3), tmp_path / "r")
+    (trial_id, summary), = log.summaries.items()
+    assert summary["outcome"] == "failure" and "max_turns = 3" in summary["checks"]["agent_completed"]["detail"]
+    assert tool_steps(log, trial_id) == [] and len(server.requests) == 3
+    assert summary["agent_info"]["malformed_tool_calls"] == 3
+
+
+def test_pydantic_ai_request_limit_fails_the_trial(mini_suite, tmp_path):
+    """Turns that make no step (arguments PydanticAI cannot parse go back to the model as a retry)
+    run into the request limit, given enough tool retries."""
+    with FakeChatServer(malformed) as server:
+        log = run(mini_suite, spec_file(tmp_path, "pydantic-ai", server.base_url, request_limit=3, tool_retries=5), tmp_path / "r")
+    (trial_id, summary), = log.summaries.items()
+    assert summary["outcome"] == "failure" and "request_limit = 3" in summary["checks"]["agent_completed"]["detail"]
+    assert tool_steps(log, trial_id) == [] and len(server.requests) == 3
+
+
+def test_pydantic_ai_unknown_tool_is_retried_then_fails(mini_suite, tmp_path):
+    """A call to a tool the agent does not have goes back to the model as a retry prompt (no step);
+    past tool_retries the run ends with UnexpectedModelBehavior, the agent's failure."""
+    script = sequence(tool_call("delete_everything", {}), then=lambda b, n: answer("done"))
+    with FakeChatServer(script) as server:
+        log = run(mini_suite, spec_file(tmp_path, "pydantic-ai", server.base_url), tmp_path / "a")
+    (trial_id, summary), = log.summaries.items()
+    assert summary["answer"] == "done" and tool_steps(log, trial_id) == []
+    assert "delete_everything" in json.dumps(server.requests[1]["messages"][-1])
+    with FakeChatServer(lambda b, n: tool_call("delete_everything", {}, f"c{n}")) as server:
+        log = run(mini_suite, spec_file(tmp_path, "pydantic-ai", server.base_url, tool_retries=1), tmp_path / "b")
+    (summary,) = log.summaries.values()
+    assert summary["outcome"] == "failure" and "UnexpectedModelBehavior" in summary["checks"]["agent_completed"]["detail"]
+
+
+def test_agents_sdk_unknown_tool_follows_tool_not_found(mini_suite, tmp_path):
+    """A call to a tool the agent does not have: by the SDK's default the run ends
+    (ModelBehaviorError, the agent's failure, no step); `return_error_to_model` lets it go on."""
+    script = sequence(tool_call("delete_everything", {}), then=lambda b, n: answer("done"))
+    with FakeChatServer(script) as server:
+        log = run(mini_suite, spec_file(tmp_path, "agents-sdk", server.base_url), tmp_path / "a")
+    (trial_id, summary), = log.summaries.items()
+    assert summary["outcome"] == "failure" and "ModelBehaviorError" in summary["checks"]["agent_completed"]["detail"]
+    assert tool_steps(log, trial_id) == []
+    with FakeChatServer(script) as server:
+        log = run(mini_suite, spec_file(tmp_path, "agents-sdk", server.base_url, tool_not_found="return_error_to_model"),
+                  tmp_path / "b")
+    (summary,) = log.summaries.values()
+    assert summary["answer"] == "done" and "agent_completed" not in summary["checks"]
+    assert "not found" in str(server.requests[1]["messages"][-1]["content"])
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_wrong_tool_is_a_logged_step_and_a_failure(adapter, mini_suite, tmp_path):
+    """A real tool called wrongly (an order that does not exist): a step with the domain's error."""
+    script = sequence(tool_call("cancel_order", {"order_id": "O99"}), then=lambda b, n: answer("I could not."))
+    with FakeChatServer(script) as server:
+        log = run(mini_suite, spec_file(tmp_path, adapter, server.base_url), tmp_path / "r")
+    (trial_id, summary), = log.summaries.items()
+    (step,) = [s for s in log.trial_steps(trial_id) if s["kind"] == "tool"]
+    assert step["tool"] == "cancel_order" and step["error"]
+    assert summary["outcome"] == "failure" and summary["answer"] == "I could not."
+    assert "Error" in str(server.requests[1]["messages"][-1]["content"])
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_endpoint_down_is_an_infrastructure_error(adapter, mini_suite, tmp_path):
+    log = run(mini_suite, spec_file(tmp_path, adapter, "http://127.0.0.1:9/v1", timeout_s=2.0), tmp_path / "r", retries=0)
+    (summary,) = log.summaries.values()
+    assert summary["outcome"] == "error"
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_bad_options_name_the_field(adapter, tmp_path):
+    with pytest.raises(BenchError, match="tools"):
+        load_agent_file(spec_file(tmp_path, adapter, "http://127.0.0.1:9/v1", tools="telepathy"))
+    with pytest.raises(BenchError, match="base_url"):
+        load_agent_file(spec_file(tmp_path, adapter, "", name="nourl")).build()
+    with pytest.raises(BenchError, match="TRAJBENCH_TEST_NO_SUCH_VAR") as info:
+        load_agent_file(spec_file(tmp_path, adapter, "http://127.0.0.1:9/v1", name="nokey",
+                                  api_key_env="TRAJBENCH_TEST_NO_SUCH_VAR")).build()
+    assert info.value.field == "options.api_key_env"
+    with pytest.raises(BenchError, match="launch_options"):
+        load_agent_file(spec_file(tmp_path, adapter, "", name="launch", launch="llama_cpp",
+                                  launch_options={"n_gpu": 1})).build()
+
+
+@pytest.mark.parametrize("adapter,module,extra", [("agents-sdk", "agents", "agents-sdk"), ("pydantic-ai", "pydantic_ai", "pydantic-ai")])
+def test_missing_framework_names_the_extra(adapter, module, extra, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # as if not installed
+    with pytest.raises(BenchError, match=rf"pip install 'trajbench\[{extra}\]'") as info:
+        load_agent_file(spec_file(tmp_path, adapter, "http://127.0.0.1:9/v1")).build()
+    assert "\n" not in str(info.value)
+
+
+def test_assistant_null_content_becomes_empty_for_llama_cpp():
+    """llama-cpp-python's server rejects `content: null` beside tool calls; it becomes "", nothing else changes."""
+    from bench.adapters.frameworks import without_null_content
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"},
+                                       {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]},
+                                       {"role": "assistant", "content": None}]}
+    out = json.loads(without_null_content(json.dumps(body).encode()))
+    assert out["messages"][1] == {"role": "assistant", "content": "", "tool_calls": [{"id": "c"}]}
+    assert out["messages"][0] == body["messages"][0] and out["messages"][2] == body["messages"][2]
+    assert without_null_content(b"not json") == b"not json"
