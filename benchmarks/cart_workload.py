@@ -197,8 +197,8 @@ def _scripted_model(input: list[Any], tools: Any, tool_choice: Any, config: Any)
     assert state is not None
     ops = planned_ops(user.text, str(state.sample_id), state.epoch)
     n_done = sum(1 for m in input if m.role == "tool")
-    op = ops[n_done] if n_done < len(ops) else {"tool": "submit", "args": {"answer": "done"}}
-    out = ModelOutput.for_tool_call("mockllm/model", op["tool"], op["args"], tool_call_id=f"call_{n_done}")
+    name, args = (ops[n_done]["tool"], ops[n_done]["args"]) if n_done < len(ops) else ("submit", {"answer": "done"})
+    out = ModelOutput.for_tool_call("mockllm/model", name, args, tool_call_id=f"call_{n_done}")
     out.usage = ModelUsage(input_tokens=10 * len(input), output_tokens=10, total_tokens=10 * len(input) + 10)
     return out
 

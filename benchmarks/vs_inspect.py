@@ -113,7 +113,7 @@ def inspect_read(path: Path) -> tuple[float, dict[Any, bool]]:
     started = time.perf_counter()
     log = read_eval_log(str(path))
     seconds = time.perf_counter() - started
-    outcomes = {(str(s.id), s.epoch): s.scores["cart_state"].value == "C" for s in log.samples or []}
+    outcomes = {(str(s.id), s.epoch): (s.scores or {})["cart_state"].value == "C" for s in log.samples or []}
     return seconds, outcomes
 
 
