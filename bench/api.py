@@ -25,10 +25,10 @@ from bench.analysis.diff import diff_runs
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.replay import VerifyResult, verify_run
 from bench.analysis.report import build_report
-from bench.runs.rundir import Manifest, read_manifest
+from bench.runs.rundir import Manifest, read_manifest, run_dir_name
 from bench.runs.runner import RunConfig, run_benchmark
 from bench.world.overlay import apply_overlay
-from bench.world.suite import Suite, load_suite, require_valid
+from bench.world.suite import Suite, valid_suite
 from bench.world.variants import VariantSpec
 
 
@@ -109,20 +109,9 @@ def load(run_dir: RunLike) -> Run:
     return run_dir if isinstance(run_dir, Run) else Run(run_dir)
 
 
-def run_dir_name(agent_name: str) -> str:
-    """An agent's name as a folder name (its run directory under runs/SUITE/)."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in agent_name).strip("-") or "agent"
-
-
 def default_run_dir(suite_name: str, agent_name: str) -> Path:
     """Where a run goes when no directory is given: runs/SUITE/AGENT (as `trajbench run`)."""
     return Path("runs") / suite_name / run_dir_name(agent_name)
-
-
-def valid_suite(suite: str | Path | Suite) -> Suite:
-    """A suite ready to run: a loaded Suite as it is, else loaded (a built-in name or a folder)
-    and refused when a task is invalid (`trajbench validate` lists why)."""
-    return suite if isinstance(suite, Suite) else require_valid(load_suite(suite))
 
 
 def run(suite: str | Path | Suite, agent: Any, k: int = 4, *, tasks: list[str] | None = None, seed: int = 0,

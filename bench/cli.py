@@ -105,8 +105,9 @@ def _json_arg(value: str | None, flag: str) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.adapters.spec import parse_agent_spec
-    from bench.api import run_dir_name, valid_suite
+    from bench.runs.rundir import run_dir_name
     from bench.runs.runner import RunConfig, run_benchmark, trial_keys
+    from bench.world.suite import valid_suite
     from bench.world.variants import parse_variant_spec
 
     suite = valid_suite(args.suite)

@@ -53,3 +53,15 @@ def test_import_bench_is_cheap():
             "'jsonschema', 'rapidfuzz'}) + sorted(m for m in sys.modules if m.startswith('bench.')); print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "['bench.__version__']"
+
+
+def test_a_sim_run_imports_no_analysis(tmp_path):
+    """`trajbench run` of a simulated agent pays for no scipy and no analysis module: the
+    whole-process cost of a small run is its start-up (docs/performance.md)."""
+    code = ("import sys; from bench.cli import main; "
+            f"rc = main(['run', {str(ROOT / 'tests' / 'fixtures' / 'mini')!r}, '--agent', 'sim:oracle', '-k', '1', "
+            f"'--out', {str(tmp_path / 'r')!r}, '--quiet']); "
+            "print(rc, sorted({m.split('.')[0] for m in sys.modules} & {'scipy'}) + "
+            "sorted(m for m in sys.modules if m.startswith('bench.analysis')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout + out.stderr

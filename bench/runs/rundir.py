@@ -336,6 +336,11 @@ def refuse_run_dir_output(out: str | Path, flag: str) -> None:
                          "outside it)", file=str(out), field=flag)
 
 
+def run_dir_name(agent_name: str) -> str:
+    """An agent's name as a folder name (its run directory under runs/SUITE/)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in agent_name).strip("-") or "agent"
+
+
 def write_manifest(run_dir: Path, manifest: Manifest) -> None:
     """Atomic: a kill during the write leaves the old manifest or the new one, never half."""
     tmp = run_dir / (MANIFEST + ".tmp")

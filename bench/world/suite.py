@@ -204,6 +204,12 @@ def load_suite(name_or_path: str | Path) -> Suite:
     return Suite(name, folder, str(meta.get("description", "")), policy, initial_state, tools, tasks, hash_, problems)
 
 
+def valid_suite(suite: str | Path | Suite) -> Suite:
+    """A suite ready to run: a loaded Suite as it is, else loaded (a built-in name or a folder)
+    and refused when a task is invalid (`trajbench validate` lists why)."""
+    return suite if isinstance(suite, Suite) else require_valid(load_suite(suite))
+
+
 def require_valid(suite: Suite) -> Suite:
     """Refuse to run a suite with schema problems or a reference that does not replay."""
     problems = [str(p) for p in suite.problems]
