@@ -20,8 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-import orjson
-
+from bench.canonical import dump_line, json_copy
 from bench.world.goal import LoggedAction, MilestoneTracker, evaluate
 from bench.world.suite import Suite
 from bench.world.task import Task
@@ -70,7 +69,7 @@ class Observation:
             return f"Error: {self.error}"
         if isinstance(self.value, str):
             return self.value
-        return orjson.dumps(self.value).decode()
+        return dump_line(self.value).strip().decode()
 
 
 class StepRules:
@@ -232,10 +231,14 @@ class Episode:
                 self.tool_calls += 1
             self._emit(fields)
 
-    def close(self) -> None:
-        """Stop the episode: later calls raise and nothing more is logged."""
-        with self._lock:
-            self.closed = True
+    def close(self, wait_s: float | None = None) -> None:
+        """Stop the episode: later calls raise and nothing more is logged. Waits for an
+        in-flight call (the end state is never torn), for at most `wait_s` seconds when given:
+        a tool stuck in an abandoned trial must not hang the run."""
+        acquired = self._lock.acquire(timeout=-1 if wait_s is None else wait_s)
+        self.closed = True
+        if acquired:
+            self._lock.release()
 
     def outcome_checks(self) -> dict[str, dict[str, Any]]:
         expected, _ = self._suite.expected_state(self._task)
@@ -266,6 +269,8 @@ class Episode:
             raise EpisodeTimeout("the trial's time limit passed")
 
     def _emit(self, fields: dict[str, Any]) -> None:
+        if self.closed:  # an abandoned call that finished after the trial was recorded
+            return
         event = {"type": "step", "trial": self.trial_id, "attempt": self.attempt, "step": self.event_count}
         event.update(fields)
         self.event_count += 1
@@ -276,6 +281,6 @@ def _loggable_args(args: Any) -> Any:
     """Arguments exactly as the tool received them (so `verify` can replay them); the canonical
     key used to compare steps is derived from these later. Non-JSON arguments become their repr."""
     try:
-        return orjson.loads(orjson.dumps(args))
+        return json_copy(args)
     except TypeError:
         return repr(args)

@@ -3,6 +3,7 @@
     python benchmarks/divergence.py speed [--tasks 1000] [--k 100] [--steps 10] [--keep DIR] [--repeat 3]
     python benchmarks/divergence.py detection [--replications 10] [--tasks-per-suite 20] [--test fisher]
     python benchmarks/divergence.py false-alarms [--replications 25]
+    python benchmarks/divergence.py top-branches RUN_DIR...
 
 `speed` writes a synthetic run directory in the real log format (tasks × k trials × ~steps tool
 steps, 100k trials × 10 steps by default: 1.1M step events, 1.2M log lines; `--keep DIR` writes
@@ -43,9 +44,8 @@ import shutil
 import sys
 import tempfile
 import time
-from math import comb
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import orjson
@@ -55,6 +55,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.analysis.divergence.options import DivergenceOptions, TaskTrials, TrialPath  # noqa: E402
+from bench.analysis.divergence.power import detection_power  # noqa: E402
 from bench.analysis.divergence.section import analyse, divergence_section  # noqa: E402
 
 
@@ -219,10 +220,13 @@ REF_LEN = 8
 
 
 def simulate_task(rng: np.random.Generator, name: str, s: int | None, q: float, f: float, k: int,
-                  noise: float = 0.0, p0: float | None = None) -> tuple[TaskTrials, str | None, list[bool]]:
+                  noise: float = 0.0, p0: float | None = None,
+                  lookup_fork: bool = False) -> tuple[TaskTrials, str | None, list[list[bool]]]:
     """One task's k trial paths (see the module docstring). With `p0`, outcomes are
-    Bernoulli(p0) whatever the path (nothing on the path matters). Returns the task, the key of
-    the planted alternative, and for each trial whether each key is read-only noise."""
+    Bernoulli(p0) whatever the path (nothing on the path matters). With `lookup_fork`, every
+    trial first looks up one of two records (half each, as a simulated user would drive it;
+    harmless). Returns the task, the key of the planted alternative, and for each trial whether
+    each key is a read-only lookup."""
     ref = [f"step{j}(ref)" for j in range(REF_LEN)]
     alt = None if s is None else f"step{s}(alternative)"
     trials = []
@@ -238,37 +242,42 @@ def simulate_task(rng: np.random.Generator, name: str, s: int | None, q: float, 
         if p0 is not None:
             ok = bool(rng.random() < p0)
         flags = [False] * len(keys)
+        if lookup_fork:
+            keys = [f"lookup(record{int(rng.integers(0, 2))})"] + keys
+            flags = [True] + flags
         if noise:
-            noisy, flags = [], []
-            for key in keys:
+            noisy, flags, lookups = [], [], flags
+            for key, ro in zip(keys, lookups):
                 noisy.append(key)
-                flags.append(False)
+                flags.append(ro)
                 if rng.random() < noise:
                     noisy.append(f"lookup(x{int(rng.integers(0, 3))})")
                     flags.append(True)
             keys = noisy
-        trials.append(TrialPath(f"{name}/{i}", ok, keys))
+        trials.append(TrialPath(f"{name}/{i}", ok, keys, read_only=flags))
         noise_flags.append(flags)
     return TaskTrials(name, trials, reference=ref), alt, noise_flags
 
 
 def _without_noise(task: TaskTrials, flags: list[list[bool]]) -> TaskTrials:
     """What `ignore_read_only=True` does to the simulated paths: drop the read-only lookups."""
-    trials = [TrialPath(t.trial, t.success, [key for key, noisy in zip(t.keys, fl) if not noisy])
+    trials = [TrialPath(t.trial, t.success, [key for key, noisy in zip(t.keys, fl) if not noisy],
+                        read_only=[False] * sum(not noisy for noisy in fl))
               for t, fl in zip(task.trials, flags)]
     return TaskTrials(task.task, trials, reference=task.reference)
 
 
 def detection_rate(seed: int, s: int, q: float, f: float, k: int, *, tasks_per_suite: int = 20, replications: int = 10,
-                   noise: float = 0.0, ignore_noise: bool = False, test: str = "boschloo") -> tuple[float, int]:
+                   noise: float = 0.0, ignore_noise: bool = False, test: str = "boschloo", fork: str = "decision",
+                   lookup_fork: bool = False) -> tuple[float, int]:
     """Share of planted tasks whose reported divergence point is the planted branch."""
-    rng = np.random.default_rng([seed, s, int(q * 1000), int(f * 1000), k, int(noise * 1000)])
+    rng = np.random.default_rng([seed, s, int(q * 1000), int(f * 1000), k, int(noise * 1000)] + ([1] if lookup_fork else []))
     hits = total = 0
-    options = DivergenceOptions(test=test)
+    options = DivergenceOptions(test=test, fork=fork)
     for r in range(replications):
         tasks, alts = [], []
         for t in range(tasks_per_suite):
-            task, alt, flags = simulate_task(rng, f"r{r}-t{t}", s, q, f, k, noise=noise)
+            task, alt, flags = simulate_task(rng, f"r{r}-t{t}", s, q, f, k, noise=noise, lookup_fork=lookup_fork)
             tasks.append(_without_noise(task, flags) if ignore_noise else task)
             alts.append(alt)
         section = analyse(tasks, options).section
@@ -280,30 +289,20 @@ def detection_rate(seed: int, s: int, q: float, f: float, k: int, *, tasks_per_s
 
 
 def detection_bound(k: int, q: float, f: float, alpha: float = 0.05, test: str = "boschloo") -> float:
-    """P(the planted node's own two-sided test gives p ≤ alpha): an upper bound on detection."""
-    from scipy import stats
-
-    total = 0.0
-    for x in range(1, k):  # trials taking the alternative (0 or k: no branch)
-        px = comb(k, x) * q ** x * (1 - q) ** (k - x)
-        for fails in range(1, x + 1):
-            pf = comb(x, fails) * f ** fails * (1 - f) ** (x - fails)
-            table = [[k - x, x - fails], [0, fails]]
-            p = (stats.boschloo_exact(table).pvalue if test == "boschloo" else stats.fisher_exact(table).pvalue)
-            if p <= alpha:
-                total += px * pf
-    return total
+    """P(the planted node's own two-sided test gives p ≤ alpha): an upper bound on detection
+    (the rule the report's "detectable at k" uses: bench.analysis.divergence.power)."""
+    return detection_power(k, q, 1.0, 1.0 - f, alpha, test)
 
 
 def false_alarm_rate(seed: int, k: int, kind: str, *, tasks_per_suite: int = 20, replications: int = 25,
-                     test: str = "boschloo") -> tuple[float, float, int]:
+                     test: str = "boschloo", fork: str = "decision") -> tuple[float, float, int]:
     """(share of null tasks with a significant divergence point, share of suites with any
     such task, number of null tasks). Kinds: "noise" (harmless noise only), "branch" (a
     planted branch that does not change the outcome), "mixed" (half the suite's tasks have a
     real planted divergence, q = 0.5, f = 1, which makes Benjamini–Hochberg more lenient; the
     other half are "branch" tasks, and only they are counted)."""
     rng = np.random.default_rng([seed, k, {"branch": 1, "noise": 2, "mixed": 3}[kind]])
-    options = DivergenceOptions(test=test)
+    options = DivergenceOptions(test=test, fork=fork)
     flagged = suites_flagged = total = 0
     for r in range(replications):
         tasks, null = [], []
@@ -332,8 +331,9 @@ def detection(args: argparse.Namespace) -> None:
     ks, qs, ss, fs = (4, 8, 16, 32), (0.1, 0.25, 0.5), (1, 3, 6), tuple(args.f)
     start = time.perf_counter()
     print(f"Detection of a planted divergence (share of tasks whose reported divergence point is the planted branch);\n"
-          f"{args.replications} suites × {args.tasks_per_suite} tasks per cell, test = {args.test}, noise ν = {args.noise}"
-          f"{', read-only steps ignored' if args.ignore_noise else ''}")
+          f"{args.replications} suites × {args.tasks_per_suite} tasks per cell, test = {args.test}, fork = {args.fork}, "
+          f"noise ν = {args.noise}{', read-only steps ignored' if args.ignore_noise else ''}"
+          f"{', user-driven lookup fork first' if args.lookup_fork else ''}")
     for f in fs:
         print(f"\nf = {f}")
         print("| s | q | " + " | ".join(f"k = {k}" for k in ks) + " |")
@@ -342,7 +342,8 @@ def detection(args: argparse.Namespace) -> None:
             for q in qs:
                 cells = [detection_rate(args.seed, s, q, f, k, tasks_per_suite=args.tasks_per_suite,
                                         replications=args.replications, noise=args.noise,
-                                        ignore_noise=args.ignore_noise, test=args.test)[0] for k in ks]
+                                        ignore_noise=args.ignore_noise, test=args.test, fork=args.fork,
+                                        lookup_fork=args.lookup_fork)[0] for k in ks]
                 print(f"| {s} | {q} | " + " | ".join(f"{c:.0%}" for c in cells) + " |")
         for q in qs:
             print(f"| bound | {q} | " + " | ".join(f"{detection_bound(k, q, f, test=args.test):.0%}" for k in ks) + " |")
@@ -352,14 +353,45 @@ def detection(args: argparse.Namespace) -> None:
 def false_alarms(args: argparse.Namespace) -> None:
     ks = (4, 8, 16, 32)
     print(f"False alarms: share of tasks (and of {args.tasks_per_suite}-task suites) with a significant divergence point "
-          f"when nothing on the path changes the outcome; {args.replications} suites per cell, test = {args.test}")
+          f"when nothing on the path changes the outcome; {args.replications} suites per cell, test = {args.test}, "
+          f"fork = {args.fork}")
     print("| scenario | " + " | ".join(f"k = {k}" for k in ks) + " |")
     print("|---|" + "---|" * len(ks))
     for kind, label in (("noise", "harmless noise only"), ("branch", "planted branch, no effect on outcome"),
                         ("mixed", "same, in suites where half the tasks have a real divergence")):
         cells = [false_alarm_rate(args.seed, k, kind, tasks_per_suite=args.tasks_per_suite,
-                                  replications=args.replications, test=args.test) for k in ks]
+                                  replications=args.replications, test=args.test, fork=args.fork) for k in ks]
         print(f"| {label} | " + " | ".join(f"{t:.1%} tasks ({s:.0%} suites)" for t, s, _ in cells) + " |")
+
+
+def top_branches(args: argparse.Namespace) -> None:
+    """Per mixed task of real runs: does the top branch (the divergence point, else the best
+    candidate) name a write or a stop, under the decision rule and under the raw first fork?
+    "Exists" = the trials part somewhere in a write or a stop (a branch node of either analysis
+    whose alternatives are all writes or stops)."""
+    from bench.analysis.divergence.keys import read_only_of
+    from bench.runs.rundir import read_run
+
+    print("| run | mixed tasks | a write/stop fork exists | decision: top names a write/stop | raw: top names a write/stop |")
+    print("|---|---|---|---|---|")
+    for run_dir in args.runs:
+        log = read_run(run_dir)
+        lookups = {str(ev.get("tool")) for events in log.steps.values() for ev in events
+                   if ev.get("kind") == "tool" and read_only_of(ev)}
+
+        def decides(branch: dict[str, Any] | None, lookups: set[str] = lookups) -> bool:
+            return branch is not None and all(a["end"] or a["tool"] not in lookups for a in branch["alternatives"])
+
+        rows = {fork: {r["task"]: r for r in divergence_section(log, fork=fork)["tasks"] if r["mixed"]}
+                for fork in ("decision", "raw")}
+        exists = {t for rs in rows.values() for t, r in rs.items() if any(decides(b) for b in r["branches"])}
+        named = {fork: {t for t, r in rs.items() if decides(r["divergence"] or r["candidate"]
+                                                          or (r["branches"] or [None])[0])}
+                 for fork, rs in rows.items()}
+        print(f"| {run_dir} | {len(rows['raw'])} | {len(exists)} | {len(named['decision'] & exists)} of {len(exists)} | "
+              f"{len(named['raw'] & exists)} of {len(exists)} |")
+        for t in sorted(exists - named["decision"]):
+            print(f"  decision rule misses a write/stop in {t}")
 
 
 def main() -> None:
@@ -380,11 +412,18 @@ def main() -> None:
         p.add_argument("--tasks-per-suite", type=int, default=20)
         p.add_argument("--test", default="boschloo")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--fork", choices=("decision", "raw"), default="decision",
+                       help="the divergence rule (default: decision, as `trajbench report`)")
         if name == "detection":
+            p.add_argument("--lookup-fork", action="store_true",
+                           help="every trial first looks up one of two records (harmless, user-driven)")
             p.add_argument("--f", type=float, nargs="+", default=[0.8, 1.0])
             p.add_argument("--noise", type=float, default=0.0)
             p.add_argument("--ignore-noise", action="store_true")
         p.set_defaults(func=func)
+    p = sub.add_parser("top-branches", help="real runs: does the top branch name a write or a stop?")
+    p.add_argument("runs", nargs="+")
+    p.set_defaults(func=top_branches)
     args = parser.parse_args()
     args.func(args)
 

@@ -334,3 +334,24 @@ def test_tracing_is_forced_off():
     import os
 
     assert os.environ.get("LANGSMITH_TRACING_V2") == "false"
+
+
+def test_builtin_graph_resumes_from_a_restored_prefix(mini_suite, tmp_path):
+    """Causal replay through the built-in graph: it is invoked on the messages up to the node
+    (restored calls as AI tool calls and ToolMessages), so the scripted engine's first prompt holds
+    both restored results and every continuation goes on to cancel an order."""
+    from bench.analysis.causal import Sampler, replay_node
+    from bench.analysis.prefix import prefix_of
+
+    run_benchmark(mini_suite, parse_agent_spec("sim:oracle"), ["cancel-pending"],
+                  RunConfig(k=1, out=tmp_path / "run", progress=False))
+    log = read_run(tmp_path / "run")
+    trial = next(iter(log.summaries))
+    engine = ScriptedEngine()
+    agent = LangGraphAgent("scripted-langgraph", {}, model=make_local_chat_model(engine, Scaffold(), {"temperature": 0.0}))
+    result = replay_node(log, Sampler(mini_suite, agent, 20), prefix_of(log, mini_suite, trial, 2), 4)
+    first = engine.requests[0][0]
+    assert [m["content"].split(":")[0] for m in first if m["role"] == "user"][1:] == \
+        ["Result of find_customer", "Result of list_orders"]
+    assert result["node"]["n"] == 4
+    assert {a["action"].split("(")[0] for a in result["alternatives"]} == {"cancel_order"}

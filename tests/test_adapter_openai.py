@@ -2,6 +2,7 @@
 loopback (tests/servers/fake_chat.py): native tool calls, seeds, tokens and cost, and the fault
 classification (infrastructure `error` vs the agent's `failure`) with its retries."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,38 @@ def test_spec_errors_name_the_field(tmp_path):
 def test_roster_template_has_no_key():
     spec = parse_agent_spec("openai-compatible")
     assert spec.adapter == "openai" and "api_key" not in spec.options and spec.options["api_key_env"]
+
+
+@pytest.mark.parametrize("mode", ["tools", "structured"])
+def test_the_openai_loop_resumes_from_a_restored_prefix(mini_suite, tmp_path, mode):
+    """Causal replay through the openai adapter: the continuation's first request holds the
+    restored calls and their logged results in the mode's message form, and the scripted model
+    carries on from there (cancel_order next: O1 on even seeds, O3 on odd ones)."""
+    from bench.analysis.causal import Sampler, replay_node
+    from bench.analysis.prefix import prefix_of
+
+    def structured(body, n):
+        results = [m for m in body["messages"] if m["role"] == "user" and m["content"].startswith("Result of")]
+        wrong = body.get("seed", 0) % 2 == 1
+        if len(results) == 2:
+            order = "O3" if wrong else "O1"
+            return answer(json.dumps({"tool": "cancel_order", "arguments": {"order_id": order}}))
+        return answer(json.dumps({"tool": "final_answer", "arguments": {"answer": "Cancelled O3." if wrong else "Cancelled O1."}}))
+
+    run_benchmark(mini_suite, parse_agent_spec("sim:oracle"), ["cancel-pending"],
+                  RunConfig(k=1, out=tmp_path / "run", progress=False))
+    log = read_run(tmp_path / "run")
+    trial = next(iter(log.summaries))
+    with FakeChatServer(shop_agent if mode == "tools" else structured) as server:
+        agent = load_agent_file(spec_file(tmp_path, server.base_url, mode=mode)).build()
+        result = replay_node(log, Sampler(mini_suite, agent, 20), prefix_of(log, mini_suite, trial, 2), 4)
+    first = server.requests[0]["messages"]
+    logged = [e["observation"] for e in log.trial_steps(trial)[:2]]
+    if mode == "tools":
+        tool_messages = [m for m in first if m["role"] == "tool"]
+        assert [json.loads(m["content"]) for m in tool_messages] == logged
+        assert [m["tool_calls"][0]["function"]["name"] for m in first if m["role"] == "assistant"] == \
+            ["find_customer", "list_orders"]
+    else:
+        assert sum(m["content"].startswith("Result of") for m in first if m["role"] == "user") == 2
+    assert result["node"]["n"] == 4 and 0 < result["node"]["successes"] < 4  # seeds decide O1 or O3

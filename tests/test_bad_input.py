@@ -156,5 +156,6 @@ def test_a_crashing_tool_is_an_error_not_an_agent_failure(mini_copy, tmp_path):
     proc = run_cli("run", str(mini_copy), "--agent", "tests.agents.toy:cancel_o3", "-k", "1", "--tasks", "cancel-pending",
                    "--retries", "1", "--out", str(tmp_path / "r"), "--quiet")
     assert proc.returncode == 0, proc.stderr
+    assert "1 of 1 trial(s) ended in an infrastructure error" in proc.stderr  # said, not hidden
     (summary,) = read_run(tmp_path / "r").summaries.values()
     assert summary["outcome"] == "error" and "tool cancel_order crashed: KeyError" in summary["reason"]

@@ -97,12 +97,14 @@ def test_planted_cause_is_confirmed_and_covered(retail, tmp_path):
 
 @pytest.mark.slow
 def test_mood_symptom_is_not_confirmed_and_the_write_is(retail, tmp_path):
-    """The hidden mood decides an early lookup and the fatal write: the statistical divergence
-    points at the lookup; replay says not confirmed there and confirmed at the write (≥ 90%)."""
+    """The hidden mood decides an early lookup and the fatal write: the raw first fork is the
+    lookup (the decision rule names the write, the lookup as its context); replay says not
+    confirmed at the lookup and confirmed at the write (≥ 90%)."""
     agent = parse_agent_spec("sim:noisy?mood=0.5").build()
     tasks = [t.id for t in retail.tasks if agent.mood_plan(retail, t) is not None][:12]
     log = _run(retail, "sim:noisy?mood=0.5", tasks, tmp_path / "run")
-    section = {row["task"]: row for row in divergence_section(log)["tasks"]}
+    section = {row["task"]: row for row in divergence_section(log, fork="raw")["tasks"]}
+    decided = {row["task"]: row for row in divergence_section(log)["tasks"]}
     good = 0
     for task in tasks:
         plan = agent.mood_plan(retail, next(t for t in retail.tasks if t.id == task))
@@ -111,6 +113,9 @@ def test_mood_symptom_is_not_confirmed_and_the_write_is(retail, tmp_path):
             continue
         lookup, write = step_key(plan.lookup.tool, plan.lookup.args), step_key(plan.write.tool, plan.write.args)
         assert lookup in [a["action"] for a in section[task]["divergence"]["alternatives"]]
+        decision = decided[task]["divergence"] or decided[task]["candidate"]
+        assert write in [a["action"] for a in decision["alternatives"]]
+        assert lookup in [a["action"] for a in decided[task]["context"]["alternatives"]]
         keys = [step_key(e["tool"], e["args"]) for e in log.trial_steps(bad[0])]
         sampler = Sampler(retail, agent, 50)
         at_lookup = replay_node(log, sampler, prefix_of(log, retail, bad[0], keys.index(lookup)), 16)
@@ -127,12 +132,20 @@ def test_replay_command(tmp_path):
     done = run_cli("replay", str(run), "--task", task, "-m", "8", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["step"] == 0 and result["continuations"] == 8 * (1 + len(result["alternatives"]))
+    # `--at divergence` is the decision point: the first write, after the logged lookups
+    assert result["step"] == len(result["prefix"]) and result["step"] > 0
+    assert all(key.startswith(("get_", "find_", "list_")) for key in result["prefix"])
+    assert result["continuations"] == 8 * (1 + len(result["alternatives"]))
     assert {a["verdict"] for a in result["alternatives"]} <= {"best", "confirmed", "not confirmed"}
     bad = run_cli("replay", str(run), "--task", task, "--at", "nowhere")
     assert bad.returncode == 2 and "TRIAL:STEP" in bad.stderr and "Traceback" not in bad.stderr
     over = run_cli("replay", str(run), "--task", task, "--budget", "3")
     assert over.returncode == 2 and "budget of 3" in over.stderr
+    part = run_cli("replay", str(run), "--task", task, "-m", "8", "--budget", "16", "--json")
+    assert part.returncode == 0, part.stderr
+    partial = json.loads(part.stdout)
+    assert partial["continuations"] == 16 and len(partial["alternatives"]) == 1
+    assert partial["unreplayed"] == [a["action"] for a in result["alternatives"]][1:]
 
 
 def test_local_agent_resumes_with_the_rebuilt_conversation(tmp_path):
@@ -154,3 +167,28 @@ def test_local_agent_resumes_with_the_rebuilt_conversation(tmp_path):
     first = engine.requests[0][0]
     assert [m["content"].split(":")[0] for m in first if m["role"] == "user"][1:] == ["Result of find_customer", "Result of list_orders"]
     assert result["node"]["n"] == 4 and len(result["alternatives"]) >= 1
+
+
+def test_point_of_no_return_is_the_fatal_write(retail, tmp_path):
+    """A bad-mood trial is doomed by its write, not before: continuations from any prefix that
+    holds the write never succeed (0/40, upper bound 0.088 < 0.1), while those from the prefix
+    just before it draw a fresh mood and succeed half the time. The point is the step after
+    the write, found through the command line; too small an m for the threshold is one clear error."""
+    agent = parse_agent_spec("sim:noisy?mood=0.5").build()
+    task = next(t for t in retail.tasks if agent.mood_plan(retail, t) is not None)
+    run = tmp_path / "run"
+    _run(retail, "sim:noisy?mood=0.5", [task.id], run, k=8)
+    log = read_run(run)
+    bad = [t for t, s in sorted(log.summaries.items()) if s["agent_info"]["sim"]["mood"] == "bad"]
+    assert bad, "no bad-mood trial in 8 (p = 0.004): change the seed"
+    plan = agent.mood_plan(retail, task)
+    keys = [step_key(e["tool"], e["args"]) for e in log.trial_steps(bad[0])]
+    write_at = keys.index(step_key(plan.write.tool, plan.write.args))
+    done = run_cli("replay", str(run), "--task", task.id, "-m", "40", "--no-return", bad[0], "--json")
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)["no_return"]
+    assert row["trial"] == bad[0] and row["point_of_no_return"] == write_at + 1
+    before = next(s for s in row["steps"] if s["step"] == write_at)
+    assert before["successes"] > 0
+    small = run_cli("replay", str(run), "--task", task.id, "-m", "16", "--no-return", "failed")
+    assert small.returncode == 2 and "use -m 36 or more" in small.stderr and "Traceback" not in small.stderr

@@ -5,6 +5,7 @@ import json
 import math
 import shutil
 from collections import Counter, defaultdict
+from dataclasses import replace
 
 import jsonschema
 import numpy as np
@@ -246,14 +247,18 @@ def test_step_keys_and_options():
     find = step_key("find", {"a": "x y", "b": 2})
     write = step_key("write", {"v": 1})
     assert find == 'find({"a":"x y","b":2})'
-    # canonical args (key order, 2.0 = 2, folded whitespace); a repeated read collapses; a
-    # repeated write does not; ask_user and model turns are not keys by default
-    assert step_keys(EVENTS) == [find, write, write, find]
-    assert step_keys(EVENTS, DivergenceOptions(collapse_repeats=False)) == [find, find, write, write, find]
-    assert step_keys(EVENTS, DivergenceOptions(ignore_read_only=True)) == [write, write]
-    assert step_keys(EVENTS, DivergenceOptions(include_user=True)) == [
+    # the decision rule (default): lookups make no key; raw: canonical args (key order, 2.0 = 2,
+    # folded whitespace); a repeated read collapses; a repeated write does not; ask_user and
+    # model turns are not keys by default
+    assert step_keys(EVENTS) == [write, write]
+    raw = DivergenceOptions(fork="raw")
+    assert step_keys(EVENTS, raw) == [find, write, write, find]
+    assert step_keys(EVENTS, replace(raw, collapse_repeats=False)) == [find, find, write, write, find]
+    assert step_keys(EVENTS, replace(raw, ignore_read_only=True)) == [write, write]
+    assert step_keys(EVENTS, replace(raw, include_user=True)) == [
         find, step_key("ask_user", {"question": "id?"}), write, write, find]
-    with_model = step_keys(EVENTS, DivergenceOptions(include_model=True))
+    assert step_keys(EVENTS, DivergenceOptions(include_user=True)) == [step_key("ask_user", {"question": "id?"}), write, write]
+    with_model = step_keys(EVENTS, replace(raw, include_model=True))
     assert with_model[0].startswith("model:") and with_model[1:] == [find, write, write, find]
     # state keys: only steps that change the state make a node
     assert step_keys(EVENTS, DivergenceOptions(key="state")) == ["state:s1"]
@@ -262,6 +267,8 @@ def test_step_keys_and_options():
     assert step_keys(failed_write, DivergenceOptions(key="state")) == ["state:s2"]
     with pytest.raises(ValueError):
         DivergenceOptions(key="tool")
+    with pytest.raises(ValueError):
+        DivergenceOptions(fork="first")
 
 
 def test_state_keys_pool_different_orders():
@@ -295,8 +302,9 @@ def noisy_run(tmp_path_factory):
     return out
 
 
-def _independent_trees(run_dir):
-    """Each task's prefix tree recomputed from the raw log lines, with plain dicts."""
+def _independent_trees(run_dir, decisions):
+    """Each task's prefix tree recomputed from the raw log lines, with plain dicts (with
+    `decisions`, over the writes only: the decision rule)."""
     lines = [orjson.loads(x) for x in (run_dir / "trajectories.jsonl").read_bytes().splitlines()]
     summaries = {r["trial"]: r for r in lines if r["type"] == "trial"}
     steps = defaultdict(list)
@@ -304,13 +312,15 @@ def _independent_trees(run_dir):
         if r["type"] == "step":
             steps[r["attempt"]].append(r)
     trees = defaultdict(Counter)
+    writes = {s["task"] for s in summaries.values()
+              if any(ev["kind"] == "tool" and not ev["read_only"] for ev in steps[s["attempt"]])}
     for s in summaries.values():
         keys = []
         for ev in sorted(steps[s["attempt"]], key=lambda e: e["step"]):
             if ev["kind"] != "tool":
                 continue
             key = step_key(ev["tool"], ev["args"])
-            if ev["read_only"] and keys and keys[-1] == key:
+            if ev["read_only"] and ((decisions and s["task"] in writes) or (keys and keys[-1] == key)):
                 continue
             keys.append(key)
         keys.append(END)
@@ -320,11 +330,12 @@ def _independent_trees(run_dir):
     return trees, summaries
 
 
-def test_run_section_matches_an_independent_tree(noisy_run):
-    section = divergence_section(noisy_run)
+@pytest.mark.parametrize("fork", ["decision", "raw"])
+def test_run_section_matches_an_independent_tree(noisy_run, fork):
+    section = divergence_section(noisy_run, fork=fork)
     jsonschema.validate(section, load_schema("divergence.schema.json"))
     json.dumps(section)  # plain JSON
-    trees, summaries = _independent_trees(noisy_run)
+    trees, summaries = _independent_trees(noisy_run, fork == "decision")
     assert section["suite"]["trials"] == len(summaries)
     for row in section["tasks"]:
         tree = trees[row["task"]]
@@ -339,7 +350,7 @@ def test_run_section_matches_an_independent_tree(noisy_run):
     # the mini suite's reference is found (path in the manifest, same hash)
     assert section["reference"] == {"available": True, "reason": None}
     cancel = next(r for r in section["tasks"] if r["task"] == "cancel-pending")
-    assert cancel["reference"]["length"] == 3
+    assert cancel["reference"]["length"] == (1 if fork == "decision" else 3)  # keyed like the trials: its one write
     assert cancel["milestones"]["curves"]["identified"]["success"][0] == 1.0
 
 
@@ -424,8 +435,8 @@ def test_cli_options_round_trip():
     parser = argparse.ArgumentParser()
     add_divergence_arguments(parser)
     o = divergence_options(parser.parse_args(["--divergence-key", "state", "--ignore-read-only", "--alpha", "0.1",
-                                                "--branch-test", "fisher", "--min-support", "6"]))
-    assert (o.key, o.ignore_read_only, o.alpha, o.test, o.min_support) == ("state", True, 0.1, "fisher", 6)
+                                                "--branch-test", "fisher", "--min-support", "6", "--divergence", "raw"]))
+    assert (o.key, o.ignore_read_only, o.alpha, o.test, o.min_support, o.fork) == ("state", True, 0.1, "fisher", 6, "raw")
     assert divergence_options(parser.parse_args([])) == DivergenceOptions()
     with pytest.raises(BenchError, match="alpha"):
         divergence_options(parser.parse_args(["--alpha", "2"]))

@@ -158,3 +158,23 @@ def test_cli(run_dir, tmp_path):
     assert (tmp_path / "p" / "trials.parquet").is_file()
     proc = run_cli("export", str(run_dir), "--format", "parquet", "--out", str(tmp_path / "p"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_an_export_that_fails_midway_leaves_nothing_behind(run_dir, tmp_path, monkeypatch, fmt):
+    """The files are written batch by batch (memory holds one batch, not the run), so a failure
+    part-way must take the half-written files away again."""
+    import bench.publish.export as export
+
+    trial_rows = export.trial_rows
+
+    def rows_then_failure(log):
+        yield from trial_rows(log)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export, "trial_rows", rows_then_failure)
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "new", tmp_path / "empty"):
+        with pytest.raises(OSError, match="disk full"):
+            export_run(run_dir, fmt, out)
+    assert not (tmp_path / "new").exists() and not any((tmp_path / "empty").iterdir())

@@ -31,8 +31,9 @@ LAYERS: list[list[str]] = [
 # Inside analysis/, bottom to top.
 ANALYSIS_LAYERS: list[list[str]] = [
     ["bench.analysis.metrics", "bench.analysis.exact"],
-    ["bench.analysis.divergence", "bench.analysis.regression", "bench.analysis.sequential"],
-    ["bench.analysis.report", "bench.analysis.diff"],
+    ["bench.analysis.divergence", "bench.analysis.regression", "bench.analysis.sequential",
+     "bench.analysis.stopping"],
+    ["bench.analysis.report", "bench.analysis.diff", "bench.analysis.planning"],
     ["bench.analysis.replay"],
     ["bench.analysis.prefix"],
     ["bench.analysis.causal"],

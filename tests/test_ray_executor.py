@@ -57,3 +57,79 @@ def test_an_unknown_executor_is_one_clear_error(mini_suite, tmp_path):
     assert result.returncode == 2
     assert "--executor must be local or ray[=ADDRESS]" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_keeps_dying_is_an_infrastructure_error(mini_suite, tmp_path):
+    """The worker dies every time it plays cancel-pending: after WORKER_DEATHS deaths that trial is
+    recorded once, as an error (not the agent's failure), and the other trials still run."""
+    from bench.runs.ray_executor import WORKER_DEATHS, RayExecutor
+
+    spec = parse_agent_spec("tests.agents.toy:DiesOn?task=cancel-pending")
+    out = tmp_path / "r"
+    run_benchmark(mini_suite, spec, None, RunConfig(k=1, out=out, progress=False), RayExecutor(workers=1))
+    run = read_run(out)
+    assert len(run.summaries) == len(mini_suite.tasks) and not run.duplicate_summaries
+    lost = [s for s in run.summaries.values() if s["task"] == "cancel-pending"]
+    assert [s["outcome"] for s in lost] == ["error"]
+    assert f"died {WORKER_DEATHS} times" in lost[0]["reason"]
+    assert all(s["outcome"] != "error" for s in run.summaries.values() if s["task"] != "cancel-pending")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_concurrency", [1, 2])
+def test_the_endpoint_limit_holds_across_workers(mini_suite, tmp_path, max_concurrency):
+    """Two Ray workers share the openai adapter's max_concurrency: the loopback server never sees
+    more requests at once than the limit — and does see the limit (the workers do overlap)."""
+    from bench.adapters.spec import load_agent_file
+    from bench.runs.ray_executor import RayExecutor
+    from tests.servers.fake_chat import FakeChatServer, shop_agent
+    from tests.test_adapter_openai import spec_file
+
+    def slow_shop(body, n):
+        reply = shop_agent(body, n)
+        reply.delay_s = 0.2
+        return reply
+
+    with FakeChatServer(slow_shop) as server:
+        spec = load_agent_file(spec_file(tmp_path, server.base_url, max_concurrency=max_concurrency))
+        run_benchmark(mini_suite, spec, ["cancel-pending"], RunConfig(k=6, out=tmp_path / "r", progress=False),
+                      RayExecutor(workers=2))
+    assert all(s["outcome"] != "error" for s in read_run(tmp_path / "r").summaries.values())
+    assert server.max_in_flight == max_concurrency
+
+
+def test_resources_the_cluster_cannot_give_are_one_clear_error(mini_suite, tmp_path):
+    spec_path = tmp_path / "gpu.toml"
+    spec_path.write_text('name = "gpu"\nadapter = "sim"\n[resources]\nnum_gpus = 64\n')
+    result = run_cli("run", str(mini_suite.path), "--agent", str(spec_path), "--executor", "ray", "--workers", "1",
+                     "--out", str(tmp_path / "r"))
+    assert result.returncode == 2, result.stderr
+    assert "num_gpus = 64 per worker" in result.stderr and "resources.num_gpus" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "r" / "trajectories.jsonl").exists()
+
+
+def test_the_limiter_gives_back_a_dead_workers_slots_and_pauses_on_429():
+    """EndpointLimiter's logic, without Ray: a slot is held per worker; `forget` returns a dead
+    worker's slots; `pause` holds every acquire until the pause ends."""
+    import asyncio
+    import time
+
+    from bench.runs.ray_executor import EndpointLimiter
+
+    async def scenario():
+        limiter = EndpointLimiter(1)
+        await limiter.acquire("dead")
+        waiting = asyncio.ensure_future(limiter.acquire("alive"))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()          # the only slot is held
+        await limiter.forget("dead")       # its worker died holding it
+        await asyncio.wait_for(waiting, 1)
+        await limiter.release("alive")
+        await limiter.pause(0.3)
+        began = time.monotonic()
+        await limiter.acquire("alive")
+        return time.monotonic() - began
+
+    assert asyncio.run(scenario()) >= 0.25

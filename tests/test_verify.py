@@ -10,6 +10,7 @@ from bench.analysis.replay import verify_run
 from bench.cli import run_verify
 from bench.errors import BenchError
 from bench.publish.text import render_verify as render_text
+from bench.runs.seal import seal_run
 from tests.conftest import MINI, run_cli
 
 # A python agent that does everything wrong at least once: unknown tools, invalid and non-JSON
@@ -80,11 +81,14 @@ def records(run_dir):
 
 
 def tamper(run_dir, tmp_path, edit):
-    """A copy of the run with its log records passed through `edit`; returns the verify result."""
+    """A copy of the run with its log records passed through `edit` and the run resealed (as a
+    tamperer who knows the seal would: the replay alone must catch the edit); returns the
+    verify result."""
     dest = tmp_path / "tampered"
     shutil.copytree(run_dir, dest)
     recs = edit(records(dest))
     (dest / "trajectories.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    seal_run(dest)
     return verify_run(dest)
 
 
@@ -418,3 +422,79 @@ def test_tampered_variant_is_caught(variant_run, tmp_path):
 
     result = tamper(variant_run, tmp_path, edit)
     assert edit.expect <= {(m.trial, m.field) for m in result.mismatches}
+
+
+# ----------------------------------------------------------------------- the manifest (the run seal)
+def _edit_manifest(run_dir, tmp_path, edit, reseal=False):
+    dest = tmp_path / "edited"
+    shutil.copytree(run_dir, dest)
+    manifest = orjson.loads((dest / "run.json").read_bytes())
+    edit(manifest)
+    (dest / "run.json").write_bytes(orjson.dumps(manifest))
+    if reseal:
+        seal_run(dest)
+    return dest
+
+
+def _rename_as_real(manifest):
+    manifest["agent"]["name"] = "gpt-99-real"
+    manifest["agent"]["simulated"] = False
+
+
+def test_sim_run_renamed_real_fails_verify_and_is_refused_by_the_leaderboard(noisy_run, tmp_path):
+    """The issue's example: a simulated run renamed `gpt-99-real` with simulated=false."""
+    from bench.publish.leaderboard import build_leaderboard
+
+    dest = _edit_manifest(noisy_run, tmp_path, _rename_as_real)
+    result = verify_run(dest)
+    assert {"agent.name", "agent.simulated"} <= fields(result)
+    assert run_verify(dest) == 1
+    board = build_leaderboard([dest], bootstrap=10)
+    assert board["entries"] == [] and board["rejected"][0]["run_dir"] == dest.name
+    assert any(r.startswith("run: agent.name: run.json was edited") for r in board["rejected"][0]["reasons"])
+
+
+def test_resealed_rename_still_fails_on_the_derived_simulated_flag(noisy_run, tmp_path):
+    """A tamperer who reseals passes the seal, but `simulated` is derived from the adapter, so
+    verify fails and the leaderboard shows the adapter's truth."""
+    from bench.publish.leaderboard import build_leaderboard
+
+    dest = _edit_manifest(noisy_run, tmp_path, _rename_as_real, reseal=True)
+    assert fields(verify_run(dest)) == {"agent.simulated"}
+    dest2 = _edit_manifest(noisy_run, tmp_path / "b", lambda m: m["agent"].update(name="gpt-99-real"), reseal=True)
+    board = build_leaderboard([dest2], bootstrap=10)
+    assert board["entries"][0]["agent"]["simulated"] is True  # a resealed rename is still labelled simulated
+    from bench.analysis.report import build_report
+
+    assert build_report(dest, bootstrap=1)["run"]["agent"]["simulated"] is True  # the report derives it too
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda m: m.update(k=4), "k"),
+    (lambda m: m.update(base_seed=1), "base_seed"),
+    (lambda m: m["agent"]["options"].update(p="1"), "agent.options"),
+    (lambda m: m.update(max_steps=999), "max_steps"),
+    (lambda m: m.pop("timeout_s"), "timeout_s"),
+    (lambda m: m["host"].update(python="9.9"), "host.python"),
+    (lambda m: m.update(created_at="2020-01-01T00:00:00+00:00"), "created_at"),
+    (lambda m: m.pop("seal"), "seal"),
+])
+def test_every_edited_manifest_field_is_named(noisy_run, tmp_path, edit, field):
+    assert field in fields(verify_run(_edit_manifest(noisy_run, tmp_path, edit)))
+
+
+def test_an_edited_overlay_record_is_one_clear_error(noisy_run, tmp_path):
+    dest = _edit_manifest(noisy_run, tmp_path, lambda m: m.update(overlay="nope.toml"))
+    with pytest.raises(BenchError, match="overlay"):
+        verify_run(dest)
+
+
+def test_an_appended_log_line_breaks_the_seal(noisy_run, tmp_path):
+    dest = tmp_path / "appended"
+    shutil.copytree(noisy_run, dest)
+    with open(dest / "trajectories.jsonl", "ab") as fh:
+        fh.write(b"\n")
+    result = verify_run(dest)
+    assert fields(result) == {"log"} and "appended" in result.mismatches[0].detail
+    digest = orjson.loads((noisy_run / "run.json").read_bytes())["seal"]["digest"]
+    assert verify_run(noisy_run).digest == digest and f"run digest (sha256, the value to sign): {digest}" in render_text(verify_run(noisy_run))

@@ -55,7 +55,7 @@ def xss_run(tmp_path_factory):
 
 
 def test_the_run_has_the_expected_tree(xss_run):
-    row = next(r for r in divergence_section(xss_run)["tasks"] if r["task"] == "cancel-pending")
+    row = next(r for r in divergence_section(xss_run, fork="raw")["tasks"] if r["task"] == "cancel-pending")  # as drawn
     assert (row["n"], row["successes"], row["distinct_trajectories"]) == (12, 4, 3)
     d = row["divergence"]
     assert d["step"] == 2 and d["prefix"] == ['find_customer({"email":"ada@example.com"})', 'list_orders({"customer_id":"C1"})']

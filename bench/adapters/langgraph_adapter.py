@@ -105,6 +105,19 @@ def make_tools(episode: Any) -> list[Any]:
     return [make(spec) for spec in episode.tool_specs]
 
 
+def restored_messages(calls: list[tuple[str, Any, Any]]) -> list[Any]:
+    """A restored prefix's calls as LangChain messages (an error observation as an error ToolMessage)."""
+    from langchain_core.messages import AIMessage, ToolMessage
+
+    messages: list[Any] = []
+    for i, (tool, args, observation) in enumerate(calls):
+        call_id = f"call_restored_{i}"
+        messages.append(AIMessage(content="", tool_calls=[{"name": tool, "args": args or {}, "id": call_id}]))
+        messages.append(ToolMessage(content=observation.text(), tool_call_id=call_id, name=tool,
+                                    status="success" if observation.ok else "error"))
+    return messages
+
+
 def _message_dict(message: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"role": getattr(message, "type", type(message).__name__), "content": getattr(message, "content", str(message))}
     calls = getattr(message, "tool_calls", None)
@@ -276,6 +289,17 @@ class LangGraphAgent:
 
     def run(self, episode: Any) -> str | None:
         graph, inputs, config, limit = self._prepare(episode)
+        try:
+            return _final_answer(graph.invoke(inputs, config))
+        except Exception as exc:
+            raise self._classify(exc, episode, limit) from exc
+
+    def resume(self, episode: Any, prefix: list[str]) -> str | None:
+        """Continue from a restored prefix (docs/divergence.md, "Causal replay"): the graph is
+        invoked on the messages up to the node — each restored call as an AI tool call and its
+        observation as the ToolMessage the tool node would have added — and goes on from there."""
+        graph, inputs, config, limit = self._prepare(episode)
+        inputs["messages"] += restored_messages(episode.restored_calls)
         try:
             return _final_answer(graph.invoke(inputs, config))
         except Exception as exc:

@@ -45,8 +45,9 @@ import sys
 import threading
 import time
 import weakref
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AsyncIterator, Protocol
 
 import orjson
 
@@ -89,6 +90,15 @@ OPTIONS: dict[str, OptionSpec] = {
 }
 
 RETRY_STATUS = {408, 409, 425, 429}
+
+
+class SharedLimit(Protocol):
+    """An endpoint limit shared with other processes (the Ray executor's limiter actor): at most
+    `max_concurrency` requests in flight in all, and a 429's Retry-After pauses every one of them."""
+
+    async def acquire(self) -> None: ...
+    async def release(self) -> None: ...
+    def pause(self, seconds: float) -> None: ...
 TOOLS_NOTE = ("Use the tools to act; when the request is done (or cannot be done), reply to the user "
               "without calling a tool, stating the facts they asked for.")
 
@@ -114,6 +124,27 @@ class OpenAIAgent:
         self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, asyncio.Semaphore]]" = weakref.WeakKeyDictionary()
         self.requests = 0
         self.retried = 0
+        self.shared_limit: SharedLimit | None = None
+
+    # -- the endpoint limit, when several processes play trials (docs/ray.md) ----------------
+    def endpoint_limit(self) -> tuple[str, int]:
+        """The endpoint this agent calls and how many requests it may have in flight there."""
+        return self.url, self.opts["max_concurrency"]
+
+    def share_limit(self, limit: SharedLimit) -> None:
+        self.shared_limit = limit
+
+    @asynccontextmanager
+    async def _slot(self, gate: asyncio.Semaphore) -> AsyncIterator[None]:
+        async with gate:
+            if self.shared_limit is None:
+                yield
+                return
+            await self.shared_limit.acquire()
+            try:
+                yield
+            finally:
+                await self.shared_limit.release()
 
     # -- transport -------------------------------------------------------------------------
     def _client(self) -> tuple[Any, asyncio.Semaphore]:
@@ -138,7 +169,7 @@ class OpenAIAgent:
         problem = "no attempt made"
         for attempt in range(self.opts["retries"] + 1):
             retry_after = None
-            async with gate:
+            async with self._slot(gate):
                 started = time.perf_counter()
                 self.requests += 1
                 try:
@@ -160,6 +191,8 @@ class OpenAIAgent:
                     elif status in RETRY_STATUS or status >= 500:
                         problem = f"HTTP {status}: {response.text[:200]}"
                         retry_after = _retry_after(response.headers.get("retry-after"))
+                        if status == 429 and self.shared_limit is not None:
+                            self.shared_limit.pause(retry_after or self.opts["backoff_s"])
                     elif status in (400, 413) and _is_context_error(response.text):
                         raise ContextOverflow(response.text[:300])
                     else:
@@ -192,13 +225,22 @@ class OpenAIAgent:
         return asyncio.run(self.arun(episode))
 
     async def arun(self, episode: Any) -> str | None:
+        return await self._play(episode, [])
+
+    def resume(self, episode: Any, prefix: list[str]) -> str | None:
+        """Continue from a restored prefix (docs/divergence.md, "Causal replay"): the conversation
+        up to and including the last restored step's result, in the mode's own message form."""
+        return asyncio.run(self._play(episode, episode.restored_calls))
+
+    async def _play(self, episode: Any, restored: list[Any]) -> str | None:
         episode.annotations["model"] = self.opts["model"]
         if self.opts["mode"] == "structured":
-            return await self._structured(episode)
-        return await self._native(episode)
+            return await self._structured(episode, restored)
+        return await self._native(episode, restored)
 
-    async def _structured(self, episode: Any) -> str | None:
+    async def _structured(self, episode: Any, restored: list[Any]) -> str | None:
         conv = Conversation(episode.policy, episode.instruction, episode.tool_specs, self.scaffold)
+        conv.restore(restored)
 
         async def acomplete(c: Conversation) -> Completion:
             body = self._body(c.messages(), c.turn_seed(episode.seed))
@@ -212,8 +254,9 @@ class OpenAIAgent:
 
         return await arun_conversation(episode, conv, acomplete, self.opts["model"])
 
-    async def _native(self, episode: Any) -> str | None:
+    async def _native(self, episode: Any, restored: list[Any]) -> str | None:
         chat = _NativeChat(episode, self.scaffold)
+        chat.restore(restored)
         while True:
             body = self._body(chat.messages, turn_seed(episode.seed, chat.turn))
             body["tools"] = chat.tools
@@ -253,6 +296,24 @@ class _NativeChat:
     def new_messages(self) -> list[dict[str, Any]]:
         """The messages added since the previous model turn (what its log event records)."""
         return self.messages[self.logged:]
+
+    def restore(self, calls: list[tuple[str, Any, Any]]) -> None:
+        """Rebuild the messages after a restored prefix (`Episode.restored_calls`): each call as
+        the assistant's tool call and its observation as the tool message, as the loop adds them.
+        The restored model turns are already in the log, so logging starts after them."""
+        for tool, args, observation in calls:
+            call_id = f"call_restored_{self.turn}"
+            function = {"name": tool, "arguments": orjson.dumps(args).decode()}
+            self.messages.append({"role": "assistant", "content": None,
+                                  "tool_calls": [{"id": call_id, "type": "function", "function": function}]})
+            self.messages.append({"role": "tool", "tool_call_id": call_id, "content": observation.text()})
+            self.turn += 1
+            try:
+                self.repeats, self.last = check_repeat(self.scaffold.max_repeats, self.repeats, self.last, tool, args)
+            except Stop as exc:
+                self.finishing = str(exc)
+        if calls:
+            self.logged = len(self.messages)
 
     def run_calls(self, content: Any, calls: list[Any]) -> None:
         self.messages.append({"role": "assistant", "content": content, "tool_calls": calls})

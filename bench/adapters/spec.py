@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -28,6 +28,20 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+SIMULATED_ADAPTERS = frozenset({"sim"})
+
+
+def is_simulated(adapter: Any) -> bool:
+    """A simulated agent (trajbench's own, of known reliability) is known by its adapter alone,
+    never by a flag: verify and the leaderboard derive it here (an edited flag proves nothing)."""
+    return adapter in SIMULATED_ADAPTERS
+
+
+def spec_hash(adapter: Any, target: Any, options: Any) -> str:
+    """The agent's identity as run: adapter, target and options (not its display name)."""
+    return digest(canonical_json({"adapter": adapter, "target": target, "options": options}))
+
+
 @dataclass(frozen=True)
 class AgentSpec:
     name: str
@@ -36,14 +50,17 @@ class AgentSpec:
     target: str | None = None
     source: str = "--agent"
     description: str = ""
+    # what one copy of the agent needs where it runs (Ray: num_cpus, num_gpus, memory in bytes);
+    # not part of the hash: where an agent runs does not change what it is
+    resources: dict[str, Any] = field(default_factory=dict)
 
     @property
     def simulated(self) -> bool:
-        return self.adapter == "sim"
+        return is_simulated(self.adapter)
 
     @property
     def hash(self) -> str:
-        return digest(canonical_json({"adapter": self.adapter, "target": self.target, "options": self.options}))
+        return spec_hash(self.adapter, self.target, self.options)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "adapter": self.adapter, "target": self.target, "options": self.options,
@@ -151,9 +168,14 @@ def parse_agent_spec(spec: str) -> AgentSpec:
 
 def load_agent_file(path: Path) -> AgentSpec:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise BenchError("no such agent spec file", file=str(path)) from None
+    except OSError as exc:
+        raise BenchError(f"cannot be read as an agent spec file: {exc.strerror}", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"not a text file (byte {exc.start} is not UTF-8): an agent spec is a TOML text file",
+                         file=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise BenchError(f"not valid TOML: {exc}", file=str(path)) from None
     validator = jsonschema.Draft202012Validator(load_schema("agent.schema.json"))
@@ -162,4 +184,4 @@ def load_agent_file(path: Path) -> AgentSpec:
         where = ".".join(str(p) for p in problem.absolute_path) or "(top level)"
         raise BenchError(problem.message, file=str(path), field=where)
     return AgentSpec(data["name"], data["adapter"], dict(data.get("options", {})), data.get("target"),
-                     str(path), data.get("description", ""))
+                     str(path), data.get("description", ""), dict(data.get("resources", {})))

@@ -20,6 +20,7 @@ rate lies below `threshold` (default 0.1).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,14 +209,19 @@ def alternatives_at(log: RunLog, prefix: Prefix) -> dict[str, StepEvent]:
 def replay_node(log: RunLog, sampler: Sampler, prefix: Prefix, m: int) -> dict[str, Any]:
     """m continuations from the node and m after each alternative next step, with verdicts."""
     node = sampler.arm(prefix, None, None, m)
-    alternatives = alternatives_at(log, prefix)
-    seen = [k for k in node.next_actions if k is not None and k not in alternatives]
-    for key in dict.fromkeys(seen):
-        alternatives[key] = _event_of(key)
-    arms = [sampler.arm(prefix, key, ev, m) for key, ev in sorted(alternatives.items())]
+    logged = alternatives_at(log, prefix)
+    seen = {k: _event_of(k) for k in node.next_actions if k is not None and k not in logged}
+    # the run's own alternatives first, then those only the node's continuations took; a
+    # --budget too small for all of them leaves the last ones unreplayed (and says which)
+    arms, unreplayed = [], []
+    for key, ev in [*sorted(logged.items()), *sorted(seen.items())]:
+        if sampler.budget is not None and sampler.used + m > sampler.budget:
+            unreplayed.append(key)
+            continue
+        arms.append(sampler.arm(prefix, key, ev, m))
     rows = verdicts(arms)
     return {"trial": prefix.trial, "step": len(prefix.events), "prefix": prefix.keys, "m": m, "node": node.as_dict(),
-            "alternatives": rows, "test": TEST,
+            "alternatives": rows, "unreplayed": unreplayed, "test": TEST,
             "verdict": "confirmed" if any(r["verdict"] == "confirmed" for r in rows) else "not confirmed"}
 
 
@@ -240,6 +246,31 @@ def point_of_no_return(log: RunLog, sampler: Sampler, prefix_at: Callable[[int],
             break
         point = step
     return {"point_of_no_return": point, "threshold": threshold, "m": m, "steps": rows[::-1]}
+
+
+def no_return_of(log: RunLog, suite: Suite, sampler: Sampler, task: str, which: str, m: int,
+                 threshold: float = 0.1) -> list[dict[str, Any]]:
+    """The point of no return of each failed base trial of `task` (`which = "failed"`), or of the
+    one trial `which` names."""
+    if which == "failed":
+        trials = [t for t, s in log.summaries.items()
+                  if s.get("task") == task and s.get("variant") == "base" and s.get("outcome") == "failure"]
+    elif log.summaries.get(which, {}).get("task") == task:
+        trials = [which]
+    else:
+        raise BenchError(f"--no-return takes `failed` or a trial of task {task!r} (e.g. {task}/base/0), got {which!r}",
+                         field="--no-return")
+    floor = clopper_pearson(0, m)[1]
+    if floor >= threshold:
+        least = next(n for n in range(m, 10_000) if clopper_pearson(0, n)[1] < threshold)
+        raise BenchError(f"with m = {m} the upper 95% bound cannot go below {floor:.3f}, so no step can fall under "
+                         f"--threshold {threshold}: use -m {least} or more (or a higher --threshold)", field="-m")
+    rows = []
+    for trial in trials:
+        length = len(log.trial_steps(trial))
+        row = point_of_no_return(log, sampler, functools.partial(prefix_of, log, suite, trial), length, m, threshold)
+        rows.append({"trial": trial, **row})
+    return rows
 
 
 # ------------------------------------------------------------------------------ a run's task
@@ -272,8 +303,10 @@ def node_of(log: RunLog, suite: Suite, task: str, at: str) -> Prefix:
 
 
 def replay_task(run_dir: str | Path, task: str, *, at: str = "divergence", m: int = 16, agent: Any = None,
-                budget: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """`trajbench replay`: the causal verdicts at one node of a task (see the module docstring).
+                budget: int | None = None, seed: int = 0, no_return: str | None = None,
+                threshold: float = 0.1) -> dict[str, Any]:
+    """`trajbench replay`: the causal verdicts at one node of a task (see the module docstring),
+    and with `no_return` the point of no return of the task's failed trials (or of one trial).
     `agent` defaults to the run's own agent (rebuilt from its spec)."""
     from bench.adapters.spec import parse_agent_spec
     from bench.runs.rundir import read_run, suite_of_run
@@ -287,6 +320,10 @@ def replay_task(run_dir: str | Path, task: str, *, at: str = "divergence", m: in
     if m < 1:
         raise BenchError(f"-m must be at least 1, got {m}", field="-m")
     sampler = Sampler(suite, agent, int(log.manifest.get("max_steps") or 50), seed=seed, budget=budget)
+    if not 0 < threshold < 1:
+        raise BenchError(f"--threshold must be between 0 and 1, got {threshold}", field="--threshold")
     result = replay_node(log, sampler, node_of(log, suite, task, at), m)
+    if no_return is not None:
+        result["no_return"] = no_return_of(log, suite, sampler, task, no_return, m, threshold)
     result.update({"run_dir": str(run_dir), "task": task, "at": at, "continuations": sampler.used})
     return result

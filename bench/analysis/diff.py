@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
+from bench.adapters.spec import is_simulated
 from bench.analysis.divergence.section import divergence_section
 from bench.analysis.regression import (
     DEFAULT_ALPHA,
@@ -23,6 +24,7 @@ from bench.analysis.regression import (
     PairedCounts,
     compare_counts,
 )
+from bench.analysis.stopping import sequential_diff
 from bench.errors import BenchError
 from bench.runs.rundir import Manifest, RunLog, is_valid, read_manifest, read_run
 
@@ -37,13 +39,14 @@ DIFF_VERSION = 1
 def _counts(log: RunLog) -> dict[str, tuple[int, int, int]]:
     """task -> (valid trials, successes, infrastructure errors), on the unperturbed input."""
     out: dict[str, list[int]] = {}
-    for s in log.base_trials():
-        row = out.setdefault(s["task"], [0, 0, 0])
-        if is_valid(s):
-            row[0] += 1
-            row[1] += s["outcome"] == "success"
-        elif s["outcome"] == "error":
-            row[2] += 1
+    for task, trials in log.by_task(base_only=True):  # one task in memory at a time
+        row = out.setdefault(task, [0, 0, 0])
+        for s in trials:
+            if is_valid(s):
+                row[0] += 1
+                row[1] += s["outcome"] == "success"
+            elif s["outcome"] == "error":
+                row[2] += 1
     return {t: (n, c, e) for t, (n, c, e) in out.items()}
 
 
@@ -60,11 +63,11 @@ def _tool_mix(log: RunLog, tasks: set[str]) -> tuple[Counter[str], Counter[str],
     calls: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     trials = 0
-    for summary in log.counted():
-        if summary["task"] not in tasks:
+    for task, summaries in log.by_task(base_only=True, valid_only=True):
+        if task not in tasks:
             continue
-        trials += 1
-        for step in log.trial_steps(summary["trial"]):
+        trials += len(summaries)
+        for step in (step for summary in summaries for step in log.steps_of(summary)):
             if step.get("kind") in ("tool", "user") and step.get("tool"):
                 name = back.get(step["tool"], step["tool"])
                 calls[name] += 1
@@ -194,21 +197,24 @@ def has_significant_point(row: dict[str, Any]) -> bool:
 
 def _run_brief(log: RunLog, counts: dict[str, tuple[int, int, int]]) -> dict[str, Any]:
     m = log.manifest
-    expected = len(m.get("tasks", [])) * int(m["k"])
+    design = m.get("design") or {}
+    expected = sum((design.get("per_task_n") or {}).values()) if design else len(m.get("tasks", [])) * int(m["k"])
     return {
         "dir": str(log.path), "run_id": m["run_id"], "suite": {"name": m["suite"].get("name"), "hash": m["suite"].get("hash")},
-        "agent": {"name": m["agent"].get("name"), "hash": m["agent"].get("hash"), "simulated": bool(m["agent"].get("simulated"))},
+        "agent": {"name": m["agent"].get("name"), "hash": m["agent"].get("hash"), "simulated": is_simulated(m["agent"].get("adapter"))},
         "k": int(m["k"]), "base_seed": m.get("base_seed"), "harness_version": m.get("harness_version"),
-        "expected_trials": expected, "finished_trials": len(log.base_trials()),
-        "perturbed_trials": len(log.summaries) - len(log.base_trials()),
+        "expected_trials": expected, "finished_trials": log.n_base_trials(),
+        "perturbed_trials": len(log.summaries) - log.n_base_trials(),
         "error_trials": sum(e for _, _, e in counts.values()), "overlay": _overlay_brief(m.get("overlay") or {}),
     }
 
 
 def diff_runs(base_dir: str | Path, cand_dir: str | Path, *, alpha: float = DEFAULT_ALPHA, k: int | None = None,
               force: bool = False, permutations: int = DEFAULT_PERMUTATIONS, bootstrap: int = DEFAULT_BOOTSTRAP,
-              seed: int = 0, divergence: bool = True) -> dict[str, Any]:
+              seed: int = 0, divergence: bool = True, sequential: bool = False) -> dict[str, Any]:
     """The diff of two run directories as a JSON-serialisable dict (bench/schemas/diff.schema.json).
+    With `sequential`, the verdict and exit code are the sequential gate's (`sequential_diff`:
+    valid at every look; exit 3 while not yet decided); the fixed-k figures are still shown.
     Raises BenchError on bad input: unreadable runs, different suites (unless `force`), bad
     alpha or k, no shared task."""
     if not 0 < alpha < 1:
@@ -229,7 +235,10 @@ def diff_runs(base_dir: str | Path, cand_dir: str | Path, *, alpha: float = DEFA
     if only_base or only_cand:
         warnings.append(f"{len(only_base)} task(s) only in the base and {len(only_cand)} only in the candidate are left out")
     regression = core["test"]["significant_regression"]
-    return {
+    if not sequential and (base.manifest.get("design") or cand.manifest.get("design")):
+        warnings.append("a run used a sequential design (--until): its trials per task depend on its outcomes, which "
+                        "the fixed-k gate does not allow for; use `trajbench diff --sequential`")
+    out = {
         "diff_version": DIFF_VERSION, "forced": forced,
         "warnings": warnings, "base": brief_a, "candidate": brief_b, "alpha": alpha, "k": k,
         "task_sets": {"shared": len(shared), "only_base": only_base, "only_candidate": only_cand},
@@ -241,6 +250,10 @@ def diff_runs(base_dir: str | Path, cand_dir: str | Path, *, alpha: float = DEFA
         "verdict": "significant regression" if regression else "no significant regression",
         "exit_code": 1 if regression else 0,
     }
+    if sequential:
+        gate = sequential_diff(base, cand, alpha)
+        out.update(sequential=gate, verdict=gate["outcome"], exit_code=gate["exit_code"])
+    return out
 
 
 def _suite_check(base: RunLog, cand: RunLog, force: bool, cand_dir: str | Path) -> tuple[bool, list[str]]:

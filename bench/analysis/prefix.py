@@ -90,7 +90,7 @@ def resumable(agent: Any) -> Any:
     """The agent, checked to follow the resume protocol (else one clear error naming it)."""
     if not callable(getattr(agent, "resume", None)):
         raise BenchError(f"agent {getattr(agent, 'name', agent)!r} cannot continue from a prefix: a replayed agent must have "
-                         f"a method {RESUME_PROTOCOL} (docs/divergence.md, 'Causal replay'); built-in: sim agents",
+                         f"a method {RESUME_PROTOCOL} (docs/divergence.md, 'Causal replay'); built-in: sim, local, openai, langgraph",
                          field="agent")
     return agent
 

@@ -290,7 +290,7 @@ def _u_variance(n: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _detectable(p: np.ndarray, nA: np.ndarray, nB: np.ndarray, k: int | None, level: float, power: float) -> tuple[float, float] | None:
+def detectable_drop(p: np.ndarray, nA: np.ndarray, nB: np.ndarray, k: int | None, level: float, power: float) -> tuple[float, float] | None:
     """Smallest uniform drop δ of every task's success rate (clipped at 0) that a one-sided test
     at `level` detects with `power`, for the mean change of pass@1 (k None) or of pass^k.
     Power equation: effect(δ) = z_{1-level}·SE_0(δ) + z_power·SE_1(δ), with SE_1 the standard
@@ -336,8 +336,8 @@ def minimum_detectable_effect(pc: PairedCounts, k: int, level: float, *, power: 
     kmask = pc.k_mask(k)
 
     def both(p_: np.ndarray, a: np.ndarray, b: np.ndarray, km: np.ndarray) -> dict[str, Any]:
-        one = _detectable(p_, a, b, None, level, power)
-        kk = _detectable(p_[km], a[km], b[km], k, level, power) if (k > 1 and km.any()) else None
+        one = detectable_drop(p_, a, b, None, level, power)
+        kk = detectable_drop(p_[km], a[km], b[km], k, level, power) if (k > 1 and km.any()) else None
         out: dict[str, Any] = {"pass@1": None if one is None else {"drop": one[0], "delta": -one[1]}}
         out[f"pass^{k}"] = None if kk is None else {"drop": kk[0], "delta": -kk[1]}
         drops = [x["drop"] for x in out.values() if x is not None]

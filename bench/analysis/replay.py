@@ -53,11 +53,15 @@ from typing import Any, Callable, Mapping
 import orjson
 
 from bench.__version__ import __version__
+from bench.adapters.spec import is_simulated, spec_hash
 from bench.analysis import metrics
 from bench.analysis.report import build_report
+from bench.analysis.stopping import recompute
 from bench.canonical import derive_seed
 from bench.episode import StepRules
 from bench.errors import BenchError, InfraError
+from bench.imports.core import import_source
+from bench.runs.design import outcomes_of
 from bench.runs.rundir import (
     VALID_OUTCOMES,
     Manifest,
@@ -68,6 +72,7 @@ from bench.runs.rundir import (
     suite_of_run,
     variant_family,
 )
+from bench.runs.seal import check_seal, run_digest
 from bench.runs.trial import outcome_of
 from bench.world.goal import evaluate
 from bench.world.suite import Suite
@@ -116,6 +121,7 @@ class VerifyResult:
     mismatches: list[Mismatch] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    digest: str | None = None  # the sealed run digest (bench.runs.seal): the value a publisher signs
 
     @property
     def ok(self) -> bool:
@@ -131,7 +137,7 @@ class VerifyResult:
             "suite": {"name": self.suite_name, "hash": self.suite_hash, "path": self.suite_path},
             "trials": self.trials, "error_trials": self.error_trials, "steps_replayed": self.steps_replayed,
             "mismatches": [m.as_dict() for m in self.mismatches], "notes": list(self.notes),
-            "seconds": round(self.seconds, 3), "harness_version": __version__,
+            "seconds": round(self.seconds, 3), "harness_version": __version__, "digest": self.digest,
         }
 
 
@@ -434,6 +440,30 @@ def _run_side_claims(trial: str, summary: TrialSummary, logged: Mapping[str, Any
     return claims
 
 
+# ------------------------------------------------------------------------------ the manifest
+def check_manifest(run_dir: Path, manifest: Manifest) -> list[Mismatch]:
+    """The manifest fields a leaderboard shows: what follows from others must (`simulated` from
+    the adapter, `hash` from adapter, target and options), and every field must be as sealed at
+    the run's end (bench.runs.seal: the agent's name, options, k, seeds... and the log's bytes)."""
+    out: list[Mismatch] = []
+    agent = manifest.get("agent")
+    if not isinstance(agent, dict):
+        return [Mismatch(None, None, "agent", f"not an object: {_show(agent)}")]
+    derived = is_simulated(agent.get("adapter"))
+    if agent.get("simulated") is not derived:
+        out.append(Mismatch(None, None, "agent.simulated", f"the manifest says {_show(agent.get('simulated'))}, but its adapter "
+                            f"{_show(agent.get('adapter'))} is {'' if derived else 'not '}simulated"))
+    try:
+        want = None if import_source(manifest) else spec_hash(agent.get("adapter"), agent.get("target"), agent.get("options"))
+    except TypeError:
+        want = None
+    if agent.get("hash") != want:
+        out.append(Mismatch(None, None, "agent.hash", f"the manifest has {_show(agent.get('hash'))}; its adapter, target and "
+                            f"options give {_show(want)}"))
+    out += [Mismatch(None, None, name, detail) for name, detail in check_seal(run_dir, manifest)]
+    return out
+
+
 # ------------------------------------------------------------------------------ the run
 def verify_run(run_dir: str | Path, *, suite: Suite | str | Path | None = None, log: RunLog | None = None) -> VerifyResult:
     """Replay the run and return every mismatch (see the module docstring). `suite` overrides
@@ -446,7 +476,11 @@ def verify_run(run_dir: str | Path, *, suite: Suite | str | Path | None = None, 
     info = manifest.get("suite") or {}
     result = VerifyResult(str(run_dir), str(manifest.get("run_id")), str((manifest.get("agent") or {}).get("name")),
                           str(info.get("name")), str(info.get("hash")))
+    result.digest = run_digest(manifest)
+    result.mismatches.extend(check_manifest(run_dir, manifest))
     loaded, problems = load_run_suite(manifest, run_dir, suite)
+    if loaded is not None and loaded.name != info.get("name"):
+        result.mismatches.append(Mismatch(None, None, "suite.name", _differs("suite.name", info.get("name"), loaded.name)))
     if loaded is None:
         result.mismatches.extend(problems)
     else:
@@ -454,7 +488,7 @@ def verify_run(run_dir: str | Path, *, suite: Suite | str | Path | None = None, 
         soft = _check_run(log, loaded, result)
         variants = _run_variants(manifest, {t.id: t for t in loaded.tasks}, result.mismatches)
         replayed = _replay_trials(log, loaded, variants, result, soft)
-        _check_completeness(log, manifest, variants, result.mismatches)
+        _check_completeness(log, manifest, variants, result.mismatches, _design_n(log, replayed, result))
         _check_metrics(run_dir, log, replayed, result.mismatches)
         result.notes = [note if times == 1 else f"{note} (×{times})" for note, times in Counter(result.notes).items()]
     result.seconds = time.perf_counter() - started
@@ -490,14 +524,14 @@ def _replay_trials(log: RunLog, suite: Suite, variants: dict[str, dict[str, Vari
     attempt_errors: Counter[str] = Counter(rec["trial"] for rec in log.attempt_errors)
     error_attempts = {rec["attempt"] for rec in log.attempt_errors}
     replayed: dict[str, str | None] = {}
-    for summary in sorted(log.summaries.values(), key=_trial_order(manifest)):
+    for summary in log.in_order(_trial_order(manifest)):  # one trial in memory at a time
         trial = summary["trial"]
         result.trials += 1
         variant = _trial_variant(summary, manifest, tasks_by_id, variants, out)
         if variant is None:
             continue
         result.error_trials += summary["outcome"] == "error"
-        events = sorted(log.trial_steps(trial), key=lambda e: e["step"] if isinstance(e.get("step"), int) else -1)
+        events = sorted(log.steps_of(summary), key=lambda e: e["step"] if isinstance(e.get("step"), int) else -1)
         try:
             rep = _replay_trial(suite, variant.task, summary, events, manifest, attempt_errors, error_attempts, out, notes, soft)
         except Exception as exc:  # noqa: BLE001 - a hostile log must give a mismatch, never a traceback
@@ -560,13 +594,37 @@ def _check_variant(summary: TrialSummary, variant: Variant, out: list[Mismatch])
             out.append(Mismatch(trial, None, "instruction", _differs("instruction", summary.get("instruction"), variant.task.instruction)))
 
 
-def _check_completeness(log: RunLog, manifest: Manifest, variants: dict[str, dict[str, Variant]], out: list[Mismatch]) -> None:
+def _design_n(log: RunLog, replayed: dict[str, str | None], result: VerifyResult) -> dict[str, int] | None:
+    """A sequential run's trials per task, as its stopping rule decides them from the REPLAYED
+    outcomes (the recorded per-task n must be the same); None for a fixed-k run."""
+    if log.manifest.get("design") is None:
+        return None
+    rows = [{**s, "outcome": replayed.get(trial) or s.get("outcome")} for trial, s in log.summaries.items()]
+    recorded = dict(log.manifest["design"].get("per_task_n") or {})
+    try:
+        progress = recompute(log, outcomes_of(rows))
+    except BenchError as exc:
+        result.notes.append(f"the sequential design could not be recomputed ({exc}); its recorded trials per task are used")
+        return recorded
+    assert progress is not None
+    if progress["per_task_n"] != recorded or progress["finished"] != bool(log.manifest["design"].get("finished")):
+        changed = sorted(t for t in set(recorded) | set(progress["per_task_n"])
+                         if recorded.get(t) != progress["per_task_n"].get(t))
+        result.mismatches.append(Mismatch(None, None, "design", "the stopping rule on the replayed outcomes gives other "
+                                          f"trials per task than the manifest records ({len(changed)} task(s), e.g. "
+                                          f"{changed[:3]}; finished: {progress['finished']})"))
+    return dict(progress["per_task_n"])
+
+
+def _check_completeness(log: RunLog, manifest: Manifest, variants: dict[str, dict[str, Variant]], out: list[Mismatch],
+                        design_n: dict[str, int] | None = None) -> None:
     k = manifest.get("k")
     tasks = manifest.get("tasks") or []
     if not isinstance(k, int):
         out.append(Mismatch(None, None, "k", f"the manifest's k is not a whole number ({_show(k)})"))
         return
-    expected = [f"{t}/{v}/{i}" for t in tasks for v in variants.get(t, {"base": None}) for i in range(k)]
+    per_task = design_n if design_n is not None else {t: k for t in tasks}
+    expected = [f"{t}/{v}/{i}" for t in tasks for v in variants.get(t, {"base": None}) for i in range(per_task.get(t, 0))]
     present = set(log.summaries)
     for trial in expected:
         if trial not in present:

@@ -12,10 +12,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from bench.adapters.spec import is_simulated
 from bench.analysis import metrics
 from bench.analysis.divergence.keys import KeyedRun, read_keyed
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.divergence.section import divergence_section
+from bench.analysis.stopping import sequential_section
 from bench.runs.rundir import RunLog, TrialSummary, gc_paused, is_valid, variant_family
 from bench.world.variants import BASE
 
@@ -53,14 +55,21 @@ def _milestone_shares(trials: list[TrialSummary]) -> dict[str, float]:
     return {name: sum(t.get("milestones", {}).get(name) is not None for t in trials) / len(trials) for name in sorted(names)}
 
 
-def _resource_cv(by_task: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, float | None]:
+RESOURCE_FIELDS = ("steps", "duration_s", "input_tokens", "output_tokens", "cost")
+
+
+def _task_cvs(trials: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """One task's within-task coefficient of variation of each resource (valid trials)."""
+    return {field: metrics.coefficient_of_variation([t.get(field) or 0 for t in trials if is_valid(t)])
+            for field in RESOURCE_FIELDS}
+
+
+def _resource_cv(per_task: Sequence[Mapping[str, float | None]]) -> dict[str, float | None]:
     """Mean over tasks of the within-task coefficient of variation (tasks differ in length, so a
     pooled CV would measure the suite's mix, not the agent's consistency)."""
     out: dict[str, float | None] = {}
-    for field in ("steps", "duration_s", "input_tokens", "output_tokens", "cost"):
-        cvs = [metrics.coefficient_of_variation([t.get(field) or 0 for t in trials if is_valid(t)])
-               for trials in by_task.values()]
-        defined = [v for v in cvs if v is not None]
+    for field in RESOURCE_FIELDS:
+        defined = [v for v in (cvs[field] for cvs in per_task) if v is not None]
         out[field] = float(np.mean(defined)) if defined else None
     return out
 
@@ -72,27 +81,32 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     log = run.log
     manifest = log.manifest
     k = int(manifest["k"])
-    by_task: dict[str, list[TrialSummary]] = {t: [] for t in manifest.get("tasks", [])}
-    for summary in log.base_trials():  # the headline figures: the unperturbed input (errors reported, not scored)
-        by_task.setdefault(summary["task"], []).append(summary)
-    rows = [_task_row(task_id, trials, run, k) for task_id, trials in by_task.items() if trials]
+    rows, cvs = [], []
+    for task_id, trials in log.by_task(base_only=True):  # the headline figures: the unperturbed input (errors reported, not scored)
+        rows.append(_task_row(task_id, trials, run, k))  # one task's summaries in memory at a time
+        cvs.append(_task_cvs(trials))
     counts = [(r["n"], r["successes"]) for r in rows]
     suite = metrics.suite_summary(counts, B=bootstrap, seed=seed)
     expected = len(log.summaries) if manifest.get("perturbations") else len(manifest.get("tasks", [])) * k
+    sequential = sequential_section(log)
+    if sequential is not None:  # a sequential design: each task's trials are the design's, not k
+        expected = sequential["expected_trials"]
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "run": {"dir": str(run_dir), "run_id": manifest["run_id"], "harness_version": manifest.get("harness_version"),
-                "suite": manifest["suite"], "agent": manifest["agent"], "k": k, "base_seed": manifest.get("base_seed")},
+                "suite": manifest["suite"], "agent": {**manifest["agent"], "simulated": is_simulated(manifest["agent"].get("adapter"))}, "k": k, "base_seed": manifest.get("base_seed")},
         "completeness": {"expected_trials": expected, "finished_trials": len(log.summaries),
                          "error_trials": sum(r["errors"] for r in rows), "orphan_attempts": log.orphan_attempts,
                          "torn_bytes": log.torn_bytes, "duplicate_summaries": log.duplicate_summaries},
         "suite": suite,
         "trajectory_distance": _mean_distances(rows),
         "end_state_agreement": _mean_of(rows, lambda r: r["end_states"]["top_share"] if r["end_states"] else None),
-        "resource_cv": _resource_cv(by_task),
+        "resource_cv": _resource_cv(cvs),
         "tasks": rows,
     }
-    if manifest["agent"].get("simulated"):
+    if sequential is not None:
+        report["sequential"] = sequential
+    if report["run"]["agent"]["simulated"]:
         report["simulated_truth"] = _sim_truth(rows, k)
     if manifest.get("perturbations"):
         report["variants"] = variants_section(log, k, bootstrap, seed)
@@ -103,10 +117,11 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
 def _family_counts(log: RunLog) -> dict[str, dict[str, tuple[int, int]]]:
     """family -> task -> (valid trials, successes), pooling the family's variants of a task."""
     counts: dict[str, dict[str, list[int]]] = {}
-    for s in log.counted(pool_variants=True):
-        cell = counts.setdefault(variant_family(s), {}).setdefault(s["task"], [0, 0])
-        cell[0] += 1
-        cell[1] += s["outcome"] == "success"
+    for _, trials in log.by_task(base_only=False, valid_only=True):
+        for s in trials:
+            cell = counts.setdefault(variant_family(s), {}).setdefault(s["task"], [0, 0])
+            cell[0] += 1
+            cell[1] += s["outcome"] == "success"
     return {f: {t: (n, c) for t, (n, c) in tasks.items()} for f, tasks in counts.items()}
 
 

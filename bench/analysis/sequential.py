@@ -152,3 +152,51 @@ def task_settled(successes: int, n: int, half_width: float, alpha: float = 0.05)
     """The per-task stopping rule of ``--until``: the task's sequence is no wider than 2·half_width."""
     lo, hi = rate_cs(successes, n, alpha)
     return (hi - lo) / 2 <= half_width
+
+
+@dataclass(frozen=True)
+class PairedGate:
+    """The sequential regression gate over paired trials (docs/sequential.md): the candidate's
+    i-th trial of a task against the baseline's i-th trial of the same task."""
+
+    outcome: str  # "regressed" or "not yet decided"
+    e_value: float
+    pairs: int
+    better: int  # candidate succeeded where the baseline failed
+    worse: int  # candidate failed where the baseline succeeded
+    extra_trials_per_task: int | None
+
+
+def paired_gate(base: dict[str, list[str]], cand: dict[str, list[str]], alpha: float = 0.05) -> PairedGate:
+    """Test H0 "on no task is the candidate's success rate below the baseline's" at level α,
+    valid at every look and under any stopping rule.
+
+    Per task, trial i of each run form a pair (pairs with an infrastructure error are left out).
+    A pair is discordant when exactly one run succeeded; for independent Bernoulli(p_b) and
+    Bernoulli(p_c) trials, P(candidate is the one that succeeded | discordant) =
+    p_c(1−p_b) / (p_c(1−p_b) + p_b(1−p_c)), which is ≥ 1/2 exactly when p_c ≥ p_b. So under H0
+    every discordant pair, in any order, is a "better" with probability ≥ 1/2 given the past,
+    and the drop e-process of `log_drop_e_value` at p0 = 1/2 on the count of "better" pairs is
+    a supermartingale: the gate's false-alarm rate is ≤ α however often it is looked at.
+    ``extra_trials_per_task``: further trials per task (spread over the paired tasks, at the
+    observed discordance rate) that would decide, if the observed balance held.
+    """
+    pairs = better = worse = 0
+    tasks = 0
+    for task, row in cand.items():
+        other = base.get(task) or []
+        counted = [(b, c) for b, c in zip(other, row) if b in _VALID and c in _VALID]
+        tasks += bool(counted)
+        pairs += len(counted)
+        better += sum(c == "success" and b == "failure" for b, c in counted)
+        worse += sum(c == "failure" and b == "success" for b, c in counted)
+    decision = drop_decision(better, better + worse, 0.5, alpha)
+    extra = None
+    if decision.outcome == "regressed":
+        extra = 0
+    elif decision.extra_trials is not None and better + worse:
+        extra = math.ceil(decision.extra_trials * pairs / (better + worse) / max(tasks, 1))
+    return PairedGate(decision.outcome, decision.e_value, pairs, better, worse, extra)
+
+
+_VALID = ("success", "failure")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.imports.core import ImportedRun, iter_json_array
+from bench.imports.core import ImportedRun, check_suffix, iter_json_array
 
 FORMAT = "tau-bench"
 OUTCOME_RULE = "success iff 1-1e-6 <= reward <= 1+1e-6; info.error -> error"
@@ -21,15 +21,16 @@ OUTCOME_RULE = "success iff 1-1e-6 <= reward <= 1+1e-6; info.error -> error"
 
 def import_files(sources: list[Path], out: Path) -> ImportedRun:
     """Import every record of every source file into one run directory at `out`."""
-    run = ImportedRun(out, FORMAT)
-    for path in sources:
-        for index, record in enumerate(iter_json_array(path)):
-            summary, steps = map_record(record, path, index)
-            info = record["info"]
-            task = info.get("task") or {}
-            run.tasks.add(summary["task"], task.get("instruction"), task.get("actions") or [])
-            run.add(summary, steps)
-    run.finish(sources, None, OUTCOME_RULE)
+    with ImportedRun(out, FORMAT) as run:
+        for path in sources:
+            check_suffix(path, (".json",), "a τ-bench trajectory file")
+            for index, record in enumerate(iter_json_array(path)):
+                summary, steps = map_record(record, path, index)
+                info = record["info"]
+                task = info.get("task") or {}
+                run.tasks.add(summary["task"], task.get("instruction"), task.get("actions") or [])
+                run.add(summary, steps, f"file {path}, record {index}", f"file {path}")
+        run.finish(sources, None, OUTCOME_RULE)
     return run
 
 

@@ -1,4 +1,5 @@
-"""`trajbench export RUN_DIR --format parquet|jsonl|hf --out PATH`: a run as a shareable dataset.
+"""`trajbench export RUN_DIR --format parquet|jsonl|hf|atif|otel --out PATH`: a run as a shareable
+dataset, or in an interchange format (`atif`: bench/publish/atif.py; `otel`: bench/publish/otel.py).
 
 Two tables, through the Hugging Face `datasets` library (an optional extra, imported lazily):
 `steps` (one row per logged step of every trial's summarised attempt) and `trials` (one row per
@@ -24,15 +25,15 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-import orjson
-
+from bench.adapters.spec import is_simulated
+from bench.canonical import dump_line
 from bench.errors import BenchError
 from bench.publish.markdown import md_escape
-from bench.runs.rundir import RunLog, TrialSummary, read_run
+from bench.runs.rundir import RunLog, TrialSummary, read_manifest, read_run
 
 __all__ = ["FORMATS", "STEP_COLUMNS", "TRIAL_COLUMNS", "export_run", "step_rows", "trial_rows"]
 
-FORMATS = ("parquet", "jsonl", "hf")
+FORMATS = ("parquet", "jsonl", "hf", "atif", "otel")
 
 # (column, type, description). Types: string, int64, float64, bool, json (a JSON text, or null
 # when the field does not apply to the row), list[string].
@@ -104,16 +105,26 @@ TRIAL_COLUMNS: list[tuple[str, str, str]] = [
 
 
 def _json(value: Any) -> str:
+    """A JSON column: exact, lone surrogates as JSON `\\uXXXX` escapes (`json.loads` restores them)."""
+    return dump_line(value).strip().decode()
+
+
+def _text(value: Any) -> Any:
+    """A plain text column must be valid UTF-8 (Arrow, Parquet): a lone surrogate in an answer
+    or an error is written as the text `\\udXXX` (docs/publishing.md; the run's log keeps it exactly)."""
+    if not isinstance(value, str):
+        return value
     try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return orjson.dumps(repr(value)).decode()
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
-def _ordered_summaries(log: RunLog) -> list[TrialSummary]:
+def _ordered_summaries(log: RunLog) -> Iterator[TrialSummary]:
+    """The summaries in task, variant, index order, read one at a time."""
     order = {t: i for i, t in enumerate(log.manifest.get("tasks") or [])}
-    return sorted(log.summaries.values(), key=lambda s: (order.get(s["task"], len(order)), str(s.get("variant")),
-                                                          s.get("index", 0), s["trial"]))
+    return log.in_order(lambda s: (order.get(s["task"], len(order)), str(s.get("variant")), s.get("index", 0), s["trial"]))
 
 
 def step_rows(log: RunLog) -> Iterator[dict[str, Any]]:
@@ -121,18 +132,18 @@ def step_rows(log: RunLog) -> Iterator[dict[str, Any]]:
     manifest = log.manifest
     agent = (manifest.get("agent") or {}).get("name")
     for summary in _ordered_summaries(log):
-        for ev in sorted(log.trial_steps(summary["trial"]), key=lambda e: e["step"]):
+        for ev in sorted(log.steps_of(summary), key=lambda e: e["step"]):
             model = ev.get("kind") == "model"
             yield {
                 "run_id": manifest.get("run_id"), "agent": agent, "trial": summary["trial"], "attempt": summary["attempt"],
                 "task": summary["task"], "variant": summary.get("variant"),
                 "variant_family": summary.get("variant_family", "base"), "index": summary.get("index"),
                 "outcome": summary["outcome"], "step": ev["step"], "kind": ev["kind"],
-                "tool": ev.get("tool"),
+                "tool": _text(ev.get("tool")),
                 "args": None if model else _json(ev.get("args")),
                 "observation": None if model else _json(ev.get("observation")),
-                "error": ev.get("error"), "read_only": ev.get("read_only"), "state_hash": ev.get("state_hash"),
-                "model": ev.get("model"),
+                "error": _text(ev.get("error")), "read_only": ev.get("read_only"), "state_hash": ev.get("state_hash"),
+                "model": _text(ev.get("model")),
                 "messages": _json(ev.get("messages")) if model else None,
                 "output": _json(ev.get("output")) if model else None,
                 "input_tokens": ev.get("input_tokens"), "output_tokens": ev.get("output_tokens"),
@@ -150,15 +161,15 @@ def trial_rows(log: RunLog) -> Iterator[dict[str, Any]]:
         yield {
             "run_id": manifest.get("run_id"), "suite": suite.get("name"), "suite_hash": suite.get("hash"),
             "agent": agent.get("name"), "agent_hash": agent.get("hash"), "adapter": agent.get("adapter"),
-            "simulated": bool(agent.get("simulated")), "harness_version": manifest.get("harness_version"),
+            "simulated": is_simulated(agent.get("adapter")), "harness_version": manifest.get("harness_version"),
             "k": manifest.get("k"),
             "trial": s["trial"], "attempt": s["attempt"], "task": s["task"], "variant": s.get("variant"),
             "variant_family": s.get("variant_family", "base"), "variant_params": _json(s.get("variant_params") or {}),
-            "instruction": s.get("instruction"), "index": s.get("index"), "seed": s.get("seed"), "attempts": s.get("attempts"),
-            "outcome": s["outcome"], "reason": s.get("reason"),
+            "instruction": _text(s.get("instruction")), "index": s.get("index"), "seed": s.get("seed"), "attempts": s.get("attempts"),
+            "outcome": s["outcome"], "reason": _text(s.get("reason")),
             "checks": _json(checks), "failed_checks": [n for n, c in checks.items() if not c.get("passed")],
             "milestones": _json(s.get("milestones") or {}), "final_state_hash": s.get("final_state_hash"),
-            "answer": s.get("answer"), "steps": s.get("steps"), "events": s.get("events"),
+            "answer": _text(s.get("answer")), "steps": s.get("steps"), "events": s.get("events"),
             "input_tokens": s.get("input_tokens"), "output_tokens": s.get("output_tokens"), "cost": s.get("cost"),
             "duration_s": s.get("duration_s"), "started_at": s.get("started_at"),
             "agent_info": _json(s.get("agent_info") or {}),
@@ -185,28 +196,59 @@ def _features(datasets: Any, columns: list[tuple[str, str, str]]) -> Any:
     return datasets.Features({name: kinds[kind] for name, kind, _ in columns})
 
 
-def _dataset(datasets: Any, rows: Iterator[dict[str, Any]], columns: list[tuple[str, str, str]], batch: int = 20_000) -> Any:
-    """Rows to an in-memory Arrow-backed Dataset, batch by batch (no cache files are written)."""
+def _tables(datasets: Any, rows: Iterator[dict[str, Any]], columns: list[tuple[str, str, str]],
+            batch: int = 20_000) -> Iterator[Any]:
+    """Rows as Arrow tables of `batch` rows each (at least one table, maybe empty)."""
     import pyarrow as pa
 
-    features = _features(datasets, columns)
-    schema = features.arrow_schema
-    tables, chunk = [], []
+    schema = _features(datasets, columns).arrow_schema
+    chunk: list[dict[str, Any]] = []
+    sent = False
     for row in rows:
         chunk.append(row)
         if len(chunk) >= batch:
-            tables.append(pa.Table.from_pylist(chunk, schema=schema))
-            chunk = []
-    if chunk or not tables:
-        tables.append(pa.Table.from_pylist(chunk, schema=schema))
-    return datasets.Dataset(pa.concat_tables(tables))
+            yield pa.Table.from_pylist(chunk, schema=schema)
+            chunk, sent = [], True
+    if chunk or not sent:
+        yield pa.Table.from_pylist(chunk, schema=schema)
+
+
+def _dataset(datasets: Any, rows: Iterator[dict[str, Any]], columns: list[tuple[str, str, str]]) -> Any:
+    """Rows to an in-memory Arrow-backed Dataset (no cache files are written): `hf` only."""
+    import pyarrow as pa
+
+    return datasets.Dataset(pa.concat_tables(list(_tables(datasets, rows, columns))))
+
+
+def _write_file(datasets: Any, fmt: str, path: Path, rows: Iterator[dict[str, Any]],
+                columns: list[tuple[str, str, str]]) -> int:
+    """Write one table to `path` batch by batch, so that memory holds one batch, not the run;
+    returns the number of rows. Parquet keeps the `datasets` schema metadata (the features), so
+    `load_dataset` reads the columns' types back; JSON lines are `Dataset.to_json`'s, batch after
+    batch."""
+    import pyarrow.parquet as pq
+
+    n = 0
+    if fmt == "parquet":
+        schema = _features(datasets, columns).arrow_schema
+        with pq.ParquetWriter(str(path), schema) as writer:
+            for table in _tables(datasets, rows, columns):
+                writer.write_table(table)
+                n += table.num_rows
+        return n
+    with open(path, "wb") as fh:
+        for table in _tables(datasets, rows, columns):
+            if table.num_rows:
+                datasets.Dataset(table).to_json(fh, lines=True, force_ascii=False)
+            n += table.num_rows
+    return n
 
 
 def _card(log: RunLog, fmt: str, counts: dict[str, int]) -> str:
     m = log.manifest
     agent, suite = m.get("agent") or {}, m.get("suite") or {}
     name = md_escape(agent.get("name", ""))
-    sim = " (a SIMULATED reference agent, not a real agent)" if agent.get("simulated") else ""
+    sim = " (a SIMULATED reference agent, not a real agent)" if is_simulated(agent.get("adapter")) else ""
     return (
         "---\n"
         "configs:\n"
@@ -224,40 +266,65 @@ def _card(log: RunLog, fmt: str, counts: dict[str, int]) -> str:
     )
 
 
+def _remove_export(out: Path, created: bool) -> None:
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for child in out.iterdir():  # the folder was empty before the export
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
-    """Write the run's `steps` and `trials` tables to `out` in `fmt`; returns what was written."""
+    """Write the run's `steps` and `trials` tables to `out` in `fmt` (or, for `atif` / `otel`,
+    its trials in that interchange format); returns what was written."""
     if fmt not in FORMATS:
         raise BenchError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}", field="--format")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BenchError("the output path exists and is not an empty folder; choose another --out or remove it",
                          file=str(out), field="--out")
+    if fmt in ("atif", "otel"):
+        return _export_interchange(Path(run_dir), fmt, out)
     log = read_run(run_dir)
     datasets = _import_datasets()
     was_disabled = datasets.utils.are_progress_bars_disabled()
     datasets.disable_progress_bars()
+    created = not out.exists()
     try:
-        tables = {"steps": _dataset(datasets, step_rows(log), STEP_COLUMNS),
-                  "trials": _dataset(datasets, trial_rows(log), TRIAL_COLUMNS)}
-        counts = {name: len(ds) for name, ds in tables.items()}
         out.mkdir(parents=True, exist_ok=True)
-        files = []
+        sources = {"steps": (step_rows(log), STEP_COLUMNS), "trials": (trial_rows(log), TRIAL_COLUMNS)}
         if fmt == "hf":
+            tables = {name: _dataset(datasets, rows, columns) for name, (rows, columns) in sources.items()}
+            counts = {name: len(ds) for name, ds in tables.items()}
             datasets.DatasetDict(tables).save_to_disk(str(out))
             files = ["dataset_dict.json", "steps/", "trials/"]
         else:
-            for name, ds in tables.items():
-                path = out / f"{name}.{fmt}"
-                if fmt == "parquet":
-                    ds.to_parquet(str(path))
-                else:
-                    ds.to_json(str(path), lines=True, force_ascii=False)
-                files.append(path.name)
+            counts = {name: _write_file(datasets, fmt, out / f"{name}.{fmt}", rows, columns)
+                      for name, (rows, columns) in sources.items()}
+            files = [f"{name}.{fmt}" for name in sources]
             (out / "README.md").write_text(_card(log, fmt, counts))
             files.append("README.md")
         shutil.copyfile(Path(run_dir) / "run.json", out / "run.json")
         files.append("run.json")
+    except BaseException:  # the tables are written as they are made: leave no half export behind
+        _remove_export(out, created)
+        raise
     finally:
         if not was_disabled:
             datasets.enable_progress_bars()
+    return {"format": fmt, "out": str(out), "files": files, **counts}
+
+
+def _export_interchange(run_dir: Path, fmt: str, out: Path) -> dict[str, Any]:
+    """ATIF files or OTLP JSON traces, streamed from the log (no `datasets` needed)."""
+    from bench.publish.atif import write_atif
+    from bench.publish.otel import FILE, write_otel
+
+    read_manifest(run_dir)  # a bad run directory fails before anything is created
+    out.mkdir(parents=True, exist_ok=True)
+    counts = write_atif(run_dir, out) if fmt == "atif" else write_otel(run_dir, out)
+    files = ["one TRIAL.json per trial"] if fmt == "atif" else [FILE]
     return {"format": fmt, "out": str(out), "files": files, **counts}

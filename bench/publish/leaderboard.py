@@ -42,18 +42,22 @@ from typing import Any, Callable, Mapping, Sequence
 import orjson
 
 from bench.__version__ import __version__
-from bench.analysis.replay import VerifyResult, load_run_suite, verify_run
+from bench.adapters.spec import is_simulated
+from bench.analysis.replay import Mismatch, VerifyResult, check_manifest, load_run_suite, verify_run
 from bench.analysis.report import build_report
 from bench.canonical import step_key
 from bench.errors import BenchError
+from bench.imports.core import import_source
 from bench.publish.markdown import md_escape
 from bench.publish.text import term
 from bench.runs.rundir import RunLog, read_run
+from bench.runs.seal import run_digest
 
 __all__ = ["LEADERBOARD_VERSION", "build_leaderboard", "render_markdown", "render_html", "write_leaderboard",
            "HTML_SECTIONS", "README_SECTIONS"]
 
 LEADERBOARD_VERSION = 1
+IMPORTED = "imported, not replay-verified"  # the label of every entry ranked with --unverified
 DEFAULT_BOOTSTRAP = 2000
 TOOL_ERRORS_LISTED = 5
 _TEXT_LIMIT = 200
@@ -138,7 +142,7 @@ def _tool_errors(log: RunLog) -> dict[str, Any]:
     }
 
 
-def _entry(run_dir: Path, log: RunLog, verified: VerifyResult, K: int, bootstrap: int, seed: int) -> dict[str, Any]:
+def _entry(run_dir: Path, log: RunLog, verified: VerifyResult | None, K: int, bootstrap: int, seed: int) -> dict[str, Any]:
     report = build_report(run_dir, bootstrap=bootstrap, seed=seed)
     m = log.manifest
     agent = m.get("agent") or {}
@@ -158,7 +162,7 @@ def _entry(run_dir: Path, log: RunLog, verified: VerifyResult, K: int, bootstrap
         "rank": None,
         "label": str(agent.get("name")),
         "agent": {"name": str(agent.get("name")), "adapter": agent.get("adapter"), "hash": agent.get("hash"),
-                  "simulated": bool(agent.get("simulated")), "options": agent.get("options") or {},
+                  "simulated": is_simulated(agent.get("adapter")), "options": agent.get("options") or {},
                   "target": agent.get("target")},
         "run": {"run_id": m.get("run_id"), "dir": run_dir.name, "created_at": m.get("created_at"),
                 "harness_version": m.get("harness_version"), "k": int(m["k"]), "base_seed": m.get("base_seed"),
@@ -175,10 +179,23 @@ def _entry(run_dir: Path, log: RunLog, verified: VerifyResult, K: int, bootstrap
         "tool_errors": _tool_errors(log),
         "per_task": per_task,
         "simulated_truth": report.get("simulated_truth"),
-        "verified": {"trials": verified.trials, "steps_replayed": verified.steps_replayed,
-                     "error_trials": verified.error_trials},
+        "verification": "replay-verified" if verified is not None else IMPORTED,
+        "digest": run_digest(m),
+        "source": _source_summary(import_source(m)),
+        "verified": None if verified is None else {"trials": verified.trials, "steps_replayed": verified.steps_replayed,
+                                                   "error_trials": verified.error_trials},
     }
     return entry
+
+
+def _source_summary(source: dict[str, Any] | None) -> dict[str, Any] | None:
+    if source is None:
+        return None
+    listed = source.get("files")
+    files: list[Any] = listed if isinstance(listed, list) else []
+    return {"format": source.get("format"), "harness_version": source.get("harness_version"),
+            "files": [{"path": Path(str(f.get("path"))).name, "sha256": f.get("sha256")} for f in files if isinstance(f, dict)],
+            "outcome_rule": source.get("outcome_rule")}
 
 
 def _rank(entries: list[dict[str, Any]]) -> None:
@@ -193,50 +210,62 @@ def _rank(entries: list[dict[str, Any]]) -> None:
 
 
 def _unique_labels(entries: list[dict[str, Any]]) -> None:
+    """Two entries of one agent name are told apart by run id, or by run folder where the ids
+    agree too (imports of one task set share an id prefix)."""
     names = Counter(e["label"] for e in entries)
+    ids = Counter((e["label"], str(e["run"]["run_id"])[:8]) for e in entries)
     for e in entries:
         if names[e["label"]] > 1:
-            e["label"] = f"{e['label']} (run {str(e['run']['run_id'])[:8]})"
+            short = str(e["run"]["run_id"])[:8]
+            e["label"] = f"{e['label']} (run {short})" if ids[(e["label"], short)] == 1 else f"{e['label']} ({e['run']['dir']})"
 
 
 def build_leaderboard(run_dirs: Sequence[str | Path], *, k: int | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
-                      seed: int = 0, suite: Any = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                      seed: int = 0, suite: Any = None, progress: Callable[[str], None] | None = None,
+                      unverified: bool = False) -> dict[str, Any]:
     """The leaderboard as a dict (see the schema). `suite` (a Suite, folder or built-in name) is
     where to find the runs' suite when the path recorded in their manifests is gone. Raises
     BenchError on runs that cannot be ranked together (different suite hashes or tasks, k too
-    large, the same run twice) or whose suite cannot be found; runs that fail verification are
-    listed under `rejected`, not ranked."""
+    large, the same run twice), whose suite cannot be found, or that were imported while
+    `unverified` is off; runs that fail verification are listed under `rejected`, not ranked.
+    With `unverified`, imported runs (which cannot be replayed) are checked for their seal and
+    manifest only and ranked apart, under `unverified`, never among the verified entries."""
     if not run_dirs:
         raise BenchError("give at least one run directory", field="RUN_DIR")
     paths = [Path(p) for p in run_dirs]
     logs = [read_run(p) for p in paths]
+    if not unverified:
+        _refuse_imports(paths, logs)
     _check_comparable(paths, logs)
     first = logs[0].manifest
-    suite, problems = load_run_suite(first, paths[0], suite)
-    if suite is None:
-        raise BenchError(problems[0].detail, file=str(paths[0] / "run.json"), field="suite.hash")
-    shared_k = min(int(log.manifest["k"]) for log in logs)
-    if k is None:
-        K = shared_k
-    elif not 1 <= k <= shared_k:
-        raise BenchError(f"--k must be between 1 and {shared_k}, the largest k every run has", field="--k")
-    else:
-        K = k
+    native = [(p, log) for p, log in zip(paths, logs) if import_source(log.manifest) is None]
+    if native:
+        suite, problems = load_run_suite(native[0][1].manifest, native[0][0], suite)
+        if suite is None:
+            raise BenchError(problems[0].detail, file=str(native[0][0] / "run.json"), field="suite.hash")
+    K = _ranking_k(logs, k)
 
-    entries, rejected = [], []
+    entries: list[dict[str, Any]] = []
+    imported: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
     for path, log in zip(paths, logs):
         if progress:
             progress(f"verifying {path}")
+        if import_source(log.manifest) is not None:
+            problems = check_manifest(path, log.manifest)
+            if problems:
+                rejected.append(_rejected(path, log, problems, f"trajbench leaderboard --unverified {path}"))
+            else:
+                imported.append(_entry(path, log, None, K, bootstrap, seed))
+            continue
         result = verify_run(path, suite=suite, log=log)
         if not result.ok:
-            agent = log.manifest.get("agent") or {}
-            rejected.append({"run_dir": path.name, "run_id": log.manifest.get("run_id"), "agent": str(agent.get("name")),
-                             "simulated": bool(agent.get("simulated")), "mismatches": len(result.mismatches),
-                             "reasons": rejection_reasons(result)})
+            rejected.append(_rejected(path, log, result.mismatches, f"trajbench verify {path}"))
             continue
         entries.append(_entry(path, log, result, K, bootstrap, seed))
-    _unique_labels(entries)
+    _unique_labels(entries + imported)
     _rank(entries)
+    _rank(imported)
     tasks = list(first.get("tasks") or [])
     return {
         "leaderboard_version": LEADERBOARD_VERSION,
@@ -251,15 +280,43 @@ def build_leaderboard(run_dirs: Sequence[str | Path], *, k: int | None = None, b
         "confidence": 0.95,
         "bootstrap": {"replicates": bootstrap, "seed": seed, "over": "tasks"},
         "entries": entries,
+        "unverified": imported,
         "rejected": rejected,
     }
 
 
-def rejection_reasons(result: VerifyResult, limit: int = 5) -> list[str]:
+def _ranking_k(logs: list[RunLog], k: int | None) -> int:
+    """The ranking k: `k`, or the largest k every run has."""
+    shared_k = min(int(log.manifest["k"]) for log in logs)
+    if k is None:
+        return shared_k
+    if not 1 <= k <= shared_k:
+        raise BenchError(f"--k must be between 1 and {shared_k}, the largest k every run has", field="--k")
+    return k
+
+
+def _refuse_imports(paths: list[Path], logs: list[RunLog]) -> None:
+    """An imported run is never ranked silently: without --unverified it is refused, in one line."""
+    for path, log in zip(paths, logs):
+        source = import_source(log.manifest)
+        if source is not None:
+            raise BenchError(f"imported from {source.get('format')}, so not replay-verified: a leaderboard ranks imported runs "
+                             f"only with --unverified, apart from verified ones and labelled \"{IMPORTED}\"",
+                             file=str(path), field="--unverified")
+
+
+def _rejected(path: Path, log: RunLog, mismatches: list[Mismatch], command: str) -> dict[str, Any]:
+    agent = log.manifest.get("agent") or {}
+    return {"run_dir": path.name, "run_id": log.manifest.get("run_id"), "agent": str(agent.get("name")),
+            "simulated": is_simulated(agent.get("adapter")), "mismatches": len(mismatches),
+            "reasons": rejection_reasons(mismatches, command)}
+
+
+def rejection_reasons(mismatches: list[Mismatch], command: str, limit: int = 5) -> list[str]:
     """The first few mismatches of a run that does not verify, one short line each."""
-    lines = [term(str(m), 200) for m in result.mismatches[:limit]]
-    if len(result.mismatches) > limit:
-        lines.append(f"... and {len(result.mismatches) - limit} more (run `trajbench verify {result.run_dir}`)")
+    lines = [term(str(m), 200) for m in mismatches[:limit]]
+    if len(mismatches) > limit:
+        lines.append(f"... and {len(mismatches) - limit} more (run `{command}`)")
     return lines
 
 
@@ -270,8 +327,9 @@ def _check_comparable(paths: list[Path], logs: list[RunLog]) -> None:
                             for p, log in zip(paths, logs))
         raise BenchError("these runs were made on different suites (content hashes differ) and cannot be ranked together: "
                          f"{listing}. Build one leaderboard per suite hash", field="RUN_DIR")
-    ids = Counter(log.manifest.get("run_id") for log in logs)
-    twice = [str(r) for r, n in ids.items() if n > 1]
+    # the same run = the same id and the same sealed contents (imports of one task set share an id)
+    ids = Counter((log.manifest.get("run_id"), run_digest(log.manifest)) for log in logs)
+    twice = [str(r) for (r, _), n in ids.items() if n > 1]
     if twice:
         raise BenchError(f"the same run is given more than once (run id {', '.join(twice)})", field="RUN_DIR")
     tasks = [set(log.manifest.get("tasks") or []) for log in logs]
@@ -312,6 +370,8 @@ def _date(text: Any) -> str:
 
 def _label_md(entry: dict[str, Any]) -> str:
     name = md_escape(entry["label"])
+    if entry.get("verification") == IMPORTED:
+        name = f"{name} · *{IMPORTED}*"
     return f"{name} · *simulated*" if entry["agent"]["simulated"] else name
 
 
@@ -332,20 +392,42 @@ def _md_header(board: dict[str, Any]) -> list[str]:
 
 
 def _md_table(board: dict[str, Any]) -> list[str]:
+    return _md_rows(board, board["entries"], "*no verified entry*")
+
+
+def _md_rows(board: dict[str, Any], entries: list[dict[str, Any]], empty: str) -> list[str]:
     K = board["rank_by"]["k"]
     extra = [j for j in board["shown_k"] if j != K]
     head = ["Rank", "Agent", f"pass^{K} [95% CI]", "pass@1 [95% CI]", *[f"pass^{j}" for j in extra], "flip",
             "steps", "tokens/trial", "cost/trial", "n", "k", "harness", "date"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h not in ("Agent",) else "---" for h in head) + "|"]
-    for e in board["entries"]:
+    for e in entries:
         cells = [str(e["rank"]), _label_md(e), ci_text(e["rank_metric"]), ci_text(e["pass@1"]),
                  *[_num(_curve_at(e, j)["mean"]) for j in extra], _num(e["flip"]["mean"]), _num(e["mean_steps"], 1),
                  _tokens(e), _cost(e), str(e["n_tasks"]), str(e["k"]), md_escape(e["run"]["harness_version"]),
                  _date(e["run"]["created_at"])]
         lines.append("| " + " | ".join(cells) + " |")
-    if not board["entries"]:
-        lines.append("| — | *no verified entry* |" + " |" * (len(head) - 2))
+    if not entries:
+        lines.append(f"| — | {empty} |" + " |" * (len(head) - 2))
     return lines + [""]
+
+
+def _md_unverified(board: dict[str, Any]) -> list[str]:
+    entries = board.get("unverified") or []
+    if not entries:
+        return []
+    return ["## Imported, not replay-verified", "", _UNVERIFIED_NOTE, "",
+            *_md_rows(board, entries, "—"),
+            *[f"- {md_escape(e['label'])}: imported from {md_escape(e['source']['format'])} "
+              f"({', '.join(md_escape(f['path']) + ' sha256 `' + str(f['sha256'])[:16] + '…`' for f in e['source']['files'])})"
+              for e in entries], ""]
+
+
+_UNVERIFIED_NOTE = ("These runs were imported from another harness's logs (`trajbench import`) and ranked with "
+                    "`--unverified`. **They were not replayed**: the source records no world state to replay on, so "
+                    "their figures are recomputed from the imported outcomes as logged, and only their seal (the "
+                    "import's manifest and log, unedited since) was checked. They are ranked among themselves, not "
+                    "against the verified entries.")
 
 
 def _md_notes(board: dict[str, Any]) -> list[str]:
@@ -385,7 +467,8 @@ def _md_rejected(board: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-README_SECTIONS: list[Callable[[dict[str, Any]], list[str]]] = [_md_header, _md_table, _md_notes, _md_rejected]
+README_SECTIONS: list[Callable[[dict[str, Any]], list[str]]] = [_md_header, _md_table, _md_unverified, _md_notes,
+                                                                _md_rejected]
 
 
 def render_markdown(board: dict[str, Any]) -> str:
@@ -528,18 +611,33 @@ def _est_html(est: dict[str, Any]) -> str:
 
 def _label_html(entry: dict[str, Any]) -> str:
     badge = ' <span class="badge sim">simulated</span>' if entry["agent"]["simulated"] else ""
+    if entry.get("verification") == IMPORTED:
+        badge += f' <span class="badge imported">{_h(IMPORTED)}</span>'
+
     return f'<span class="agent-name">{_h(entry["label"])}</span>{badge}'
 
 
 def _ranking_section(board: dict[str, Any], plots: dict[str, str]) -> str:
+    out = ['<section id="ranking"><h2>Ranking</h2>', _ranking_table(board, board["entries"], "leaderboard", "No verified entry.")]
+    if any(e["agent"]["simulated"] for e in board["entries"]):
+        out.append('<p class="meta"><span class="badge">simulated</span> entries are trajbench\'s <code>sim</code> '
+                   "reference agents, <strong>not real agents</strong>: they replay each task's reference actions with "
+                   "seeded errors of a known rate, so their true scores are known; they calibrate the scale.</p>")
+    out.append(f'<p class="meta">errors: trials lost to infrastructure failures, excluded from every figure. '
+               f'Brackets: 95% intervals (percentile bootstrap over tasks, {board["bootstrap"]["replicates"]} replicates, '
+               f'seed {board["bootstrap"]["seed"]}).</p></section>')
+    return "".join(out)
+
+
+def _ranking_table(board: dict[str, Any], entries: list[dict[str, Any]], table_id: str, empty: str) -> str:
     K = board["rank_by"]["k"]
     extra = [j for j in board["shown_k"] if j != K]
     head = ["Rank", "Agent", f"pass^{K}", "pass@1", *[f"pass^{j}" for j in extra], "flip", "steps", "tokens/trial",
             "cost/trial", "errors", "n", "k", "harness", "date"]
-    out = ['<section id="ranking"><h2>Ranking</h2><div class="scroll"><table id="leaderboard"><thead><tr>']
+    out = [f'<div class="scroll"><table id="{table_id}"><thead><tr>']
     out += [f'<th{" class=agent" if h == "Agent" else ""} scope="col">{_h(h)}</th>' for h in head]
     out.append("</tr></thead><tbody>")
-    for e in board["entries"]:
+    for e in entries:
         cells = [
             f'<td class="rank">{e["rank"]}</td>', f'<td class="agent">{_label_html(e)}</td>',
             f'<td class="metric">{_est_html(e["rank_metric"])}</td>', f'<td>{_est_html(e["pass@1"])}</td>',
@@ -549,18 +647,20 @@ def _ranking_section(board: dict[str, Any], plots: dict[str, str]) -> str:
             f'<td>{e["k"]}</td>', f'<td>{_h(e["run"]["harness_version"])}</td>', f'<td class="date">{_h(_date(e["run"]["created_at"]))}</td>',
         ]
         sim = "true" if e["agent"]["simulated"] else "false"
-        out.append(f'<tr class="entry" data-rank="{e["rank"]}" data-simulated="{sim}">' + "".join(cells) + "</tr>")
-    if not board["entries"]:
-        out.append(f'<tr><td colspan="{len(head)}" class="text">No verified entry.</td></tr>')
+        out.append(f'<tr class="entry" data-rank="{e["rank"]}" data-simulated="{sim}" '
+                   f'data-verification="{_h(e.get("verification", "replay-verified"))}">' + "".join(cells) + "</tr>")
+    if not entries:
+        out.append(f'<tr><td colspan="{len(head)}" class="text">{_h(empty)}</td></tr>')
     out.append("</tbody></table></div>")
-    if any(e["agent"]["simulated"] for e in board["entries"]):
-        out.append('<p class="meta"><span class="badge">simulated</span> entries are trajbench\'s <code>sim</code> '
-                   "reference agents, <strong>not real agents</strong>: they replay each task's reference actions with "
-                   "seeded errors of a known rate, so their true scores are known; they calibrate the scale.</p>")
-    out.append(f'<p class="meta">errors: trials lost to infrastructure failures, excluded from every figure. '
-               f'Brackets: 95% intervals (percentile bootstrap over tasks, {board["bootstrap"]["replicates"]} replicates, '
-               f'seed {board["bootstrap"]["seed"]}).</p></section>')
     return "".join(out)
+
+
+def _unverified_section(board: dict[str, Any], plots: dict[str, str]) -> str | None:
+    entries = board.get("unverified") or []
+    if not entries:
+        return None
+    return (f'<section id="unverified"><h2>Imported, not replay-verified</h2><p class="meta">{_h(_UNVERIFIED_NOTE)}</p>'
+            + _ranking_table(board, entries, "unverified-table", "") + "</section>")
 
 
 def _curves_section(board: dict[str, Any], plots: dict[str, str]) -> str:
@@ -636,7 +736,7 @@ def _method_section(board: dict[str, Any], plots: dict[str, str]) -> str:
 
 # The page, top to bottom. Each section takes (board, plots) and returns HTML, or None to be left out.
 HTML_SECTIONS: list[Callable[[dict[str, Any], dict[str, str]], str | None]] = [
-    _ranking_section, _curves_section, _heatmap_section, _per_task_section, _tool_errors_section, _rejected_section,
+    _ranking_section, _unverified_section, _curves_section, _heatmap_section, _per_task_section, _tool_errors_section, _rejected_section,
     _method_section,
 ]
 

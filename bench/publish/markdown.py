@@ -22,6 +22,7 @@ from bench.publish.text import (
     num,
     pp,
     rate,
+    sequential_line,
     term,
     tool_change_text,
 )
@@ -51,8 +52,9 @@ def render_diff_markdown(diff: dict[str, Any], max_tasks: int = 30) -> str:
 
 def _head(diff: dict[str, Any]) -> list[str]:
     a, b, t = diff["base"], diff["candidate"], diff["test"]
-    icon = "🔴" if t["significant_regression"] else "🟢"
+    icon = {1: "🔴", 3: "🟡"}.get(int(diff["exit_code"]), "🟢")
     out = [f"### {icon} trajbench diff: {md_escape(diff['verdict'])}", "",
+           *([f"**Sequential gate:** {md_escape(sequential_line(diff['sequential']))}", ""] if diff.get("sequential") else []),
            f"**Gate:** one-sided p = {fmt_p(t['p_value'])} (α = {diff['alpha']}; {md_escape(t['method'])}; "
            f"{t['permutations']} permutations)", "",
            "| | base | candidate |", "|---|---|---|",

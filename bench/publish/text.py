@@ -12,8 +12,10 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from bench.analysis.diff import has_significant_point
+from bench.analysis.divergence.power import K_LADDER
 from bench.analysis.regression import CATEGORIES
 from bench.analysis.replay import Mismatch, VerifyResult
+from bench.publish.labels import sibling_labels
 
 
 def term(text: Any, width: int | None = None) -> str:
@@ -34,6 +36,24 @@ def _ci(entry: dict[str, Any]) -> str:
     if entry.get("mean") is None:
         return "n/a"
     return f"{entry['mean']:.3f} [{entry['lo']:.3f}, {entry['hi']:.3f}]"
+
+
+def _sequential_lines(seq: dict[str, Any] | None) -> list[str]:
+    """A sequential run's design, its anytime-valid suite interval and which pass^k is shown."""
+    if not seq:
+        return []
+    d, n, cs = seq["design"], seq["trials_per_task"], seq["suite_pass@1_cs"]
+    state = "finished" if seq["finished"] else "UNFINISHED (re-run the command to continue the design)"
+    interval = f"[{cs['lo']:.3f}, {cs['hi']:.3f}]" if cs["lo"] is not None else "—"
+    return [f"  sequential design: -k {d['k_min']} --k-max {d['k_max']} --until {d['until']} (rounds at n = "
+            f"{', '.join(map(str, d['schedule']))}); {len(seq['rounds'])} round(s), {state}",
+            f"    trials per task {n['min']}–{n['max']} (mean {n['mean']:.1f}); {seq['expected_trials']} trials against "
+            f"{seq['fixed_k_trials']} for fixed k = {d['k_max']}",
+            f"    anytime-valid {cs['level']:.0%} suite pass@1 interval {interval} (valid under the stopping rule; "
+            "prefer it to the bootstrap interval above)",
+            "    unbiased under the stopping rule (each task's first -k trials): "
+            + ", ".join(f"pass^{e['k']} {_fmt(e['value'])}" for e in seq["unbiased_pass^k"]),
+            f"    {seq['pass^k_estimator']}"]
 
 
 def render_report(report: dict[str, Any], max_tasks: int = 60) -> str:
@@ -59,6 +79,7 @@ def render_report(report: dict[str, Any], max_tasks: int = 60) -> str:
     if run["k"] in pass_at:
         lines.append(f"  pass@{run['k']:<3} {_ci(pass_at[run['k']])}")
     lines.append(f"  flip probability (two runs disagree) {_ci(suite['flip'])}")
+    lines += _sequential_lines(report.get("sequential"))
     truth = report.get("simulated_truth")
     if truth:
         curve = ", ".join(f"k={e['k']}: {e['value']:.3f}" for e in truth["pass^k"] if e["k"] in shown)
@@ -112,18 +133,15 @@ def _fmt(value: float | None) -> str:
 
 
 # ---------------------------------------------------------------------------- divergence
-def _alt_text(alt: dict[str, Any], width: int = 48) -> str:
-    label = "(stops here)" if alt["end"] else term(alt["action"], width)
-    return f"{label} {alt['successes']}/{alt['n']}"
-
-
 def render_divergence(section: dict[str, Any], max_tasks: int = 30) -> str:
     o, suite = section["options"], section["suite"]
     keyed = "state hashes" if o["key"] == "state" else "actions"
+    rule = "forks at writes and stops, lookups as context" if o.get("fork", "raw") == "decision" else "raw: forks at every step"
     extras = [w for w, on in (("read-only steps ignored", o["ignore_read_only"]), ("ask_user turns kept", o["include_user"]),
                               ("model turns kept", o["include_model"])) if on]
     lines = [
-        f"Divergence — where a task's trials branch into failure (keys: {keyed}{'; ' + ', '.join(extras) if extras else ''}; "
+        f"Divergence — where a task's trials branch into failure (keys: {keyed}, {rule}"
+        f"{'; ' + ', '.join(extras) if extras else ''}; "
         f"{o['test']} / exact tests, BH q ≤ {o['alpha']}, nodes with ≥ {o['min_support']} trials)",
         f"  {suite['mixed_tasks']} of {suite['tasks']} tasks have mixed outcomes; {suite['tasks_with_divergence']} have a "
         f"significant divergence point ({suite['tested_nodes']} branch nodes tested, {suite['significant_nodes']} significant)",
@@ -151,17 +169,68 @@ def render_divergence(section: dict[str, Any], max_tasks: int = 30) -> str:
         lines.append(f"  {'task':<34} {'step':>4} {'q':>8} {'bits':>6}  alternatives (successes/trials)")
         for t in rows[:max_tasks]:
             d = t["divergence"]
-            alts = "  vs  ".join(_alt_text(alt) for alt in d["alternatives"][:3])
-            more = f"  (+{len(d['alternatives']) - 3} more)" if len(d["alternatives"]) > 3 else ""
-            lines.append(f"  {term(t['task'], 34):<34} {d['step']:>4} {d['q']:>8.2g} {d['score'] or 0:>6.3f}  {alts}{more}")
+            lines.append(f"  {term(t['task'], 34):<34} {d['step']:>4} {d['q']:>8.2g} {d['score'] or 0:>6.3f}  {_alternatives(d)}")
+            lines += _context_lines(t)
         if len(rows) > max_tasks:
             lines.append(f"  ... {len(rows) - max_tasks} more tasks with a divergence point (see --json)")
-    unresolved = [t["task"] for t in section["tasks"] if t["mixed"] and t["divergence"] is None]
-    if unresolved:
-        shown = ", ".join(term(x, 40) for x in unresolved[:8])
-        lines.append(f"  mixed outcomes but no significant branch (too few trials, or the paths do not separate the outcomes): "
-                     f"{shown}{' …' if len(unresolved) > 8 else ''}")
-    return "\n".join(lines)
+    return "\n".join(lines + _unresolved_lines(section))
+
+
+def _alternatives(branch: dict[str, Any]) -> str:
+    return _alts_text(branch["alternatives"])
+
+
+def _alts_text(alternatives: list[dict[str, Any]], width: int = 48) -> str:
+    """The first three alternatives with their counts. Same-tool siblings show the argument
+    values that tell them apart (`bench.publish.labels.sibling_labels`), not a cut prefix."""
+    shown = alternatives[:3]
+    keys = [alt["action"] or "<end>" for alt in shown]
+    labels = sibling_labels(keys, width)
+    tools = Counter(key.partition("(")[0] for key in keys)
+    parts = []
+    for alt, key, label in zip(shown, keys, labels):
+        text = "(stops here)" if alt["end"] else term(label if tools[key.partition("(")[0]] > 1 else key, width)
+        parts.append(f"{text} {alt['successes']}/{alt['n']}")
+    more = f"  (+{len(alternatives) - 3} more)" if len(alternatives) > 3 else ""
+    return "  vs  ".join(parts) + more
+
+
+def _context_lines(task: dict[str, Any]) -> list[str]:
+    """The decision rule's context: the lookups in which the trials parted before (or without) a decision."""
+    cx = task.get("context")
+    if not cx:
+        return []
+    alts = _alts_text(cx["alternatives"])
+    where = "their lookups already differed" if cx["at"] != "task" else "the trials part only in lookups"
+    return [f"      {where} from tool call {cx['tool_call']}: {alts}"]
+
+
+def _unresolved_lines(section: dict[str, Any]) -> list[str]:
+    """Every mixed task without a significant divergence point, with its best candidate branch
+    (exploratory when k is too small for any test) and the k that would detect such a split."""
+    unresolved = [t for t in section["tasks"] if t["mixed"] and t["divergence"] is None]
+    if not unresolved:
+        return []
+    testable_from = section["suite"].get("testable_from_k")
+    lines = [f"  {len(unresolved)} mixed task(s) without a significant branch (too few trials, or the paths do not "
+             "separate the outcomes); best candidate branch of each:"]
+    if testable_from and any(not (t.get("candidate") or {}).get("testable", True) for t in unresolved):
+        lines.append(f"  (no branch of fewer than {testable_from} trials can reach p ≤ {section['options']['alpha']}: "
+                     "candidates at such k are exploratory, not findings)")
+    for t in unresolved:
+        c = t.get("candidate")
+        if c is None:
+            none = "no fork in writes or stops" if section["options"].get("fork") == "decision" else "the trials do not part"
+            lines.append(f"  {term(t['task'], 34):<34}    - {none}")
+        else:
+            at = ""
+            if c.get("detectable_at_k") is not None:
+                at = f"; detectable (80% power) at k ≈ {c['detectable_at_k']}"
+            elif not c.get("testable", True):
+                at = f"; not detectable with 80% power even at k = {K_LADDER[-1]}"
+            lines.append(f"  {term(t['task'], 34):<34} {c['step']:>4}  [{c['label']}{at}]  {_alternatives(c)}")
+        lines += _context_lines(t)
+    return lines
 
 
 
@@ -194,10 +263,26 @@ def _agent(brief: dict[str, Any]) -> str:
 
 
 def gate_line(diff: dict[str, Any]) -> str:
+    if diff.get("sequential"):
+        return sequential_line(diff["sequential"])
     t = diff["test"]
     if t["significant_regression"]:
         return f"SIGNIFICANT REGRESSION: p = {fmt_p(t['p_value'])} ≤ α = {diff['alpha']} (exit 1)"
     return f"no significant regression: p = {fmt_p(t['p_value'])} > α = {diff['alpha']} (exit 0)"
+
+
+def sequential_line(g: dict[str, Any]) -> str:
+    """The sequential gate's verdict in one line (docs/sequential.md)."""
+    evidence = (f"e-value {g['e_value']:.3g} vs 1/α = {g['threshold']:.3g}; {g['worse']} paired trials worse, "
+                f"{g['better']} better of {g['pairs']}")
+    if g["outcome"] == "regressed":
+        return f"REGRESSED (sequential gate, α = {g['alpha']} at every look): {evidence} (exit 1)"
+    extra = g["extra_trials_per_task"]
+    need = (f"about {extra} more trials per task would decide if the observed balance held" if extra is not None
+            else "the data so far show no drop to chase")
+    if g["outcome"] == "not yet decided":
+        return f"NOT YET DECIDED (sequential gate): {evidence}; {need} (exit 3)"
+    return f"no regression detected within the candidate's budget (sequential gate): {evidence}; {need} (exit 0)"
 
 
 def mde_statement(diff: dict[str, Any]) -> str:
@@ -404,6 +489,7 @@ def render_verify(result: VerifyResult, max_per_trial: int = 5, max_lines: int =
     what = f"{result.trials} trials ({result.error_trials} infrastructure errors), {result.steps_replayed} tool calls replayed in {result.seconds:.2f} s"
     if result.ok:
         lines.append(f"verified: {what}; every observation, state hash, check, outcome and figure matches the log")
+        lines.append(f"run digest (sha256, the value to sign): {result.digest}")
     else:
         lines.append(f"FAILED: {len(result.mismatches)} mismatch(es) in {result.trials_with_mismatches} trial(s); {what}")
     return "\n".join(lines)

@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from bench.adapters.spec import is_simulated
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.divergence.section import analyse_run
 from bench.analysis.divergence.tree import Analysis
+from bench.canonical import dump_line
 from bench.errors import BenchError
 from bench.publish.labels import sibling_labels
 from bench.runs.rundir import RunLog, read_run
@@ -41,7 +43,7 @@ X_STEP, Y_STEP, X0, Y0 = 300, 30, 60, 40  # X_STEP fits a label of labels.WIDTH 
 
 def _json_for_script(value: Any) -> str:
     """JSON that cannot end the <script> element or open markup inside it."""
-    raw = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
+    raw = dump_line(value).strip().decode()  # lone surrogates as \\uXXXX escapes, which JavaScript reads back
     return (raw.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
@@ -333,7 +335,9 @@ def write_view(run_dir: str | Path, task_id: str | None = None, out: str | Path 
     Default file: RUN_DIR/view.html (RUN_DIR/view-TASK.html with a task)."""
     run_dir = Path(run_dir)
     log = read_run(run_dir)
-    o = replace(options or DivergenceOptions(), key="action")  # the tree is drawn over action keys
+    # the tree is drawn over every action (fork="raw"): a reader follows each trial step by step,
+    # lookups included; the report's decision rule names the write or stop inside it
+    o = replace(options or DivergenceOptions(), key="action", fork="raw")
     analysis = analyse_run(log, o)
     trees = _trees(analysis, log, _task_indices(analysis, task_id, run_dir))
     rows = {r["task"]: r for r in analysis.section["tasks"]}
@@ -344,7 +348,7 @@ def write_view(run_dir: str | Path, task_id: str | None = None, out: str | Path 
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
+        out.write_text(page, encoding="utf-8", errors="backslashreplace")  # a lone surrogate shows as \\udXXX
     except OSError as exc:
         raise BenchError(f"cannot write the view: {exc.strerror}", file=str(out)) from None
     return out
@@ -409,7 +413,7 @@ def _page(log: RunLog, sections: str, selector: str, trees: list[dict[str, Any]]
     agent, suite = manifest.get("agent", {}), manifest.get("suite", {})
     nonce = secrets.token_urlsafe(16)
     head = (f"run {esc(str(manifest.get('run_id', '')))} · agent {esc(str(agent.get('name', '')))}"
-            f"{' (SIMULATED)' if agent.get('simulated') else ''} · suite {esc(str(suite.get('name', '')))} "
+            f"{' (SIMULATED)' if is_simulated(agent.get('adapter')) else ''} · suite {esc(str(suite.get('name', '')))} "
             f"(hash {esc(str(suite.get('hash', ''))[:12])}) · k = {esc(str(manifest.get('k', '')))}")
     data = {"tasks": [{"task": t["task"], "nodes": t["nodes"]} for t in trees]}
     return f"""<!DOCTYPE html>

@@ -2,7 +2,7 @@
 agent plays. The runner hands an executor the pending trials and a `play` coroutine; the executor
 decides where `play` runs, and hands every record back to the runner's single log writer.
 
-`LocalExecutor` is the in-process default (an asyncio gather under a concurrency gate);
+`LocalExecutor` is the in-process default (`concurrency` asyncio workers sharing the pending trials);
 `bench.runs.ray_executor.RayExecutor` runs trials on Ray actors (docs/ray.md).
 """
 
@@ -22,6 +22,9 @@ class Sink(Protocol):
 
 # play(agent, key, sink) -> outcome: one trial with its retries, every record sent to sink.
 Play = Callable[[Any, Any, Sink], Coroutine[Any, Any, str]]
+# lose(key, reason, sink) -> outcome: record a trial the executor could not play (its worker kept
+# dying) as an infrastructure error, never as the agent's failure.
+Lose = Callable[[Any, str, Sink], str]
 
 
 class Executor(Protocol):
@@ -29,7 +32,7 @@ class Executor(Protocol):
         """Build the agent(s) for up to `trials` trials. The runner calls this before it touches the
         run directory, so a bad agent spec fails with nothing written."""
 
-    def run(self, pending: Sequence[Any], play: Play, sink: Sink, on_done: Callable[[str], None]) -> None:
+    def run(self, pending: Sequence[Any], play: Play, lose: Lose, sink: Sink, on_done: Callable[[str], None]) -> None:
         """Play every pending trial; records go to `sink` (in the driver), `on_done` gets each outcome."""
 
     def close(self) -> None:
@@ -46,7 +49,7 @@ class LocalExecutor:
     def start(self, spec: AgentSpec, trials: int) -> None:
         self.agent = spec.build()
 
-    def run(self, pending: Sequence[Any], play: Play, sink: Sink, on_done: Callable[[str], None]) -> None:
+    def run(self, pending: Sequence[Any], play: Play, lose: Lose, sink: Sink, on_done: Callable[[str], None]) -> None:
         asyncio.run(self._run_all(self.agent, pending, play, sink, on_done))
 
     def close(self) -> None:
@@ -56,10 +59,12 @@ class LocalExecutor:
                        on_done: Callable[[str], None]) -> None:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(max_workers=self.concurrency))
-        gate = asyncio.Semaphore(self.concurrency)
+        keys = iter(pending)
 
-        async def one(key: Any) -> None:
-            async with gate:
+        async def worker() -> None:
+            # `concurrency` workers share one iterator of the pending trials: memory does not
+            # grow with the run (a task per pending trial, created up front, costs ~2 KB each)
+            for key in keys:
                 on_done(await play(agent, key, sink))
 
-        await asyncio.gather(*(one(key) for key in pending))
+        await asyncio.gather(*(worker() for _ in range(max(1, min(self.concurrency, len(pending))))))

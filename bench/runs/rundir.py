@@ -19,14 +19,17 @@ from __future__ import annotations
 import gc
 import os
 import threading
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TypedDict
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, TypedDict
 
 import orjson
 
+from bench.canonical import dump_document, dump_line, load_document, load_line
 from bench.errors import BenchError
+from bench.runs.shape import manifest_problem
 from bench.world.overlay import apply_run_overlay
 from bench.world.suite import Suite, load_suite
 from bench.world.variants import BASE
@@ -54,6 +57,7 @@ class Manifest(TypedDict, total=False):
     overlay: dict[str, Any] | None
     host: dict[str, str]
     source: dict[str, Any]  # absent (native) or {"kind": "import", ...}: bench/imports
+    design: dict[str, Any]  # absent (fixed k) or a sequential design and its progress: bench/runs/design.py
 
 
 class StepEvent(TypedDict, total=False):
@@ -121,14 +125,99 @@ def is_valid(summary: Mapping[str, Any]) -> bool:
     return summary.get("outcome") in VALID_OUTCOMES
 
 
+class _LogFile:
+    """Reads byte spans of the log on demand (one descriptor, positional reads: no shared file
+    position, so threads may share it). The log is append-only and a reader never uses the
+    torn tail that a writer may cut off, so spans found by the reading pass stay valid while a
+    run goes on."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def read(self, start: int, end: int) -> bytes:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            except OSError as exc:
+                raise BenchError(f"cannot be read: {exc.strerror}", file=str(self.path)) from None
+            weakref.finalize(self, os.close, self._fd)
+        return os.pread(self._fd, end - start, start)
+
+
+class StepIndex(Mapping[str, list[StepEvent]]):
+    """attempt id -> its step records, read from the log when asked for, never held: what the
+    reading pass keeps of a step is where its line lies (byte spans, one per run of adjacent
+    lines of the same attempt: one span per attempt in a log written by `LogWriter`, which
+    writes an attempt's lines together). So verify, diff and export stream the steps trial by
+    trial, and their memory does not grow with the log."""
+
+    def __init__(self, log: _LogFile, spans: dict[str, list[int]]):
+        self._log = log
+        self._spans = spans  # attempt -> [start0, end0, start1, end1, ...], in log order
+
+    def __getitem__(self, attempt: str) -> list[StepEvent]:
+        spans, read, loads = self._spans[attempt], self._log.read, load_line  # an escaped line too
+        out: list[Any] = []
+        for i in range(0, len(spans), 2):
+            out.extend(loads(line) for line in read(spans[i], spans[i + 1]).splitlines())
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spans)
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def __contains__(self, attempt: object) -> bool:
+        return attempt in self._spans
+
+
+class TrialCore(NamedTuple):
+    """What the reading pass keeps of a trial summary besides where its line lies: enough to
+    group and filter trials without reading their summaries again."""
+
+    span: int  # start << 32 | length of the summary's line
+    task: str  # the summary's task (its repr if it is not a string)
+    family: str  # variant_family
+    valid: bool  # `is_valid`: the trial counts in the figures
+
+
+class SummaryIndex(Mapping[str, TrialSummary]):
+    """trial id -> its summary (the first one logged), read from the log when asked for: a
+    parsed summary is ~3.5 KB of Python objects, a million of them would not fit; what is kept
+    is a `TrialCore` per trial. Each lookup parses the line again and returns a fresh dict."""
+
+    def __init__(self, log: _LogFile, cores: dict[str, TrialCore]):
+        self._log = log
+        self.cores = cores  # in log order
+
+    def __getitem__(self, trial: str) -> TrialSummary:
+        span = self.cores[trial].span
+        start = span >> 32
+        return load_line(self._log.read(start, start + (span & 0xFFFFFFFF)))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.cores)
+
+    def __len__(self) -> int:
+        return len(self.cores)
+
+    def __contains__(self, trial: object) -> bool:
+        return trial in self.cores
+
+
 @dataclass
 class RunLog:
-    """Everything a run directory holds, grouped for the scorers."""
+    """Everything a run directory holds, grouped for the scorers. Summaries and steps are read
+    on demand (`SummaryIndex`, `StepIndex`): memory grows with the number of trials by a few
+    hundred bytes each, not with the log. To walk many trials, ask for one task at a time
+    (`by_task`)."""
 
     path: Path
     manifest: Manifest
-    summaries: dict[str, TrialSummary]
-    steps: dict[str, list[StepEvent]]
+    summaries: SummaryIndex
+    steps: Mapping[str, list[StepEvent]]
     attempt_errors: list[dict[str, Any]] = field(default_factory=list)
     duplicate_summaries: list[str] = field(default_factory=list)
     orphan_attempts: int = 0
@@ -136,18 +225,48 @@ class RunLog:
 
     def trial_steps(self, trial_id: str) -> list[StepEvent]:
         """The steps of the attempt that produced the trial's summary, in step order."""
-        summary = self.summaries[trial_id]
-        return self.steps.get(summary["attempt"], [])
+        return self.steps_of(self.summaries[trial_id])
+
+    def steps_of(self, summary: Mapping[str, Any]) -> list[StepEvent]:
+        """`trial_steps` of a summary already read."""
+        attempt = summary["attempt"]
+        return self.steps[attempt] if attempt in self.steps else []
+
+    def _chosen(self, base_only: bool, valid_only: bool) -> Iterator[tuple[str, TrialCore]]:
+        for trial, core in self.summaries.cores.items():
+            if (not base_only or core.family == BASE) and (not valid_only or core.valid):
+                yield trial, core
+
+    def n_base_trials(self) -> int:
+        return sum(1 for _ in self._chosen(True, False))
 
     def base_trials(self) -> list[TrialSummary]:
         """The trials on the tasks' own, unperturbed input (infrastructure errors included):
         the population of every headline figure. Input variants are reported on their own."""
-        return [s for s in self.summaries.values() if variant_family(s) == BASE]
+        return [self.summaries[t] for t, _ in self._chosen(True, False)]
 
     def counted(self, *, pool_variants: bool = False) -> list[TrialSummary]:
         """The trials the figures count: valid outcomes on the unperturbed input (with
         `pool_variants`, on every input variant too), in log order."""
-        return [s for s in self.summaries.values() if is_valid(s) and (pool_variants or variant_family(s) == BASE)]
+        return [self.summaries[t] for t, _ in self._chosen(not pool_variants, True)]
+
+    def in_order(self, key: Callable[[TrialSummary], Any]) -> Iterator[TrialSummary]:
+        """Every summary, sorted by `key` (stable), read one at a time: only the sort keys are
+        held, not the summaries."""
+        summaries = self.summaries
+        for trial in sorted(summaries, key=lambda t: key(summaries[t])):
+            yield summaries[trial]
+
+    def by_task(self, *, base_only: bool = True, valid_only: bool = False) -> Iterator[tuple[str, list[TrialSummary]]]:
+        """(task, its trials in log order), one task at a time: the manifest's tasks first, in
+        its order, then any other task in order of first appearance; tasks without a chosen
+        trial are left out. Only one task's summaries are in memory at once."""
+        groups: dict[str, list[str]] = {t: [] for t in self.manifest.get("tasks", []) if isinstance(t, str)}
+        for trial, core in self._chosen(base_only, valid_only):
+            groups.setdefault(core.task, []).append(trial)
+        for task, trials in groups.items():
+            if trials:
+                yield task, [self.summaries[t] for t in trials]
 
 
 @dataclass(frozen=True)
@@ -198,29 +317,55 @@ def suite_of_run(manifest: Manifest, suite: Suite | str | Path | None = None) ->
     return None, SuiteNotFound(tuple(failures), tuple(changed), want)
 
 
+def enclosing_run(path: str | Path) -> Path | None:
+    """The run directory that `path` is, or lies inside, if any (a folder holding `run.json`)."""
+    here = Path(path).resolve()
+    for folder in (here, *here.parents):
+        if (folder / MANIFEST).is_file():
+            return folder
+    return None
+
+
+def refuse_run_dir_output(out: str | Path, flag: str) -> None:
+    """Outputs (a leaderboard, an export, an imported run) are never written into a run
+    directory: it holds only what `run` wrote, which `verify` replays and `repair` rewrites."""
+    run = enclosing_run(out)
+    if run is not None:
+        where = "is a run directory" if run == Path(out).resolve() else f"is inside the run directory {run}"
+        raise BenchError(f"{flag} {where}; outputs are never written into a run directory (choose a folder "
+                         "outside it)", file=str(out), field=flag)
+
+
 def write_manifest(run_dir: Path, manifest: Manifest) -> None:
     """Atomic: a kill during the write leaves the old manifest or the new one, never half."""
-    run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / (MANIFEST + ".tmp")
-    tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    os.replace(tmp, run_dir / MANIFEST)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(dump_document(manifest))
+        os.replace(tmp, run_dir / MANIFEST)
+    except OSError as exc:
+        raise BenchError(f"cannot write the run directory: {exc.strerror}", file=str(run_dir)) from None
 
 
 def read_manifest(run_dir: Path) -> Manifest:
     path = run_dir / MANIFEST
     if not run_dir.is_dir():
-        raise BenchError("not a run directory (it does not exist)", file=str(run_dir))
+        what = "a file, not a folder" if run_dir.exists() else "it does not exist"
+        raise BenchError(f"not a run directory ({what})", file=str(run_dir))
     try:
-        data = orjson.loads(path.read_bytes())
+        data = load_document(path.read_bytes())
     except FileNotFoundError:
         raise BenchError("not a run directory: run.json is missing", file=str(path)) from None
     except OSError as exc:
         raise BenchError(f"cannot be read: {exc.strerror}", file=str(path)) from None
-    except orjson.JSONDecodeError as exc:
+    except ValueError as exc:  # orjson's or json's decode error, a byte that is not UTF-8
         raise BenchError(f"not valid JSON: {exc}", file=str(path)) from None
     for key in ("run_id", "suite", "agent", "k"):
         if not isinstance(data, dict) or key not in data:
             raise BenchError(f"missing field {key!r}: not a trajbench manifest", file=str(path), field=key)
+    problem = manifest_problem(data)  # bench/runs/shape.py: the types every reader relies on
+    if problem:
+        raise BenchError(problem[1], file=str(path), field=problem[0])
     return data
 
 
@@ -242,41 +387,86 @@ def read_run(run_dir: str | Path, *, on_step: Callable[[Any], None] | None = Non
     """Read a run directory, line by line (the log can be large). With `on_step`, each step
     record is handed to it as it is read, in log order, and not kept (`steps` stays empty):
     scoring keys the steps in the same pass (`bench.analysis.divergence.keys.read_keyed`) instead of
-    holding a million step records and walking them again."""
+    holding a million step records and walking them again. Without it, `steps` is a `StepIndex`:
+    where each attempt's step lines lie, read again when asked for."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    summaries: dict[str, Any] = {}  # records are plain dicts; their shape is TrialSummary / StepEvent
-    steps: dict[str, list[Any]] = {}
+    cores: dict[str, TrialCore] = {}  # what is kept of each summary; records are plain dicts (TrialSummary / StepEvent)
+    names: dict[str, str] = {}  # one copy of each task and family name
+    used: set[str] = set()  # the attempts behind the summaries
+    spans: dict[str, list[int]] = {}  # attempt -> byte spans of its step lines
     streamed: set[str] = set()  # attempts whose steps went to on_step
     errors: list[dict[str, Any]] = []
     duplicates: list[str] = []
     torn = 0
     with gc_paused():
-        for rec in _records(run_dir / LOG):
-            if isinstance(rec, int):  # the torn tail's length
-                torn = rec
+        for rec, start, end in _records(run_dir / LOG):
+            if rec is None:  # the torn tail
+                torn = end - start
                 continue
             kind = rec["type"]
             if kind == "step":
                 if on_step is None:
-                    steps.setdefault(rec["attempt"], []).append(rec)
+                    where = spans.get(rec["attempt"])
+                    if where is None:
+                        spans[rec["attempt"]] = [start, end]
+                    elif where[-1] == start:  # the attempt's previous line ends where this one starts
+                        where[-1] = end
+                    else:
+                        where += (start, end)
                 else:
                     streamed.add(rec["attempt"])
                     on_step(rec)
             elif kind == "trial":
-                if rec["trial"] in summaries:
+                if rec["trial"] in cores:
                     duplicates.append(rec["trial"])
                 else:
-                    summaries[rec["trial"]] = rec
+                    cores[rec["trial"]] = _core(rec, start, end, names)
+                    used.add(rec["attempt"])
             elif kind == "attempt_error":
                 errors.append(rec)
-    used = {s["attempt"] for s in summaries.values()}
-    orphans = sum(1 for attempt in (streamed or steps) if attempt not in used)
-    return RunLog(run_dir, manifest, summaries, steps, errors, duplicates, orphans, torn)
+    orphans = sum(1 for attempt in (streamed or spans) if attempt not in used)
+    log = _LogFile(run_dir / LOG)
+    return RunLog(run_dir, manifest, SummaryIndex(log, cores), StepIndex(log, spans), errors, duplicates, orphans, torn)
 
 
-def _records(path: Path) -> Iterator[dict[str, Any] | int]:
-    """The log's records, checked; a torn last line (no newline) is yielded as its length."""
+def _core(rec: dict[str, Any], start: int, end: int, names: dict[str, str]) -> TrialCore:
+    task = rec["task"] if isinstance(rec["task"], str) else repr(rec["task"])
+    family = variant_family(rec)
+    family = family if isinstance(family, str) else repr(family)
+    if end - start > 0xFFFFFFFF:
+        raise BenchError(f"a trial record of {end - start} bytes: larger than a trajbench log holds", field="trial")
+    return TrialCore(start << 32 | (end - start), names.setdefault(task, task), names.setdefault(family, family), is_valid(rec))
+
+
+def iter_trials(run_dir: str | Path) -> Iterator[tuple[TrialSummary, list[StepEvent]]]:
+    """Each trial's summary with the steps of its summarised attempt, in log order, reading the
+    log once and holding only the attempts still in flight: exporters stream a run of any size
+    this way instead of `read_run`'s whole-log grouping. The writer puts an attempt's steps just
+    before the record that ends it, so an attempt's steps are complete when its summary arrives;
+    the first summary of a trial wins and failed attempts' steps are dropped, as in `read_run`."""
+    run_dir = Path(run_dir)
+    read_manifest(run_dir)
+    pending: dict[str, list[Any]] = {}
+    seen: set[str] = set()
+    for rec, _, _ in _records(run_dir / LOG):
+        if rec is None:  # the torn tail
+            continue
+        kind = rec["type"]
+        if kind == "step":
+            pending.setdefault(rec["attempt"], []).append(rec)
+        elif kind == "trial":
+            steps = pending.pop(rec["attempt"], [])
+            if rec["trial"] not in seen:
+                seen.add(rec["trial"])
+                yield rec, sorted(steps, key=lambda ev: ev["step"])  # type: ignore[misc]
+        elif kind == "attempt_error":
+            pending.pop(rec["attempt"], None)
+
+
+def _records(path: Path) -> Iterator[tuple[dict[str, Any] | None, int, int]]:
+    """The log's records, checked, each with the byte span of its line; a torn last line (no
+    newline) is yielded as (None, its span)."""
     if not path.exists():
         return
     try:
@@ -284,25 +474,60 @@ def _records(path: Path) -> Iterator[dict[str, Any] | int]:
     except OSError as exc:
         raise BenchError(f"cannot be read: {exc.strerror}", file=str(path)) from None
     loads, required_of = orjson.loads, _REQUIRED.get  # local names: this loop runs once per line
+    end = 0
     with fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.endswith(b"\n"):  # the last write was cut short
-                yield len(line)
+        for line in fh:
+            start = end
+            end += len(line)
+            if line[-1:] != b"\n":  # the last write was cut short
+                yield None, start, end
                 return
             if line.isspace():
                 continue
-            try:
-                rec = loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise BenchError(f"line {number} is not valid JSON ({exc}); the log is corrupted", file=str(path)) from None
-            try:
-                required = required_of(rec["type"])  # a TypeError: not an object, or an unhashable type
-            except (KeyError, TypeError):
-                raise BenchError(f"line {number} is not a trajbench record (no 'type')", file=str(path), field="type") from None
-            if required and not rec.keys() >= required:
-                missing = sorted(required - rec.keys())[0]
-                raise BenchError(f"line {number}: a {rec['type']} record lacks {missing!r}", file=str(path), field=missing)
-            yield rec
+            try:  # the fast path of a well-formed orjson line; anything else is judged by parse_record
+                rec: Any = loads(line) if line[0] != 32 else None
+                required = required_of(rec["type"])
+                if required is not None and rec.keys() >= required:
+                    yield rec, start, end
+                    continue
+            except (ValueError, TypeError, KeyError):
+                pass
+            rec, problem = parse_record(line)
+            if problem is not None:
+                number = _line_number(path, start)
+                raise BenchError(f"line {number}: {problem}; the log is corrupted: `trajbench repair {path.parent}` "
+                                 "moves bad lines aside into a quarantine file and keeps every valid record",
+                                 file=str(path), field=f"line {number}")
+            yield rec, start, end
+
+
+def _line_number(path: Path, offset: int) -> int:
+    """The number of the line starting at `offset` (counted only to name a bad line)."""
+    newlines = 0
+    with open(path, "rb") as fh:
+        while offset > 0:
+            chunk = fh.read(min(offset, 1 << 20))
+            newlines += chunk.count(b"\n")
+            offset -= len(chunk)
+    return newlines + 1
+
+
+def parse_record(line: bytes) -> tuple[Any, str | None]:
+    """One log line as a record, or why it is not one (not JSON, no known `type`, a required
+    field missing). The cheap check of the reading path; `trajbench repair` adds the schema."""
+    try:
+        rec = load_line(line)
+    except ValueError as exc:  # orjson's and json's decode errors, a bad UTF-8 byte
+        return None, f"not valid JSON ({exc})"
+    try:
+        required = _REQUIRED.get(rec["type"])  # a TypeError: not an object, or an unhashable type
+    except (KeyError, TypeError):
+        return None, "not a trajbench record (no 'type')"
+    if required is None:
+        return rec, None
+    if not rec.keys() >= required:
+        return None, f"a {rec['type']} record lacks {sorted(required - rec.keys())[0]!r}"
+    return rec, None
 
 
 _REQUIRED = {
@@ -327,18 +552,29 @@ class LogWriter:
         self._lock = threading.Lock()
         self._fsync = fsync_summaries
         self._pending: dict[Any, list[bytes]] = {}
+        self._ended: set[Any] = set()  # attempts whose trial summary is written: sealed
+        self.dropped = 0  # records refused: of a sealed attempt, or after close
 
     def append(self, record: dict[str, Any]) -> None:
-        line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        """Never fails on the record's values (`bench.canonical.dump_line`: every string is kept).
+        A record of an attempt whose summary is written (an abandoned agent thread still running) or
+        arriving after close is dropped: nothing can follow a trial's summary into the log."""
+        line = dump_line(record)
+        attempt = record.get("attempt")
         with self._lock:
-            if record.get("type") == "step":
-                self._pending.setdefault(record.get("attempt"), []).append(line)
+            if attempt in self._ended or self._fh.closed:
+                self.dropped += 1
                 return
-            lines = self._pending.pop(record.get("attempt"), [])
+            if record.get("type") == "step":
+                self._pending.setdefault(attempt, []).append(line)
+                return
+            lines = self._pending.pop(attempt, [])
             lines.append(line)
             self._fh.write(b"".join(lines))
-            if self._fsync and record.get("type") == "trial":
-                os.fsync(self._fh.fileno())
+            if record.get("type") == "trial":
+                self._ended.add(attempt)
+                if self._fsync:
+                    os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         """Steps of attempts that never ended (an exception escaped the runner) are kept, as before."""
@@ -346,7 +582,7 @@ class LogWriter:
             for lines in self._pending.values():
                 self._fh.write(b"".join(lines))
             self._pending.clear()
-        self._fh.close()
+            self._fh.close()
 
 
 def _cut_torn_tail(path: Path) -> int:

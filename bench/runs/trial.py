@@ -3,12 +3,24 @@
 Outcomes: `success` (every goal check passed), `failure` (the agent's doing: a check failed, the
 budget or time ran out, or the agent raised), and `error` (infrastructure: `InfraError`; never
 counted as a failure, retried by the runner).
+
+Agent code is contained whatever it raises: `SystemExit` (an agent calling `sys.exit(0)`),
+`KeyboardInterrupt` or `GeneratorExit` raised by the agent end its trial as a failure like any
+other crash, and the run goes on. A real Ctrl-C never arrives as one of these: signals reach the
+main thread only, where `asyncio.run` turns SIGINT into the cancellation of the run (which stops
+it, resumably), while a synchronous agent runs on a thread of its own.
+
+A synchronous agent runs on a daemon thread per trial, so the time limit holds even when it
+never returns (a `time.sleep(20)` under `--timeout 2`): at the deadline the trial is abandoned
+and recorded, its episode is closed (every later call raises `EpisodeOver`) and the log writer
+drops whatever its attempt still emits (`LogWriter` seals an attempt once it ended).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
 import traceback
 from typing import Any
@@ -29,9 +41,12 @@ def outcome_of(checks: dict[str, dict[str, Any]]) -> tuple[str, str | None]:
 
 
 def _finish(episode: Episode, result: Any, started: float, crash: str | None) -> dict[str, Any]:
-    episode.close()
+    episode.close(wait_s=_CLOSE_WAIT_S)
     if result is not None and not isinstance(result, str):
-        result = str(result)
+        try:
+            result = str(result)
+        except Exception as exc:  # noqa: BLE001 - the agent's answer object is agent code too
+            result, crash = None, crash or _crash_text(exc)
     if result is not None:
         episode.finish(result)
     checks = episode.outcome_checks()
@@ -61,39 +76,83 @@ def _crash_text(exc: BaseException) -> str:
     return f"agent raised {type(exc).__name__}: {exc}{where}"
 
 
+_CLOSE_WAIT_S = 2.0  # how long scoring waits for an abandoned agent's in-flight tool call
+
+
+def _settle(episode: Episode, result: Any, raised: BaseException | None, started: float) -> dict[str, Any]:
+    """Score the trial from what the agent returned or raised (anything, BaseException
+    included: see the module docstring). Raises AttemptError on InfraError."""
+    crash = None
+    if isinstance(raised, InfraError):
+        episode.close()
+        raise AttemptError(str(raised)) from raised
+    if raised is not None and not isinstance(raised, EpisodeOver):
+        crash = _crash_text(raised)  # the agent's own bug (or its sys.exit) is the agent's failure
+    return _finish(episode, result, started, crash)
+
+
 def play(agent: Any, episode: Episode) -> dict[str, Any]:
-    """Run a synchronous agent to the end and score it. Raises AttemptError on InfraError."""
+    """Run a synchronous agent to the end, in the calling thread, and score it. A
+    KeyboardInterrupt on the main thread may be a real Ctrl-C: it propagates."""
     started = time.monotonic()
-    result, crash = None, None
+    result: Any = None
+    raised: BaseException | None = None
     try:
         result = agent.run(episode)
-    except InfraError as exc:
-        episode.close()
-        raise AttemptError(str(exc)) from exc
-    except EpisodeOver:
-        pass
-    except Exception as exc:  # the agent's own bug is the agent's failure
-        crash = _crash_text(exc)
-    return _finish(episode, result, started, crash)
+    except KeyboardInterrupt as exc:
+        if threading.current_thread() is threading.main_thread():
+            raise
+        raised = exc
+    except BaseException as exc:  # noqa: BLE001 - agent code is contained, whatever it raises
+        raised = exc
+    return _settle(episode, result, raised, started)
+
+
+async def _contained(work: Any) -> tuple[Any, BaseException | None]:
+    """Await the agent's coroutine; what it raises becomes a value (cancellation excepted: that
+    is the runner stopping, and must stop)."""
+    try:
+        return await work, None
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - agent code is contained, whatever it raises
+        return None, exc
+
+
+async def _on_thread(agent: Any, episode: Episode) -> tuple[Any, BaseException | None]:
+    """`agent.run(episode)` on a daemon thread of its own: abandoning it at the deadline neither
+    blocks the run nor, at exit, the process."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
+
+    def deliver(outcome: tuple[Any, BaseException | None]) -> None:
+        if not future.done():
+            future.set_result(outcome)
+
+    def work() -> None:
+        try:
+            outcome: tuple[Any, BaseException | None] = (agent.run(episode), None)
+        except BaseException as exc:  # noqa: BLE001 - agent code is contained, whatever it raises
+            outcome = (None, exc)
+        try:
+            loop.call_soon_threadsafe(deliver, outcome)
+        except RuntimeError:  # the run is over (loop closed): the trial was already recorded
+            pass
+
+    threading.Thread(target=work, name=f"agent {episode.attempt}", daemon=True).start()
+    return await future
 
 
 async def play_async(agent: Any, episode: Episode, timeout_s: float | None) -> dict[str, Any]:
-    """Run any agent (async `arun`, else `run` in a worker thread) under a time limit."""
+    """Run any agent (async `arun`, else `run` on its own thread) under a time limit."""
     started = time.monotonic()
-    result, crash = None, None
     if hasattr(agent, "arun") and inspect.iscoroutinefunction(agent.arun):
-        work = agent.arun(episode)
+        work = _contained(agent.arun(episode))
     else:
-        work = asyncio.to_thread(agent.run, episode)
+        work = _on_thread(agent, episode)
     try:
-        result = await asyncio.wait_for(work, timeout_s)
+        result, raised = await asyncio.wait_for(work, timeout_s)
     except asyncio.TimeoutError:
         episode.timed_out = True
-    except InfraError as exc:
-        episode.close()
-        raise AttemptError(str(exc)) from exc
-    except EpisodeOver:
-        pass
-    except Exception as exc:
-        crash = _crash_text(exc)
-    return _finish(episode, result, started, crash)
+        result, raised = None, None
+    return _settle(episode, result, raised, started)

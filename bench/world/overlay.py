@@ -366,4 +366,7 @@ def apply_run_overlay(suite: Suite, manifest: Mapping[str, Any]) -> Suite:
     record = manifest.get("overlay")
     if not record:
         return suite
+    if not isinstance(record, dict) or not isinstance(record.get("spec"), dict):
+        raise BenchError("the run's overlay record must be an object holding the overlay's `spec` (as `trajbench run "
+                         f"--overlay` writes it), not {str(record)[:80]!r}", file="run.json", field="overlay.spec")
     return apply_overlay(suite, load_overlay(record["spec"], source=record.get("source")))

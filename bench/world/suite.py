@@ -25,7 +25,7 @@ import orjson
 from bench.canonical import canonical_json, digest
 from bench.errors import BenchError
 from bench.world.task import Problem, Task, merge_patch, read_task_files
-from bench.world.tools import Toolset, World
+from bench.world.tools import DomainBug, Toolset, World
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -91,7 +91,11 @@ class Suite:
             for i, action in enumerate(task.reference_actions):
                 if action.tool == "ask_user":
                     continue
-                outcome = world.execute(action.tool, action.args)
+                try:
+                    outcome = world.execute(action.tool, action.args)
+                except DomainBug as exc:  # the domain's code failed on this task's data: name the step
+                    errors.append(f"reference_actions.{i} ({action.tool}): {exc}")
+                    break
                 if outcome.error is not None:
                     errors.append(f"reference_actions.{i} ({action.tool}): {outcome.error}")
             self._expected[task.id] = (world.state, errors)
@@ -145,6 +149,8 @@ def _load_tools(folder: Path, filename: str, suite_name: str, digest_: str) -> T
     path = folder / filename
     if not path.is_file():
         raise BenchError("the domain module is missing", file=str(path))
+    if path.suffix != ".py":
+        raise BenchError("the domain module must be a Python file (.py)", file=str(folder / "suite.toml"), field="domain")
     module_name = f"bench_suite_{suite_name}_{digest_[:8]}".replace("-", "_")
     if module_name in sys.modules:
         module = sys.modules[module_name]
@@ -178,6 +184,10 @@ def load_suite(name_or_path: str | Path) -> Suite:
     """Load a suite. Task-file problems are collected in `Suite.problems` (see `require_valid`)."""
     folder = resolve_suite_path(str(name_or_path))
     meta = _read_manifest(folder)
+    for key in ("name", "description", "domain", "initial_state", "policy", "tasks"):
+        if key in meta and not (isinstance(meta[key], str) and (meta[key] or key == "description")):
+            raise BenchError(f"must be a non-empty string (a {'file name' if key not in ('name', 'description') else 'text'}), "
+                             f"not {meta[key]!r}", file=str(folder / "suite.toml"), field=key)
     name = str(meta.get("name", folder.name))
     hash_ = content_hash(folder)
     state_file = folder / meta.get("initial_state", "db.json")

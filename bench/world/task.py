@@ -110,6 +110,22 @@ class Problem:
         return f"{self.file}{task}: {self.message}"
 
 
+MAX_NESTING = 100  # far above any real task; deep enough input would exhaust the recursion of every reader
+
+
+def _nesting(value: Any) -> int:
+    """How deeply a JSON value nests (iteratively: the point is to survive absurd input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_NESTING:
+                return depth
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def read_task_files(paths: list[Path]) -> tuple[list[Task], list[Problem]]:
     """Read tasks from JSON files (each holds one task object or a list of them). Returns the
     valid tasks and every problem found, so that `validate` can list them all at once."""
@@ -129,7 +145,8 @@ def read_task_files(paths: list[Path]) -> tuple[list[Task], list[Problem]]:
         for index, raw in enumerate(items):
             task_id = raw.get("id") if isinstance(raw, dict) else None
             label = task_id if isinstance(task_id, str) else f"#{index}"
-            issues = schema_problems(raw)
+            deep = _nesting(raw) > MAX_NESTING
+            issues = [f"(task): nested more than {MAX_NESTING} levels deep; a task is a handful of levels"] if deep else schema_problems(raw)
             if issues:
                 problems.extend(Problem(str(path), label, f"field {p}") for p in issues)
                 continue

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -28,7 +29,7 @@ import jsonschema
 import jsonschema_rs
 import orjson
 
-from bench.canonical import state_hash
+from bench.canonical import json_copy, state_hash
 from bench.errors import InfraError
 
 
@@ -106,9 +107,13 @@ class Toolset:
         description: str | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            tool_name = name or func.__name__
+            unknown = [o for o in optional if o not in (params or {})]
+            if unknown:  # a typo here would silently make the intended parameter required
+                raise ValueError(f"tool {tool_name!r}: optional names {unknown[0]!r}, which is not one of its parameters "
+                                 f"({', '.join(params or {}) or 'none'})")
             schema = object_schema(params or {}, optional)
             jsonschema.Draft202012Validator.check_schema(schema)
-            tool_name = name or func.__name__
             if tool_name in self._tools:
                 raise ValueError(f"tool {tool_name!r} is defined twice")
             self._tools[tool_name] = Tool(
@@ -143,10 +148,30 @@ class Toolset:
 
 
 def new_id(db: dict[str, Any], kind: str, prefix: str, width: int = 4) -> str:
-    """A deterministic new ID: a per-kind counter stored in the state under `_counters`."""
+    """A deterministic new ID: a per-kind counter stored in the state under `_counters`, moved
+    past every id the state already holds (as a key anywhere in it), so that a created record
+    never overwrites a seeded one (a db.json with `R0001` and no counter: the first refund is
+    `R0002`). `trajbench validate` checks every domain for this (bench/runs/validate.py)."""
     counters = db.setdefault("_counters", {})
-    counters[kind] = counters.get(kind, 0) + 1
-    return f"{prefix}{counters[kind]:0{width}d}"
+    while True:
+        counters[kind] = counters.get(kind, 0) + 1
+        candidate = f"{prefix}{counters[kind]:0{width}d}"
+        if not _holds_key({k: v for k, v in db.items() if k != "_counters"}, candidate):
+            return candidate
+
+
+def _holds_key(value: Any, key: str) -> bool:
+    """Is `key` a key of some object nested in `value`? (Iterative: states may nest deeply.)"""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if key in item:
+                return True
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, (dict, list)))
+    return False
 
 
 @dataclass
@@ -189,13 +214,18 @@ class World:
             observation = tool.func(self.state, **args)
         except ToolError as exc:
             observation, error = None, str(exc)
-        except Exception as exc:
+        except (Exception, SystemExit, GeneratorExit, KeyboardInterrupt) as exc:
+            if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                raise  # on the main thread this may be a real Ctrl-C
             raise DomainBug(f"tool {name} crashed: {type(exc).__name__}: {exc}") from exc
         else:
             error = None
-            observation = _jsonable(observation)
+            observation = _jsonable(observation, f"tool {name} returned a value that is not JSON")
         if not tool.read_only:
-            self.state_hash = state_hash(self.state)
+            try:
+                self.state_hash = state_hash(self.state)
+            except TypeError as exc:
+                raise DomainBug(f"tool {name} left a state that is not JSON: {exc}") from None
         return ToolOutcome(observation, error, tool.read_only, self.state_hash)
 
     def _error(self, message: str) -> ToolOutcome:
@@ -205,7 +235,12 @@ class World:
         return copy.deepcopy(self.state)
 
 
-def _jsonable(value: Any) -> Any:
-    """Tools must return JSON; copying through orjson also detaches the observation from the
-    live state, so later mutations cannot rewrite what the agent was shown."""
-    return orjson.loads(orjson.dumps(value))
+def _jsonable(value: Any, what: str) -> Any:
+    """Tools must return JSON; the copy also detaches the observation from the live state, so
+    later mutations cannot rewrite what the agent was shown. A set, bytes or an object is a
+    domain bug (a replay could not reproduce it); NaN becomes null, and lone surrogates and big
+    integers are kept exactly (`bench.canonical.json_copy`)."""
+    try:
+        return json_copy(value)
+    except TypeError as exc:
+        raise DomainBug(f"{what}: {exc}") from None

@@ -14,8 +14,10 @@ _WORD = re.compile(r"[a-z0-9]+")
 _STOP = {"the", "and", "for", "you", "your", "what", "which", "with", "from", "are", "can", "please", "this", "that", "have", "id"}
 
 
-def _words(text: str) -> set[str]:
-    out = set()
+def _words(text: Any) -> set[str]:
+    out: set[str] = set()
+    if not isinstance(text, str):  # a question that is not text reveals nothing (validate names it)
+        return out
     for word in _WORD.findall(text.lower()):
         out.add(word)
         if len(word) > 3 and word.endswith("s"):

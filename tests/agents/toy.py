@@ -82,3 +82,16 @@ class DiesOnce:
             self.marker.touch()
             os._exit(1)
         return cancel_o1(episode)
+
+
+class DiesOn:
+    """Kills its own process whenever it plays `task` (every time: a worker that keeps dying),
+    and plays cancel_o1 elsewhere — for the Ray executor's infrastructure-error test."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def run(self, episode):
+        if episode.task_id == self.task:
+            os._exit(1)
+        return cancel_o1(episode)

@@ -24,6 +24,43 @@ from bench.runs.rundir import RunLog, TrialSummary, read_run
 from bench.world.suite import Suite
 from bench.world.task import Task
 
+# Verbs that name a lookup, for logs that do not say whether a call was read-only (imports: τ-bench
+# and most other formats record no such flag). A native run's logged flag always wins.
+LOOKUP_VERBS = ("get", "list", "search", "find", "lookup", "look", "read", "fetch", "query", "check", "view",
+                "show", "describe", "calculate", "compute", "think", "count", "inspect", "retrieve")
+
+
+def looks_read_only(tool: str) -> bool:
+    """Whether a tool whose log has no read-only flag is taken for a lookup: its name's first
+    word (snake_case, camelCase or dotted) is one of LOOKUP_VERBS."""
+    head = tool.rsplit(".", 1)[-1].replace("-", "_")
+    word = head.split("_", 1)[0]
+    for i, ch in enumerate(word[1:], 1):  # camelCase: getReservation -> get
+        if ch.isupper():
+            word = word[:i]
+            break
+    return word.lower() in LOOKUP_VERBS
+
+
+def read_only_of(ev: Mapping[str, Any]) -> bool:
+    """A tool step's read-only flag: the logged one, else `looks_read_only` of its tool."""
+    flag = ev.get("read_only")
+    return bool(flag) if flag is not None else looks_read_only(str(ev.get("tool")))
+
+
+def writes_anywhere(lookup_flags: Sequence[Sequence[bool]]) -> bool:
+    """Whether a task is decided by writes: some trial of it (or its reference) makes a call that
+    is not a lookup. In such a task the decision rule (fork="decision") leaves every lookup out
+    of the keys — the writes and where a trial stops are its decisions, the lookups before them
+    context. In a task no trial writes in (a question to answer), the lookups are what the
+    answer is made from: they stay keys."""
+    return any(not flag for flags in lookup_flags for flag in flags)
+
+
+def decision_positions(is_lookup: Sequence[bool], writes: bool) -> list[int]:
+    """The positions of a trial's keys that are decisions (`writes_anywhere`)."""
+    return [i for i, lookup in enumerate(is_lookup) if not (writes and lookup)]
+
 
 def tool_of(key: str) -> str | None:
     if key == END or key.startswith("state:") or key.startswith("model:"):
@@ -60,6 +97,8 @@ class Keyer:
         self._cache: dict[tuple[str, bytes], int] = {}
         self.state_mode = options.key == "state"
         self.ignore_read_only = options.ignore_read_only
+        self.decisions = options.fork == "decision" and options.key == "action"
+        self.read_only_ids: set[int] = set()  # action ids of the read-only calls seen (the decision rule's lookups)
         self.include_user = options.include_user
         self.include_model = options.include_model
         self.collapse = options.collapse_repeats
@@ -93,18 +132,23 @@ class Keyer:
         self.feed(tk, ev)
 
     def feed(self, tk: AttemptKeys, ev: Mapping[str, Any]) -> None:
-        """Add one logged event of the attempt (events must come in step order)."""
+        """Add one logged event of the attempt (events must come in step order). Runs once per
+        step of the log: the tool call, the common case, is keyed inline."""
         pos = tk.events
-        tk.events += 1
-        kind = ev.get("kind")
+        tk.events = pos + 1
+        get = ev.get
+        kind = get("kind")
         if kind == "tool":
-            tk.calls.append(ev.get("step", pos))
+            tk.calls.append(get("step", pos))
             key = self._tool_key(tk, ev)
         elif kind == "user":
-            tk.calls.append(ev.get("step", pos))
-            key = self.action_id("ask_user", ev.get("args")) if self.include_user else None
+            tk.calls.append(get("step", pos))
+            # a user step is ask_user in a native run; an import may hold a user-side tool call
+            # (τ² telecom: the simulated user toggles a setting), keyed by its own tool name
+            tool = str(get("tool") or "ask_user")
+            key = self.action_id(tool, get("args")) if self.include_user else None
         elif kind == "model" and self.include_model and not self.state_mode:
-            key = self.intern("model:" + digest(canonical_json(_jsonable(ev.get("output"))))[:16])
+            key = self.intern("model:" + digest(canonical_json(_jsonable(get("output"))))[:16])
         else:
             return
         if key is not None:
@@ -113,19 +157,32 @@ class Keyer:
 
     def _tool_key(self, tk: AttemptKeys, ev: Mapping[str, Any]) -> int | None:
         """The key of a tool call, or None when the options make it no node."""
-        action = self.action_id(str(ev.get("tool")), ev.get("args"))
+        get = ev.get
+        tool, args = str(get("tool")), get("args")
+        try:  # `action_id`, its cache hit inline
+            action = self._cache.get((tool, orjson.dumps(args, option=_DUMPS_OPT)))
+        except TypeError:
+            action = None
+        if action is None:
+            action = self.action_id(tool, args)
         tk.actions.append(action)
-        read_only = ev.get("read_only")
-        if read_only and self.ignore_read_only:
-            return None
+        read_only = read_only_of(ev)
+        if read_only:
+            self.read_only_ids.add(action)
+            if self.ignore_read_only:
+                return None
         if self.state_mode:
-            state = ev.get("state_hash")
-            changed = not read_only and ev.get("error") is None and state != tk.last_state
+            state = get("state_hash")
+            changed = not read_only and get("error") is None and state != tk.last_state
             tk.last_state = state
             return self.intern("state:" + str(state)) if changed and state is not None else None
         if read_only and self.collapse and tk.keys and tk.keys[-1] == action:
             return None  # a no-op: the same read again on the same state
         return action
+
+    def lookups(self, tk: AttemptKeys) -> list[bool]:
+        """Which of an attempt's keys are lookups (read-only calls)."""
+        return [k in self.read_only_ids for k in tk.keys]
 
     def keys(self, events: Sequence[Mapping[str, Any]]) -> AttemptKeys:
         tk = AttemptKeys()
@@ -144,9 +201,11 @@ def _jsonable(value: Any) -> Any:
 def step_keys(events: Sequence[Mapping[str, Any]], options: DivergenceOptions | None = None) -> list[str]:
     """The canonical keys of one trial's logged step events (see the module docstring)."""
     vocab: dict[str, int] = {}
-    tk = Keyer(options or DivergenceOptions(), vocab).keys(events)
+    keyer = Keyer(options or DivergenceOptions(), vocab)
+    tk = keyer.keys(events)
+    keys = decisions_of(tk, keyer, writes_anywhere([keyer.lookups(tk)]))[0] if keyer.decisions else tk.keys
     labels = list(vocab)
-    return [labels[i] for i in tk.keys]
+    return [labels[i] for i in keys]
 
 
 
@@ -163,6 +222,11 @@ class Corpus:
         self.steps: list[list[int]] = []
         self.trial_milestones: list[dict[str, int | None] | None] = []
         self.tool_calls: list[int] = []
+        # the decision rule's context (fork="decision"): every trial's tool calls, lookups included,
+        # and which of their ids are lookups; empty otherwise
+        self.raw: list[list[int]] = []
+        self.read_only: set[int] = set()
+        self.writes: list[bool] = []  # per task: `writes_anywhere`
         self._ids: dict[int, int] = {0: 0}  # keyer id -> corpus id (`renumber`); END is 0 in both
 
     def renumber(self, keys: list[int]) -> list[int]:
@@ -190,26 +254,45 @@ class Corpus:
 
 
 
-def corpus_of_tasks(tasks: Sequence[TaskTrials]) -> Corpus:
-    """A corpus of already-keyed trials (`bench.analysis.divergence.section.analyse`)."""
+def corpus_of_tasks(tasks: Sequence[TaskTrials], decisions: bool = False) -> Corpus:
+    """A corpus of already-keyed trials (`bench.analysis.divergence.section.analyse`). With
+    `decisions` (fork="decision"), keys a trial flags read-only are lookups, left out of its
+    keys in a task with writes (`writes_anywhere`) and kept in its raw sequence for the context;
+    the task's reference is taken as given."""
     corpus = Corpus()
     for task in tasks:
         t = len(corpus.task_ids)
         corpus.task_ids.append(task.task)
         corpus.references.append(None if task.reference is None else corpus.intern(task.reference))
         corpus.milestones.append(list(task.milestones))
-        for trial in task.trials:
+        flags = [trial.read_only or [False] * len(trial.keys) for trial in task.trials]
+        writes = writes_anywhere(flags)
+        corpus.writes.append(writes)
+        for trial, lookup in zip(task.trials, flags):
             corpus.trial_ids.append(trial.trial)
             corpus.trial_task.append(t)
             corpus.success.append(bool(trial.success))
-            corpus.keys.append(corpus.intern(trial.keys))
-            corpus.steps.append(list(trial.steps) if trial.steps is not None else list(range(len(trial.keys))))
+            raw = corpus.intern(trial.keys)
+            steps = list(trial.steps) if trial.steps is not None else list(range(len(trial.keys)))
+            if decisions:
+                corpus.read_only.update(k for k, ro in zip(raw, lookup) if ro)
+                corpus.raw.append(raw)
+                kept = decision_positions(lookup, writes)
+                raw, steps = [raw[i] for i in kept], [steps[i] for i in kept]
+            corpus.keys.append(raw)
+            corpus.steps.append(steps)
             corpus.trial_milestones.append(trial.milestones)
             corpus.tool_calls.append(trial.tool_calls if trial.tool_calls is not None else len(trial.keys))
     return corpus
 
 
-def reference_keys(suite: Suite, task: Task, keyer: Keyer) -> list[int]:
+def decisions_of(tk: AttemptKeys, keyer: Keyer, writes: bool) -> tuple[list[int], list[int]]:
+    """An attempt's decision keys and their event positions (`decision_positions`)."""
+    kept = decision_positions(keyer.lookups(tk), writes)
+    return [tk.keys[i] for i in kept], [tk.where[i] for i in kept]
+
+
+def reference_keys(suite: Suite, task: Task, keyer: Keyer) -> AttemptKeys:
     """The task's reference actions keyed like the trials (replayed, for read-only flags and
     state hashes)."""
     tk = AttemptKeys()
@@ -222,7 +305,7 @@ def reference_keys(suite: Suite, task: Task, keyer: Keyer) -> list[int]:
         outcome = world.execute(action.tool, action.args)
         keyer.feed(tk, {"kind": "tool", "step": i, "tool": action.tool, "args": action.args,
                         "read_only": outcome.read_only, "state_hash": outcome.state_hash})
-    return tk.keys
+    return tk
 
 
 def corpus_of_run(run: KeyedRun, suite: Suite | None, pool_variants: bool = False) -> Corpus:
@@ -230,16 +313,12 @@ def corpus_of_run(run: KeyedRun, suite: Suite | None, pool_variants: bool = Fals
     reference from the suite. Like the report's headline figures, only trials on the
     unperturbed inputs count unless `pool_variants`."""
     c = Corpus()
-    by_task: dict[str, list[TrialSummary]] = {t: [] for t in run.log.manifest.get("tasks", [])}
-    for summary in run.log.counted(pool_variants=pool_variants):
-        by_task.setdefault(summary["task"], []).append(summary)
-    for task_id, rows in by_task.items():
-        if not rows:
-            continue
+    decisions = run.options.fork == "decision"
+    for task_id, rows in run.log.by_task(base_only=not pool_variants, valid_only=True):  # one task in memory at a time
         rows.sort(key=lambda s: (str(s.get("variant", "")), s.get("index", 0), s["trial"]))
         t = len(c.task_ids)
         c.task_ids.append(task_id)
-        ref = None
+        ref_keys: AttemptKeys | None = None
         names: list[str] = []
         if suite is not None:
             try:
@@ -247,17 +326,23 @@ def corpus_of_run(run: KeyedRun, suite: Suite | None, pool_variants: bool = Fals
             except Exception:  # noqa: BLE001 - the task left the suite: no reference for it
                 task = None
             if task is not None:
-                ref = c.renumber(reference_keys(suite, task, run.keyer))
+                ref_keys = reference_keys(suite, task, run.keyer)
                 names = [m["name"] for m in task.milestones]
-        c.references.append(ref)
+        attempts = [run.keys(summary) for summary in rows]
+        writes = writes_anywhere([run.keyer.lookups(tk) for tk in attempts + ([ref_keys] if ref_keys else [])])
+        c.writes.append(writes)
+        c.references.append(None if ref_keys is None else c.renumber(
+            decisions_of(ref_keys, run.keyer, writes)[0] if run.keyer.decisions else ref_keys.keys))
         c.milestones.append(names)
-        for summary in rows:
-            tk = run.keys(summary)
+        for summary, tk in zip(rows, attempts):
             c.trial_ids.append(summary["trial"])
             c.trial_task.append(t)
             c.success.append(summary["outcome"] == "success")
-            c.keys.append(c.renumber(tk.keys))
-            c.steps.append(tk.where)
+            keys, where = decisions_of(tk, run.keyer, writes) if run.keyer.decisions else (tk.keys, tk.where)
+            c.keys.append(c.renumber(keys))
+            if decisions:
+                c.raw.append(c.renumber(tk.actions))
+            c.steps.append(where)
             c.tool_calls.append(len(tk.calls))
             reached = summary.get("milestones")
             if reached:
@@ -265,6 +350,7 @@ def corpus_of_run(run: KeyedRun, suite: Suite | None, pool_variants: bool = Fals
                 reached = {name: (None if at is None else bisect_left(tk.calls, int(at))) for name, at in reached.items()}
             c.trial_milestones.append(reached or None)
     c.adopt_labels(run.keyer.vocab)
+    c.read_only = {c._ids[k] for k in run.keyer.read_only_ids if k in c._ids}
     return c
 
 

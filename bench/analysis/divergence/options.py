@@ -17,6 +17,7 @@ class DivergenceOptions:
     """How steps are keyed and branches tested. Every field is recorded in the output."""
 
     key: str = "action"  # "action": tool + canonical args; "state": state hash after the step
+    fork: str = "decision"  # "decision": forks scored at writes and stops, lookups as context; "raw": every step
     ignore_read_only: bool = False
     include_user: bool = False  # ask_user turns as keys
     include_model: bool = False  # model turns as keys (keyed by a digest of their output)
@@ -34,6 +35,8 @@ class DivergenceOptions:
     def __post_init__(self) -> None:
         if self.key not in ("action", "state"):
             raise ValueError(f"key must be 'action' or 'state', got {self.key!r}")
+        if self.fork not in ("decision", "raw"):
+            raise ValueError(f"fork must be 'decision' or 'raw', got {self.fork!r}")
         if self.test not in ("fisher", "boschloo"):
             raise ValueError(f"test must be 'fisher' or 'boschloo', got {self.test!r}")
         if not 0 < self.alpha < 1:
@@ -59,6 +62,7 @@ class TrialPath:
     steps: list[int] | None = None
     milestones: dict[str, int | None] | None = None
     tool_calls: int | None = None
+    read_only: list[bool] | None = None  # per key: a lookup (fork="decision": dropped when a write follows); None: none
 
 
 @dataclass

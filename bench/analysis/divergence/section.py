@@ -28,6 +28,7 @@ from bench.analysis.divergence.keys import (
     tool_of,
 )
 from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials
+from bench.analysis.divergence.power import detectable_k, smallest_testable_n
 from bench.analysis.divergence.tree import Analysis, analyse_corpus
 from bench.runs.rundir import Manifest, RunLog, gc_paused, suite_of_run
 from bench.world.suite import Suite
@@ -324,15 +325,82 @@ def _task_row(ctx: _Context, t: int, tally: _Tally) -> dict[str, Any]:
         "nodes": int(ctx.tree_nodes_per_task[t]), "distinct_trajectories": int(ctx.leaves_per_task[t]),
         "branch_nodes": int(ctx.branch_per_task[t]), "tested_nodes": int(ctx.tested_per_task[t]),
     }
-    branches = [_branch(a, v, ctx.trials_by_group, with_prefix=(v == a.divergence_node[t])) for v in ctx.listed_nodes[t]]
+    listed = ctx.listed_nodes[t]
+    headline = int(a.divergence_node[t]) if a.divergence_node[t] >= 0 else (listed[0] if listed else -1)
+    branches = [_branch(a, v, ctx.trials_by_group, with_prefix=(v == headline)) for v in listed]
     row["divergence"] = _divergence(ctx, t, branches, tally)
     row["branches"] = branches
+    row["candidate"] = _candidate(ctx, n, branches) if mixed and row["divergence"] is None else None
+    row["context"] = _lookup_context(ctx, idx, headline, "divergence" if row["divergence"] else
+                                     "candidate" if row["candidate"] else "task") if mixed else None
     row["critical_steps"] = _critical_steps(ctx, idx)
     row["reference"] = _reference(ctx, t, idx)
     row["milestones"] = _milestone_curves(ctx.c, t, idx, a.success)
     row["first_divergence"] = _first_divergence(ctx, t, tally)
     row["trials"] = _trial_rows(ctx, idx)
     return row
+
+
+def _candidate(ctx: _Context, n_task: int, branches: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A mixed task's best branch when none is significant, labelled for what it is: exploratory
+    when the task has too few trials for any test, else not significant. At too small a k it
+    also says which k would detect such a split (`power.detectable_k`, with the observed rates)."""
+    if not branches:
+        return None
+    o = ctx.a.options
+    b = dict(branches[0])
+    testable_from = smallest_testable_n(o.alpha, o.test)
+    b["testable"] = n_task >= testable_from
+    b["label"] = "not significant" if b["testable"] else f"exploratory — not testable at k = {n_task}"
+    b["detectable_at_k"] = None if b["testable"] else _detectable_at(b, n_task, o)
+    return b
+
+
+def _detectable_at(b: dict[str, Any], n_task: int, o: DivergenceOptions) -> int | None:
+    """The task's k at which a split like this branch's (its worst alternative against the rest,
+    at the observed rates, on the same share of the task's trials) is detected with 80% power."""
+    worst = min(b["alternatives"], key=lambda alt: (alt["successes"] / alt["n"], -alt["n"]))
+    rest_n, rest_s = b["n"] - worst["n"], b["successes"] - worst["successes"]
+    if rest_n <= 0:
+        return None
+    k_node = detectable_k(worst["n"] / b["n"], rest_s / rest_n, worst["successes"] / worst["n"], o.alpha, o.test)
+    return None if k_node is None else math.ceil(k_node * n_task / b["n"])
+
+
+def _lookup_context(ctx: _Context, idx: np.ndarray, v: int, at: str) -> dict[str, Any] | None:
+    """Where the trials through node v (all the task's trials when v = -1) first part in their
+    tool calls, lookups included, when that fork is in lookups the decision rule left out (in a
+    task with writes) — its context ("their lookups already differed from tool call 2"). None
+    with fork="raw" (the tree then holds the lookups itself), or when their calls part at a
+    decision first."""
+    a, c = ctx.a, ctx.c
+    if not c.raw:
+        return None
+    trials = idx.tolist()
+    if v >= 0:
+        through = set()
+        for tr in trials:
+            lo = int(a.offsets[tr])
+            if (a.graph_before[lo:lo + int(a.lengths[tr])] == v).any():
+                through.add(tr)
+        trials = [tr for tr in trials if tr in through]
+    seqs = [c.raw[tr] + [0] for tr in trials]  # 0 = <end>
+    d = 0
+    while len(seqs) > 1 and all(len(sq) > d for sq in seqs) and len({sq[d] for sq in seqs}) == 1:
+        if seqs[0][d] == 0:
+            return None  # identical calls to the end
+        d += 1
+    if len(seqs) < 2:
+        return None
+    groups: dict[int, list[int]] = {}
+    for tr, sq in zip(trials, seqs):
+        groups.setdefault(sq[d], []).append(tr)
+    if not (c.writes[int(a.trial_task[trials[0]])] and any(k in c.read_only for k in groups)):
+        return None  # a fork at a decision (or, in a task without writes, lookups are decisions)
+    ranked = sorted(groups.items(), key=lambda g: (-len(g[1]), _key_label(a, g[0]) or ""))
+    alternatives = [{"action": _key_label(a, k), "end": k == 0, "read_only": k in c.read_only,
+                     "n": len(members), "successes": int(a.success[members].sum())} for k, members in ranked]
+    return {"at": at, "tool_call": d, "trials": len(trials), "alternatives": alternatives}
 
 
 def _suite_row(ctx: _Context, tasks: list[dict[str, Any]], tally: _Tally) -> dict[str, Any]:
@@ -346,6 +414,7 @@ def _suite_row(ctx: _Context, tasks: list[dict[str, Any]], tally: _Tally) -> dic
         "branch_nodes": int((ctx.n_groups >= 2).sum()), "tested_nodes": int(a.tested.sum()),
         "significant_nodes": int(ctx.significant.sum()),
         "tasks_with_divergence": int((a.divergence_node >= 0).sum()),
+        "testable_from_k": smallest_testable_n(a.options.alpha, a.options.test),
         "depth_distribution": [{"step": d, "tasks": k} for d, k in sorted(tally.depths.items())],
         "failure_branch_tools": [{"tool": k, "tasks": v} for k, v in tally.tools.most_common(10)],
         "failure_branch_actions": [{"action": k, "tasks": v, "task_ids": tally.action_tasks[k][:5]}
@@ -405,8 +474,9 @@ def _milestone_curves(c: Corpus, t: int, idx: np.ndarray, success: np.ndarray) -
 
 def analyse(tasks: Sequence[TaskTrials], options: DivergenceOptions | None = None) -> Analysis:
     """Divergence analysis of already-keyed trials (see `divergence_section` for a run)."""
-    corpus = corpus_of_tasks(tasks)
-    analysis = analyse_corpus(corpus, options or DivergenceOptions())
+    o = options or DivergenceOptions()
+    corpus = corpus_of_tasks(tasks, decisions=o.fork == "decision")
+    analysis = analyse_corpus(corpus, o)
     analysis.section = build_section(analysis, corpus)
     return analysis
 

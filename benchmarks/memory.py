@@ -1,0 +1,153 @@
+"""Peak memory and wall time of every reading command, beside the bare parse of the same log.
+
+    python benchmarks/memory.py make-sim OUT --trials 100000        # a real `sim` run on retail
+    python benchmarks/memory.py make-synthetic OUT --trials 1000000  # benchmarks/divergence.py's generator
+    python benchmarks/memory.py measure RUN_DIR [--code DIR] [--commands report verify diff export parse]
+    python benchmarks/memory.py inprocess RUN_DIR [--code DIR]
+
+`measure` runs each command as its own process (`python -m bench ...`, its output discarded)
+and reads the child's own peak resident memory and CPU from `wait4`, so each figure is that
+command's alone: `report --json`, `verify`, `diff RUN RUN` (the run against itself) and
+`export --format jsonl`; `parse` is the baseline, a process that merely `orjson.loads` every
+line of the log and keeps nothing. `--code DIR` puts another checkout first on the import path
+(e.g. /work/main, to measure the code before a change beside the code after it).
+
+`inprocess` times, in one process, the bare parse, `build_report` (metrics and divergence,
+B = 2000) and the parse again on the same log, and prints the ratio of CPU seconds (robust on
+a busy machine; the target: ≤ 2×) and of wall seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+
+_PARSE = ("import sys, orjson\n"
+          "with open(sys.argv[1], 'rb') as fh:\n"
+          "    for line in fh:\n"
+          "        orjson.loads(line)\n")
+
+
+def _commands(run: Path, scratch: Path) -> dict[str, list[str]]:
+    bench = [sys.executable, "-m", "bench"]
+    return {
+        "parse": [sys.executable, "-c", _PARSE, str(run / "trajectories.jsonl")],
+        "report": bench + ["report", str(run), "--json"],
+        "verify": bench + ["verify", str(run), "--json"],
+        "diff": bench + ["diff", str(run), str(run), "--json"],
+        "export": bench + ["export", str(run), "--format", "jsonl", "--out", str(scratch / "export")],
+    }
+
+
+def _child(argv: list[str], code: Path) -> tuple[float, float, float, int]:
+    """(wall s, CPU s, peak RSS MB, exit code) of one child process. It runs in an empty
+    folder: `python -m` puts the working directory first on the import path, before PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="trajbench-cwd-") as cwd, open(Path(cwd) / "stderr", "w+b") as err:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        exit_code = os.waitstatus_to_exitcode(status)
+        if exit_code not in (0, 1):  # 1: verify/diff found something; still a full pass over the log
+            err.seek(0)
+            lines = err.read().decode(errors="replace").strip().splitlines()
+            print(f"    (exit {exit_code}: {lines[-1] if lines else ''})")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, exit_code
+
+
+def _size(run: Path) -> str:
+    manifest = orjson.loads((run / "run.json").read_bytes())
+    trials = sum(1 for line in open(run / "trajectories.jsonl", "rb") if line.startswith(b'{"type":"trial"'))
+    return (f"{run}: {trials} trials ({len(manifest.get('tasks', []))} tasks, k = {manifest['k']}), "
+            f"log {(run / 'trajectories.jsonl').stat().st_size / 1e6:.0f} MB")
+
+
+def measure(args: argparse.Namespace) -> None:
+    run, code = Path(args.run_dir), Path(args.code).resolve()
+    print(_size(run) + f"; code {code}; load {open('/proc/loadavg').read().split()[0]}")
+    print("| command | wall s | CPU s | peak RSS MB | wall / parse |")
+    print("|---|---|---|---|---|")
+    base_wall = None
+    for name in args.commands:
+        with tempfile.TemporaryDirectory(prefix="trajbench-mem-") as scratch:
+            wall, cpu, rss, _ = _child(_commands(run, Path(scratch))[name], code)
+        base_wall = wall if name == "parse" else base_wall
+        ratio = f"{wall / base_wall:.1f}×" if base_wall and name != "parse" else ""
+        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {rss:.0f} | {ratio} |", flush=True)
+
+
+def inprocess(args: argparse.Namespace) -> None:
+    run = Path(args.run_dir)
+    sys.path.insert(0, str(Path(args.code).resolve()))
+    from bench.analysis.report import build_report
+
+    log = run / "trajectories.jsonl"
+
+    def parse() -> None:
+        with open(log, "rb") as fh:
+            for line in fh:
+                orjson.loads(line)
+
+    def timed(phase: object) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        phase()  # type: ignore[operator]
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    p1 = timed(parse)  # parse, report, parse: the page cache is warm for both; the lower parse counts
+    rep = timed(lambda: build_report(run))
+    p2 = timed(parse)
+    pw, pc = min(p1[0], p2[0]), min(p1[1], p2[1])
+    print(f"{_size(run)}\nin one process: bare parse {pc:.2f} s CPU ({pw:.2f} s wall), build_report {rep[1]:.2f} s CPU "
+          f"({rep[0]:.2f} s wall) = {rep[1] / pc:.2f}× the parse's CPU ({rep[0] / pw:.2f}× its wall time)")
+
+
+def make_sim(args: argparse.Namespace) -> None:
+    """A real run of the `sim` agent on the retail suite (36 tasks): verify can replay it."""
+    k = max(1, round(args.trials / 36))
+    argv = [sys.executable, "-m", "bench", "run", "retail", "--agent", "sim:noisy?p=0.2..0.95", "-k", str(k), "--out", str(Path(args.out).resolve())]
+    wall, cpu, rss, code = _child(argv, Path(args.code).resolve())
+    print(f"run of {36 * k} trials: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {rss:.0f} MB (exit {code})")
+
+
+def make_synthetic(args: argparse.Namespace) -> None:
+    """A synthetic run (no suite: verify cannot replay it), 10 tool steps per trial, k = 100."""
+    from benchmarks.divergence import write_synthetic_run
+
+    write_synthetic_run(Path(args.out), max(1, args.trials // 100), 100, 10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func in (("measure", measure), ("inprocess", inprocess)):
+        p = sub.add_parser(name)
+        p.add_argument("run_dir")
+        p.add_argument("--code", default=str(ROOT), help="the checkout to import bench from (default: this one)")
+        if name == "measure":
+            p.add_argument("--commands", nargs="+", default=["parse", "report", "verify", "diff", "export"],
+                           choices=["parse", "report", "verify", "diff", "export"])
+        p.set_defaults(func=func)
+    for name, func in (("make-sim", make_sim), ("make-synthetic", make_synthetic)):
+        p = sub.add_parser(name)
+        p.add_argument("out")
+        p.add_argument("--trials", type=int, default=100_000)
+        p.add_argument("--code", default=str(ROOT))
+        p.set_defaults(func=func)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
