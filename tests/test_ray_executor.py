@@ -133,3 +133,38 @@ def test_the_limiter_gives_back_a_dead_workers_slots_and_pauses_on_429():
         return time.monotonic() - began
 
     assert asyncio.run(scenario()) >= 0.25
+
+
+@pytest.mark.slow
+def test_the_driver_killed_mid_run_resumes_with_no_lost_and_no_duplicated_trial(mini_suite, tmp_path):
+    """`trajbench run --executor ray` killed with SIGKILL (its whole process group: the driver and
+    the local cluster it started) once trials are being written; the same command again finishes
+    the grid: every trial once, none lost."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    out, k = tmp_path / "r", 12
+    cmd = [sys.executable, "-m", "bench", "run", str(mini_suite.path), "--agent", "tests.agents.toy:napper",
+           "-k", str(k), "--out", str(out), "--quiet", "--executor", "ray", "--workers", "2"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    log, deadline = out / "trajectories.jsonl", time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if log.exists() and log.read_bytes().count(b'"type":"trial"') >= 4:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(read_run(out).summaries)
+    assert 4 <= partial < k * len(mini_suite.tasks)
+    again = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    run = read_run(out)
+    assert set(run.summaries) == {f"{t.id}/base/{i}" for t in mini_suite.tasks for i in range(k)}
+    assert not run.duplicate_summaries and run.torn_bytes == 0
