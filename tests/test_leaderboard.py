@@ -364,3 +364,18 @@ def test_published_leaderboards_are_current(suite):
         f"leaderboards/{suite} was built on another version of the suite: run `python leaderboards/build.py`")
     assert data["entries"] and not data["rejected"]
     assert (folder / "README.md").is_file() and (folder / "index.html").is_file()
+
+
+FRAMEWORK_BOARDS = sorted(p for p in (ROOT / "leaderboards" / "frameworks").glob("*") if (p / "leaderboard.json").is_file())
+
+
+@pytest.mark.parametrize("folder", FRAMEWORK_BOARDS, ids=lambda p: p.name)
+def test_the_framework_board_is_published_whole(folder):
+    """leaderboards/frameworks/SUITE (the same local model through several agent frameworks,
+    leaderboards/frameworks/run.sh) follows the schema, has real (not simulated) entries, its
+    pages, and the diffs between frameworks."""
+    data = json.loads((folder / "leaderboard.json").read_text())
+    jsonschema.Draft202012Validator(load_schema("leaderboard.schema.json")).validate(data)
+    assert len(data["entries"]) >= 2 and not any(e["agent"]["simulated"] for e in data["entries"])
+    assert (folder / "README.md").is_file() and (folder / "index.html").is_file()
+    assert (folder.parent / "diffs.md").is_file()

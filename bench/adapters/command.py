@@ -96,15 +96,21 @@ def _kill_group(child: subprocess.Popen[str]) -> None:
     child.communicate()
 
 
+def options_table() -> dict[str, Any]:
+    """The command adapter's options: the command, its own time limit, a model endpoint."""
+    from bench.adapters.openai_compat import ENDPOINT_OPTIONS
+    from bench.adapters.options import OptionSpec
+
+    return {"command": OptionSpec("any", None), "timeout_s": OptionSpec("float", DEFAULT_TIMEOUT_S, minimum=0.001),
+            **ENDPOINT_OPTIONS}
+
+
 def build_command(spec: Any) -> CommandAgent:
     """Builder for `cmd:COMMAND LINE` and roster `adapter = "command"` (options.command,
     timeout_s, and optionally a model endpoint: see the module doc)."""
-    from bench.adapters.openai_compat import ENDPOINT_OPTIONS
-    from bench.adapters.options import OptionSpec, parse_options
+    from bench.adapters.options import parse_options
 
-    known = {"command": OptionSpec("any", None), "timeout_s": OptionSpec("float", DEFAULT_TIMEOUT_S, minimum=0.001),
-             **ENDPOINT_OPTIONS}
-    opts, _ = parse_options(spec.options, known, spec.source, "command")
+    opts, _ = parse_options(spec.options, options_table(), spec.source, "command")
     command = opts["command"] or spec.target
     argv = shlex.split(command) if isinstance(command, str) else command
     if not argv or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):

@@ -8,7 +8,7 @@ set -euo pipefail
 K=${1:-2}
 RUNS=${2:-runs/frameworks}
 SUITES=${3:-retail calendar incident}
-AGENTS="smollm2-server smollm2-langgraph smollm2-agents-sdk smollm2-pydantic-ai smollm2-mcp"
+AGENTS=${AGENTS:-smollm2-server smollm2-langgraph smollm2-agents-sdk smollm2-pydantic-ai smollm2-mcp}
 declare -A TASK=([retail]=retail-001-cancel-stated [calendar]=calendar-001-cancel-own-event [incident]=incident-001-ack-alert)
 for suite in $SUITES; do
   for agent in $AGENTS; do

@@ -26,8 +26,9 @@ def trials(run_dir: Path) -> list[tuple[str, str, list[str], str, int]]:
 
 
 def first_parting(sequences: dict[str, list[list[str]]]) -> int:
-    """The first step index at which two trials (of any frameworks) call different tools."""
-    flat = [seq for seqs in sequences.values() for seq in seqs]
+    """How many leading steps every trial (of every framework) shares: the same tool, whether
+    or not it erred."""
+    flat = [[call.rstrip("!") for call in seq] for seqs in sequences.values() for seq in seqs]
     step = 0
     while all(len(seq) > step for seq in flat) and len({seq[step] for seq in flat}) == 1:
         step += 1
