@@ -23,9 +23,10 @@ TASK = next(t for t in SUITE.tasks if t.id == "calendar-001-cancel-own-event")
 CHILD = Path(__file__).parent / "agents" / "mcp_child_agent.py"
 
 
-def _trial(mode: str, timeout_s: float = 60.0, trial: str = "t0") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _trial(mode: str, timeout_s: float = 60.0, trial: str = "t0",
+           trial_timeout_s: float | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
-    episode = Episode(SUITE, TASK, trial_id=trial, attempt="a0", seed=7, max_steps=10, timeout_s=None,
+    episode = Episode(SUITE, TASK, trial_id=trial, attempt="a0", seed=7, max_steps=10, timeout_s=trial_timeout_s,
                       sink=events.append)
     agent = CommandAgent("child", [sys.executable, str(CHILD), mode], timeout_s)
     return play(agent, episode), events
@@ -44,15 +45,24 @@ def test_the_answer_falls_back_to_stdout() -> None:
     assert summary["answer"] == "looked it up"
 
 
-def test_a_hanging_child_is_killed_at_the_timeout_and_fails_on_time(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("limit", ["trial", "own"])
+def test_a_hanging_child_is_killed_at_the_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str) -> None:
+    """At the trial's --timeout the trial fails on time; at the spec's own (shorter) timeout_s it is
+    the agent's failure (the run's time limit was not reached, and verify holds the run to it)."""
     pid_file = tmp_path / "pid"
     monkeypatch.setenv("CHILD_PID_FILE", str(pid_file))
     started = time.monotonic()
-    summary, events = _trial("hang", timeout_s=8.0)
+    if limit == "trial":
+        summary, events = _trial("hang", timeout_s=60.0, trial_timeout_s=8.0)
+    else:
+        summary, events = _trial("hang", timeout_s=8.0)
     assert time.monotonic() - started < 30
     assert summary["outcome"] == "failure"
-    assert not summary["checks"]["within_time"]["passed"]
+    if limit == "trial":
+        assert not summary["checks"]["within_time"]["passed"]
+    else:
+        assert summary["checks"].get("within_time", {"passed": True})["passed"]
+        assert "own timeout_s = 8.0 s" in summary["checks"]["agent_completed"]["detail"]
     assert summary["agent_info"]["exit_status"] == "killed at timeout"
     assert len(events) == 1, "the child should have made its one call before hanging (machine overloaded?)"
     with pytest.raises(ProcessLookupError):  # the process is gone, not merely abandoned
@@ -113,3 +123,16 @@ def test_a_roster_spec_with_the_command_adapter(tmp_path: Path) -> None:
     spec.write_text('name = "child"\nadapter = "command"\n[options]\ncommand = [1, 2]\n')
     with pytest.raises(BenchError, match="needs a command line"):
         parse_agent_spec(str(spec)).build()
+
+
+def test_a_run_whose_child_hit_its_own_timeout_verifies(tmp_path: Path) -> None:
+    """The spec's own timeout_s (shorter than --timeout) ends the trial as the agent's failure,
+    which `verify` accepts: it holds a timeout claim only against the run's --timeout."""
+    from tests.conftest import run_cli
+
+    out = tmp_path / "r"
+    done = run_cli("run", "calendar", "--agent", f"cmd:{sys.executable} {CHILD} hang?timeout_s=3", "-k", "1",
+                   "--tasks", TASK.id, "--timeout", "600", "--out", str(out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    verified = run_cli("verify", str(out))
+    assert verified.returncode == 0, verified.stdout + verified.stderr

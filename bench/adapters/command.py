@@ -61,24 +61,23 @@ class CommandAgent:
         child = subprocess.Popen(self.argv, env={**_child_env(episode, url), **self.model_env}, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  start_new_session=True)
+        remaining = episode.remaining_s
+        own_limit = remaining is None or self.timeout_s < remaining
         try:
-            stdout, stderr = child.communicate(timeout=_timeout(self.timeout_s, episode))
+            stdout, stderr = child.communicate(timeout=self.timeout_s if own_limit else remaining)
         except subprocess.TimeoutExpired:
             _kill_group(child)
             episode.annotations["exit_status"] = "killed at timeout"
+            if own_limit:  # the spec's own timeout_s: the agent's failure, not the trial's --timeout
+                raise AgentProcessFailed(f"the agent process ran past its own timeout_s = {self.timeout_s} s "
+                                         "and was killed") from None
             episode.timed_out = True
-            raise EpisodeTimeout("the agent process ran past its time limit and was killed") from None
+            raise EpisodeTimeout("the agent process ran past the trial's time limit and was killed") from None
         episode.annotations["exit_status"] = child.returncode
         if child.returncode != 0:
             tail = stderr.strip().splitlines()[-1:] or ["no stderr"]
             raise AgentProcessFailed(f"the agent process exited with status {child.returncode}: {tail[0]}")
         return episode.answer if episode.answer is not None else stdout.strip()
-
-
-def _timeout(own_s: float, episode: Episode) -> float:
-    """The adapter's own limit, never past the trial's (the runner's --timeout)."""
-    remaining = episode.remaining_s
-    return own_s if remaining is None else min(own_s, remaining)
 
 
 def _child_env(episode: Episode, url: str) -> dict[str, str]:
