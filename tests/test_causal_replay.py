@@ -49,7 +49,12 @@ def test_holm_step_down():
 def test_prefix_that_does_not_replay_is_an_error(retail, tmp_path):
     log = _run(retail, "sim:oracle", [retail.tasks[0].id], tmp_path / "run", k=1)
     trial = next(iter(log.summaries))
-    log.trial_steps(trial)[0]["observation"] = "tampered"
+    path = tmp_path / "run" / "trajectories.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    first = next(r for r in lines if r["type"] == "step" and r["trial"] == trial and r["step"] == 0)
+    first["observation"] = "tampered"  # the log edited after the run
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    log = read_run(tmp_path / "run")
     sampler = Sampler(retail, parse_agent_spec("sim:oracle").build(), 50)
     with pytest.raises(BenchError, match=r"does not restore: trial .*step 0: observation"):
         sampler.continuation(prefix_of(log, retail, trial, 2), None, 0)
