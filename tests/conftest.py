@@ -20,6 +20,40 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
                           cwd=cwd or ROOT, env=env, timeout=timeout)
 
 
+class CliResult:
+    """What `cli` returns: the exit status and the captured output, like a CompletedProcess."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys):
+    """The real command line in process (fast), where no subprocess behaviour is at stake."""
+    from bench.cli import main
+
+    def call(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([*args])
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return call
+
+
+def assert_follows_the_published_schemas(run_dir: Path) -> None:
+    """Every log record and the manifest of a run directory valid against bench/schemas."""
+    import jsonschema
+    import orjson
+
+    from bench.world.task import load_schema
+
+    records = jsonschema.Draft202012Validator(load_schema("trajectory-record.schema.json"))
+    for line in (run_dir / "trajectories.jsonl").read_bytes().splitlines():
+        records.validate(orjson.loads(line))
+    jsonschema.validate(orjson.loads((run_dir / "run.json").read_bytes()), load_schema("run.schema.json"))
+
+
 @pytest.fixture
 def mini_suite():
     from bench.world.suite import load_suite

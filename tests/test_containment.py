@@ -20,25 +20,6 @@ from tests.conftest import MINI, ROOT, run_cli
 TASKS = 3  # the mini suite
 
 
-class Proc:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def cli(capsys):
-    """The real command line in process (fast), where no subprocess behaviour is at stake."""
-    from bench.cli import main
-
-    def call(*args):
-        capsys.readouterr()
-        code = main([*args])
-        out, err = capsys.readouterr()
-        return Proc(code, out, err)
-
-    return call
-
-
 def run(suite, spec, out, k=2, **kw):
     config = RunConfig(k=k, out=Path(out), progress=False, retry_backoff_s=0.0, **kw)
     run_benchmark(suite, parse_agent_spec(spec), None, config)

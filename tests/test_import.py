@@ -9,7 +9,6 @@ import json
 from math import comb
 from pathlib import Path
 
-import jsonschema
 import orjson
 import pytest
 
@@ -17,7 +16,7 @@ from bench.analysis.report import build_report
 from bench.cli import main
 from bench.imports.core import iter_json_array
 from bench.runs.rundir import read_run
-from bench.world.task import load_schema
+from tests.conftest import assert_follows_the_published_schemas
 
 FIXTURE = Path(__file__).parent / "fixtures" / "imports" / "tau-bench.json"
 
@@ -50,10 +49,7 @@ def test_steps_outcomes_reference_and_null_fields(tmp_path: Path) -> None:
 
 def test_import_follows_the_published_schemas(tmp_path: Path) -> None:
     run = _import(tmp_path, FIXTURE)
-    records = jsonschema.Draft202012Validator(load_schema("trajectory-record.schema.json"))
-    for line in (run / "trajectories.jsonl").read_bytes().splitlines():
-        records.validate(orjson.loads(line))
-    jsonschema.validate(orjson.loads((run / "run.json").read_bytes()), load_schema("run.schema.json"))
+    assert_follows_the_published_schemas(run)
 
 
 def test_pass_hat_k_equals_tau_bench_formula(tmp_path: Path) -> None:

@@ -9,15 +9,13 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import orjson
 import pytest
 
 from bench.analysis.report import build_report
 from bench.cli import main
 from bench.imports.core import iter_json_members
 from bench.runs.rundir import read_run
-from bench.world.task import load_schema
+from tests.conftest import assert_follows_the_published_schemas
 
 FIXTURE = Path(__file__).parent / "fixtures" / "imports" / "tau2.json"
 
@@ -77,10 +75,7 @@ def test_unrecorded_fields_stay_null_and_empty_ids_pair_in_order(tmp_path: Path)
 
 def test_import_follows_the_published_schemas(tmp_path: Path) -> None:
     run = _import(tmp_path, FIXTURE)
-    records = jsonschema.Draft202012Validator(load_schema("trajectory-record.schema.json"))
-    for line in (run / "trajectories.jsonl").read_bytes().splitlines():
-        records.validate(orjson.loads(line))
-    jsonschema.validate(orjson.loads((run / "run.json").read_bytes()), load_schema("run.schema.json"))
+    assert_follows_the_published_schemas(run)
 
 
 def test_pass_hat_k_equals_tau2_formula(tmp_path: Path) -> None:

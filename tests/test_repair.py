@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from bench.cli import main
 from bench.runs.repair import QUARANTINE
 from bench.runs.rundir import LOG, read_run
 from tests.conftest import MINI
@@ -15,27 +14,10 @@ K = 2
 GRID = sorted(f"{t}/base/{i}" for t in ("cancel-pending", "refund-ask-email", "refuse-cancel-delivered") for i in range(K))
 
 
-class Proc:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
 @pytest.fixture
-def run_cli(capsys):
-    """The real command line, in process (its exit status, stdout and stderr)."""
-    def call(*args):
-        capsys.readouterr()
-        code = main([*args])
-        out, err = capsys.readouterr()
-        return Proc(code, out, err)
-
-    return call
-
-
-@pytest.fixture
-def run_dir(tmp_path, run_cli):
+def run_dir(tmp_path, cli):
     out = tmp_path / "run"
-    proc = run_cli("run", str(MINI), "--agent", "sim:oracle", "-k", str(K), "--out", str(out), "--quiet")
+    proc = cli("run", str(MINI), "--agent", "sim:oracle", "-k", str(K), "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -57,23 +39,23 @@ def _corrupt(run_dir):
     return lines, sorted({1, 2, summary_at + 2})
 
 
-def test_read_only_commands_name_the_bad_line_and_point_to_repair(run_dir, tmp_path, run_cli):
+def test_read_only_commands_name_the_bad_line_and_point_to_repair(run_dir, tmp_path, cli):
     _corrupt(run_dir)
     before = (run_dir / LOG).read_bytes()
     for command in (["report"], ["verify"], ["view", "--out", str(tmp_path / "v.html")], ["diff", str(run_dir)],
                     ["export", "--format", "jsonl", "--out", str(tmp_path / "e")]):
-        proc = run_cli(command[0], str(run_dir), *command[1:])
+        proc = cli(command[0], str(run_dir), *command[1:])
         assert proc.returncode == 2, (command, proc.stderr)
         assert "line 1" in proc.stderr and str(run_dir / LOG) in proc.stderr and "trajbench repair" in proc.stderr
         assert "Traceback" not in proc.stderr
     assert (run_dir / LOG).read_bytes() == before  # read-only: untouched
 
 
-def test_repair_quarantines_bad_lines_keeps_the_rest_and_is_idempotent(run_dir, run_cli):
+def test_repair_quarantines_bad_lines_keeps_the_rest_and_is_idempotent(run_dir, cli):
     original = (run_dir / LOG).read_bytes()
     total = len(original.splitlines())
     lines, bad = _corrupt(run_dir)
-    proc = run_cli("repair", str(run_dir), "--json")
+    proc = cli("repair", str(run_dir), "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert [m["line"] for m in result["moved"]] == bad
@@ -88,27 +70,27 @@ def test_repair_quarantines_bad_lines_keeps_the_rest_and_is_idempotent(run_dir, 
     assert repaired.splitlines()[:-1] == [line.rstrip(b"\n") for n, line in enumerate(lines, start=1)
                                           if n not in bad]  # every other line, in order
     # idempotent
-    again = run_cli("repair", str(run_dir))
+    again = cli("repair", str(run_dir))
     assert again.returncode == 0 and "nothing to repair" in again.stdout and "torn last line" in again.stdout
     assert (run_dir / LOG).read_bytes() == repaired
     assert len((run_dir / QUARANTINE).read_bytes().splitlines()) == 3
     # readable again: one trial lost its summary, and resume plays it again
     assert len(read_run(run_dir).summaries) == len(GRID) - 1
-    assert run_cli("report", str(run_dir)).returncode == 0
-    resumed = run_cli("run", str(MINI), "--agent", "sim:oracle", "-k", str(K), "--out", str(run_dir), "--quiet")
+    assert cli("report", str(run_dir)).returncode == 0
+    resumed = cli("run", str(MINI), "--agent", "sim:oracle", "-k", str(K), "--out", str(run_dir), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     log = read_run(run_dir)
     assert sorted(log.summaries) == GRID and not log.duplicate_summaries
-    assert run_cli("verify", str(run_dir)).returncode == 0
+    assert cli("verify", str(run_dir)).returncode == 0
 
 
-def test_repair_of_a_clean_run_changes_nothing(run_dir, run_cli):
+def test_repair_of_a_clean_run_changes_nothing(run_dir, cli):
     before = (run_dir / LOG).read_bytes()
-    proc = run_cli("repair", str(run_dir))
+    proc = cli("repair", str(run_dir))
     assert proc.returncode == 0 and "nothing to repair" in proc.stdout, proc.stdout + proc.stderr
     assert (run_dir / LOG).read_bytes() == before and not (run_dir / QUARANTINE).exists()
 
 
-def test_repair_of_something_that_is_no_run_is_bad_input(tmp_path, run_cli):
-    proc = run_cli("repair", str(tmp_path))
+def test_repair_of_something_that_is_no_run_is_bad_input(tmp_path, cli):
+    proc = cli("repair", str(tmp_path))
     assert proc.returncode == 2 and "run.json is missing" in proc.stderr and "Traceback" not in proc.stderr
