@@ -54,6 +54,21 @@ def test_decision_rule_names_the_write_where_the_raw_fork_names_the_lookup():
     assert "their lookups already differed from tool call 1" in text and "forks at writes and stops" in text
 
 
+def test_a_fork_between_a_write_and_a_lookup_is_a_decision_not_context():
+    """Trials that part at their first call into a write or a lookup part at a decision: the tree
+    holds that fork, and it is not repeated as "their lookups already differed"."""
+    trials = []
+    for i in range(12):
+        if i % 2:
+            keys, flags = [_call("exchange_items", order_id="W1", item="I1")], [False]
+        else:
+            keys = [_call("get_order_details", order_id="W1"), _call("exchange_items", order_id="W1", item="I2")]
+            flags = [True, False]
+        trials.append(TrialPath(f"t/{i}", i % 2 == 0, keys, read_only=flags))
+    row = analyse([TaskTrials("t", trials)]).section["tasks"][0]
+    assert row["context"] is None
+
+
 def test_a_stop_is_a_decision():
     """Failed trials stop after the first write; their lookups before it differ (and do not count)."""
     trials = []

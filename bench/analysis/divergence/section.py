@@ -395,8 +395,9 @@ def _lookup_context(ctx: _Context, idx: np.ndarray, v: int, at: str) -> dict[str
     groups: dict[int, list[int]] = {}
     for tr, sq in zip(trials, seqs):
         groups.setdefault(sq[d], []).append(tr)
-    if not (c.writes[int(a.trial_task[trials[0]])] and any(k in c.read_only for k in groups)):
-        return None  # a fork at a decision (or, in a task without writes, lookups are decisions)
+    if not (c.writes[int(a.trial_task[trials[0]])] and all(k in c.read_only for k in groups)):
+        return None  # a fork at a decision: a write or a stop is one of its ways (or, in a task
+        # without writes, lookups are decisions)
     ranked = sorted(groups.items(), key=lambda g: (-len(g[1]), _key_label(a, g[0]) or ""))
     alternatives = [{"action": _key_label(a, k), "end": k == 0, "read_only": k in c.read_only,
                      "n": len(members), "successes": int(a.success[members].sum())} for k, members in ranked]
