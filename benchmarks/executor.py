@@ -70,9 +70,9 @@ def measure(suite: Suite, spec: AgentSpec, tasks: list[str] | None, k: int, make
         cpu, began = time.process_time(), time.perf_counter()
         run_benchmark(suite, spec, tasks, RunConfig(k=k, out=Path(tmp) / "r", progress=False), executor)
         wall, cpu = time.perf_counter() - began, time.process_time() - cpu
-        summaries = read_run(Path(tmp) / "r").summaries
-    trials = len(summaries)
-    errors = sum(s["outcome"] == "error" for s in summaries.values())
+        summaries = read_run(Path(tmp) / "r").summaries  # read from the log on demand: count here
+        trials = len(summaries)
+        errors = sum(s["outcome"] == "error" for s in summaries.values())
     return {"trials": trials, "errors": errors, "wall": wall, "startup": executor.startup,
             "rate": trials / max(wall - executor.startup, 1e-9), "driver_cpu_ms": 1000 * cpu / trials}
 
