@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from bench.episode import Agent, Episode, EpisodeOver, Observation
     from bench.errors import BenchError, InfraError
     from bench.publish.export import export_run
-    from bench.publish.leaderboard import build_leaderboard, write_leaderboard
+    from bench.publish.leaderboard import build_leaderboard
+    from bench.publish.leaderboard_page import write_leaderboard
     from bench.publish.view import write_view
     from bench.runs.runner import RunConfig
     from bench.world.overlay import apply_overlay
@@ -63,7 +64,7 @@ _HOME = {
     "report": "bench.api",
     "run": "bench.api",
     "verify": "bench.api",
-    "write_leaderboard": "bench.publish.leaderboard",
+    "write_leaderboard": "bench.publish.leaderboard_page",
     "write_view": "bench.publish.view",
 }
 

@@ -51,7 +51,8 @@ def build(suites: list[str], agents: list[str], k: int, out: Path, work: Path, f
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from bench.adapters.spec import parse_agent_spec
     from bench.errors import BenchError
-    from bench.publish.leaderboard import build_leaderboard, write_leaderboard
+    from bench.publish.leaderboard import build_leaderboard
+    from bench.publish.leaderboard_page import write_leaderboard
     from bench.runs.runner import RunConfig, run_benchmark
     from bench.world.suite import load_suite, require_valid
 

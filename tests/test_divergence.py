@@ -21,7 +21,7 @@ from bench.analysis.divergence.section import analyse, divergence_section
 from bench.analysis.exact import boschloo_test, exact_test, information_gain
 from bench.analysis.metrics import benjamini_hochberg
 from bench.canonical import step_key
-from bench.cli import add_divergence_arguments, divergence_options
+from bench.cli_parser import add_divergence_arguments, divergence_options
 from bench.publish.text import render_divergence as render_divergence_text
 from bench.runs.rundir import read_run
 from bench.runs.runner import RunConfig, run_benchmark

@@ -24,7 +24,8 @@ LAYERS: list[list[str]] = [
     ["bench.imports"],  # importers of other harnesses' logs into run directories
     ["bench.analysis"],  # every figure, as data
     ["bench.publish", "bench.api"],  # what people read; the Python API
-    ["bench.cli", "bench.pytest_plugin", "bench"],  # every print and exit code; the fixture; the face
+    ["bench.cli", "bench.cli_parser", "bench.pytest_plugin", "bench"],  # every print and exit code (and the
+    # arguments they take); the fixture; the face
     ["bench.__main__"],
 ]
 

@@ -17,7 +17,8 @@ import pytest
 from bench.canonical import step_key
 from bench.cli import run_leaderboard
 from bench.errors import BenchError
-from bench.publish.leaderboard import build_leaderboard, render_html, render_markdown, write_leaderboard
+from bench.publish.leaderboard import build_leaderboard
+from bench.publish.leaderboard_page import render_html, render_markdown, write_leaderboard
 from bench.world.task import load_schema
 from tests.conftest import MINI, ROOT, run_cli
 

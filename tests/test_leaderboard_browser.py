@@ -11,7 +11,8 @@ import pytest
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 
-from bench.publish.leaderboard import build_leaderboard, write_leaderboard
+from bench.publish.leaderboard import build_leaderboard
+from bench.publish.leaderboard_page import write_leaderboard
 from tests.browser import chromium
 from tests.conftest import MINI, ROOT, run_cli
 
