@@ -167,7 +167,11 @@ def _add_reading(sub: Any, commands: Mapping[str, Handler]) -> None:
     """`report`, `diff`, `view` and `verify`."""
     p = sub.add_parser("report", help="print a run's metrics (terminal or --json)")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--json", action="store_true", help="machine-readable (bench/schemas/report.schema.json)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="machine-readable (bench/schemas/report.schema.json)")
+    fmt.add_argument("--markdown", action="store_true", help="Markdown: the suite's figures, the tasks and the causal replays")
+    p.add_argument("--replays", nargs="+", metavar="DIR", help="replay directories (or folders of them) beside "
+                   "RUN_DIR/replays/: their causal verdicts are shown with the divergence points")
     p.add_argument("--bootstrap", type=_bootstrap, default=2000, help="bootstrap replicates (default 2000, at most 1,000,000)")
     add_divergence_arguments(p)
     p.set_defaults(func=commands["report"])
@@ -208,8 +212,10 @@ def _add_reading(sub: Any, commands: Mapping[str, Handler]) -> None:
     p.set_defaults(func=commands["repair"])
 
     p = sub.add_parser("replay", help="causal replay: resume the agent from a branch node; is the fork a cause or a symptom?")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--task", metavar="ID", required=True)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run (or a replay directory: resume it as recorded)")
+    p.add_argument("--task", metavar="ID", help="the task to replay (required unless RUN_DIR is a replay directory)")
+    p.add_argument("--out", metavar="DIR", help="the replay directory (default RUN_DIR/replays/TASK--TRIAL-STEP--mM); "
+                   "the same command resumes it")
     p.add_argument("--at", default="divergence", metavar="divergence|TRIAL:STEP", help="the node (default: the divergence point)")
     p.add_argument("-m", type=_replay_m, default=16,
                    help="continuations per alternative (and from the node itself; default 16, at most 10,000)")

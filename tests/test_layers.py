@@ -33,7 +33,7 @@ LAYERS: list[list[str]] = [
 ANALYSIS_LAYERS: list[list[str]] = [
     ["bench.analysis.metrics", "bench.analysis.exact"],
     ["bench.analysis.divergence", "bench.analysis.regression", "bench.analysis.sequential",
-     "bench.analysis.stopping"],
+     "bench.analysis.stopping", "bench.analysis.verdicts", "bench.analysis.replays"],
     ["bench.analysis.report", "bench.analysis.diff", "bench.analysis.planning"],
     ["bench.analysis.replay"],
     ["bench.analysis.prefix"],

@@ -35,6 +35,14 @@ What a replay cannot re-derive, and how it is treated:
   is accepted (with a note) when the log says it errored without changing the state and the
   replay errors too.
 
+* **Replays** (`trajbench replay`, `bench.analysis.replays`): a continuation is replayed whole,
+  from a fresh world, restored prefix included, like any trial; its arms stand for the input
+  variants (every arm of `replay_of.arms` must hold m continuations). What only a replay has is
+  checked against its original: the original must be unchanged (run id, seal digest and log
+  bytes as recorded), each restored step must be the original trial's step as logged there
+  (tool, arguments, observation, error, state hash, model turn) and be marked restored, and an
+  alternative's continuation must take its forced step next.
+
 A log that is rewritten consistently end to end (a different trajectory with matching
 observations, hashes, checks and outcome) replays clean: verify proves that the claimed scores
 follow from the logged actions under the suite, not that those actions were the agent's.
@@ -55,6 +63,7 @@ import orjson
 from bench.__version__ import __version__
 from bench.adapters.spec import is_simulated, spec_hash
 from bench.analysis import metrics
+from bench.analysis.replays import check_link, replay_info, replay_variants
 from bench.analysis.report import build_report
 from bench.analysis.stopping import recompute
 from bench.canonical import derive_seed
@@ -486,7 +495,12 @@ def verify_run(run_dir: str | Path, *, suite: Suite | str | Path | None = None, 
     else:
         result.suite_path = str(loaded.path)
         soft = _check_run(log, loaded, result)
-        variants = _run_variants(manifest, {t.id: t for t in loaded.tasks}, result.mismatches)
+        tasks_by_id = {t.id: t for t in loaded.tasks}
+        if replay_info(manifest) is None:
+            variants = _run_variants(manifest, tasks_by_id, result.mismatches)
+        else:  # a replay (bench.analysis.replays): its arms are its inputs; its restored steps are the original's
+            variants = replay_variants(manifest, tasks_by_id)
+            result.mismatches += [Mismatch(*problem) for problem in check_link(run_dir, log)]
         replayed = _replay_trials(log, loaded, variants, result, soft)
         _check_completeness(log, manifest, variants, result.mismatches, _design_n(log, replayed, result))
         _check_metrics(run_dir, log, replayed, result.mismatches)
