@@ -196,7 +196,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_view(args: argparse.Namespace) -> int:
     from bench.publish.view import write_view
 
-    path = write_view(args.run_dir, task_id=args.task, out=args.out, options=divergence_options(args))
+    path = write_view(args.run_dir, task_id=args.task, out=args.out, options=divergence_options(args),
+                      replays=args.replays or ())
     print(f"view written to {path} — open it in a browser (self-contained, no network)")
     return 0
 

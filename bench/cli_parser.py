@@ -195,6 +195,8 @@ def _add_reading(sub: Any, commands: Mapping[str, Handler]) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--task", metavar="ID", help="one task (default: every task, with a selector)")
     p.add_argument("--out", metavar="FILE.html", help="default RUN_DIR/view.html (RUN_DIR/view-TASK.html with --task)")
+    p.add_argument("--replays", nargs="+", metavar="DIR", help="replay directories (or folders of them) beside "
+                   "RUN_DIR/replays/: their continuation success rates annotate the tree")
     add_divergence_arguments(p)
     p.set_defaults(func=commands["view"])
 

@@ -134,6 +134,15 @@ def _divergence(diff: dict[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- `report --markdown`
+def _report_point(point: dict[str, Any] | None) -> str:
+    """A task's statistical divergence point as the report gives it: step, q, the alternatives."""
+    if point is None:
+        return "none"
+    alts = " vs ".join(f"{'(stops)' if a['end'] else term(a['action'], 60)} {a['successes']}/{a['n']}"
+                       for a in point["alternatives"][:3])
+    return f"step {point['step']} (q = {point['q']:.2g}): {alts}"
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """`trajbench report --markdown`: the suite's figures, each task with its statistical
     divergence point, and the causal verdicts of the run's replays beside them."""
@@ -153,7 +162,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             causal.setdefault(r["task"], []).append(f"step {r['step']}: {r['verdict']}")
     for row in report["tasks"]:
         out.append(f"| {md_escape(row['task'])} | {row['successes']}/{row['n']} | {rate(row['pass@1'])} | "
-                   f"{md_escape(divergence_point(points.get(row['task'])))} | {md_escape('; '.join(causal.get(row['task'], [])) or '—')} |")
+                   f"{md_escape(_report_point(points.get(row['task'])))} | {md_escape('; '.join(causal.get(row['task'], [])) or '—')} |")
     out += ["", *causal_markdown(report.get("causal") or [])]
     return "\n".join(out).rstrip() + "\n"
 
@@ -178,6 +187,7 @@ def causal_markdown(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"| `{md_escape(a['action'])}` | {a['successes']}/{a['n']} | {interval_text(a['interval'])} | {effect} | "
                        f"{'—' if a['best'] else interval_text(a['effect_interval'])} | {a['p_holm'] if a['p_holm'] is not None else '—'} "
                        f"| {a['verdict']} |")
+        out += [""] if r.get("no_return") else []
         out += [f"- {md_escape(no_return_text(row))}" for row in r.get("no_return", [])]
         out.append("")
     return out
