@@ -25,6 +25,7 @@ again, and the verdict it prints is read back from that directory, as `report` r
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import uuid
@@ -59,7 +60,7 @@ from bench.analysis.verdicts import (
 from bench.canonical import derive_seed, step_key
 from bench.errors import BenchError
 from bench.runs.rundir import RunLog, StepEvent, read_manifest, read_run, suite_of_run
-from bench.runs.trial import AttemptError, play
+from bench.runs.trial import AttemptError, play, play_async
 from bench.world.suite import Suite
 
 __all__ = ["ALPHA", "TEST", "Arm", "Sampler", "clopper_pearson", "holm", "newcombe_difference", "replay_node",
@@ -87,6 +88,7 @@ class Sampler:
     done: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # trial id -> outcome, next step
     ran: set[str] = field(default_factory=set)  # the continuations this replay holds (logged or read back)
     fresh: int = 0  # continuations this process ran
+    timeout_s: float | None = None  # each continuation's time limit (the original run's), None: none
 
     def __post_init__(self) -> None:
         resumable(self.agent)
@@ -147,7 +149,10 @@ class Sampler:
             keys = keys + [_key(forced)]
         started_at = time.time()
         try:
-            result = play(Resumed(self.agent, keys), episode)
+            if self.timeout_s is None:
+                result = play(Resumed(self.agent, keys), episode)
+            else:  # as `trajbench run` plays a trial: an agent that hangs is stopped at the limit
+                result = asyncio.run(play_async(Resumed(self.agent, keys), episode, self.timeout_s))
         except AttemptError as exc:
             if self.sink is not None:
                 self.sink({"type": "attempt_error", "trial": trial_id, "attempt": attempt, "message": str(exc)})
@@ -313,6 +318,9 @@ def _resumed_request(replay_dir: Path, asked: ReplayRequest) -> tuple[Path, Repl
     manifest = read_manifest(replay_dir)
     info = replay_info(manifest) or {}
     original = check_original(replay_dir, info)
+    if asked.task is not None and asked.task != info["task"]:
+        raise BenchError(f"{replay_dir} is a replay of task {info['task']!r}, not {asked.task!r}: to resume it, leave out "
+                         "--task; to replay another task, give the original run", field="--task")
     node = info["node"]
     which = info.get("no_return_which")
     return original, ReplayRequest(info["task"], str(info.get("at") or f"{node['trial']}:{node['step']}"), int(info["m"]),
@@ -347,10 +355,13 @@ def replay_task(run_dir: str | Path, asked: ReplayRequest) -> ReplayOutcome:
             "no_return_which": req.no_return, "seed": req.seed, "agent_hash": spec.hash, "test": TEST}
     out = Path(req.out) if req.out is not None else default_dir(original, req.task, prefix.trial, len(prefix.events),
                                                                  req.m, spec.name, run_agent)
+    if req.budget is not None and req.budget < req.m:
+        raise BudgetSpent(f"the replay budget of {req.budget} continuations cannot hold the node's own m = {req.m}: "
+                          f"use --budget {req.m} or more, or a smaller -m", field="--budget")
     store = open_store(out, original, replay_manifest(log.manifest, spec.as_dict(), info, req.m, req.seed))
     resumed = len(store.done)
     sampler = Sampler(suite, spec.build(), int(log.manifest.get("max_steps") or 50), seed=req.seed, budget=req.budget,
-                      store=store)
+                      store=store, timeout_s=log.manifest.get("timeout_s"))
     sealed = False
     try:
         replay_node(log, sampler, prefix, req.m)
