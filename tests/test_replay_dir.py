@@ -195,3 +195,26 @@ def test_view_annotates_replayed_nodes_in_chromium(mood, tmp_path):
         driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", replayed)
         details = driver.find_element(By.ID, "details").text
         assert "Continuations from here (replay)" in details and "95% CI [" in details
+
+
+def test_a_command_agent_resumes_from_trajbench_prefix(tmp_path, cli):
+    """The child's own process owns its conversation: it reads the restored calls from the JSON
+    file TRAJBENCH_PREFIX names and makes only the calls still to make, over the MCP server of
+    the restored episode; a child that declares `resume=none` is refused by one clear error."""
+    child = f"cmd:{sys.executable} {ROOT / 'tests' / 'agents' / 'mcp_child_agent.py'} resume"
+    run, task = tmp_path / "run", "calendar-001-cancel-own-event"
+    assert cli("run", "calendar", "--agent", child, "-k", "1", "--tasks", task, "--out", str(run), "--quiet").returncode == 0
+    done = cli("replay", str(run), "--task", task, "--at", f"{task}/base/0:1", "-m", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["node"]["successes"] == 2 and [a["successes"] for a in result["alternatives"]] == [2]
+    log = read_run(result["replay_dir"])
+    for summary in log.summaries.values():
+        own = [e["tool"] for e in log.steps_of(summary) if not e.get("restored")]
+        assert own == ["cancel_event"]  # the lookup is not made again; the forced cancel is not repeated
+        forced = summary["replay"]["forced"] is not None
+        assert summary["answer"] == f"resumed after {1 + forced} step(s)"
+    assert cli("verify", result["replay_dir"]).returncode == 0
+    refused = cli("replay", str(run), "--task", task, "--at", f"{task}/base/0:1", "-m", "2", "--agent", f"{child}?resume=none")
+    assert refused.returncode == 2 and "declares that it cannot continue from a prefix" in refused.stderr
+    assert "TRAJBENCH_PREFIX" in refused.stderr and len(list((run / "replays").iterdir())) == 1  # nothing written

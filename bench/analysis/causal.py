@@ -144,8 +144,9 @@ class Sampler:
         episode = restore(self.suite, prefix, trial_id=trial_id, attempt=attempt, seed=seed,
                           max_steps=self.max_steps, timeout_s=None, sink=sink)
         keys = prefix.keys
-        if forced is not None:
-            episode.call(str(forced.get("tool")), forced.get("args") if isinstance(forced.get("args"), dict) else {})
+        if forced is not None:  # the forced step is the last restored call the agent is told of
+            tool, args = str(forced.get("tool")), forced.get("args") if isinstance(forced.get("args"), dict) else {}
+            episode.restored_calls.append((tool, args, episode.call(tool, args)))
             keys = keys + [_key(forced)]
         started_at = time.time()
         try:
@@ -358,9 +359,10 @@ def replay_task(run_dir: str | Path, asked: ReplayRequest) -> ReplayOutcome:
     if req.budget is not None and req.budget < req.m:
         raise BudgetSpent(f"the replay budget of {req.budget} continuations cannot hold the node's own m = {req.m}: "
                           f"use --budget {req.m} or more, or a smaller -m", field="--budget")
+    agent = resumable(spec.build())  # refused before anything is written
     store = open_store(out, original, replay_manifest(log.manifest, spec.as_dict(), info, req.m, req.seed))
     resumed = len(store.done)
-    sampler = Sampler(suite, spec.build(), int(log.manifest.get("max_steps") or 50), seed=req.seed, budget=req.budget,
+    sampler = Sampler(suite, agent, int(log.manifest.get("max_steps") or 50), seed=req.seed, budget=req.budget,
                       store=store, timeout_s=log.manifest.get("timeout_s"))
     sealed = False
     try:
