@@ -84,10 +84,11 @@ def original_of(replay_dir: Path, info: dict[str, Any]) -> Path:
     return where if where.is_absolute() else (replay_dir / where).resolve()
 
 
-def check_original(replay_dir: Path, info: dict[str, Any]) -> Path:
-    """The original run, checked to be as it was when the replay began (else one clear error)."""
+def check_original(replay_dir: Path, info: dict[str, Any], now: dict[str, Any] | None = None) -> Path:
+    """The original run, checked to be as it was when the replay began (else one clear error).
+    `now`: its fingerprint, when the caller has it (hashing a large log once for many replays)."""
     original = original_of(replay_dir, info)
-    now = fingerprint(original)
+    now = now if now is not None else fingerprint(original)
     for name in ("run_id", "digest", "log"):
         if now[name] != info.get(name):
             what = {"run_id": "it is another run", "digest": "its seal digest differs",
@@ -154,6 +155,8 @@ def open_store(out: Path, original: Path, manifest: dict[str, Any]) -> ReplaySto
             raise BenchError("this directory holds a run, not a replay: choose another --out", file=str(out / MANIFEST))
         new = manifest["replay_of"]
         for name in SAME:
+            if name == "no_return_which" and info.get(name) is None:
+                continue  # a replay may gain a no-return scan later: its arms so far are kept
             if info.get(name) != new.get(name):
                 raise BenchError(f"this directory holds a different replay (replay_of.{name} was {info.get(name)!r}, now "
                                  f"{new.get(name)!r}); re-run the same command to resume it, or choose another --out",
@@ -167,7 +170,7 @@ def open_store(out: Path, original: Path, manifest: dict[str, Any]) -> ReplaySto
     else:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise BenchError("--out exists and is neither empty nor a replay to resume", file=str(out), field="--out")
-        outer = enclosing_run(out.parent) if out.parent.exists() else None
+        outer = enclosing_run(out)
         if outer is not None and outer != original.resolve():
             raise BenchError(f"--out is inside the run directory {outer}; a replay lives in its original's "
                              f"{REPLAYS}/ folder or outside any run", file=str(out), field="--out")
@@ -247,14 +250,15 @@ def _no_return_row(row: dict[str, Any], arms: dict[str, Arm], info: dict[str, An
             "threshold": info["threshold"], "m": info["m"], "steps": steps[::-1]}
 
 
-def read_verdict(replay_dir: str | Path, *, check: bool = True) -> dict[str, Any]:
-    """The verdict of a replay directory, from its log alone (`check`: refuse a changed original)."""
+def read_verdict(replay_dir: str | Path, *, check: bool = True, original: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The verdict of a replay directory, from its log alone (`check`: refuse a changed original,
+    whose fingerprint is `original` when the caller has it)."""
     log = read_run(replay_dir)
     info = replay_info(log.manifest)
     if info is None:
         raise BenchError("not a replay directory (run.json has no replay_of)", file=str(Path(replay_dir) / MANIFEST))
     if check:
-        check_original(Path(replay_dir), info)
+        check_original(Path(replay_dir), info, original)
     return verdict_from(log, info, arms_of(log), len(log.summaries))
 
 
@@ -281,10 +285,11 @@ def causal_section(run_dir: str | Path, extra: Iterable[str | Path] = ()) -> lis
     run_dir = Path(run_dir)
     own = replay_info(read_manifest(run_dir))
     paths = [run_dir] if own is not None else list(replays_of(run_dir, extra))
+    now = fingerprint(run_dir) if own is None and paths else None  # the run's log hashed once, not per replay
     rows = []
     for path in paths:
         try:
-            rows.append(read_verdict(path))
+            rows.append(read_verdict(path, original=now))
         except BenchError as exc:
             rows.append({"replay_dir": str(path), "error": str(exc)})
     return rows
