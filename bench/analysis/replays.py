@@ -37,9 +37,9 @@ from bench.__version__ import __version__
 from bench.analysis.verdicts import TEST, Arm, no_return_point, verdicts
 from bench.canonical import derive_seed, step_key
 from bench.errors import BenchError
+from bench.runs.logfile import LogWriter
 from bench.runs.rundir import (
     MANIFEST,
-    LogWriter,
     Manifest,
     RunLog,
     enclosing_run,
