@@ -122,6 +122,20 @@ def test_a_changed_original_is_refused(mood, cli, tmp_path):
     assert verify.returncode == 1 and any(m["field"] == "replay_of" for m in json.loads(verify.stdout)["mismatches"])
 
 
+def test_a_broken_replay_manifest_is_one_clear_error(mood, cli, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(mood["run"], run)
+    replay = next((run / "replays").iterdir())
+    manifest = json.loads((replay / "run.json").read_text())
+    manifest["replay_of"]["arms"][0]["step"] = "three"
+    (replay / "run.json").write_text(json.dumps(manifest))
+    for command in (["replay", str(replay)], ["verify", str(replay)], ["report", str(replay)]):
+        done = cli(*command)
+        assert done.returncode == 2 and "replay_of.arms must be" in done.stderr and str(replay) in done.stderr, command
+    rows = json.loads(cli("report", str(run), "--json").stdout)["causal"]  # the original's report still works
+    assert any("replay_of.arms must be" in r.get("error", "") for r in rows) and any("error" not in r for r in rows)
+
+
 def test_verify_checks_the_restored_steps(mood, cli, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(mood["run"], run)

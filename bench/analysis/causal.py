@@ -317,7 +317,7 @@ def _resumed_request(replay_dir: Path, asked: ReplayRequest) -> tuple[Path, Repl
     """RUN_DIR is itself a replay: continue it as recorded (the original, unchanged; its own
     task, node, m, agent and seed; `--budget` as asked now)."""
     manifest = read_manifest(replay_dir)
-    info = replay_info(manifest) or {}
+    info = replay_info(manifest, replay_dir) or {}
     original = check_original(replay_dir, info)
     if asked.task is not None and asked.task != info["task"]:
         raise BenchError(f"{replay_dir} is a replay of task {info['task']!r}, not {asked.task!r}: to resume it, leave out "
@@ -338,7 +338,7 @@ def replay_task(run_dir: str | Path, asked: ReplayRequest) -> ReplayOutcome:
 
     run_dir = Path(run_dir)
     original, req = run_dir, asked
-    if replay_info(read_manifest(run_dir)) is not None:
+    if replay_info(read_manifest(run_dir), run_dir) is not None:
         original, req = _resumed_request(run_dir, asked)
     if req.task is None:
         raise BenchError("--task is required (except when RUN_DIR is a replay directory, which names its own)", field="--task")

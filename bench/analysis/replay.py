@@ -496,7 +496,7 @@ def verify_run(run_dir: str | Path, *, suite: Suite | str | Path | None = None, 
         result.suite_path = str(loaded.path)
         soft = _check_run(log, loaded, result)
         tasks_by_id = {t.id: t for t in loaded.tasks}
-        if replay_info(manifest) is None:
+        if replay_info(manifest, run_dir) is None:
             variants = _run_variants(manifest, tasks_by_id, result.mismatches)
         else:  # a replay (bench.analysis.replays): its arms are its inputs; its restored steps are the original's
             variants = replay_variants(manifest, tasks_by_id)

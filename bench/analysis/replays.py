@@ -49,7 +49,6 @@ from bench.runs.rundir import (
     write_manifest,
 )
 from bench.runs.seal import log_digest, run_digest, seal_run
-from bench.world.suite import Suite
 from bench.world.task import Task
 from bench.world.variants import BASE, Variant
 
@@ -58,10 +57,54 @@ REPLAYS = "replays"  # the default home of a run's replays: RUN/replays/NAME/
 SAME = ("run_id", "task", "node", "m", "threshold", "no_return_which", "seed", "agent_hash")
 
 
-def replay_info(manifest: Manifest | dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest's `replay_of` (None: an ordinary run)."""
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _arm_ok(a: Any) -> bool:
+    return (isinstance(a, dict) and isinstance(a.get("variant"), str) and isinstance(a.get("trial"), str)
+            and _int(a.get("step")) and (a.get("forced") is None or isinstance(a.get("forced"), str))
+            and a.get("role") in ("node", "alternative", "no_return"))
+
+
+def _no_return_ok(v: Any) -> bool:
+    return v is None or (isinstance(v, dict) and isinstance(v.get("trials"), list) and all(
+        isinstance(t, dict) and isinstance(t.get("trial"), str) and _int(t.get("length")) for t in v["trials"]))
+
+
+# replay_of's fields every reader relies on, and what each must be (the first wrong one is named)
+_SHAPE: tuple[tuple[str, Any, str], ...] = (
+    ("run_dir", lambda v: isinstance(v, str), "a path (string)"),
+    ("run_id", lambda v: isinstance(v, str), "the original's run id"),
+    ("task", lambda v: isinstance(v, str), "a task id"),
+    ("at", lambda v: isinstance(v, str), "divergence or TRIAL:STEP"),
+    ("node", lambda v: isinstance(v, dict) and isinstance(v.get("trial"), str) and _int(v.get("step"))
+     and isinstance(v.get("prefix"), list), "an object with trial, step and prefix"),
+    ("m", lambda v: _int(v) and v >= 1, "a whole number >= 1"),
+    ("threshold", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1, "a number in (0, 1)"),
+    ("arms", lambda v: isinstance(v, list) and all(_arm_ok(a) for a in v),
+     "a list of arms {variant, trial, step, forced, role}"),
+    ("alternatives", lambda v: v is None or (isinstance(v, list) and all(isinstance(k, str) for k in v)),
+     "null or a list of step keys"),
+    ("no_return", _no_return_ok, "null or {which, trials: [{trial, length}]}"),
+)
+
+
+def replay_info(manifest: Manifest | dict[str, Any], where: Path | None = None) -> dict[str, Any] | None:
+    """The manifest's `replay_of` (None: an ordinary run), checked to have the shape every
+    reader relies on: a hand-edited or truncated one is one clear error naming the field
+    (and the run.json of the directory `where`)."""
+    if "replay_of" not in manifest:
+        return None
     info = manifest.get("replay_of")
-    return info if isinstance(info, dict) else None
+    file = None if where is None else str(Path(where) / MANIFEST)
+    if not isinstance(info, dict):
+        raise BenchError("replay_of is not an object: not a trajbench replay manifest", file=file, field="replay_of")
+    for name, ok, expected in _SHAPE:
+        if not ok(info.get(name)):
+            raise BenchError(f"replay_of.{name} must be {expected}, not {str(info.get(name))[:60]!r}",
+                             file=file, field=f"replay_of.{name}")
+    return info
 
 
 def step_key_of(ev: dict[str, Any]) -> str:
@@ -106,9 +149,9 @@ def default_dir(run_dir: Path, task: str, trial: str, step: int, m: int, agent: 
     return run_dir / REPLAYS / run_dir_name(name)
 
 
-def expected_trials(manifest: Manifest) -> int | None:
+def expected_trials(manifest: Manifest, where: Path | None = None) -> int | None:
     """A replay's expected continuations (m per arm begun); None for an ordinary run."""
-    info = replay_info(manifest)
+    info = replay_info(manifest, where)
     return None if info is None else len(info.get("arms", [])) * int(info.get("m", 0))
 
 
@@ -150,7 +193,7 @@ def open_store(out: Path, original: Path, manifest: dict[str, Any]) -> ReplaySto
     """Create the replay directory, or reopen it to resume (same replay, original unchanged)."""
     if (out / MANIFEST).exists():
         old = read_manifest(out)
-        info = replay_info(old)
+        info = replay_info(old, out)
         if info is None:
             raise BenchError("this directory holds a run, not a replay: choose another --out", file=str(out / MANIFEST))
         new = manifest["replay_of"]
@@ -208,7 +251,7 @@ def next_action(log: RunLog, summary: Mapping[str, Any]) -> str | None:
 
 def arms_of(log: RunLog) -> dict[str, Arm]:
     """variant -> its arm's counts, from the logged continuations."""
-    info = replay_info(log.manifest) or {}
+    info = replay_info(log.manifest, log.path) or {}
     arms = {a["variant"]: Arm(a.get("forced")) for a in info.get("arms", [])}
     for summary in log.summaries.values():
         arm = arms.get(str(summary.get("variant")))
@@ -254,7 +297,7 @@ def read_verdict(replay_dir: str | Path, *, check: bool = True, original: dict[s
     """The verdict of a replay directory, from its log alone (`check`: refuse a changed original,
     whose fingerprint is `original` when the caller has it)."""
     log = read_run(replay_dir)
-    info = replay_info(log.manifest)
+    info = replay_info(log.manifest, log.path)
     if info is None:
         raise BenchError("not a replay directory (run.json has no replay_of)", file=str(Path(replay_dir) / MANIFEST))
     if check:
@@ -273,8 +316,12 @@ def replays_of(run_dir: str | Path, extra: Iterable[str | Path] = ()) -> Iterato
         candidates = [folder] if (folder / MANIFEST).is_file() else sorted(folder.glob(f"*/{MANIFEST}")) if folder.is_dir() else []
         for candidate in candidates:
             path = candidate if candidate.is_dir() else candidate.parent
-            info = replay_info(read_manifest(path))
-            if info is not None and info.get("run_id") == run_id and path.resolve() not in seen:
+            try:
+                info = replay_info(read_manifest(path), path)
+                ours = info is not None and info.get("run_id") == run_id
+            except BenchError:  # unreadable: listed, so that its error is shown rather than hidden
+                ours = True
+            if ours and path.resolve() not in seen:
                 seen.add(path.resolve())
                 yield path
 
@@ -283,7 +330,7 @@ def causal_section(run_dir: str | Path, extra: Iterable[str | Path] = ()) -> lis
     """The causal verdicts of a run's replays (a replay directory: its own), for `report` and
     `view`. A replay whose original changed is listed with its error instead of figures."""
     run_dir = Path(run_dir)
-    own = replay_info(read_manifest(run_dir))
+    own = replay_info(read_manifest(run_dir), run_dir)
     paths = [run_dir] if own is not None else list(replays_of(run_dir, extra))
     now = fingerprint(run_dir) if own is None and paths else None  # the run's log hashed once, not per replay
     rows = []
@@ -291,7 +338,8 @@ def causal_section(run_dir: str | Path, extra: Iterable[str | Path] = ()) -> lis
         try:
             rows.append(read_verdict(path, original=now))
         except BenchError as exc:
-            rows.append({"replay_dir": str(path), "error": str(exc)})
+            where = "" if exc.file else f"{path / MANIFEST}: "
+            rows.append({"replay_dir": str(path), "error": f"{where}{exc}"})
     return rows
 
 
@@ -308,11 +356,11 @@ def replay_variants(manifest: Manifest, tasks_by_id: dict[str, Task]) -> dict[st
 _CONTENT = ("kind", "tool", "args", "observation", "error", "read_only", "state_hash", "model", "messages", "output")
 
 
-def check_link(replay_dir: Path, log: RunLog, suite: Suite | None = None) -> list[tuple[str | None, int | None, str, str]]:
+def check_link(replay_dir: Path, log: RunLog) -> list[tuple[str | None, int | None, str, str]]:
     """For `verify`: the replay is of an unchanged original, each continuation's restored steps
     are the original trial's first steps (content as logged, marked restored), and an
     alternative's continuation takes its forced step next. (trial, step, field, detail) each."""
-    info = replay_info(log.manifest) or {}
+    info = replay_info(log.manifest, replay_dir) or {}
     try:
         original = read_run(check_original(replay_dir, info))
     except BenchError as exc:

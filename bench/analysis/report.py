@@ -93,7 +93,7 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     sequential = sequential_section(log)
     if sequential is not None:  # a sequential design: each task's trials are the design's, not k
         expected = sequential["expected_trials"]
-    expected = replay_expected(manifest) or expected  # a replay: m continuations per arm
+    expected = replay_expected(manifest, Path(run_dir)) or expected  # a replay: m continuations per arm
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "run": {"dir": str(run_dir), "run_id": manifest["run_id"], "harness_version": manifest.get("harness_version"),
