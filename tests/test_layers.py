@@ -35,7 +35,7 @@ ANALYSIS_LAYERS: list[list[str]] = [
     ["bench.analysis.divergence", "bench.analysis.regression", "bench.analysis.sequential",
      "bench.analysis.stopping", "bench.analysis.verdicts", "bench.analysis.replays"],
     ["bench.analysis.report", "bench.analysis.diff", "bench.analysis.planning"],
-    ["bench.analysis.replay"],
+    ["bench.analysis.replay", "bench.analysis.verify_claims"],
     ["bench.analysis.prefix"],
     ["bench.analysis.causal"],
 ]
