@@ -319,6 +319,8 @@ def _resumed_request(replay_dir: Path, asked: ReplayRequest) -> tuple[Path, Repl
     manifest = read_manifest(replay_dir)
     info = replay_info(manifest, replay_dir) or {}
     original = check_original(replay_dir, info)
+    if asked.out is not None and Path(asked.out).resolve() != replay_dir.resolve():
+        raise BenchError(f"{replay_dir} is a replay directory: it resumes in place (leave out --out)", field="--out")
     if asked.task is not None and asked.task != info["task"]:
         raise BenchError(f"{replay_dir} is a replay of task {info['task']!r}, not {asked.task!r}: to resume it, leave out "
                          "--task; to replay another task, give the original run", field="--task")

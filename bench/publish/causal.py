@@ -49,7 +49,8 @@ def render_causal(rows: list[dict[str, Any]]) -> list[str]:
         if "error" in r:
             lines.append(f"  {r['replay_dir']}: not shown: {r['error']}")
             continue
-        lines.append(f"  {r['task']}: node {r['trial']} step {r['step']}: {r['verdict']} (m = {r['m']}; "
+        where = " (the task's divergence point)" if r["at"] == "divergence" else ""
+        lines.append(f"  {r['task']}: node {r['trial']} step {r['step']}{where}: {r['verdict']} (m = {r['m']}; "
                      f"{r['continuations']} continuations) — {r['replay_dir']}")
         node = r["node"]
         lines.append(f"    from the node itself: {node['successes']}/{node['n']} CI {interval_text(node['interval'])}")

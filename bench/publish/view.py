@@ -430,9 +430,10 @@ def write_view(run_dir: str | Path, task_id: str | None = None, out: str | Path 
     o = replace(options or DivergenceOptions(), key="action", fork="raw")
     analysis = analyse_run(log, o)
     trees = _trees(analysis, log, _task_indices(analysis, task_id, run_dir))
-    _annotate_replays(trees, causal_section(run_dir, replays), log)
+    causal = causal_section(run_dir, replays)
+    _annotate_replays(trees, causal, log)
     rows = {r["task"]: r for r in analysis.section["tasks"]}
-    sections = "".join(_task_section(i, tree, rows.get(tree["task"], {})) for i, tree in enumerate(trees))
+    sections = "".join(_task_section(i, tree, rows.get(tree["task"], {}), causal) for i, tree in enumerate(trees))
     page = _page(log, sections, _selector(trees, rows) if task_id is None and len(trees) > 1 else "", trees)
     if out is None:
         out = run_dir / ("view.html" if task_id is None else f"view-{_file_safe(task_id)}.html")
@@ -471,7 +472,14 @@ def _trees(analysis: Analysis, log: RunLog, indices: list[int]) -> list[dict[str
                        trial_order[trial_bounds[t]:trial_bounds[t + 1]]) for t in indices]
 
 
-def _task_section(i: int, tree: dict[str, Any], row: dict[str, Any]) -> str:
+def _causal_summary(task: str, causal: list[dict[str, Any]]) -> str:
+    """The task's replay verdicts, for the line above its tree (beside the divergence point)."""
+    verdicts = [f"after {r['step']} step(s) {r['verdict']} ({r['node']['successes']}/{r['node']['n']} from the node)"
+                for r in causal if r.get("task") == task and "error" not in r]
+    return f" Causal replay: {'; '.join(verdicts)}." if verdicts else ""
+
+
+def _task_section(i: int, tree: dict[str, Any], row: dict[str, Any], causal: list[dict[str, Any]]) -> str:
     esc = html.escape
     d = row.get("divergence")
     if d:
@@ -486,7 +494,7 @@ def _task_section(i: int, tree: dict[str, Any], row: dict[str, Any]) -> str:
     return (f'<section class="task{" active" if i == 0 else ""}" id="task-{i}" data-task-id="{esc(tree["task"])}">'
             f'<h2>{esc(tree["task"])}</h2>'
             f'<p class="summary">{tree["successes"]} of {tree["n"]} trials succeeded; {tree["leaves"]} distinct '
-            f'trajectories. {esc(summary)}{esc(trunc)}</p>'
+            f'trajectories. {esc(summary)}{esc(_causal_summary(tree["task"], causal))}{esc(trunc)}</p>'
             f'{_svg(tree, i)}</section>')
 
 
