@@ -99,6 +99,11 @@ def test_replays_elsewhere_are_found_with_replays_and_bad_outputs_refused(mood, 
     plain = json.loads(cli("report", str(mood["run"]), "--json").stdout)["causal"]
     found = json.loads(cli("report", str(mood["run"]), "--json", "--replays", str(tmp_path)).stdout)["causal"]
     assert len(found) == len(plain) + 1 and json.loads(done.stdout) in found
+    page = tmp_path / "view.html"
+    assert cli("view", str(mood["run"]), "--replays", str(out), "--out", str(page)).returncode == 0
+    assert str(out) in page.read_text()  # the replay given with --replays annotates the tree
+    assert cli("view", str(out), "--out", str(tmp_path / "own.html")).returncode == 0  # a replay's own tree
+    assert "replay-label" in (tmp_path / "own.html").read_text()
     other = tmp_path / "other"
     assert cli("run", "retail", "--agent", "sim:oracle", "-k", "1", "--tasks", TASK, "--out", str(other), "--quiet").returncode == 0
     inside = cli("replay", str(mood["run"]), "--task", TASK, "--at", at, "-m", "4", "--out", str(other / "r"))
