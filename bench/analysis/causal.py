@@ -59,6 +59,7 @@ from bench.analysis.verdicts import (
 )
 from bench.canonical import derive_seed, step_key
 from bench.errors import BenchError
+from bench.imports.core import refuse_replay
 from bench.runs.rundir import RunLog, StepEvent, read_manifest, read_run, suite_of_run
 from bench.runs.trial import AttemptError, play, play_async
 from bench.world.suite import Suite
@@ -234,23 +235,32 @@ def point_of_no_return(log: RunLog, sampler: Sampler, prefix_at: Callable[[int],
     return {"point_of_no_return": no_return_point(rows, threshold), "threshold": threshold, "m": m, "steps": rows[::-1]}
 
 
-def no_return_of(log: RunLog, suite: Suite, sampler: Sampler, task: str, which: str, m: int,
-                 threshold: float = 0.1) -> list[dict[str, Any]]:
-    """The point of no return of each failed base trial of `task` (`which = "failed"`), or of the
-    one trial `which` names."""
+def no_return_trials(log: RunLog, task: str, which: str) -> list[str]:
+    """The trials `--no-return` names: every failed base trial of the task, or one trial of it."""
     if which == "failed":
-        trials = [t for t, s in log.summaries.items()
-                  if s.get("task") == task and s.get("variant") == "base" and s.get("outcome") == "failure"]
-    elif log.summaries.get(which, {}).get("task") == task:
-        trials = [which]
-    else:
-        raise BenchError(f"--no-return takes `failed` or a trial of task {task!r} (e.g. {task}/base/0), got {which!r}",
-                         field="--no-return")
+        return [t for t, s in log.summaries.items()
+                if s.get("task") == task and s.get("variant") == "base" and s.get("outcome") == "failure"]
+    if which in log.summaries and log.summaries[which].get("task") == task:
+        return [which]
+    raise BenchError(f"--no-return takes `failed` or a trial of task {task!r} (e.g. {task}/base/0), got {which!r}",
+                     field="--no-return")
+
+
+def check_no_return_m(m: int, threshold: float) -> None:
+    """A point of no return needs an m whose 0/m upper bound can fall below the threshold."""
     floor = clopper_pearson(0, m)[1]
     if floor >= threshold:
         least = next(n for n in range(m, 10_000) if clopper_pearson(0, n)[1] < threshold)
         raise BenchError(f"with m = {m} the upper 95% bound cannot go below {floor:.3f}, so no step can fall under "
                          f"--threshold {threshold}: use -m {least} or more (or a higher --threshold)", field="-m")
+
+
+def no_return_of(log: RunLog, suite: Suite, sampler: Sampler, task: str, which: str, m: int,
+                 threshold: float = 0.1) -> list[dict[str, Any]]:
+    """The point of no return of each failed base trial of `task` (`which = "failed"`), or of the
+    one trial `which` names."""
+    trials = no_return_trials(log, task, which)
+    check_no_return_m(m, threshold)
     lengths = {trial: len(log.trial_steps(trial)) for trial in trials}
     if sampler.store is not None:
         sampler.store.note("no_return", {"which": which, "trials": [{"trial": t, "length": n} for t, n in lengths.items()]})
@@ -346,6 +356,9 @@ def replay_task(run_dir: str | Path, asked: ReplayRequest) -> ReplayOutcome:
         raise BenchError("--task is required (except when RUN_DIR is a replay directory, which names its own)", field="--task")
     if not 0 < req.threshold < 1:
         raise BenchError(f"--threshold must be between 0 and 1, got {req.threshold}", field="--threshold")
+    if req.no_return is not None:
+        check_no_return_m(req.m, req.threshold)  # before anything runs
+    refuse_replay(original)  # an imported run has no world to restore
     log = read_run(original)
     suite, missing = suite_of_run(log.manifest)
     if suite is None:
@@ -353,6 +366,8 @@ def replay_task(run_dir: str | Path, asked: ReplayRequest) -> ReplayOutcome:
     run_agent = str((log.manifest.get("agent") or {}).get("name"))
     spec = parse_agent_spec(req.agent or run_agent)
     prefix = node_of(log, suite, req.task, req.at)
+    if req.no_return is not None:
+        no_return_trials(log, req.task, req.no_return)  # a bad --no-return is refused before anything runs
     info = {**fingerprint(original), "task": req.task, "at": req.at, "m": req.m, "threshold": req.threshold,
             "node": {"trial": prefix.trial, "step": len(prefix.events), "prefix": prefix.keys},
             "no_return_which": req.no_return, "seed": req.seed, "agent_hash": spec.hash, "test": TEST}
