@@ -252,6 +252,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     request = ReplayRequest(args.task, args.at, args.m, args.agent, args.budget, 0, args.no_return, args.threshold, args.out)
     done = replay_task(args.run_dir, request)
+    if done.torn_bytes:
+        print(f"trajbench: cut a torn last line ({done.torn_bytes} bytes) from the replay's log before resuming", file=sys.stderr)
     if done.resumed:
         print(f"trajbench: resumed {done.replay_dir}: {done.resumed} continuation(s) already logged, {done.fresh} run now",
               file=sys.stderr)

@@ -321,6 +321,7 @@ class ReplayOutcome:
     replay_dir: Path
     resumed: int  # continuations already logged when this process began
     fresh: int  # continuations this process ran
+    torn_bytes: int = 0  # a torn last line (a killed write) cut from the log before resuming
 
 
 def _resumed_request(replay_dir: Path, asked: ReplayRequest) -> tuple[Path, ReplayRequest]:
@@ -392,4 +393,4 @@ def replay_task(run_dir: str | Path, asked: ReplayRequest) -> ReplayOutcome:
         raise
     finally:
         store.close(seal=sealed)
-    return ReplayOutcome(read_verdict(out), out, resumed, sampler.fresh)
+    return ReplayOutcome(read_verdict(out), out, resumed, sampler.fresh, store.writer.torn_bytes)

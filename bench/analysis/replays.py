@@ -206,7 +206,7 @@ def open_store(out: Path, original: Path, manifest: dict[str, Any]) -> ReplaySto
                                  file=str(out / MANIFEST), field=f"replay_of.{name}")
         check_original(out, info)
         manifest = {**old, "replay_of": {**new, "arms": info.get("arms", []), "alternatives": info.get("alternatives"),
-                                         "run_dir": info["run_dir"]}}
+                                         "no_return": info.get("no_return"), "run_dir": info["run_dir"]}}
         manifest.pop("seal", None)  # resumed: unsealed until it ends again (bench.runs.seal)
         log = read_run(out)
         done = {trial: (s["outcome"], next_action(log, s)) for trial, s in log.summaries.items()}
