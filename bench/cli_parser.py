@@ -216,13 +216,14 @@ def _add_reading(sub: Any, commands: Mapping[str, Handler]) -> None:
     p = sub.add_parser("replay", help="causal replay: resume the agent from a branch node; is the fork a cause or a symptom?")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run (or a replay directory: resume it as recorded)")
     p.add_argument("--task", metavar="ID", help="the task to replay (required unless RUN_DIR is a replay directory)")
-    p.add_argument("--out", metavar="DIR", help="the replay directory (default RUN_DIR/replays/TASK--TRIAL-STEP--mM); "
+    p.add_argument("--out", metavar="DIR", help="the replay directory (default RUN_DIR/replays/TASK--INDEX-STEP--mM: the node trial's index, the prefix length); "
                    "the same command resumes it")
     p.add_argument("--at", default="divergence", metavar="divergence|TRIAL:STEP", help="the node (default: the divergence point)")
     p.add_argument("-m", type=_replay_m, default=16,
                    help="continuations per alternative (and from the node itself; default 16, at most 10,000)")
     p.add_argument("--agent", metavar="SPEC", help="the agent to resume (default: the run's own)")
-    p.add_argument("--budget", type=_trials_k, metavar="TRIALS", help="at most this many continuations in all (≤ 100,000)")
+    p.add_argument("--budget", type=_trials_k, metavar="TRIALS", help="at most this many continuations in all, those "
+                   "already in the replay directory included (≤ 100,000); a larger one resumes into the remaining arms")
     p.add_argument("--no-return", metavar="failed|TRIAL", help="also the point of no return of the task's failed trials "
                    "(or of one trial): the earliest step after which continuations almost never succeed")
     p.add_argument("--threshold", type=float, default=0.1, help="'almost never': the upper 95%% bound below this (default 0.1)")
