@@ -50,6 +50,7 @@ class RunConfig:
     progress: bool = True
     variants: VariantSpec = VariantSpec()
     design: Design | None = None  # sequential: k is the design's k_min (bench.runs.design)
+    log_format: str = "zstd"  # a new log's encoding (bench.runs.logfile.FORMATS); a resumed run keeps its own
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,7 @@ def _run_rounds(suite: Suite, spec: AgentSpec, tasks: list[Task], config: RunCon
 def _run_pending(suite: Suite, spec: AgentSpec, config: RunConfig, executor: Executor,
                  keys: list[TrialKey], done: set[str], label: str = "") -> None:
     pending = [key for key in keys if key.trial_id not in done]
-    writer = LogWriter(config.out)
+    writer = LogWriter(config.out, log_format=config.log_format)
     if writer.torn_bytes:
         print(f"trajbench: cut a torn last line ({writer.torn_bytes} bytes) from the log before resuming", file=sys.stderr)
     if done and len(pending) < len(keys):
