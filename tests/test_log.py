@@ -60,12 +60,12 @@ def test_steps_reach_the_file_with_the_record_that_ends_their_attempt(tmp_path):
     assert orjson.loads(read_log(tmp_path).splitlines()[-1])["attempt"] == "t@b"
 
 
-def test_a_compressed_log_is_one_frame_per_attempt_and_decompresses_to_the_plain_lines(tmp_path):
+def test_a_compressed_log_is_frames_per_attempt_and_decompresses_to_the_plain_lines(tmp_path):
     out = make_run(tmp_path)
     data = (out / PACKED_LOG).read_bytes()
     plain = read_log(out)  # zstandard's own multi-frame decoder
     summaries = plain.count(b'"type":"trial"')
-    assert data.count(b"\x28\xb5\x2f\xfd") >= summaries  # a frame (at least) per attempt
+    assert data.count(b"\x28\xb5\x2f\xfd") >= 2 * summaries  # an attempt's steps, then its summary
     assert len(data) * 2 < len(plain)  # small oracle trials; ~6x on model transcripts (docs/performance.md)
     log = read_run(out)
     records = [orjson.loads(line) for line in plain.splitlines()]
@@ -84,9 +84,11 @@ def test_positions_in_a_compressed_log_name_a_frame_and_an_offset_in_it(tmp_path
     log = read_run(out)
     reader, first = LogFile(out / PACKED_LOG), next(iter(log.summaries.cores.values()))
     start = first.span >> 32
-    assert start >> 32 == 0 and start & 0xFFFFFFFF > 0  # the first frame; the summary after its attempt's steps
+    assert start >> 32 > 0 and start & 0xFFFFFFFF == 0  # a frame of its own, after its attempt's steps' frame
     line = reader.read(start, start + (first.span & 0xFFFFFFFF))
     assert orjson.loads(line) == log.summaries[next(iter(log.summaries))]
+    (spans,) = [log.steps._spans[a] for a in [log.summaries[next(iter(log.summaries))]["attempt"]]]
+    assert len(spans) == 2 and spans[0] == 0 and spans[1] >> 32 == 0  # the steps: the file's first frame, whole
 
 
 def test_a_corrupted_frame_or_line_in_a_compressed_log_is_one_clear_error(tmp_path):

@@ -112,12 +112,12 @@ def test_repair_of_a_compressed_log_moves_a_bad_frame_and_a_bad_line_and_keeps_t
         end = frame_length(data, pos)
         frames.append(data[pos:end])
         pos = end
-    assert len(frames) == len(GRID)  # one frame per attempt
-    damaged = bytearray(frames[1])
+    assert len(frames) == 2 * len(GRID)  # per attempt: its steps, its summary
+    damaged = bytearray(frames[3])  # the second trial's summary
     damaged[len(damaged) // 2] ^= 0xFF
-    content = zstandard.ZstdDecompressor().decompress(frames[2]).splitlines(keepends=True)
+    content = zstandard.ZstdDecompressor().decompress(frames[4]).splitlines(keepends=True)  # the third's steps
     content[0] = b'{"type": "step"}\n'  # lacks its trial, attempt, step and kind
-    frames[1], frames[2] = bytes(damaged), zstandard.ZstdCompressor().compress(b"".join(content))
+    frames[3], frames[4] = bytes(damaged), zstandard.ZstdCompressor().compress(b"".join(content))
     path.write_bytes(b"".join(frames))
     proc = cli("repair", str(run_dir), "--json")
     assert proc.returncode == 0, proc.stderr

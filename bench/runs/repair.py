@@ -159,7 +159,7 @@ def _repair_packed(data: bytes, result: RepairResult, moved: list[bytes]) -> byt
             kept, _ = _repair_lines(content, line_no, result, moved)
             line_no += content.count(b"\n")
             if kept:
-                out.append(encode([line + b"\n" for line in kept]))
+                out.append(encode([line + b"\n" for line in kept], b""))
         pos = end
     return b"".join(out)
 

@@ -19,8 +19,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from bench.__version__ import __version__
 from bench.adapters.spec import AgentSpec
 from bench.canonical import derive_seed
@@ -154,11 +152,20 @@ def prepare_run_dir(suite: Suite, spec: AgentSpec, tasks: list[Task], config: Ru
 
 
 class _Progress:
+    """The progress bar; without one (`--quiet`, the API's default) tqdm is not even imported:
+    a disabled bar still costs its import and a multiprocessing lock (~15 ms), and a call per trial."""
+
     def __init__(self, total: int, done: int, enabled: bool, label: str):
-        self.bar = tqdm(total=total, initial=done, disable=not enabled, desc=label, unit="trial", dynamic_ncols=True)
+        self.bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, desc=label, unit="trial", dynamic_ncols=True)
         self.success = self.valid = 0
 
     def update(self, outcome: str) -> None:
+        if self.bar is None:
+            return
         if outcome != "error":
             self.valid += 1
             self.success += outcome == "success"
@@ -167,7 +174,8 @@ class _Progress:
         self.bar.update(1)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 async def _play(suite: Suite, config: RunConfig, agent: Any, key: TrialKey, writer: Sink) -> str:
