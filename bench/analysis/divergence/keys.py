@@ -11,10 +11,11 @@ actions keyed the same way (the `Corpus` the tree analysis runs on).
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -87,13 +88,95 @@ class AttemptKeys:
         self.events = 0
 
 
+class PackedAttempts(Mapping[str, AttemptKeys]):
+    """attempt id -> its `AttemptKeys`, held packed: the four sequences of every attempt laid
+    end to end in one int32 array (`[len keys, len calls, len actions, keys, where, calls,
+    actions]` after a header of their lengths and the event count), ~200 bytes an attempt instead of ~2 KB of Python lists, so keying a million
+    trials stays a few hundred MB. Each lookup unpacks a fresh `AttemptKeys` (lists again).
+    The attempt being keyed stays unpacked (`open`) until another attempt's step arrives; a log
+    whose attempts interleave (written before one write per attempt) reopens a packed attempt,
+    which costs only the dead copy left in the array. An attempt with a value beyond int32 (a
+    step number an import wrote) is kept as it is."""
+
+    def __init__(self) -> None:
+        self._data = array("i")
+        self._at: dict[str, int] = {}  # attempt -> offset of its header in _data
+        self._loose: dict[str, AttemptKeys] = {}  # not packable, or being keyed
+        self._state: dict[str, Any] = {}  # key="state": the last state hash of a packed attempt
+        self._open: str | None = None
+
+    def open(self, attempt: str) -> AttemptKeys:
+        """The attempt's keys to extend (packing the one keyed before it)."""
+        if self._open is not None and self._open != attempt:
+            self._pack(self._open)
+        self._open = attempt
+        tk = self._loose.get(attempt)
+        if tk is None:
+            at = self._at.pop(attempt, None)
+            tk = self._loose[attempt] = AttemptKeys() if at is None else self._unpack(at, self._state.pop(attempt, None))
+        return tk
+
+    def close(self) -> None:
+        """Pack the attempt still open (the end of the log)."""
+        if self._open is not None:
+            self._pack(self._open)
+            self._open = None
+
+    def _pack(self, attempt: str) -> None:
+        tk = self._loose[attempt]
+        data, at = self._data, len(self._data)
+        try:
+            data.extend((len(tk.keys), len(tk.calls), len(tk.actions), tk.events))
+            data.extend(tk.keys)
+            data.extend(tk.where)
+            data.extend(tk.calls)
+            data.extend(tk.actions)
+        except (OverflowError, TypeError):  # a value beyond int32: keep its lists
+            del data[at:]
+            return
+        del self._loose[attempt]
+        self._at[attempt] = at
+        if tk.last_state is not None:
+            self._state[attempt] = tk.last_state
+
+    def _unpack(self, at: int, last_state: Any = None) -> AttemptKeys:
+        data = self._data
+        nk, nc, na = data[at], data[at + 1], data[at + 2]
+        i = at + 4
+        tk = AttemptKeys()
+        tk.events, tk.last_state = data[at + 3], last_state
+        tk.keys = data[i:i + nk].tolist()
+        tk.where = data[i + nk:i + 2 * nk].tolist()
+        tk.calls = data[i + 2 * nk:i + 2 * nk + nc].tolist()
+        tk.actions = data[i + 2 * nk + nc:i + 2 * nk + nc + na].tolist()
+        return tk
+
+    def __getitem__(self, attempt: str) -> AttemptKeys:
+        tk = self._loose.get(attempt)
+        if tk is not None:
+            return tk
+        return self._unpack(self._at[attempt], self._state.get(attempt))
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._at
+        yield from self._loose
+
+    def __len__(self) -> int:
+        return len(self._at) + len(self._loose)
+
+    def __contains__(self, attempt: object) -> bool:
+        return attempt in self._at or attempt in self._loose
+
+
 class Keyer:
     """Keys logged step events into ids of a shared vocabulary. The key of each (tool, raw
     arguments) is cached, so that a repeated call costs one orjson.dumps and a dict lookup."""
 
     def __init__(self, options: DivergenceOptions, vocab: dict[str, int]):
         self.vocab = vocab
-        self.attempts: dict[str, AttemptKeys] = {}  # filled by `feed_record`
+        self.attempts: Mapping[str, AttemptKeys] = {}  # filled by `feed_record` (then a PackedAttempts), or given
+        self._packed = PackedAttempts()
+        self._current: tuple[Any, AttemptKeys | None] = (None, None)  # the attempt feed_record is keying
         self._cache: dict[tuple[str, bytes], int] = {}
         self.state_mode = options.key == "state"
         self.ignore_read_only = options.ignore_read_only
@@ -125,11 +208,28 @@ class Keyer:
         return i
 
     def feed_record(self, ev: Mapping[str, Any]) -> None:
-        """Add a step record of the log (records of each attempt must come in step order)."""
-        tk = self.attempts.get(ev["attempt"])
-        if tk is None:
-            tk = self.attempts[ev["attempt"]] = AttemptKeys()
+        """Add a step record of the log (records of each attempt must come in step order);
+        `finish` once the last is fed."""
+        attempt, tk = self._current
+        if tk is None or attempt != ev["attempt"]:
+            attempt = ev["attempt"]
+            tk = self._packed.open(attempt)
+            self._current = (attempt, tk)
+            self.attempts = self._packed
         self.feed(tk, ev)
+
+    def feed_attempt(self, attempt: str, events: Sequence[Mapping[str, Any]]) -> None:
+        """Add an attempt's step records (in step order) at once."""
+        tk = self._packed.open(attempt)
+        self._current = (attempt, tk)
+        self.attempts = self._packed
+        for ev in events:
+            self.feed(tk, ev)
+
+    def finish(self) -> None:
+        """Pack the attempt `feed_record` keyed last."""
+        self._packed.close()
+        self._current = (None, None)
 
     def feed(self, tk: AttemptKeys, ev: Mapping[str, Any]) -> None:
         """Add one logged event of the attempt (events must come in step order). Runs once per
@@ -379,13 +479,17 @@ def read_keyed(run_dir: str | Path, options: DivergenceOptions | None = None) ->
     number of steps, not with the log's size; nothing is parsed or keyed twice."""
     o = options or DivergenceOptions()
     keyer = Keyer(o, {END: 0})
-    return KeyedRun(read_run(run_dir, on_step=keyer.feed_record), o, keyer)
+    log = read_run(run_dir, on_step=keyer.feed_record)
+    keyer.finish()
+    return KeyedRun(log, o, keyer)
 
 
 def key_parsed(log: RunLog, options: DivergenceOptions | None = None) -> KeyedRun:
     """Key the steps of a run already read with `read_run`."""
     o = options or DivergenceOptions()
     keyer = Keyer(o, {END: 0})
-    keyer.attempts = {attempt: keyer.keys(events) for attempt, events in log.steps.items()}
+    for attempt, events in log.steps.items():  # one attempt's records at a time, keyed into the packed store
+        keyer.feed_attempt(attempt, events)
+    keyer.finish()
     return KeyedRun(log, o, keyer)
 
