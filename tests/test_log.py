@@ -1,6 +1,7 @@
 import orjson
 
-from bench.runs.rundir import LogWriter, read_run
+from bench.runs.logfile import LogWriter
+from bench.runs.rundir import read_run
 from tests.conftest import MINI, run_cli
 
 

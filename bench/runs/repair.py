@@ -27,7 +27,8 @@ import jsonschema_rs
 
 from bench.canonical import dump_line
 from bench.errors import BenchError
-from bench.runs.rundir import LOG, parse_record, read_manifest
+from bench.runs.logfile import LOG, parse_record
+from bench.runs.rundir import read_manifest
 from bench.world.task import load_schema
 
 QUARANTINE = "trajectories.quarantine.jsonl"
