@@ -553,7 +553,7 @@ def analyse_run(run: str | Path | RunLog | KeyedRun, options: DivergenceOptions 
     return analysis
 
 
-CHUNK_TRIALS = 50_000  # trials per chunk of `divergence_section` (whole tasks): a chunk's arrays are ~200 MB
+CHUNK_TRIALS = 20_000  # trials per chunk of `divergence_section` (whole tasks): ~100 MB of arrays and keys
 
 
 @gc_paused()
