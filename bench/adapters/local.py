@@ -12,15 +12,24 @@ prompt message by message (`_prefill`), so a prompt is always evaluated in the s
 gives the same logits whatever ran before: the same trial seed gives the same trajectory, at any
 temperature, whatever the order or concurrency of trials.
 
+Prompt reuse: prompt evaluation is the main cost of a turn (a built-in suite's system prompt is
+~2,300-2,700 tokens; SmolLM2 evaluates ~30-200 tokens/s here, depending on the load; reuse off,
+it was 92 % of turn time). Two levels, both giving the logits evaluating the prompt would:
+an instance keeps the longest whole-message prefix its KV cache shares with the prompt, and the
+engine keeps the KV states of the prefixes trials share — the system prompt, and the system
+prompt with a task's instruction — saved once (`PrefixStates`: an LRU bounded by
+`prefix_cache_mb`, ~23 KB per token for SmolLM2) and restored into any instance that lacks them
+(interleaved tasks, several instances; an instance waits for a prefix another is evaluating
+instead of evaluating it twice on the same cores). `prefix_cache = false` switches all reuse off.
+Each trial's `agent_info.prompt_eval` says where its model time went (TURN_STATS).
+
 Concurrency: a Llama context is not thread-safe, so an engine holds a pool of `instances`
 contexts (default 1; the weights are memory-mapped once) and a turn waits for a free one, taking
-the instance whose KV cache shares the longest prefix with its prompt. Prompt evaluation is the
-main cost of a turn (the system prompt of a suite is ~2,000 tokens; SmolLM2 evaluates ~100-200
-tokens/s/core here), so a trial should find its own conversation in the cache: with one
-instance, run trials one at a time (the suite's system prompt stays cached across trials); with
-`concurrency` trials at once, use as many instances. Threads: decoding uses cores / (2 ×
-instances), prompt evaluation cores / instances (a token of a 135M model is too small a job to
-split across threads). The waiting time is not counted in a turn's latency.
+the instance whose KV cache shares the longest prefix with its prompt — with as many instances as
+trials in flight, each trial keeps its conversation cached; with fewer, a turn re-evaluates its
+conversation after the restored shared prefix. Threads: decoding uses cores / (2 × instances),
+prompt evaluation cores / instances (a token of a 135M model is too small a job to split across
+threads). The waiting time is not counted in a turn's latency.
 
 The `langgraph` adapter's built-in graph runs the same engine and scaffolds through a LangChain
 chat model (`bench.adapters.langgraph_adapter.LocalChatModel`, `model = "local"`).
@@ -167,7 +176,7 @@ class LocalEngine:
                 self.totals[name] += value
         if stats is not None:
             for name, value in turn.items():
-                stats[name] = round(stats.get(name, 0) + value, 6)
+                stats[name] = round(stats.get(name, 0) + value, 3)
 
     def _release(self, index: int, key: str, latency: float) -> None:
         with self._cond:
