@@ -25,12 +25,26 @@ declare -A MAX_STEPS=([incident]=3 [calendar]=3 [retail]=4)
 # turn on retail's 4k-token native tool-calling prompt passed 300 s, so the later suites get 600
 # (smollm2-mcp's own timeout_s is 600 too). The same limit for every framework within a suite.
 declare -A TIMEOUT=([incident]=300 [calendar]=600 [retail]=600)
+# trajbench's loop and LangGraph run alone; the three native tool-calling frameworks run in one
+# `trajbench run` (one after the other), so they share one llama.cpp server: one cold prompt per
+# suite instead of three.
+NATIVE="smollm2-agents-sdk smollm2-pydantic-ai smollm2-mcp"
+run() {  # run SUITE AGENT...: one `trajbench run` of these agents into RUNS/SUITE/AGENT
+  local suite=$1; shift
+  local agents=() a
+  for a in "$@"; do [[ " $AGENTS " == *" $a "* ]] && agents+=(--agent "$a"); done
+  [ ${#agents[@]} -gt 0 ] || return 0
+  local out="$RUNS/$suite"
+  [ ${#agents[@]} -eq 2 ] && out="$RUNS/$suite/${agents[1]}"  # one agent: --out is the run folder itself
+  echo "$(date -u +%FT%TZ) start $suite $* k=$K" >&2
+  ${NICE:-nice -n 5} trajbench run "$suite" "${agents[@]}" --tasks "${TASKS[$suite]}" -k "$K" --seed 0 \
+      --concurrency 1 --max-steps "${MAX_STEPS[$suite]}" --timeout "${TIMEOUT[$suite]}" --quiet --out "$out" \
+    || echo "$(date -u +%FT%TZ) trajbench run exit status $? for $suite $*" >&2
+  echo "$(date -u +%FT%TZ) end $suite $* load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+}
 for suite in $SUITES; do
-  for agent in $AGENTS; do
-    echo "$(date -u +%FT%TZ) start $suite $agent k=$K" >&2
-    ${NICE:-nice -n 5} trajbench run "$suite" --agent "$agent" --tasks "${TASKS[$suite]}" -k "$K" --seed 0 \
-        --concurrency 1 --max-steps "${MAX_STEPS[$suite]}" --timeout "${TIMEOUT[$suite]}" --quiet --out "$RUNS/$suite/$agent" \
-      || echo "$(date -u +%FT%TZ) trajbench run exit status $? for $suite $agent" >&2
-    echo "$(date -u +%FT%TZ) end $suite $agent load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-  done
+  run "$suite" smollm2-server
+  run "$suite" smollm2-langgraph
+  # shellcheck disable=SC2086
+  run "$suite" $NATIVE
 done
