@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, TypedDict
 
 from bench.canonical import dump_document, load_document, load_line
 from bench.errors import BenchError
-from bench.runs.logfile import LOG, LogFile, log_records
+from bench.runs.logfile import LOG as LOG  # re-exported: its import path before logfile.py
+from bench.runs.logfile import LogFile, log_path, log_records
 from bench.runs.logfile import LogWriter as LogWriter  # re-exported: their import path before logfile.py
 from bench.runs.logfile import parse_record as parse_record
 from bench.runs.shape import manifest_problem
@@ -239,12 +240,18 @@ class RunLog:
         """(task, its trials in log order), one task at a time: the manifest's tasks first, in
         its order, then any other task in order of first appearance; tasks without a chosen
         trial are left out. Only one task's summaries are in memory at once."""
+        for task, trials in self._groups(base_only, valid_only).items():
+            yield task, [self.summaries[t] for t in trials]
+
+    def task_ids(self, *, base_only: bool = True, valid_only: bool = False) -> list[str]:
+        """The tasks `by_task` walks, in its order, without reading a summary."""
+        return list(self._groups(base_only, valid_only))
+
+    def _groups(self, base_only: bool, valid_only: bool) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {t: [] for t in self.manifest.get("tasks", []) if isinstance(t, str)}
         for trial, core in self._chosen(base_only, valid_only):
             groups.setdefault(core.task, []).append(trial)
-        for task, trials in groups.items():
-            if trials:
-                yield task, [self.summaries[t] for t in trials]
+        return {task: trials for task, trials in groups.items() if trials}
 
 
 @dataclass(frozen=True)
@@ -383,7 +390,7 @@ def read_run(run_dir: str | Path, *, on_step: Callable[[Any], None] | None = Non
     duplicates: list[str] = []
     torn = 0
     with gc_paused():
-        for rec, start, end in log_records(run_dir / LOG):
+        for rec, start, end in log_records(log_path(run_dir)):
             if rec is None:  # the torn tail
                 torn = end - start
                 continue
@@ -409,7 +416,7 @@ def read_run(run_dir: str | Path, *, on_step: Callable[[Any], None] | None = Non
             elif kind == "attempt_error":
                 errors.append(rec)
     orphans = sum(1 for attempt in (streamed or spans) if attempt not in used)
-    log = LogFile(run_dir / LOG)
+    log = LogFile(log_path(run_dir))
     return RunLog(run_dir, manifest, SummaryIndex(log, cores), StepIndex(log, spans), errors, duplicates, orphans, torn)
 
 
@@ -432,7 +439,7 @@ def iter_trials(run_dir: str | Path) -> Iterator[tuple[TrialSummary, list[StepEv
     read_manifest(run_dir)
     pending: dict[str, list[Any]] = {}
     seen: set[str] = set()
-    for rec, _, _ in log_records(run_dir / LOG):
+    for rec, _, _ in log_records(log_path(run_dir)):
         if rec is None:  # the torn tail
             continue
         kind = rec["type"]
