@@ -47,6 +47,7 @@ from bench.analysis.prefix import prefix_of
 from bench.analysis.replays import read_verdict
 from bench.canonical import step_key
 from bench.episode import Episode
+from bench.runs.logfile import log_path
 from bench.runs.rundir import read_run
 from bench.runs.runner import RunConfig, run_benchmark
 from bench.runs.trial import play
@@ -140,11 +141,11 @@ def store(m: int) -> None:
         assert sampler.used == n
         read = _best_of(lambda: read_verdict(done.replay_dir))
         plain = _best_of(lambda: read_run(done.replay_dir))
-        size = (done.replay_dir / "trajectories.jsonl").stat().st_size
+        size = log_path(done.replay_dir).stat().st_size
     print(f"task {task}: m = {m}, {n} continuations ({len(done.result['no_return'])} failed trials scanned)")
     print(f"stored in a replay directory: {n / stored:,.0f} continuations/s; in memory (baseline): {n / memory:,.0f}/s; "
           f"ratio (stored time / in-memory time) {stored / memory:.2f}")
-    print(f"reading the verdict back from the directory ({size / 1e6:.1f} MB log): {read * 1e3:.0f} ms "
+    print(f"reading the verdict back from the directory ({size / 1e6:.2f} MB log on disk): {read * 1e3:.0f} ms "
           f"({n / read:,.0f} continuations/s); read_run alone: {plain * 1e3:.0f} ms; ratio {read / plain:.2f}")
 
 
@@ -162,15 +163,15 @@ def resume(m: int) -> None:
         child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         logged = 0
         while child.poll() is None and logged < 0.4 * total:
-            logs = list((run / "replays").glob("*/trajectories.jsonl"))
-            logged = logs[0].read_bytes().count(b'"type":"trial"') if logs else 0
+            folders = [p.parent for p in (run / "replays").glob("*/run.json")]
+            logged = len(read_run(folders[0]).summaries) if folders else 0
             time.sleep(0.01)
         child.send_signal(signal.SIGKILL)
         killed = child.wait() == -signal.SIGKILL
-        [log_file] = (run / "replays").glob("*/trajectories.jsonl")
-        before = log_file.read_bytes().count(b'"type":"trial"')
+        [folder] = [p.parent for p in (run / "replays").glob("*/run.json")]
+        before = len(read_run(folder).summaries)
         again = json.loads(subprocess.run([*args, "--json"], env=env, capture_output=True, text=True, check=True).stdout)
-        resumed, reference = read_run(log_file.parent), read_run(Path(tmp) / "whole")
+        resumed, reference = read_run(folder), read_run(Path(tmp) / "whole")
         mine = {t: s["outcome"] for t, s in resumed.summaries.items()}
         want = {t: s["outcome"] for t, s in reference.summaries.items()}
     lost = len(set(want) - set(mine))

@@ -32,7 +32,8 @@ def mood(tmp_path_factory):
     """A k = 16 run of the mood agent, its first bad-mood trial, and where its lookup and write are."""
     base = tmp_path_factory.mktemp("replays")
     run = base / "run"
-    assert run_cli("run", "retail", "--agent", AGENT, "-k", "16", "--tasks", TASK, "--out", str(run), "--quiet").returncode == 0
+    assert run_cli("run", "retail", "--agent", AGENT, "-k", "16", "--tasks", TASK, "--out", str(run), "--quiet",
+                   "--log-format", "jsonl").returncode == 0  # plain JSON lines: the tests below edit logs as text
     log = read_run(run)
     retail = load_suite("retail")
     plan = parse_agent_spec(AGENT).build().mood_plan(retail, next(t for t in retail.tasks if t.id == TASK))
@@ -54,7 +55,8 @@ def test_a_replay_is_a_run_directory_linked_to_its_original(mood, cli):
     original = json.loads((run / "run.json").read_text())
     info = manifest["replay_of"]
     assert info["run_dir"] == "../.." and info["run_id"] == original["run_id"]
-    assert info["digest"] == original["seal"]["digest"] and info["log"]["bytes"] == (run / "trajectories.jsonl").stat().st_size
+    assert info["digest"] == original["seal"]["digest"] and info["log"] == original["seal"]["log"]
+    assert (replay / "trajectories.jsonl").exists()  # encoded as its original's log (plain JSON lines here)
     assert info["node"] == {"trial": mood["bad"], "step": mood["write_at"], "prefix": result["prefix"]}
     assert manifest["seal"] and manifest["k"] == 40 and len(info["arms"]) * 40 == result["continuations"]
     assert_follows_the_published_schemas(replay)
@@ -159,25 +161,23 @@ def test_verify_checks_the_restored_steps(mood, cli, tmp_path):
 def test_a_killed_replay_resumes_with_nothing_lost_or_duplicated(mood, tmp_path):
     """A real subprocess killed mid-replay (SIGKILL), a torn last line added, then the same
     command: every continuation once, and the verdict of an uninterrupted replay."""
-    run = tmp_path / "run"
-    shutil.copytree(mood["run"], run, ignore=shutil.ignore_patterns("replays"))
+    run = tmp_path / "run"  # the default, compressed log (trajectories.jsonl.zst): the replay's is too
+    assert run_cli("run", "retail", "--agent", AGENT, "-k", "16", "--tasks", TASK, "--out", str(run), "--quiet").returncode == 0
     args = ["replay", str(run), "--task", TASK, "-m", "40", "--no-return", "failed", "--json"]
     replays = run / "replays"
     child = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        logs = list(replays.glob("*/trajectories.jsonl"))
-        if logs and logs[0].read_bytes().count(b'"type":"trial"') >= 100:
-            break
+    deadline, killed_at = time.monotonic() + 120, 0
+    while time.monotonic() < deadline and killed_at < 100 and child.poll() is None:
+        logs = list(replays.glob("*/trajectories.jsonl.zst"))
+        killed_at = len(read_run(logs[0].parent).summaries) if logs else 0
         time.sleep(0.02)
     child.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL, "the replay finished before it was killed: give it more to do"
     [log_file] = logs
-    whole_lines = log_file.read_bytes().splitlines(keepends=True)
-    killed_at = sum(b'"type":"trial"' in line for line in whole_lines if line.endswith(b"\n"))
+    killed_at = len(read_run(log_file.parent).summaries)  # what the kill left (a torn frame is not read)
     with open(log_file, "ab") as fh:
-        fh.write(b'{"type": "trial", "trial": "torn')  # a write cut short
+        fh.write(b"\x28\xb5\x2f\xfd\x24\x00")  # a frame cut short
     resumed = run_cli(*args)
     assert resumed.returncode == 0, resumed.stderr
     assert re.search(r"cut a torn last line \(\d+ bytes\)", resumed.stderr), resumed.stderr

@@ -37,7 +37,7 @@ from bench.__version__ import __version__
 from bench.analysis.verdicts import TEST, Arm, no_return_point, verdicts
 from bench.canonical import derive_seed, step_key
 from bench.errors import BenchError
-from bench.runs.logfile import LogWriter
+from bench.runs.logfile import LogWriter, is_packed, log_path
 from bench.runs.rundir import (
     MANIFEST,
     Manifest,
@@ -224,7 +224,8 @@ def open_store(out: Path, original: Path, manifest: dict[str, Any]) -> ReplaySto
         manifest["replay_of"]["run_dir"] = str(rel)
         done = {}
     write_manifest(out, manifest)  # type: ignore[arg-type]
-    writer = LogWriter(out)
+    # a replay's log is encoded as its original's (zstd or plain JSON lines); a resumed one keeps its own
+    writer = LogWriter(out, log_format="zstd" if is_packed(log_path(original)) else "jsonl")
     return ReplayStore(out, manifest, writer, done)
 
 
