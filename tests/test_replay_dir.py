@@ -72,6 +72,8 @@ def test_a_replay_is_a_run_directory_linked_to_its_original(mood, cli):
     assert cli("verify", str(replay)).returncode == 0
     assert cli("verify", str(run)).returncode == 0
     assert cli("export", str(replay), "--format", "jsonl", "--out", str(mood["base"] / "export")).returncode == 0
+    ranked = cli("leaderboard", str(replay), "--out", str(mood["base"] / "board"))
+    assert ranked.returncode == 2 and "is not a benchmark run" in ranked.stderr
     own = cli("report", str(replay), "--json")
     assert own.returncode == 0 and json.loads(own.stdout)["causal"] == [result]
     assert json.loads(own.stdout)["completeness"]["expected_trials"] == result["continuations"]
