@@ -476,7 +476,7 @@ def _causal_summary(task: str, causal: list[dict[str, Any]]) -> str:
     """The task's replay verdicts, for the line above its tree (beside the divergence point)."""
     verdicts = [f"after {r['step']} step(s) {r['verdict']} ({r['node']['successes']}/{r['node']['n']} from the node)"
                 for r in causal if r.get("task") == task and "error" not in r]
-    return f" Causal replay: {'; '.join(verdicts)}." if verdicts else ""
+    return f" · Causal replay: {'; '.join(verdicts)}." if verdicts else ""
 
 
 def _task_section(i: int, tree: dict[str, Any], row: dict[str, Any], causal: list[dict[str, Any]]) -> str:
