@@ -219,7 +219,7 @@ def _add_reading(sub: Any, commands: Mapping[str, Handler]) -> None:
     p = sub.add_parser("replay", help="causal replay: resume the agent from a branch node; is the fork a cause or a symptom?")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run (or a replay directory: resume it as recorded)")
     p.add_argument("--task", metavar="ID", help="the task to replay (required unless RUN_DIR is a replay directory)")
-    p.add_argument("--out", metavar="DIR", help="the replay directory (default RUN_DIR/replays/TASK--INDEX-STEP--mM: the node trial's index, the prefix length); "
+    p.add_argument("--out", metavar="DIR", help="the replay directory (default RUN_DIR/replays/TASK--VARIANT-INDEX-STEP--mM: the node trial's variant and index, the prefix length); "
                    "the same command resumes it")
     p.add_argument("--at", default="divergence", metavar="divergence|TRIAL:STEP", help="the node (default: the divergence point)")
     p.add_argument("-m", type=_replay_m, default=16,

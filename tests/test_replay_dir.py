@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -49,7 +50,7 @@ def mood(tmp_path_factory):
 
 def test_a_replay_is_a_run_directory_linked_to_its_original(mood, cli):
     run, result = mood["run"], mood["write"]
-    replay = run / "replays" / f"{TASK}--{mood['bad'].rsplit('/', 1)[1]}-{mood['write_at']}--m40"
+    replay = run / "replays" / f"{TASK}--base-{mood['bad'].rsplit('/', 1)[1]}-{mood['write_at']}--m40"
     assert result["replay_dir"] == str(replay)
     manifest = json.loads((replay / "run.json").read_text())
     original = json.loads((run / "run.json").read_text())
@@ -149,7 +150,7 @@ def test_a_broken_replay_manifest_is_one_clear_error(mood, cli, tmp_path):
 def test_verify_checks_the_restored_steps(mood, cli, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(mood["run"], run)
-    replay = next((run / "replays").iterdir())
+    replay = run / "replays" / Path(mood["write"]["replay_dir"]).name  # its prefix is not empty
     lines = (replay / "trajectories.jsonl").read_text().splitlines()
     rec = next(json.loads(line) for line in lines if '"restored":true' in line.replace(" ", ""))
     lines = [line if json.loads(line) != rec else json.dumps({**rec, "restored": False}) for line in lines]
@@ -242,3 +243,12 @@ def test_a_command_agent_resumes_from_trajbench_prefix(tmp_path, cli):
     refused = cli("replay", str(run), "--task", task, "--at", f"{task}/base/0:1", "-m", "2", "--agent", f"{child}?resume=none")
     assert refused.returncode == 2 and "declares that it cannot continue from a prefix" in refused.stderr
     assert "TRAJBENCH_PREFIX" in refused.stderr and len(list((run / "replays").iterdir())) == 1  # nothing written
+
+
+def test_default_folders_of_two_variants_at_one_step_differ(tmp_path):
+    """TASK/v1/0 and TASK/v2/0 replayed at the same step get folders of their own."""
+    from bench.analysis.replays import default_dir
+
+    one, two = (default_dir(tmp_path, TASK, f"{TASK}/{v}/0", 3, 16, "a", "a") for v in ("typo-1", "typo-2"))
+    assert one != two and one.name == f"{TASK}--typo-1-0-3--m16"
+    assert default_dir(tmp_path, TASK, f"{TASK}/base/2", 3, 16, "b", "a").name == f"{TASK}--base-2-3--m16--b"

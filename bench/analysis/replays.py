@@ -143,9 +143,10 @@ def check_original(replay_dir: Path, info: dict[str, Any], now: dict[str, Any] |
 
 
 def default_dir(run_dir: Path, task: str, trial: str, step: int, m: int, agent: str, run_agent: str) -> Path:
-    """RUN/replays/TASK--INDEX-STEP--mM[--AGENT]: one folder per node, m and agent."""
-    index = trial.rsplit("/", 1)[-1]
-    name = f"{task}--{index}-{step}--m{m}" + ("" if agent == run_agent else f"--{agent}")
+    """RUN/replays/TASK--VARIANT-INDEX-STEP--mM[--AGENT]: one folder per node (trial
+    TASK/VARIANT/INDEX, so trials of two variants at the same step never share one), m and agent."""
+    variant, _, index = trial.removeprefix(f"{task}/").rpartition("/")
+    name = f"{task}--{variant or 'base'}-{index}-{step}--m{m}" + ("" if agent == run_agent else f"--{agent}")
     return run_dir / REPLAYS / run_dir_name(name)
 
 
