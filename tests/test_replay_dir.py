@@ -252,3 +252,15 @@ def test_default_folders_of_two_variants_at_one_step_differ(tmp_path):
     one, two = (default_dir(tmp_path, TASK, f"{TASK}/{v}/0", 3, 16, "a", "a") for v in ("typo-1", "typo-2"))
     assert one != two and one.name == f"{TASK}--typo-1-0-3--m16"
     assert default_dir(tmp_path, TASK, f"{TASK}/base/2", 3, 16, "b", "a").name == f"{TASK}--base-2-3--m16--b"
+
+
+def test_a_wrong_replays_path_is_one_clear_error(mood, cli, tmp_path):
+    """--replays names a path that holds no replay of this run: refused, not silently dropped."""
+    other = tmp_path / "other"
+    assert cli("run", "retail", "--agent", "sim:oracle", "-k", "1", "--tasks", TASK, "--out", str(other), "--quiet").returncode == 0
+    replay = mood["write"]["replay_dir"]
+    for command, path in (("report", tmp_path / "missing"), ("report", replay), ("view", replay), ("report", tmp_path)):
+        done = cli(command, str(other), "--replays", str(path), "--out" if command == "view" else "--json",
+                   *([str(tmp_path / "v.html")] if command == "view" else []))
+        assert done.returncode == 2 and "holds no replay of the run" in done.stderr and str(path) in done.stderr, (command, path)
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -309,23 +309,34 @@ def read_verdict(replay_dir: str | Path, *, check: bool = True, original: dict[s
 
 def replays_of(run_dir: str | Path, extra: Iterable[str | Path] = ()) -> Iterator[Path]:
     """The replay directories of a run: RUN/replays/*/ and each of `extra` (a replay, or a
-    folder of replays), those whose `replay_of.run_id` is the run's."""
+    folder of replays), those whose `replay_of.run_id` is the run's. A path of `extra` that
+    holds no replay of this run (missing, another run's replay, a folder with none) is one
+    clear error: the user asked for it, so dropping it silently would hide the mistake."""
     run_dir = Path(run_dir)
     run_id = read_manifest(run_dir).get("run_id")
-    folders = [run_dir / REPLAYS, *map(Path, extra)]
     seen: set[Path] = set()
-    for folder in folders:
-        candidates = [folder] if (folder / MANIFEST).is_file() else sorted(folder.glob(f"*/{MANIFEST}")) if folder.is_dir() else []
-        for candidate in candidates:
-            path = candidate if candidate.is_dir() else candidate.parent
-            try:
-                info = replay_info(read_manifest(path), path)
-                ours = info is not None and info.get("run_id") == run_id
-            except BenchError:  # unreadable: listed, so that its error is shown rather than hidden
-                ours = True
-            if ours and path.resolve() not in seen:
+    for folder, explicit in [(run_dir / REPLAYS, False), *((Path(p), True) for p in extra)]:
+        found = list(_replays_in(folder, run_id))
+        if explicit and not found:
+            raise BenchError(f"holds no replay of the run {run_dir} (run id {run_id}): give a replay directory of "
+                             "this run, or a folder of them", file=str(folder), field="--replays")
+        for path in found:
+            if path.resolve() not in seen:
                 seen.add(path.resolve())
                 yield path
+
+
+def _replays_in(folder: Path, run_id: Any) -> Iterator[Path]:
+    """`folder` itself when it is a replay of `run_id`, else its sub-folders that are."""
+    candidates = [folder] if (folder / MANIFEST).is_file() else sorted(p.parent for p in folder.glob(f"*/{MANIFEST}")) if folder.is_dir() else []
+    for path in candidates:
+        try:
+            info = replay_info(read_manifest(path), path)
+            ours = info is not None and info.get("run_id") == run_id
+        except BenchError:  # unreadable: listed, so that its error is shown rather than hidden
+            ours = True
+        if ours:
+            yield path
 
 
 def causal_section(run_dir: str | Path, extra: Iterable[str | Path] = ()) -> list[dict[str, Any]]:
