@@ -118,15 +118,26 @@ def test_replays_elsewhere_are_found_with_replays_and_bad_outputs_refused(mood, 
     assert different.returncode == 2 and "a different replay" in different.stderr
 
 
-def test_a_changed_original_is_refused(mood, cli, tmp_path):
+def test_a_resumed_original_keeps_its_replays_and_a_changed_one_is_refused(mood, cli, tmp_path):
+    """The log is append-only: trials added to the original (`run` again with a larger -k, the
+    documented workflow) keep its replays valid; an edit within the bytes a replay read does not."""
     run = tmp_path / "run"
     shutil.copytree(mood["run"], run)
-    replay = next((run / "replays").iterdir())
-    assert cli("replay", str(replay), "--json").returncode == 0  # unchanged: resumes (nothing to do)
-    with open(run / "trajectories.jsonl", "ab") as fh:
-        fh.write(b'{"type": "attempt_error", "trial": "x/base/0", "attempt": "x/base/0@1"}\n')
+    replay = run / "replays" / Path(mood["write"]["replay_dir"]).name
+    before = json.loads(cli("report", str(run), "--json").stdout)["causal"]
+    assert cli("run", "retail", "--agent", AGENT, "-k", "18", "--tasks", TASK, "--out", str(run), "--quiet",
+               "--log-format", "jsonl").returncode == 0
+    assert len(read_run(run).summaries) == 18  # trials added: the seal digest and the log changed
+    after = json.loads(cli("report", str(run), "--json").stdout)["causal"]
+    assert not any("error" in r for r in after) and len(after) == len(before) == 2
+    assert cli("replay", str(replay), "--json").returncode == 0  # resumes (nothing to do)
+    assert cli("verify", str(replay)).returncode == 0
+    text = (run / "trajectories.jsonl").read_text()  # now edit a byte the replay read
+    (run / "trajectories.jsonl").write_text(text.replace('"outcome":"failure"', '"outcome":"success"', 1)
+                                            .replace('"outcome": "failure"', '"outcome": "success"', 1))
     again = cli("replay", str(replay))
     assert again.returncode == 2 and "changed since this replay began" in again.stderr and "Traceback" not in again.stderr
+    assert "first" in again.stderr and "bytes differ" in again.stderr
     report = json.loads(cli("report", str(run), "--json").stdout)
     assert all("changed since this replay began" in r["error"] for r in report["causal"])
     verify = cli("verify", str(replay), "--json")

@@ -27,6 +27,7 @@ for `report` and `view`, and gives `verify` what it checks of a replay (`replay_
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,7 +38,7 @@ from bench.__version__ import __version__
 from bench.analysis.verdicts import TEST, Arm, no_return_point, verdicts
 from bench.canonical import derive_seed, step_key
 from bench.errors import BenchError
-from bench.runs.logfile import LogWriter, is_packed, log_path
+from bench.runs.logfile import LogWriter, contents, is_packed, log_path
 from bench.runs.rundir import (
     MANIFEST,
     Manifest,
@@ -117,9 +118,44 @@ def arm_variant(trial: str, step: int, forced: str | None) -> str:
 
 
 def fingerprint(run_dir: Path) -> dict[str, Any]:
-    """What a replay records of its original (and checks before reading it again)."""
+    """What a replay records of its original: its run id, seal digest (for the record) and its
+    log's content digest (`bytes`: the decoded JSON lines' length, in either encoding)."""
     manifest = read_manifest(run_dir)
     return {"run_id": manifest.get("run_id"), "digest": run_digest(manifest), "log": log_digest(run_dir)}
+
+
+@dataclass
+class Original:
+    """An original run as its replays check it: the run id, and the digest of its log's first
+    n content bytes for each n asked (cached: many replays of one length cost one read)."""
+
+    path: Path
+    run_id: Any
+    digests: dict[int, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, run_dir: Path) -> Original:
+        return cls(run_dir, read_manifest(run_dir).get("run_id"))
+
+    def prefix_sha256(self, n: int) -> str | None:
+        if n not in self.digests:
+            self.digests[n] = prefix_digest(log_path(self.path), n)
+        return self.digests[n]
+
+
+def prefix_digest(path: Path, n: int) -> str | None:
+    """sha256 of the first n bytes of the log's content (a compressed log's decoded stream, as
+    `bench.runs.logfile.content_digest` counts it); None when the log holds fewer whole lines."""
+    h, left = hashlib.sha256(), n
+    for _, content, _ in contents(path):
+        if left == 0:
+            break
+        if content is None:  # a torn tail: not content the replay can have read
+            return None
+        piece = content[:left]
+        h.update(piece)
+        left -= len(piece)
+    return h.hexdigest() if left == 0 else None
 
 
 def original_of(replay_dir: Path, info: dict[str, Any]) -> Path:
@@ -127,18 +163,27 @@ def original_of(replay_dir: Path, info: dict[str, Any]) -> Path:
     return where if where.is_absolute() else (replay_dir / where).resolve()
 
 
-def check_original(replay_dir: Path, info: dict[str, Any], now: dict[str, Any] | None = None) -> Path:
-    """The original run, checked to be as it was when the replay began (else one clear error).
-    `now`: its fingerprint, when the caller has it (hashing a large log once for many replays)."""
+def check_original(replay_dir: Path, info: dict[str, Any], now: Original | None = None) -> Path:
+    """The original run, checked to still hold what the replay read (else one clear error): the
+    same run id, and the same first `replay_of.log.bytes` bytes of log content. The log is
+    append-only, so a resumed original (trials added: `run` with a larger -k) keeps its
+    replays; its seal digest changes then and is not compared. `now`: the original, when the
+    caller has it (its log read once for many replays)."""
     original = original_of(replay_dir, info)
-    now = now if now is not None else fingerprint(original)
-    for name in ("run_id", "digest", "log"):
-        if now[name] != info.get(name):
-            what = {"run_id": "it is another run", "digest": "its seal digest differs",
-                    "log": "its log differs (edited, appended to or truncated)"}[name]
-            raise BenchError(f"the original run {original} changed since this replay began ({what}): its continuations "
-                             "no longer replay that run; start a new replay (another --out)",
-                             file=str(replay_dir / MANIFEST), field=f"replay_of.{name}")
+    now = now if now is not None else Original.of(original)
+    log = info.get("log")
+    problem, name = None, "run_id"
+    if now.run_id != info.get("run_id"):
+        problem = "it is another run"
+    elif not (isinstance(log, dict) and _int(log.get("bytes")) and isinstance(log.get("sha256"), str)):
+        problem, name = "replay_of.log must be {sha256, bytes}", "log"
+    elif now.prefix_sha256(log["bytes"]) != log["sha256"]:
+        problem, name = (f"its log's first {log['bytes']} bytes differ: edited or truncated; trials added after the "
+                         "replay began would keep them"), "log"
+    if problem is not None:
+        raise BenchError(f"the original run {original} changed since this replay began ({problem}): its continuations "
+                         "no longer replay that run; start a new replay (another --out)",
+                         file=str(replay_dir / MANIFEST), field=f"replay_of.{name}")
     return original
 
 
@@ -207,7 +252,8 @@ def open_store(out: Path, original: Path, manifest: dict[str, Any]) -> ReplaySto
                                  file=str(out / MANIFEST), field=f"replay_of.{name}")
         check_original(out, info)
         manifest = {**old, "replay_of": {**new, "arms": info.get("arms", []), "alternatives": info.get("alternatives"),
-                                         "no_return": info.get("no_return"), "run_dir": info["run_dir"]}}
+                                         "no_return": info.get("no_return"), "run_dir": info["run_dir"],
+                                         **{k: info.get(k) for k in ("digest", "log")}}}  # what it read first
         manifest.pop("seal", None)  # resumed: unsealed until it ends again (bench.runs.seal)
         log = read_run(out)
         done = {trial: (s["outcome"], next_action(log, s)) for trial, s in log.summaries.items()}
@@ -295,9 +341,9 @@ def _no_return_row(row: dict[str, Any], arms: dict[str, Arm], info: dict[str, An
             "threshold": info["threshold"], "m": info["m"], "steps": steps[::-1]}
 
 
-def read_verdict(replay_dir: str | Path, *, check: bool = True, original: dict[str, Any] | None = None) -> dict[str, Any]:
+def read_verdict(replay_dir: str | Path, *, check: bool = True, original: Original | None = None) -> dict[str, Any]:
     """The verdict of a replay directory, from its log alone (`check`: refuse a changed original,
-    whose fingerprint is `original` when the caller has it)."""
+    given as `original` when the caller has it)."""
     log = read_run(replay_dir)
     info = replay_info(log.manifest, log.path)
     if info is None:
@@ -345,7 +391,7 @@ def causal_section(run_dir: str | Path, extra: Iterable[str | Path] = ()) -> lis
     run_dir = Path(run_dir)
     own = replay_info(read_manifest(run_dir), run_dir)
     paths = [run_dir] if own is not None else list(replays_of(run_dir, extra))
-    now = fingerprint(run_dir) if own is None and paths else None  # the run's log hashed once, not per replay
+    now = Original.of(run_dir) if own is None and paths else None  # the run's log hashed once per length, not per replay
     rows = []
     for path in paths:
         try:
