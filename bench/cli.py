@@ -250,7 +250,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from bench.analysis.causal import ReplayRequest, replay_task
     from bench.publish.causal import render_replay
 
-    request = ReplayRequest(args.task, args.at, args.m, args.agent, args.budget, 0, args.no_return, args.threshold, args.out)
+    request = ReplayRequest(args.task, args.at, args.m, args.agent, args.budget, args.seed, args.no_return, args.threshold, args.out)
     done = replay_task(args.run_dir, request)
     if done.torn_bytes:
         print(f"trajbench: cut a torn last line ({done.torn_bytes} bytes) from the replay's log before resuming", file=sys.stderr)

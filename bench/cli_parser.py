@@ -230,6 +230,9 @@ def _add_reading(sub: Any, commands: Mapping[str, Handler]) -> None:
     p.add_argument("--no-return", metavar="failed|TRIAL", help="also the point of no return of the task's failed trials "
                    "(or of one trial): the earliest step after which continuations almost never succeed")
     p.add_argument("--threshold", type=float, default=0.1, help="'almost never': the upper 95%% bound below this (default 0.1)")
+    p.add_argument("--seed", type=_seed, default=None, help="the continuations' base seed (default: the original run's "
+                   "base seed, so the same command draws the same continuations; another seed draws others and, by "
+                   "default, its own folder --seedS)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands["replay"])
 

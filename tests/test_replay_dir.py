@@ -275,3 +275,23 @@ def test_a_wrong_replays_path_is_one_clear_error(mood, cli, tmp_path):
                    *([str(tmp_path / "v.html")] if command == "view" else []))
         assert done.returncode == 2 and "holds no replay of the run" in done.stderr and str(path) in done.stderr, (command, path)
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_replay_seeds_default_to_the_runs_and_another_seed_draws_other_continuations(mood, cli, tmp_path):
+    """--seed: by default the original's base seed (recorded in replay_of.seed); two replays of
+    one node with different seeds draw different continuations; another seed into the same
+    folder is refused."""
+    run, at = mood["run"], f"{mood['bad']}:{mood['lookup']['step']}"
+    seeds = {}
+    for name, extra in (("default", []), ("seven", ["--seed", "7"])):
+        done = cli("replay", str(run), "--task", TASK, "--at", at, "-m", "2", "--out", str(tmp_path / name), "--json", *extra)
+        assert done.returncode == 0, done.stderr
+        manifest = json.loads((tmp_path / name / "run.json").read_text())
+        seeds[name] = (manifest["replay_of"]["seed"], sorted(s["seed"] for s in read_run(tmp_path / name).summaries.values()))
+    assert seeds["default"][0] == json.loads((run / "run.json").read_text())["base_seed"] and seeds["seven"][0] == 7
+    assert not set(seeds["default"][1]) & set(seeds["seven"][1])  # other draws, not the same continuations
+    again = cli("replay", str(run), "--task", TASK, "--at", at, "-m", "2", "--out", str(tmp_path / "seven"), "--seed", "8")
+    assert again.returncode == 2 and "replay_of.seed was 7, now 8" in again.stderr
+    own = cli("replay", str(tmp_path / "seven"), "--seed", "8")
+    assert own.returncode == 2 and "seed 7, not 8" in own.stderr and "Traceback" not in own.stderr
+    assert cli("replay", str(tmp_path / "seven"), "--seed", "7", "--json").returncode == 0  # its own seed: resumes

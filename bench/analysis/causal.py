@@ -309,7 +309,7 @@ class ReplayRequest:
     m: int = 16
     agent: str | None = None  # an agent spec; default the run's own
     budget: int | None = None
-    seed: int = 0
+    seed: int | None = None  # the continuations' base seed; default the original run's base seed
     no_return: str | None = None
     threshold: float = 0.1
     out: str | Path | None = None  # default RUN_DIR/replays/NAME (bench.analysis.replays.default_dir)
@@ -335,11 +335,15 @@ def _resumed_request(replay_dir: Path, asked: ReplayRequest) -> tuple[Path, Repl
     if asked.task is not None and asked.task != info["task"]:
         raise BenchError(f"{replay_dir} is a replay of task {info['task']!r}, not {asked.task!r}: to resume it, leave out "
                          "--task; to replay another task, give the original run", field="--task")
+    seed = int(manifest.get("base_seed") or 0)
+    if asked.seed is not None and asked.seed != seed:
+        raise BenchError(f"{replay_dir} is a replay with seed {seed}, not {asked.seed}: to resume it, leave out --seed; "
+                         "for other draws, replay the original run into another --out", field="--seed")
     node = info["node"]
     which = info.get("no_return_which")
     return original, ReplayRequest(info["task"], str(info.get("at") or f"{node['trial']}:{node['step']}"), int(info["m"]),
-                                   str(manifest["agent"]["name"]), asked.budget, int(manifest.get("base_seed") or 0),
-                                   which, float(info["threshold"]), replay_dir)
+                                   str(manifest["agent"]["name"]), asked.budget, seed, which, float(info["threshold"]),
+                                   replay_dir)
 
 
 def replay_task(run_dir: str | Path, asked: ReplayRequest) -> ReplayOutcome:
@@ -364,6 +368,8 @@ def replay_task(run_dir: str | Path, asked: ReplayRequest) -> ReplayOutcome:
     suite, missing = suite_of_run(log.manifest)
     if suite is None:
         raise BenchError(f"the run's suite cannot be loaded: {missing}", file=str(original / "run.json"), field="suite")
+    run_seed = int(log.manifest.get("base_seed") or 0)
+    seed = run_seed if req.seed is None else req.seed  # default: the original's, so the run alone reproduces it
     run_agent = str((log.manifest.get("agent") or {}).get("name"))
     spec = parse_agent_spec(req.agent or run_agent)
     prefix = node_of(log, suite, req.task, req.at)
@@ -371,16 +377,16 @@ def replay_task(run_dir: str | Path, asked: ReplayRequest) -> ReplayOutcome:
         no_return_trials(log, req.task, req.no_return)  # a bad --no-return is refused before anything runs
     info = {**fingerprint(original), "task": req.task, "at": req.at, "m": req.m, "threshold": req.threshold,
             "node": {"trial": prefix.trial, "step": len(prefix.events), "prefix": prefix.keys},
-            "no_return_which": req.no_return, "seed": req.seed, "agent_hash": spec.hash, "test": TEST}
+            "no_return_which": req.no_return, "seed": seed, "agent_hash": spec.hash, "test": TEST}
     out = Path(req.out) if req.out is not None else default_dir(original, req.task, prefix.trial, len(prefix.events),
-                                                                 req.m, spec.name, run_agent)
+                                                                 req.m, spec.name, run_agent, seed, run_seed)
     if req.budget is not None and req.budget < req.m:
         raise BudgetSpent(f"the replay budget of {req.budget} continuations cannot hold the node's own m = {req.m}: "
                           f"use --budget {req.m} or more, or a smaller -m", field="--budget")
     agent = resumable(spec.build())  # refused before anything is written
-    store = open_store(out, original, replay_manifest(log.manifest, spec.as_dict(), info, req.m, req.seed))
+    store = open_store(out, original, replay_manifest(log.manifest, spec.as_dict(), info, req.m, seed))
     resumed = len(store.done)
-    sampler = Sampler(suite, agent, int(log.manifest.get("max_steps") or 50), seed=req.seed, budget=req.budget,
+    sampler = Sampler(suite, agent, int(log.manifest.get("max_steps") or 50), seed=seed, budget=req.budget,
                       store=store, timeout_s=log.manifest.get("timeout_s"))
     sealed = False
     try:

@@ -187,11 +187,14 @@ def check_original(replay_dir: Path, info: dict[str, Any], now: Original | None 
     return original
 
 
-def default_dir(run_dir: Path, task: str, trial: str, step: int, m: int, agent: str, run_agent: str) -> Path:
-    """RUN/replays/TASK--VARIANT-INDEX-STEP--mM[--AGENT]: one folder per node (trial
-    TASK/VARIANT/INDEX, so trials of two variants at the same step never share one), m and agent."""
+def default_dir(run_dir: Path, task: str, trial: str, step: int, m: int, agent: str, run_agent: str,
+                seed: int = 0, run_seed: int = 0) -> Path:
+    """RUN/replays/TASK--VARIANT-INDEX-STEP--mM[--AGENT][--seedS]: one folder per node (trial
+    TASK/VARIANT/INDEX, so trials of two variants at the same step never share one), m, agent
+    and seed (named only when not the run's own)."""
     variant, _, index = trial.removeprefix(f"{task}/").rpartition("/")
-    name = f"{task}--{variant or 'base'}-{index}-{step}--m{m}" + ("" if agent == run_agent else f"--{agent}")
+    name = (f"{task}--{variant or 'base'}-{index}-{step}--m{m}" + ("" if agent == run_agent else f"--{agent}")
+            + ("" if seed == run_seed else f"--seed{seed}"))
     return run_dir / REPLAYS / run_dir_name(name)
 
 
