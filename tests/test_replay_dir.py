@@ -73,8 +73,6 @@ def test_a_replay_is_a_run_directory_linked_to_its_original(mood, cli):
     assert cli("verify", str(replay)).returncode == 0
     assert cli("verify", str(run)).returncode == 0
     assert cli("export", str(replay), "--format", "jsonl", "--out", str(mood["base"] / "export")).returncode == 0
-    ranked = cli("leaderboard", str(replay), "--out", str(mood["base"] / "board"))
-    assert ranked.returncode == 2 and "is not a benchmark run" in ranked.stderr
     own = cli("report", str(replay), "--json")
     assert own.returncode == 0 and json.loads(own.stdout)["causal"] == [result]
     assert json.loads(own.stdout)["completeness"]["expected_trials"] == result["continuations"]
@@ -295,3 +293,37 @@ def test_replay_seeds_default_to_the_runs_and_another_seed_draws_other_continuat
     own = cli("replay", str(tmp_path / "seven"), "--seed", "8")
     assert own.returncode == 2 and "seed 7, not 8" in own.stderr and "Traceback" not in own.stderr
     assert cli("replay", str(tmp_path / "seven"), "--seed", "7", "--json").returncode == 0  # its own seed: resumes
+
+
+def test_diff_and_leaderboard_refuse_a_replay_and_its_report_keeps_the_arms_apart(mood, cli, tmp_path):
+    """A replay is not a benchmark run: diff (either side) and leaderboard refuse it from its
+    run.json (its log is not even read); its report shows the arms and the verdict, never
+    pass^k over pooled arms, a simulated agent's known truth or a divergence analysis."""
+    import jsonschema
+
+    from bench.world.task import load_schema
+
+    run, replay = mood["run"], Path(mood["write"]["replay_dir"])
+    for base, cand in ((run, replay), (replay, run)):
+        done = cli("diff", str(base), str(cand))
+        assert done.returncode == 2 and "is not a benchmark run" in done.stderr and "trajbench diff" in done.stderr
+        assert "no significant regression" not in done.stdout and len(done.stderr.strip().splitlines()) == 1
+    broken = tmp_path / "broken"
+    shutil.copytree(replay, broken)
+    (broken / "trajectories.jsonl").write_text("not json\n")  # never read: the manifest decides first
+    ranked = cli("leaderboard", str(run), str(broken), "--out", str(tmp_path / "board"))
+    assert ranked.returncode == 2 and "is not a benchmark run" in ranked.stderr and "line 1" not in ranked.stderr
+    report = json.loads(cli("report", str(replay), "--json").stdout)
+    jsonschema.validate(report, load_schema("report.schema.json"))
+    assert not {"suite", "tasks", "divergence", "simulated_truth"} & set(report)
+    arms = report["replay"]["arms"]
+    assert [a["variant"] for a in arms] == [a["variant"] for a in json.loads((replay / "run.json").read_text())["replay_of"]["arms"]]
+    assert all(a["n"] == 40 for a in arms) and sum(a["successes"] for a in arms) == sum(
+        s["outcome"] == "success" for s in read_run(replay).summaries.values())
+    node = next(a for a in arms if a["role"] == "node")
+    assert (node["successes"], node["n"]) == (mood["write"]["node"]["successes"], mood["write"]["node"]["n"])
+    text = cli("report", str(replay)).stdout
+    assert not re.search(r"pass[\^@]\d", text) and "known truth" not in text and "q =" not in text and "Causal replays" in text
+    assert "not a benchmark run" in text and f"{node['successes']:>3}/40" in text
+    md = cli("report", str(replay), "--markdown").stdout
+    assert "| role | from | forced step | success | 95% CI |" in md and not re.search(r"pass[\^@]\d", md) and "## Causal replays" in md

@@ -24,6 +24,7 @@ from bench.analysis.regression import (
     PairedCounts,
     compare_counts,
 )
+from bench.analysis.replays import refuse_as_benchmark
 from bench.analysis.stopping import sequential_diff
 from bench.errors import BenchError
 from bench.runs.rundir import Manifest, RunLog, is_valid, read_manifest, read_run
@@ -219,6 +220,8 @@ def diff_runs(base_dir: str | Path, cand_dir: str | Path, *, alpha: float = DEFA
     alpha or k, no shared task."""
     if not 0 < alpha < 1:
         raise BenchError(f"alpha must be in (0, 1), got {alpha}", field="--alpha")
+    for where in (base_dir, cand_dir):
+        refuse_as_benchmark(where, "diff")
     base, cand = read_run(base_dir), read_run(cand_dir)
     forced, warnings = _suite_check(base, cand, force, cand_dir)
     k = _pass_k(base.manifest, cand.manifest, k)

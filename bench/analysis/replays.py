@@ -204,6 +204,18 @@ def expected_trials(manifest: Manifest, where: Path | None = None) -> int | None
     return None if info is None else len(info.get("arms", [])) * int(info.get("m", 0))
 
 
+def refuse_as_benchmark(run_dir: str | Path, command: str) -> None:
+    """The one rule for commands that compare or rank benchmark runs (`diff`, `leaderboard`,
+    `run --baseline`): a replay is not one. Its trials are continuations resampled from one node
+    (the node's own arm, forced alternatives, no-return prefixes), so its pass rates measure
+    that node, not the agent on the suite. Decided from run.json alone, before any log is read."""
+    run_dir = Path(run_dir)
+    if "replay_of" in read_manifest(run_dir):
+        raise BenchError(f"a replay (trajbench replay: continuations resampled from one node) is not a benchmark run, "
+                         f"so `trajbench {command}` cannot use it: give its original run", file=str(run_dir / MANIFEST),
+                         field="replay_of")
+
+
 # ------------------------------------------------------------------------------ writing
 @dataclass
 class ReplayStore:
@@ -310,6 +322,15 @@ def arms_of(log: RunLog) -> dict[str, Arm]:
             arm.n += 1
             arm.successes += summary["outcome"] == "success"
     return arms
+
+
+def arm_rows(log: RunLog) -> list[dict[str, Any]]:
+    """For `report` on a replay: each arm's continuation success with its exact 95% interval,
+    kept apart (the arms differ by design: pooling them would measure nothing)."""
+    info = replay_info(log.manifest, log.path) or {}
+    counts = arms_of(log)
+    return [{"variant": a["variant"], "role": a["role"], "trial": a["trial"], "step": a["step"], "forced": a.get("forced"),
+             **{k: v for k, v in counts[a["variant"]].as_dict().items() if k != "action"}} for a in info.get("arms", [])]
 
 
 def verdict_from(log: RunLog, info: dict[str, Any], arms: dict[str, Arm], used: int) -> dict[str, Any]:

@@ -17,10 +17,10 @@ from bench.analysis import metrics
 from bench.analysis.divergence.keys import KeyedRun, read_keyed
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.divergence.section import divergence_section
-from bench.analysis.replays import causal_section
+from bench.analysis.replays import arm_rows, causal_section, original_of, replay_info
 from bench.analysis.replays import expected_trials as replay_expected
 from bench.analysis.stopping import sequential_section
-from bench.runs.rundir import RunLog, TrialSummary, gc_paused, is_valid, variant_family
+from bench.runs.rundir import RunLog, TrialSummary, gc_paused, is_valid, read_manifest, read_run, variant_family
 from bench.world.variants import BASE
 
 REPORT_VERSION = 1
@@ -79,6 +79,8 @@ def _resource_cv(per_task: Sequence[Mapping[str, float | None]]) -> dict[str, fl
 @gc_paused()  # a large run's summaries and keys are millions of objects the collector need not rescan
 def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
                  divergence: DivergenceOptions | None = None, replays: Sequence[str | Path] = ()) -> dict[str, Any]:
+    if replay_info(read_manifest(Path(run_dir)), Path(run_dir)) is not None:
+        return replay_report(run_dir)
     run = read_keyed(run_dir, divergence)  # one pass over the log: summaries kept, steps keyed and dropped
     log = run.log
     manifest = log.manifest
@@ -93,14 +95,10 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     sequential = sequential_section(log)
     if sequential is not None:  # a sequential design: each task's trials are the design's, not k
         expected = sequential["expected_trials"]
-    expected = replay_expected(manifest, Path(run_dir)) or expected  # a replay: m continuations per arm
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
-        "run": {"dir": str(run_dir), "run_id": manifest["run_id"], "harness_version": manifest.get("harness_version"),
-                "suite": manifest["suite"], "agent": {**manifest["agent"], "simulated": is_simulated(manifest["agent"].get("adapter"))}, "k": k, "base_seed": manifest.get("base_seed")},
-        "completeness": {"expected_trials": expected, "finished_trials": len(log.summaries),
-                         "error_trials": sum(r["errors"] for r in rows), "orphan_attempts": log.orphan_attempts,
-                         "torn_bytes": log.torn_bytes, "duplicate_summaries": log.duplicate_summaries},
+        "run": _run_section(run_dir, manifest),
+        "completeness": _completeness(log, expected, sum(r["errors"] for r in rows)),
         "suite": suite,
         "trajectory_distance": _mean_distances(rows),
         "end_state_agreement": _mean_of(rows, lambda r: r["end_states"]["top_share"] if r["end_states"] else None),
@@ -116,6 +114,34 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     report["divergence"] = divergence_section(run)
     report["causal"] = causal_section(run_dir, replays)  # bench.analysis.replays: the run's replays' verdicts
     return report
+
+
+def _run_section(run_dir: str | Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    agent = manifest["agent"]
+    return {"dir": str(run_dir), "run_id": manifest["run_id"], "harness_version": manifest.get("harness_version"),
+            "suite": manifest["suite"], "agent": {**agent, "simulated": is_simulated(agent.get("adapter"))},
+            "k": int(manifest["k"]), "base_seed": manifest.get("base_seed")}
+
+
+def _completeness(log: RunLog, expected: int, errors: int) -> dict[str, Any]:
+    return {"expected_trials": expected, "finished_trials": len(log.summaries), "error_trials": errors,
+            "orphan_attempts": log.orphan_attempts, "torn_bytes": log.torn_bytes,
+            "duplicate_summaries": log.duplicate_summaries}
+
+
+def replay_report(run_dir: str | Path) -> dict[str, Any]:
+    """The report of a replay directory: its arms, each apart, and its causal verdict. Its
+    continuations are m per arm from one node (the node itself, forced alternatives, no-return
+    prefixes), so pass^k over them pooled, a simulated agent's "known truth" or a divergence
+    analysis of them would mix arms that differ by design: none is computed."""
+    log = read_run(run_dir)
+    info = replay_info(log.manifest, log.path) or {}
+    errors = sum(1 for s in log.summaries.values() if s.get("outcome") == "error")
+    return {"report_version": REPORT_VERSION, "run": _run_section(run_dir, log.manifest),
+            "completeness": _completeness(log, replay_expected(log.manifest, log.path) or 0, errors),
+            "replay": {"original": str(original_of(log.path, info)), "task": info["task"], "at": info["at"],
+                       "node": info["node"], "m": info["m"], "arms": arm_rows(log)},
+            "causal": causal_section(run_dir)}
 
 
 def _family_counts(log: RunLog) -> dict[str, dict[str, tuple[int, int]]]:

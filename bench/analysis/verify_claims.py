@@ -92,6 +92,21 @@ def check_completeness(log: RunLog, manifest: Manifest, variants: dict[str, dict
         out.append(Mismatch(trial, None, "duplicate", f"the trial has {times + 1} summary records; exactly one is allowed"))
 
 
+def _check_arms(log: RunLog, arms: list[dict[str, Any]], replayed: dict[str, str | None], out: list[Mismatch]) -> None:
+    """Each arm's successes as the report gives them from the log, against the replayed outcomes."""
+    now: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for trial, summary in log.summaries.items():
+        if replayed.get(trial) in VALID_OUTCOMES:
+            cell = now[str(summary.get("variant"))]
+            cell[0] += 1
+            cell[1] += replayed.get(trial) == "success"
+    for arm in arms:
+        was, got = [arm["n"], arm["successes"]], now.get(arm["variant"], [0, 0])
+        if was != got:
+            out.append(Mismatch(None, None, "metrics", f"replay arm {arm['variant']} ({arm['role']}): the log scores "
+                                f"{was[1]}/{was[0]} successes, the replay {got[1]}/{got[0]}"))
+
+
 def check_metrics(run_dir: Path, log: RunLog, replayed: dict[str, str | None], out: list[Mismatch]) -> None:
     """The figures `trajbench report` computes from the logged outcomes against the same figures
     from the replayed outcomes (suite means; intervals follow from the same per-task counts)."""
@@ -100,6 +115,9 @@ def check_metrics(run_dir: Path, log: RunLog, replayed: dict[str, str | None], o
     except Exception as exc:  # noqa: BLE001 - a hostile log must give a mismatch, never a traceback
         out.append(Mismatch(None, None, "metrics", f"`trajbench report` cannot compute the run's figures from this log "
                             f"({type(exc).__name__}: {shorten(str(exc))})"))
+        return
+    if "replay" in report:  # a replay's report claims its arms' counts (bench.analysis.report.replay_report)
+        _check_arms(log, report["replay"]["arms"], replayed, out)
         return
     logged_rows = {r["task"]: (r["n"], r["successes"]) for r in report["tasks"]}
     logged: dict[tuple[str, Any], list[int]] = defaultdict(lambda: [0, 0])

@@ -40,6 +40,7 @@ from typing import Any, Callable, Mapping, Sequence
 from bench.__version__ import __version__
 from bench.adapters.spec import is_simulated
 from bench.analysis.replay import Mismatch, VerifyResult, check_manifest, load_run_suite, verify_run
+from bench.analysis.replays import refuse_as_benchmark
 from bench.analysis.report import build_report
 from bench.canonical import step_key
 from bench.errors import BenchError
@@ -227,11 +228,9 @@ def build_leaderboard(run_dirs: Sequence[str | Path], *, k: int | None = None, b
     if not run_dirs:
         raise BenchError("give at least one run directory", field="RUN_DIR")
     paths = [Path(p) for p in run_dirs]
+    for path in paths:  # from run.json alone, before any log is read
+        refuse_as_benchmark(path, "leaderboard")
     logs = [read_run(p) for p in paths]
-    for path, log in zip(paths, logs):  # bench.analysis.replays: continuations from one node, not a benchmark
-        if "replay_of" in log.manifest:
-            raise BenchError("a replay (trajbench replay: continuations resampled from one node) is not a benchmark run "
-                             "and is never ranked: give its original run", file=str(path / "run.json"), field="replay_of")
     if not unverified:
         _refuse_imports(paths, logs)
     _check_comparable(paths, logs)

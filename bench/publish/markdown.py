@@ -146,6 +146,8 @@ def _report_point(point: dict[str, Any] | None) -> str:
 def report_markdown(report: dict[str, Any]) -> str:
     """`trajbench report --markdown`: the suite's figures, each task with its statistical
     divergence point, and the causal verdicts of the run's replays beside them."""
+    if "replay" in report:
+        return _replay_markdown(report)
     run, suite = report["run"], report["suite"]
 
     def figure(entry: dict[str, Any]) -> str:
@@ -164,6 +166,20 @@ def report_markdown(report: dict[str, Any]) -> str:
         out.append(f"| {md_escape(row['task'])} | {row['successes']}/{row['n']} | {rate(row['pass@1'])} | "
                    f"{md_escape(_report_point(points.get(row['task'])))} | {md_escape('; '.join(causal.get(row['task'], [])) or '—')} |")
     out += ["", *causal_markdown(report.get("causal") or [])]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _replay_markdown(report: dict[str, Any]) -> str:
+    """A replay directory's report: its arms apart (never pooled), then its causal verdict."""
+    rep, comp = report["replay"], report["completeness"]
+    out = [f"# trajbench replay — {md_escape(rep['task'])}", "",
+           f"A replay of `{md_escape(rep['original'])}`: continuations resampled from one node, m = {rep['m']} per arm "
+           f"({comp['finished_trials']}/{comp['expected_trials']} continuations); not a benchmark run.", "",
+           "| role | from | forced step | success | 95% CI |", "|---|---|---|---|---|"]
+    for a in rep["arms"]:
+        out.append(f"| {a['role']} | {md_escape(a['trial'])} step {a['step']} | {md_escape(a['forced'] or '—')} | "
+                   f"{a['successes']}/{a['n']} | {interval_text(a['interval'])} |")
+    out += ["", *causal_markdown(report["causal"])]
     return "\n".join(out).rstrip() + "\n"
 
 

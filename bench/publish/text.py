@@ -15,7 +15,7 @@ from bench.analysis.diff import has_significant_point
 from bench.analysis.divergence.power import K_LADDER
 from bench.analysis.regression import CATEGORIES
 from bench.analysis.replay import Mismatch, VerifyResult
-from bench.publish.causal import render_causal
+from bench.publish.causal import interval_text, render_causal
 from bench.publish.labels import sibling_labels
 
 
@@ -58,6 +58,8 @@ def _sequential_lines(seq: dict[str, Any] | None) -> list[str]:
 
 
 def render_report(report: dict[str, Any], max_tasks: int = 60) -> str:
+    if "replay" in report:
+        return "\n".join(replay_report_lines(report))
     run, suite, comp = report["run"], report["suite"], report["completeness"]
     agent = run["agent"]
     label = " (SIMULATED agent, not a real one)" if agent.get("simulated") else ""
@@ -107,6 +109,24 @@ def render_report(report: dict[str, Any], max_tasks: int = 60) -> str:
     if report.get("causal"):
         lines += ["", *render_causal(report["causal"])]
     return "\n".join(lines)
+
+
+def replay_report_lines(report: dict[str, Any]) -> list[str]:
+    """The report of a replay directory: per arm its continuation success (never pooled), then the verdict."""
+    run, comp, rep = report["run"], report["completeness"], report["replay"]
+    lines = [f"trajbench report — {run['dir']}",
+             f"a replay of {rep['original']}, task {rep['task']}: continuations resampled from one node (not a benchmark "
+             "run: no pass^k, no divergence)",
+             f"agent {run['agent']['name']}; m = {rep['m']} per arm; continuations {comp['finished_trials']}/"
+             f"{comp['expected_trials']} finished, {comp['error_trials']} infrastructure errors (excluded)"]
+    if comp["torn_bytes"]:
+        lines.append(f"warning: the log ends in a torn line ({comp['torn_bytes']} bytes), ignored")
+    lines += ["", "Arms (continuation success, exact 95% interval)",
+              f"  {'role':<12} {'from':<44} {'forced step':<40} {'succ/n':>7}  95% CI"]
+    for a in rep["arms"]:
+        lines.append(f"  {a['role']:<12} {(a['trial'] + ' step ' + str(a['step']))[:44]:<44} {(a['forced'] or '—')[:40]:<40} "
+                     f"{a['successes']:>3}/{a['n']:<3}  {interval_text(a['interval'])}")
+    return [*lines, "", *render_causal(report["causal"])]
 
 
 def render_variants(section: dict[str, Any]) -> list[str]:
