@@ -66,7 +66,7 @@ def test_a_compressed_log_is_frames_per_attempt_and_decompresses_to_the_plain_li
     plain = read_log(out)  # zstandard's own multi-frame decoder
     summaries = plain.count(b'"type":"trial"')
     assert data.count(b"\x28\xb5\x2f\xfd") >= 2 * summaries  # an attempt's steps, then its summary
-    assert len(data) * 2 < len(plain)  # small oracle trials; ~6x on model transcripts (docs/performance.md)
+    assert len(data) * 3 < len(plain) * 2  # small oracle trials (1.7x); ~4x on model transcripts (docs/performance.md)
     log = read_run(out)
     records = [orjson.loads(line) for line in plain.splitlines()]
     assert dict(log.summaries) == {r["trial"]: r for r in records if r["type"] == "trial"}
