@@ -112,6 +112,13 @@ def test_hf_round_trip_through_load_from_disk(run_dir, tmp_path):
     assert set(dd) == {"steps", "trials"}
     check_tables(run_dir, dd["steps"], dd["trials"])
     assert json.loads((out / "run.json").read_text())["run_id"] == dd["trials"][0]["run_id"]
+    # written through a scratch Arrow file (streamed), which is gone; the same rows, the same files
+    assert sorted(p.name for p in out.iterdir()) == ["dataset_dict.json", "run.json", "steps", "trials"]
+    again = tmp_path / "hf2"
+    export_run(run_dir, "hf", again)
+    for name in ("steps", "trials"):
+        for f in sorted((out / name).iterdir()):
+            assert f.read_bytes() == (again / name / f.name).read_bytes(), f
 
 
 def test_dataset_card_declares_both_configs(run_dir, tmp_path):

@@ -240,12 +240,18 @@ class RunLog:
         """(task, its trials in log order), one task at a time: the manifest's tasks first, in
         its order, then any other task in order of first appearance; tasks without a chosen
         trial are left out. Only one task's summaries are in memory at once."""
+        for task, trials in self._groups(base_only, valid_only).items():
+            yield task, [self.summaries[t] for t in trials]
+
+    def task_ids(self, *, base_only: bool = True, valid_only: bool = False) -> list[str]:
+        """The tasks `by_task` walks, in its order, without reading a summary."""
+        return list(self._groups(base_only, valid_only))
+
+    def _groups(self, base_only: bool, valid_only: bool) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {t: [] for t in self.manifest.get("tasks", []) if isinstance(t, str)}
         for trial, core in self._chosen(base_only, valid_only):
             groups.setdefault(core.task, []).append(trial)
-        for task, trials in groups.items():
-            if trials:
-                yield task, [self.summaries[t] for t in trials]
+        return {task: trials for task, trials in groups.items() if trials}
 
 
 @dataclass(frozen=True)
