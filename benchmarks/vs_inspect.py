@@ -200,9 +200,10 @@ def main() -> None:
         fig["tb_bytes"].append(log_of(run_dir).stat().st_size / trajectories)
         plain = plain_copy(run_dir, work / f"tb-{r}-plain")
         fig["plain_bytes"].append((plain / "trajectories.jsonl").stat().st_size / trajectories)
-        for _ in range(3):  # interleaved: the report on the compressed log, then on the plain one
-            fig["report_zst"].append(report_seconds(run_dir))
-            fig["report_plain"].append(report_seconds(plain))
+        for i in range(4):  # interleaved, the order alternating: the report on the compressed log and on the plain one
+            first, second = ("report_zst", "report_plain") if i % 2 == 0 else ("report_plain", "report_zst")
+            fig[first].append(report_seconds(run_dir if first == "report_zst" else plain))
+            fig[second].append(report_seconds(run_dir if second == "report_zst" else plain))
         fig["in_bytes"].append(eval_log.stat().st_size / trajectories)
         read_s, report_s, tb_out = trajbench_read(run_dir)
         fig["tb_read"].append(read_s)
