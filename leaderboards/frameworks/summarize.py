@@ -136,8 +136,9 @@ def divergence_lines(task: str, runs: list[Run]) -> list[str]:
         row = next((r for r in run.report["divergence"]["tasks"] if r["task"] == task), None)
         if row is None or not row["mixed"]:
             outcome = "all fail" if row is None or row["successes"] == 0 else "all succeed"
-            out.append(f"- {run.agent}: no mixed outcomes ({outcome}), no divergence point to look for "
-                       f"({row['distinct_trajectories'] if row else 0} distinct trajectories).")
+            paths = row["distinct_trajectories"] if row else 0
+            out.append(f"- {run.agent}: no mixed outcomes ({outcome}), so no divergence point to look for "
+                       f"({paths} distinct path{'s' if paths != 1 else ''} in writes and stops).")
             continue
         branch = row.get("divergence") or row.get("candidate")
         if branch is None:
