@@ -14,7 +14,10 @@ divergence analysis alone (`divergence_section(run_dir)`). Each phase prints wal
 seconds; `--repeat N` runs each N times (the statistical tests' caches cleared before every
 run, so each is a cold start) and prints the medians. Peak resident memory (`ru_maxrss`) only
 grows, so the report runs first and its peak is its own. CPU seconds are the robust figure on
-a shared, busy machine.
+a shared, busy machine. At a million trials: `speed --tasks 10000 --k 100 --keep DIR` (a 4 GB
+log, written once); the peak memory of each reading command as its own process (`report`,
+`verify`, `diff`, `export`), beside the bare parse, is `benchmarks/memory.py measure` on the
+same run (`make-synthetic OUT --trials 1000000` writes it with this generator).
 
 `detection` simulates tasks at the level of trial paths (the same model as the `sim` agent's
 planting, without running tools): reference actions r_0..r_7; each trial takes the planted

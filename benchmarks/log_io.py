@@ -20,7 +20,8 @@ from pathlib import Path
 
 import orjson
 
-from bench.runs.rundir import LOG, LogWriter, read_run, write_manifest
+from bench.runs.logfile import LOG, LogWriter
+from bench.runs.rundir import read_run, write_manifest
 
 
 def records(n: int, odd: bool) -> list[dict]:

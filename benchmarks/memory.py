@@ -7,8 +7,8 @@
 
 `measure` runs each command as its own process (`python -m bench ...`, its output discarded)
 and reads the child's own peak resident memory and CPU from `wait4`, so each figure is that
-command's alone: `report --json`, `verify`, `diff RUN RUN` (the run against itself) and
-`export --format jsonl`; `parse` is the baseline, a process that merely `orjson.loads` every
+command's alone: `report --json`, `verify`, `diff RUN RUN` (the run against itself),
+`export --format jsonl` and (`export-hf`, not by default) `export --format hf`; `parse` is the baseline, a process that merely `orjson.loads` every
 line of the log and keeps nothing. `--code DIR` puts another checkout first on the import path
 (e.g. /work/main, to measure the code before a change beside the code after it).
 
@@ -47,6 +47,7 @@ def _commands(run: Path, scratch: Path) -> dict[str, list[str]]:
         "verify": bench + ["verify", str(run), "--json"],
         "diff": bench + ["diff", str(run), str(run), "--json"],
         "export": bench + ["export", str(run), "--format", "jsonl", "--out", str(scratch / "export")],
+        "export-hf": bench + ["export", str(run), "--format", "hf", "--out", str(scratch / "export")],
     }
 
 
@@ -137,7 +138,7 @@ def main() -> None:
         p.add_argument("--code", default=str(ROOT), help="the checkout to import bench from (default: this one)")
         if name == "measure":
             p.add_argument("--commands", nargs="+", default=["parse", "report", "verify", "diff", "export"],
-                           choices=["parse", "report", "verify", "diff", "export"])
+                           choices=["parse", "report", "verify", "diff", "export", "export-hf"])
         p.set_defaults(func=func)
     for name, func in (("make-sim", make_sim), ("make-synthetic", make_synthetic)):
         p = sub.add_parser(name)

@@ -15,9 +15,10 @@ from scipy import stats
 
 from bench.adapters.spec import parse_agent_spec
 from bench.analysis import exact as exact_tests
-from bench.analysis.divergence.keys import read_keyed, step_keys
+from bench.analysis.divergence import section as section_module
+from bench.analysis.divergence.keys import Keyer, read_keyed, step_keys
 from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials, TrialPath
-from bench.analysis.divergence.section import analyse, divergence_section
+from bench.analysis.divergence.section import analyse, analyse_run, divergence_section
 from bench.analysis.exact import boschloo_test, exact_test, information_gain
 from bench.analysis.metrics import benjamini_hochberg
 from bench.canonical import step_key
@@ -26,7 +27,7 @@ from bench.publish.text import render_divergence as render_divergence_text
 from bench.runs.rundir import read_run
 from bench.runs.runner import RunConfig, run_benchmark
 from bench.world.task import load_schema
-from tests.conftest import MINI
+from tests.conftest import MINI, read_log, write_log
 
 
 def h(p):
@@ -305,7 +306,7 @@ def noisy_run(tmp_path_factory):
 def _independent_trees(run_dir, decisions):
     """Each task's prefix tree recomputed from the raw log lines, with plain dicts (with
     `decisions`, over the writes only: the decision rule)."""
-    lines = [orjson.loads(x) for x in (run_dir / "trajectories.jsonl").read_bytes().splitlines()]
+    lines = [orjson.loads(x) for x in read_log(run_dir).splitlines()]
     summaries = {r["trial"]: r for r in lines if r["type"] == "trial"}
     steps = defaultdict(list)
     for r in lines:
@@ -356,6 +357,37 @@ def test_run_section_matches_an_independent_tree(noisy_run, fork):
 
 def test_streaming_and_parsed_log_agree(noisy_run):
     assert orjson.dumps(divergence_section(noisy_run)) == orjson.dumps(divergence_section(read_run(noisy_run)))
+
+
+@pytest.mark.parametrize("options", [DivergenceOptions(), DivergenceOptions(fork="raw"), DivergenceOptions(key="state")],
+                         ids=["decision", "raw", "state"])
+def test_a_run_analysed_in_chunks_reads_as_analysed_whole(noisy_run, monkeypatch, options):
+    # the chunked section (two passes, one BH over the suite) is the whole analysis's, byte for byte
+    whole = analyse_run(noisy_run, options).section
+    assert whole["suite"]["tested_nodes"] > 0 and whole["suite"]["tasks"] >= 3
+    monkeypatch.setattr(section_module, "CHUNK_TRIALS", 13)  # 12 trials a task: one task, sometimes two, a chunk
+    chunked = divergence_section(noisy_run, options)
+    assert orjson.dumps(chunked) == orjson.dumps(whole)
+
+
+def test_packed_keys_of_interleaved_attempts_read_as_built_whole(noisy_run):
+    # a log written before one write per attempt interleaves attempts: a packed attempt reopens
+    events = [ev for a in sorted(read_run(noisy_run).steps.items()) for ev in a[1]][:400]
+    interleaved = events[::2] + events[1::2]
+    interleaved.sort(key=lambda ev: (ev["step"], ev["attempt"]))  # step order within each attempt, attempts mixed
+    for options in (DivergenceOptions(), DivergenceOptions(key="state")):
+        keyer = Keyer(options, {END: 0})
+        for ev in interleaved:
+            keyer.feed_record(ev)
+        keyer.finish()
+        whole = Keyer(options, {END: 0})
+        by_attempt: dict[str, list] = defaultdict(list)
+        for ev in interleaved:
+            by_attempt[ev["attempt"]].append(ev)
+        for attempt, evs in by_attempt.items():
+            got, want = keyer.attempts[attempt], whole.keys(evs)
+            assert (got.keys, got.where, got.calls, got.actions) == (want.keys, want.where, want.calls, want.actions)
+        assert len(keyer.attempts) == len(by_attempt) > 10
 
 
 def test_a_keyed_run_is_analysed_with_the_options_it_was_keyed_with(noisy_run):
@@ -409,11 +441,9 @@ def test_changed_suite_is_not_used_as_reference(noisy_run, tmp_path, mini_copy):
 def test_torn_last_line_and_orphan_attempts_are_ignored(noisy_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(noisy_run, copy)
-    log_path = copy / "trajectories.jsonl"
     orphan = {"type": "step", "trial": "cancel-pending/base/0", "attempt": "cancel-pending/base/0@dead", "step": 0,
               "kind": "tool", "tool": "cancel_order", "args": {"order_id": "O9"}, "read_only": False, "state_hash": "x"}
-    with open(log_path, "ab") as fh:
-        fh.write(orjson.dumps(orphan) + b"\n" + b'{"type": "step", "trial": "can')
+    write_log(copy, read_log(copy) + orjson.dumps(orphan) + b"\n" + b'{"type": "step", "trial": "can')
     assert orjson.dumps(divergence_section(copy)) == orjson.dumps(divergence_section(noisy_run))
 
 

@@ -13,7 +13,7 @@ import pytest
 from bench.cli import run_export
 from bench.errors import BenchError
 from bench.publish.export import STEP_COLUMNS, TRIAL_COLUMNS, export_run
-from tests.conftest import MINI, ROOT, run_cli
+from tests.conftest import MINI, ROOT, read_log, run_cli
 
 AGENT = textwrap.dedent('''
     def agent(episode):
@@ -39,7 +39,7 @@ def run_dir(tmp_path_factory):
 
 
 def log_records(run_dir):
-    recs = [orjson.loads(line) for line in (run_dir / "trajectories.jsonl").read_bytes().splitlines()]
+    recs = [orjson.loads(line) for line in read_log(run_dir).splitlines()]
     summaries = {r["trial"]: r for r in recs if r["type"] == "trial"}
     steps = [r for r in recs if r["type"] == "step"]
     return summaries, steps
@@ -112,6 +112,13 @@ def test_hf_round_trip_through_load_from_disk(run_dir, tmp_path):
     assert set(dd) == {"steps", "trials"}
     check_tables(run_dir, dd["steps"], dd["trials"])
     assert json.loads((out / "run.json").read_text())["run_id"] == dd["trials"][0]["run_id"]
+    # written through a scratch Arrow file (streamed), which is gone; the same rows, the same files
+    assert sorted(p.name for p in out.iterdir()) == ["dataset_dict.json", "run.json", "steps", "trials"]
+    again = tmp_path / "hf2"
+    export_run(run_dir, "hf", again)
+    for name in ("steps", "trials"):
+        for f in sorted((out / name).iterdir()):
+            assert f.read_bytes() == (again / name / f.name).read_bytes(), f
 
 
 def test_dataset_card_declares_both_configs(run_dir, tmp_path):

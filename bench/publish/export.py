@@ -20,8 +20,10 @@ Everything runs offline: nothing is downloaded or uploaded.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -213,11 +215,23 @@ def _tables(datasets: Any, rows: Iterator[dict[str, Any]], columns: list[tuple[s
         yield pa.Table.from_pylist(chunk, schema=schema)
 
 
-def _dataset(datasets: Any, rows: Iterator[dict[str, Any]], columns: list[tuple[str, str, str]]) -> Any:
-    """Rows to an in-memory Arrow-backed Dataset (no cache files are written): `hf` only."""
+def _dataset(datasets: Any, rows: Iterator[dict[str, Any]], columns: list[tuple[str, str, str]], scratch: Path) -> Any:
+    """Rows to a Dataset backed by an Arrow file written batch by batch to `scratch` and
+    memory-mapped (`hf` only): `save_to_disk` then copies it shard by shard, so memory holds
+    one batch, not the run. Its fingerprint is the SHA-256 of that file (the default would
+    hash its path and modification time): the same rows give the same `state.json`."""
     import pyarrow as pa
+    from datasets.table import MemoryMappedTable
 
-    return datasets.Dataset(pa.concat_tables(list(_tables(datasets, rows, columns))))
+    schema = _features(datasets, columns).arrow_schema
+    with pa.OSFile(str(scratch), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for table in _tables(datasets, rows, columns):
+            writer.write_table(table)
+    sha = hashlib.sha256()
+    with open(scratch, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return datasets.Dataset(MemoryMappedTable.from_file(str(scratch)), fingerprint=sha.hexdigest()[:16])
 
 
 def _write_file(datasets: Any, fmt: str, path: Path, rows: Iterator[dict[str, Any]],
@@ -297,9 +311,12 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
         out.mkdir(parents=True, exist_ok=True)
         sources = {"steps": (step_rows(log), STEP_COLUMNS), "trials": (trial_rows(log), TRIAL_COLUMNS)}
         if fmt == "hf":
-            tables = {name: _dataset(datasets, rows, columns) for name, (rows, columns) in sources.items()}
-            counts = {name: len(ds) for name, ds in tables.items()}
-            datasets.DatasetDict(tables).save_to_disk(str(out))
+            with tempfile.TemporaryDirectory(prefix=".trajbench-export-", dir=out) as scratch:
+                tables = {name: _dataset(datasets, rows, columns, Path(scratch) / f"{name}.arrow")
+                          for name, (rows, columns) in sources.items()}
+                counts = {name: len(ds) for name, ds in tables.items()}
+                datasets.DatasetDict(tables).save_to_disk(str(out))
+                del tables  # the memory maps close before their files go
             files = ["dataset_dict.json", "steps/", "trials/"]
         else:
             counts = {name: _write_file(datasets, fmt, out / f"{name}.{fmt}", rows, columns)

@@ -11,10 +11,12 @@ actions keyed the same way (the `Corpus` the tree analysis runs on).
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -87,13 +89,96 @@ class AttemptKeys:
         self.events = 0
 
 
+class PackedAttempts(Mapping[str, AttemptKeys]):
+    """attempt id -> its `AttemptKeys`, held packed: the four sequences of every attempt laid
+    end to end in one int32 array (`[len keys, len calls, len actions, keys, where, calls,
+    actions]` after a header of their lengths and the event count), ~200 bytes an attempt instead of ~2 KB of Python lists, so keying a million
+    trials stays a few hundred MB. Each lookup unpacks a fresh `AttemptKeys` (lists again).
+    The attempt being keyed stays unpacked (`open`) until another attempt's step arrives; a log
+    whose attempts interleave (written before one write per attempt) reopens a packed attempt,
+    which costs only the dead copy left in the array. An attempt with a value beyond int32 (a
+    step number an import wrote) is kept as it is."""
+
+    def __init__(self) -> None:
+        self._data = array("i")
+        self._at: dict[str, int] = {}  # attempt -> offset of its header in _data
+        self._loose: dict[str, AttemptKeys] = {}  # not packable, or being keyed
+        self._state: dict[str, Any] = {}  # key="state": the last state hash of a packed attempt
+        self._open: str | None = None
+
+    def open(self, attempt: str) -> AttemptKeys:
+        """The attempt's keys to extend (packing the one keyed before it)."""
+        if self._open is not None and self._open != attempt:
+            self._pack(self._open)
+        self._open = attempt
+        tk = self._loose.get(attempt)
+        if tk is None:
+            at = self._at.pop(attempt, None)
+            tk = self._loose[attempt] = AttemptKeys() if at is None else self._unpack(at, self._state.pop(attempt, None))
+        return tk
+
+    def close(self) -> None:
+        """Pack the attempt still open (the end of the log)."""
+        if self._open is not None:
+            self._pack(self._open)
+            self._open = None
+
+    def _pack(self, attempt: str) -> None:
+        tk = self._loose[attempt]
+        data, at = self._data, len(self._data)
+        try:
+            data.extend((len(tk.keys), len(tk.calls), len(tk.actions), tk.events))
+            data.extend(tk.keys)
+            data.extend(tk.where)
+            data.extend(tk.calls)
+            data.extend(tk.actions)
+        except (OverflowError, TypeError):  # a value beyond int32: keep its lists
+            del data[at:]
+            return
+        del self._loose[attempt]
+        self._at[attempt] = at
+        if tk.last_state is not None:
+            self._state[attempt] = tk.last_state
+
+    def _unpack(self, at: int, last_state: Any = None) -> AttemptKeys:
+        data = self._data
+        nk, nc, na = data[at], data[at + 1], data[at + 2]
+        i = at + 4
+        tk = AttemptKeys()
+        tk.events, tk.last_state = data[at + 3], last_state
+        tk.keys = data[i:i + nk].tolist()
+        tk.where = data[i + nk:i + 2 * nk].tolist()
+        tk.calls = data[i + 2 * nk:i + 2 * nk + nc].tolist()
+        tk.actions = data[i + 2 * nk + nc:i + 2 * nk + nc + na].tolist()
+        return tk
+
+    def __getitem__(self, attempt: str) -> AttemptKeys:
+        tk = self._loose.get(attempt)
+        if tk is not None:
+            return tk
+        return self._unpack(self._at[attempt], self._state.get(attempt))
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._at
+        yield from self._loose
+
+    def __len__(self) -> int:
+        return len(self._at) + len(self._loose)
+
+    def __contains__(self, attempt: object) -> bool:
+        return attempt in self._at or attempt in self._loose
+
+
 class Keyer:
     """Keys logged step events into ids of a shared vocabulary. The key of each (tool, raw
     arguments) is cached, so that a repeated call costs one orjson.dumps and a dict lookup."""
 
     def __init__(self, options: DivergenceOptions, vocab: dict[str, int]):
         self.vocab = vocab
-        self.attempts: dict[str, AttemptKeys] = {}  # filled by `feed_record`
+        self.labels = list(vocab)  # key id -> label
+        self.attempts: Mapping[str, AttemptKeys] = {}  # filled by `feed_record` (then a PackedAttempts), or given
+        self._packed = PackedAttempts()
+        self._current: tuple[Any, AttemptKeys | None] = (None, None)  # the attempt feed_record is keying
         self._cache: dict[tuple[str, bytes], int] = {}
         self.state_mode = options.key == "state"
         self.ignore_read_only = options.ignore_read_only
@@ -107,6 +192,7 @@ class Keyer:
         i = self.vocab.get(key)
         if i is None:
             i = self.vocab[key] = len(self.vocab)
+            self.labels.append(key)
         return i
 
     def action_id(self, tool: str, args: Any) -> int:
@@ -125,11 +211,28 @@ class Keyer:
         return i
 
     def feed_record(self, ev: Mapping[str, Any]) -> None:
-        """Add a step record of the log (records of each attempt must come in step order)."""
-        tk = self.attempts.get(ev["attempt"])
-        if tk is None:
-            tk = self.attempts[ev["attempt"]] = AttemptKeys()
+        """Add a step record of the log (records of each attempt must come in step order);
+        `finish` once the last is fed."""
+        attempt, tk = self._current
+        if tk is None or attempt != ev["attempt"]:
+            attempt = ev["attempt"]
+            tk = self._packed.open(attempt)
+            self._current = (attempt, tk)
+            self.attempts = self._packed
         self.feed(tk, ev)
+
+    def feed_attempt(self, attempt: str, events: Sequence[Mapping[str, Any]]) -> None:
+        """Add an attempt's step records (in step order) at once."""
+        tk = self._packed.open(attempt)
+        self._current = (attempt, tk)
+        self.attempts = self._packed
+        for ev in events:
+            self.feed(tk, ev)
+
+    def finish(self) -> None:
+        """Pack the attempt `feed_record` keyed last."""
+        self._packed.close()
+        self._current = (None, None)
 
     def feed(self, tk: AttemptKeys, ev: Mapping[str, Any]) -> None:
         """Add one logged event of the attempt (events must come in step order). Runs once per
@@ -209,9 +312,32 @@ def step_keys(events: Sequence[Mapping[str, Any]], options: DivergenceOptions | 
 
 
 
+class Numbering:
+    """Keyer ids -> corpus ids, numbered in order of first appearance in the corpus (task by
+    task, reference first), with the label of each corpus id. Ties between equal nodes fall to
+    the lower id, so this keeps the analysis independent of the order in which the log lists its
+    steps (concurrent trials interleave) and of keys the corpus leaves out. Shared by the chunks
+    of one run (`corpora_of_run`), so that an id means the same key in all of them."""
+
+    def __init__(self, keyer_labels: list[str]):
+        self.ids: dict[int, int] = {0: 0}  # END is 0 in both
+        self.labels: list[str] = [END]  # corpus id -> label
+        self._keyer_labels = keyer_labels
+
+    def renumber(self, keys: list[int]) -> list[int]:
+        ids = self.ids
+        out = [ids.setdefault(k, len(ids)) for k in keys]
+        new = len(ids) - len(self.labels)
+        if new:  # the ids just added are the dict's last entries
+            fresh = list(islice(reversed(ids), new))[::-1]
+            self.labels.extend(self._keyer_labels[k] for k in fresh)
+        return out
+
+
 class Corpus:
-    def __init__(self) -> None:
-        self.vocab: dict[str, int] = {END: 0}
+    def __init__(self, numbering: Numbering | None = None) -> None:
+        self.vocab: dict[str, int] = {END: 0}  # `intern`ed labels (`corpus_of_tasks`)
+        self.labels: list[str] = [END]  # corpus id -> label
         self.task_ids: list[str] = []
         self.references: list[list[int] | None] = []
         self.milestones: list[list[str]] = []
@@ -227,20 +353,14 @@ class Corpus:
         self.raw: list[list[int]] = []
         self.read_only: set[int] = set()
         self.writes: list[bool] = []  # per task: `writes_anywhere`
-        self._ids: dict[int, int] = {0: 0}  # keyer id -> corpus id (`renumber`); END is 0 in both
+        self.numbering = numbering
+        if numbering is not None:
+            self.labels = numbering.labels
 
     def renumber(self, keys: list[int]) -> list[int]:
-        """Keyer ids as corpus ids, numbered in order of first appearance in the corpus (task by
-        task, reference first; `adopt_labels` then names them). Ties between equal nodes fall
-        to the lower id, so this keeps the analysis independent of the order in which the log
-        lists its steps (concurrent trials interleave) and of keys the corpus leaves out."""
-        ids = self._ids
-        return [ids.setdefault(k, len(ids)) for k in keys]
-
-    def adopt_labels(self, keyer_vocab: dict[str, int]) -> None:
-        """Name the corpus ids (`renumber`) with the keyer's labels."""
-        labels = list(keyer_vocab)
-        self.vocab = {labels[old]: new for old, new in self._ids.items()}
+        """Keyer ids as corpus ids (`Numbering`)."""
+        assert self.numbering is not None, "a corpus of a run numbers keyer ids"
+        return self.numbering.renumber(keys)
 
     def intern(self, keys: Sequence[str]) -> list[int]:
         vocab = self.vocab
@@ -249,9 +369,9 @@ class Corpus:
             i = vocab.get(k)
             if i is None:
                 i = vocab[k] = len(vocab)
+                self.labels.append(k)
             out.append(i)
         return out
-
 
 
 def corpus_of_tasks(tasks: Sequence[TaskTrials], decisions: bool = False) -> Corpus:
@@ -312,22 +432,28 @@ def corpus_of_run(run: KeyedRun, suite: Suite | None, pool_variants: bool = Fals
     """Group the valid trials by task (manifest order), with each trial's keys and the task's
     reference from the suite. Like the report's headline figures, only trials on the
     unperturbed inputs count unless `pool_variants`."""
-    c = Corpus()
+    return next(corpora_of_run(run, suite, pool_variants))
+
+
+def corpora_of_run(run: KeyedRun, suite: Suite | None, pool_variants: bool = False,
+                   chunk_trials: int | None = None) -> Iterator[Corpus]:
+    """`corpus_of_run` in chunks of whole tasks of about `chunk_trials` trials (a task is never
+    split; None: one chunk), numbered alike (`Numbering`), built one at a time: the analysis of a
+    million trials holds one chunk's keys and arrays, not the suite's. Every task's reference is
+    keyed first, so which calls are lookups (`Keyer.read_only_ids`) is settled before any
+    trial is: a chunk reads the same wherever the run's chunks begin, and when built again."""
+    numbering = Numbering(run.keyer.labels)
     decisions = run.options.fork == "decision"
+    references = _references(run, suite, pool_variants)
+    c = Corpus(numbering)
     for task_id, rows in run.log.by_task(base_only=not pool_variants, valid_only=True):  # one task in memory at a time
+        if chunk_trials is not None and c.trial_ids and len(c.trial_ids) + len(rows) > chunk_trials:
+            yield _closed(c, run)
+            c = Corpus(numbering)
         rows.sort(key=lambda s: (str(s.get("variant", "")), s.get("index", 0), s["trial"]))
         t = len(c.task_ids)
         c.task_ids.append(task_id)
-        ref_keys: AttemptKeys | None = None
-        names: list[str] = []
-        if suite is not None:
-            try:
-                task = suite.task(task_id)
-            except Exception:  # noqa: BLE001 - the task left the suite: no reference for it
-                task = None
-            if task is not None:
-                ref_keys = reference_keys(suite, task, run.keyer)
-                names = [m["name"] for m in task.milestones]
+        ref_keys, names = references.get(task_id, (None, []))
         attempts = [run.keys(summary) for summary in rows]
         writes = writes_anywhere([run.keyer.lookups(tk) for tk in attempts + ([ref_keys] if ref_keys else [])])
         c.writes.append(writes)
@@ -349,8 +475,27 @@ def corpus_of_run(run: KeyedRun, suite: Suite | None, pool_variants: bool = Fals
                 # the tool-call index of the event that reached each milestone
                 reached = {name: (None if at is None else bisect_left(tk.calls, int(at))) for name, at in reached.items()}
             c.trial_milestones.append(reached or None)
-    c.adopt_labels(run.keyer.vocab)
-    c.read_only = {c._ids[k] for k in run.keyer.read_only_ids if k in c._ids}
+    yield _closed(c, run)
+
+
+def _references(run: KeyedRun, suite: Suite | None, pool_variants: bool) -> dict[str, tuple[AttemptKeys, list[str]]]:
+    """task -> its reference actions keyed (`reference_keys`) and its milestone names, for the
+    run's tasks that the suite still holds."""
+    out: dict[str, tuple[AttemptKeys, list[str]]] = {}
+    if suite is None:
+        return out
+    for task_id in run.log.task_ids(base_only=not pool_variants, valid_only=True):
+        try:
+            task = suite.task(task_id)
+        except Exception:  # noqa: BLE001 - the task left the suite: no reference for it
+            continue
+        out[task_id] = (reference_keys(suite, task, run.keyer), [m["name"] for m in task.milestones])
+    return out
+
+
+def _closed(c: Corpus, run: KeyedRun) -> Corpus:
+    ids = c.numbering.ids if c.numbering is not None else {}
+    c.read_only = {ids[k] for k in run.keyer.read_only_ids if k in ids}
     return c
 
 
@@ -379,13 +524,17 @@ def read_keyed(run_dir: str | Path, options: DivergenceOptions | None = None) ->
     number of steps, not with the log's size; nothing is parsed or keyed twice."""
     o = options or DivergenceOptions()
     keyer = Keyer(o, {END: 0})
-    return KeyedRun(read_run(run_dir, on_step=keyer.feed_record), o, keyer)
+    log = read_run(run_dir, on_step=keyer.feed_record)
+    keyer.finish()
+    return KeyedRun(log, o, keyer)
 
 
 def key_parsed(log: RunLog, options: DivergenceOptions | None = None) -> KeyedRun:
     """Key the steps of a run already read with `read_run`."""
     o = options or DivergenceOptions()
     keyer = Keyer(o, {END: 0})
-    keyer.attempts = {attempt: keyer.keys(events) for attempt, events in log.steps.items()}
+    for attempt, events in log.steps.items():  # one attempt's records at a time, keyed into the packed store
+        keyer.feed_attempt(attempt, events)
+    keyer.finish()
     return KeyedRun(log, o, keyer)
 

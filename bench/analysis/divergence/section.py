@@ -13,14 +13,16 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from bench.analysis.divergence.keys import (
     Corpus,
     KeyedRun,
+    corpora_of_run,
     corpus_of_run,
     corpus_of_tasks,
     key_parsed,
@@ -29,7 +31,8 @@ from bench.analysis.divergence.keys import (
 )
 from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials
 from bench.analysis.divergence.power import detectable_k, smallest_testable_n
-from bench.analysis.divergence.tree import Analysis, analyse_corpus
+from bench.analysis.divergence.tree import Analysis, analyse_corpus, branch_tests
+from bench.analysis.metrics import benjamini_hochberg
 from bench.runs.rundir import Manifest, RunLog, gc_paused, suite_of_run
 from bench.world.suite import Suite
 
@@ -404,18 +407,40 @@ def _lookup_context(ctx: _Context, idx: np.ndarray, v: int, at: str) -> dict[str
     return {"at": at, "tool_call": d, "trials": len(trials), "alternatives": alternatives}
 
 
-def _suite_row(ctx: _Context, tasks: list[dict[str, Any]], tally: _Tally) -> dict[str, Any]:
-    a = ctx.a
+@dataclass
+class _Totals:
+    """The suite row's counts, summed over the chunks of a run."""
+
+    tasks: int = 0
+    trials: int = 0
+    steps: int = 0
+    branch_nodes: int = 0
+    tested_nodes: int = 0
+    significant_nodes: int = 0
+    tasks_with_divergence: int = 0
+
+    def add(self, ctx: _Context) -> None:
+        a = ctx.a
+        self.tasks += len(a.task_ids)
+        self.trials += len(a.trial_ids)
+        self.steps += int(a.lengths.sum() - a.lengths.size)
+        self.branch_nodes += int((ctx.n_groups >= 2).sum())
+        self.tested_nodes += int(a.tested.sum())
+        self.significant_nodes += int(ctx.significant.sum())
+        self.tasks_with_divergence += int((a.divergence_node >= 0).sum())
+
+
+def _suite_row(o: DivergenceOptions, totals: _Totals, tasks: list[dict[str, Any]], tally: _Tally) -> dict[str, Any]:
     both = [(t["first_divergence"]["success_failure"]["median_step"], t["first_divergence"]["success_success"]["median_step"])
             for t in tasks]
     both = [(x, y) for x, y in both if x is not None and y is not None]
     return {
-        "tasks": len(a.task_ids), "mixed_tasks": tally.mixed, "trials": len(a.trial_ids),
-        "steps": int(a.lengths.sum() - a.lengths.size),
-        "branch_nodes": int((ctx.n_groups >= 2).sum()), "tested_nodes": int(a.tested.sum()),
-        "significant_nodes": int(ctx.significant.sum()),
-        "tasks_with_divergence": int((a.divergence_node >= 0).sum()),
-        "testable_from_k": smallest_testable_n(a.options.alpha, a.options.test),
+        "tasks": totals.tasks, "mixed_tasks": tally.mixed, "trials": totals.trials,
+        "steps": totals.steps,
+        "branch_nodes": totals.branch_nodes, "tested_nodes": totals.tested_nodes,
+        "significant_nodes": totals.significant_nodes,
+        "tasks_with_divergence": totals.tasks_with_divergence,
+        "testable_from_k": smallest_testable_n(o.alpha, o.test),
         "depth_distribution": [{"step": d, "tasks": k} for d, k in sorted(tally.depths.items())],
         "failure_branch_tools": [{"tool": k, "tasks": v} for k, v in tally.tools.most_common(10)],
         "failure_branch_actions": [{"action": k, "tasks": v, "task_ids": tally.action_tasks[k][:5]}
@@ -431,10 +456,19 @@ def _suite_row(ctx: _Context, tasks: list[dict[str, Any]], tally: _Tally) -> dic
 
 def build_section(a: Analysis, c: Corpus) -> dict[str, Any]:
     """The JSON section of an analysis (steps 5–6)."""
-    ctx = _context(a, c)
-    tally = _Tally()
-    tasks = [_task_row(ctx, t, tally) for t in range(len(a.task_ids))]
-    return {"version": DIVERGENCE_VERSION, "options": a.options.as_dict(), "suite": _suite_row(ctx, tasks, tally), "tasks": tasks}
+    return _section(a.options, iter([(a, c)]))
+
+
+def _section(o: DivergenceOptions, parts: Iterator[tuple[Analysis, Corpus]]) -> dict[str, Any]:
+    """The JSON section of a run analysed in chunks of whole tasks, one chunk at a time: the
+    tasks' rows are each chunk's, the suite row sums them."""
+    tally, totals = _Tally(), _Totals()
+    tasks: list[dict[str, Any]] = []
+    for a, c in parts:
+        ctx = _context(a, c)
+        totals.add(ctx)
+        tasks.extend(_task_row(ctx, t, tally) for t in range(len(a.task_ids)))
+    return {"version": DIVERGENCE_VERSION, "options": o.as_dict(), "suite": _suite_row(o, totals, tasks, tally), "tasks": tasks}
 
 
 def _survival(leave: np.ndarray, success: np.ndarray, L: int) -> dict[str, Any]:
@@ -492,35 +526,67 @@ def _reference_suite(manifest: Manifest, suite: Suite | None, load_reference: bo
     return found, None if missing is None else str(missing)
 
 
-@gc_paused()  # a large run's keys are millions of objects the collector need not rescan
-def analyse_run(run: str | Path | RunLog | KeyedRun, options: DivergenceOptions | None = None, *,
-                suite: Suite | None = None, load_reference: bool = True) -> Analysis:
-    """Divergence analysis of a run: a run directory (read with `read_keyed`, which needs far
-    less memory than `read_run`), a parsed `RunLog`, or a `KeyedRun` (analysed with the options
-    it was keyed with). The reference analysis needs the run's suite: pass it, or it is
-    reopened from the manifest (`bench.runs.rundir.suite_of_run`: the same content hash);
-    otherwise that part is skipped and the reason recorded."""
+def _keyed(run: str | Path | RunLog | KeyedRun, options: DivergenceOptions | None) -> KeyedRun:
     if isinstance(run, KeyedRun):
         if options is not None and options != run.options:
             raise ValueError("a KeyedRun is analysed with the options it was keyed with")
-        options = run.options
+        return run
     o = options or DivergenceOptions()
-    if isinstance(run, RunLog):
-        run = key_parsed(run, o)
-    elif not isinstance(run, KeyedRun):
-        run = read_keyed(run, o)
-    found, reason = _reference_suite(run.log.manifest, suite, load_reference)
-    corpus = corpus_of_run(run, found, o.pool_variants)
-    analysis = analyse_corpus(corpus, o)
+    return key_parsed(run, o) if isinstance(run, RunLog) else read_keyed(run, o)
+
+
+@gc_paused()  # a large run's keys are millions of objects the collector need not rescan
+def analyse_run(run: str | Path | RunLog | KeyedRun, options: DivergenceOptions | None = None, *,
+                suite: Suite | None = None, load_reference: bool = True) -> Analysis:
+    """Divergence analysis of a run, whole (the viewer walks its arrays): a run directory
+    (read with `read_keyed`, which needs far less memory than `read_run`), a parsed `RunLog`,
+    or a `KeyedRun` (analysed with the options it was keyed with). The reference analysis
+    needs the run's suite: pass it, or it is reopened from the manifest
+    (`bench.runs.rundir.suite_of_run`: the same content hash); otherwise that part is skipped
+    and the reason recorded. For the section alone, `divergence_section` holds less."""
+    keyed = _keyed(run, options)
+    found, reason = _reference_suite(keyed.log.manifest, suite, load_reference)
+    corpus = corpus_of_run(keyed, found, keyed.options.pool_variants)
+    analysis = analyse_corpus(corpus, keyed.options)
     analysis.section = build_section(analysis, corpus)
     analysis.section["reference"] = {"available": found is not None, "reason": reason}
     return analysis
 
 
+CHUNK_TRIALS = 20_000  # trials per chunk of `divergence_section` (whole tasks): ~100 MB of arrays and keys
+
+
+@gc_paused()
 def divergence_section(run: str | Path | RunLog | KeyedRun, options: DivergenceOptions | None = None, *,
                        suite: Suite | None = None, load_reference: bool = True, **option_fields: Any) -> dict[str, Any]:
-    """The report's `divergence` section (JSON-serialisable; bench/schemas/divergence.schema.json)."""
+    """The report's `divergence` section (JSON-serialisable; bench/schemas/divergence.schema.json),
+    equal to `analyse_run(...).section` but holding one chunk of tasks at a time
+    (`CHUNK_TRIALS`): a first pass tests each chunk's branch nodes and keeps only their
+    p-values; Benjamini–Hochberg runs over the suite's family; a second pass builds each
+    chunk again and writes its tasks' rows. A run of one chunk is analysed once."""
     if option_fields:
         base = asdict(options) if options is not None else {}
         options = DivergenceOptions(**{**base, **option_fields})
-    return analyse_run(run, options, suite=suite, load_reference=load_reference).section
+    keyed = _keyed(run, options)
+    o = keyed.options
+    found, reason = _reference_suite(keyed.log.manifest, suite, load_reference)
+
+    def chunks() -> Iterator[Corpus]:
+        return corpora_of_run(keyed, found, o.pool_variants, CHUNK_TRIALS)
+
+    first_pass = chunks()
+    first = next(first_pass)
+    second = next(first_pass, None)
+    if second is None:  # one chunk: the whole analysis at once
+        a = analyse_corpus(first, o)
+        section = _section(o, iter([(a, first)]))
+    else:
+        tests = [branch_tests(c, o) for c in chain([first, second], first_pass)]
+        del first, second
+        families = [bt.family(o.alpha) for bt in tests]
+        q = benjamini_hochberg(np.concatenate(families)) if families else np.array([])
+        bounds = np.cumsum([0] + [f.size for f in families])
+        parts = ((analyse_corpus(c, o, bt, q[lo:hi]), c) for c, bt, lo, hi in zip(chunks(), tests, bounds[:-1], bounds[1:]))
+        section = _section(o, parts)
+    section["reference"] = {"available": found is not None, "reason": reason}
+    return section

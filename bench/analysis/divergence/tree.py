@@ -142,7 +142,7 @@ def _flatten(c: Corpus) -> _Flat:
         body = pos_index < np.repeat(lengths - 1, lengths)
         flat_keys[body] = np.fromiter(chain.from_iterable(c.keys), dtype=np.int64, count=int(body.sum()))
         flat_steps[body] = np.fromiter(chain.from_iterable(c.steps), dtype=np.int64, count=int(body.sum()))
-    return _Flat(len(c.task_ids), len(c.vocab) + 1, np.array(c.trial_task, dtype=np.int64), np.array(c.success, dtype=bool),
+    return _Flat(len(c.task_ids), len(c.labels) + 1, np.array(c.trial_task, dtype=np.int64), np.array(c.success, dtype=bool),
                  lengths, offsets, flat_keys, flat_steps, pos_trial, pos_index)
 
 
@@ -312,33 +312,70 @@ class _Tests:
         return self.tested & (self.qvalue <= alpha)
 
 
-def _branch_tests(g: _Graph, o: DivergenceOptions) -> _Tests:
-    """The exact test of every branch node with enough support and both outcomes; Tarone's
-    screening (a node whose smallest attainable p exceeds alpha can never be significant: it is
-    left out of the family, its margins carry no information about the association); BH."""
+@dataclass
+class BranchTests:
+    """The exact tests of a corpus's candidate nodes (`branch_tests`): what a chunk of a run
+    keeps between the two passes of `bench.analysis.divergence.section` — the suite-wide
+    Benjamini–Hochberg step needs every chunk's p-values before any chunk's q-values exist."""
+
+    nodes: np.ndarray  # the candidate graph nodes, ascending
+    pvalue: np.ndarray
+    pmin: np.ndarray  # nan: none given by the test
+    method: list[str]
+
+    def family(self, alpha: float) -> np.ndarray:
+        """The p-values of the nodes in the BH family (Tarone's screening), in node order."""
+        return self.pvalue[~(self.pmin > alpha)]
+
+
+def _candidate_tests(g: _Graph, o: DivergenceOptions) -> BranchTests:
+    """The exact test of every branch node with enough support and both outcomes."""
     G = g.size
     n_groups = np.bincount(g.group_node, minlength=G)
     candidates = np.flatnonzero((n_groups >= 2) & (g.n >= o.min_support) & (g.s > 0) & (g.s < g.n))
-    pvalue, pmin = np.full(G, np.nan), np.full(G, np.nan)
-    method: list[str | None] = [None] * G
+    pvalue, pmin = np.full(candidates.size, np.nan), np.full(candidates.size, np.nan)
+    method: list[str] = []
     group_start = np.searchsorted(g.group_node, np.arange(G), side="left")
     pm: float | None
-    for v in candidates.tolist():
+    for i, v in enumerate(candidates.tolist()):
         a, b = group_start[v], group_start[v] + n_groups[v]
         sizes, succ = g.group_n[a:b], g.group_s[a:b]
         if o.test == "boschloo" and b - a == 2 and g.n[v] <= o.boschloo_max_n:
             (p, pm), how = boschloo_test(sizes, succ), "boschloo"
         else:
             p, pm, how = exact_test(sizes, succ, permutations=o.permutations, seed=o.seed)
-        pvalue[v] = p
-        pmin[v] = np.nan if pm is None else pm
+        pvalue[i] = p
+        pmin[i] = np.nan if pm is None else pm
+        method.append(how)
+    return BranchTests(candidates, pvalue, pmin, method)
+
+
+def _branch_tests(g: _Graph, o: DivergenceOptions, given: BranchTests | None = None,
+                  family_q: np.ndarray | None = None) -> _Tests:
+    """The candidates' tests (`given`, or run now); Tarone's screening (a node whose smallest
+    attainable p exceeds alpha can never be significant: it is left out of the family, its
+    margins carry no information about the association); BH over the family, or the family's
+    q-values from a suite-wide BH (`family_q`)."""
+    G = g.size
+    bt = given if given is not None else _candidate_tests(g, o)
+    pvalue, pmin = np.full(G, np.nan), np.full(G, np.nan)
+    pvalue[bt.nodes], pmin[bt.nodes] = bt.pvalue, bt.pmin
+    method: list[str | None] = [None] * G
+    for v, how in zip(bt.nodes.tolist(), bt.method):
         method[v] = how
     tested = np.zeros(G, dtype=bool)
-    tested[candidates] = ~(pmin[candidates] > o.alpha)
+    tested[bt.nodes] = ~(bt.pmin > o.alpha)
     qvalue = np.full(G, np.nan)
     family = np.flatnonzero(tested)
-    qvalue[family] = benjamini_hochberg(pvalue[family])
+    qvalue[family] = benjamini_hochberg(pvalue[family]) if family_q is None else family_q
     return _Tests(pvalue, pmin, method, tested, qvalue)
+
+
+def branch_tests(c: Corpus, o: DivergenceOptions) -> BranchTests:
+    """The first pass over a chunk of a run: its tree, graph and candidates' tests only."""
+    f = _flatten(c)
+    tree = _prefix_tree(f)
+    return _candidate_tests(_graph(f, tree, o, c.labels), o)
 
 
 def _divergence_points(f: _Flat, tree: _Tree, g: _Graph, score: np.ndarray, significant: np.ndarray,
@@ -417,14 +454,17 @@ def _leaving_reference(c: Corpus, f: _Flat, tree: _Tree) -> tuple[np.ndarray, np
     return leave_ref, tree_on_ref, tree_ref_next
 
 
-def analyse_corpus(c: Corpus, o: DivergenceOptions) -> Analysis:
-    """Steps 2–4 on a keyed corpus; the result's `section` is left empty."""
+def analyse_corpus(c: Corpus, o: DivergenceOptions, given: BranchTests | None = None,
+                   family_q: np.ndarray | None = None) -> Analysis:
+    """Steps 2–4 on a keyed corpus; the result's `section` is left empty. A chunk of a run
+    passes its tests from the first pass (`branch_tests`) and its family's q-values from the
+    suite-wide BH step."""
     f = _flatten(c)
     tree = _prefix_tree(f)
-    vocab = list(c.vocab)
+    vocab = c.labels
     g = _graph(f, tree, o, vocab)
     ig, score = _scores(f, g)
-    tests = _branch_tests(g, o)
+    tests = _branch_tests(g, o, given, family_q)
     divergence_node, climbed_from = _divergence_points(f, tree, g, score, tests.significant(o.alpha), o)
     drop, critical_pos = _critical_steps(f, g)
     leave_ref, tree_on_ref, tree_ref_next = _leaving_reference(c, f, tree)
