@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.analysis import metrics
 from bench.analysis.report import build_report
-from bench.runs.rundir import read_run
+from bench.runs.rundir import is_valid, read_run
 
 
 @dataclass
@@ -45,11 +45,14 @@ class Run:
 
 
 def read_trials(run_dir: Path) -> list[Trial]:
-    """Each trial's outcome, failed checks, calls, end state and costs (unperturbed inputs)."""
+    """Each counted trial's outcome, failed checks, calls, end state and costs (unperturbed
+    inputs). Infrastructure errors are left out, as `report` leaves them out of every figure."""
     log = read_run(run_dir)
     out = []
     for trial_id in sorted(log.summaries):
         summary = log.summaries[trial_id]
+        if not is_valid(summary):
+            continue
         steps = log.trial_steps(trial_id)
         out.append(Trial(
             task=summary["task"], outcome=summary["outcome"],
