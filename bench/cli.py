@@ -124,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = base / run_dir_name(spec.name) if (len(specs) > 1 or not args.out) else base
         config = RunConfig(k=args.k, out=out, seed=args.seed, concurrency=args.concurrency, timeout_s=args.timeout,
                            max_steps=args.max_steps, retries=args.retries, progress=not args.quiet,
-                           variants=variants, design=design)
+                           variants=variants, design=design, log_format=args.log_format)
         run_benchmark(suite, spec, task_ids, config, _executor(args), stop_rule=rule)
         print(f"run written to {out} — `trajbench report {out}` shows it")
         if design is None:  # a sequential design stops each task when its rule holds: no fixed grid

@@ -153,6 +153,9 @@ def _add_running(sub: Any, commands: Mapping[str, Handler]) -> None:
     p.add_argument("--variants-per-family", type=_per_family, default=1, metavar="N",
                    help="variants of each family per task, from different seeds (default 1, at most 1,000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--log-format", choices=("zstd", "jsonl"), default="zstd",
+                   help="a new run's log: trajectories.jsonl.zst, one zstd frame per trial (default; `zstdcat` reads "
+                        "it as JSON lines) or plain trajectories.jsonl; a resumed run keeps the log it has")
     p.add_argument("--overlay", metavar="FILE",
                    help="tool overlay (JSON or TOML): change tool names, descriptions, argument schemas or result "
                         "formatting without touching the suite (docs/regression.md)")

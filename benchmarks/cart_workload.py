@@ -179,7 +179,7 @@ class CartAgent:
             if op["tool"] == "submit":
                 break
             observation = episode.call(op["tool"], op["args"])
-            new = [{"role": "tool", "tool_call_id": f"call_{n}", "content": observation.text}]
+            new = [{"role": "tool", "tool_call_id": f"call_{n}", "content": observation.text()}]
             history += 2
         return "done"
 

@@ -14,9 +14,11 @@ Each round runs, alternating A B A B:
   turn counts, so both harnesses have the same steps);
 - whole process: `trajbench run ...` and a `python -c` Inspect driver as child processes, CPU
   from `getrusage(RUSAGE_CHILDREN)` deltas (start-up and imports included);
-- the logs: bytes per trajectory of `trajectories.jsonl` and of the `.eval` file;
+- the logs: bytes per trajectory of trajbench's log (`trajectories.jsonl.zst`, the default; and
+  the same records as plain JSON lines, `--log-format jsonl`) and of Inspect's `.eval` file;
 - read-back: `read_run` and `build_report` (which reads the log itself) against
-  `inspect_ai.log.read_eval_log`.
+  `inspect_ai.log.read_eval_log`; and `build_report` on the compressed log against the same
+  run with its log decompressed to plain JSON lines (what the compression costs the reader).
 Then the medians, the ratios (Inspect / trajbench), and pass@1 of both, checked equal to each
 other and to the scripted truth, trial by trial.
 
@@ -88,6 +90,33 @@ def inspect_process(samples: int, epochs: int, log_dir: Path, parallel: int) -> 
     return timed_child([sys.executable, "-c", code])
 
 
+def log_of(run_dir: Path) -> Path:
+    """The run's log: compressed (the default since 0.2) or plain (a trajbench before it)."""
+    packed = run_dir / "trajectories.jsonl.zst"
+    return packed if packed.exists() else run_dir / "trajectories.jsonl"
+
+
+def plain_copy(run_dir: Path, dest: Path) -> Path:
+    """The run with its log as plain JSON lines (a compressed log decompressed): the same records."""
+    import zstandard
+
+    dest.mkdir()
+    shutil.copy2(run_dir / "run.json", dest / "run.json")
+    with open(log_of(run_dir), "rb") as src:
+        plain = src.read() if src.name.endswith(".jsonl") else \
+            zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True).read()
+    (dest / "trajectories.jsonl").write_bytes(plain)
+    return dest
+
+
+def report_seconds(run_dir: Path) -> float:
+    from bench.analysis.report import build_report
+
+    started = time.process_time()
+    build_report(run_dir)
+    return time.process_time() - started
+
+
 def trajbench_read(run_dir: Path) -> tuple[float, float, dict[Any, bool]]:
     """Seconds of read_run and of build_report, and each trial's success keyed (sample, epoch)."""
     from bench.analysis.report import build_report
@@ -156,7 +185,8 @@ def main() -> None:
     steps = count_steps(args.samples, args.epochs)
     truth = workload.expected_passes(args.samples, args.epochs)
     fig: dict[str, list[float]] = {key: [] for key in
-                                   ("tb_cpu", "in_cpu", "tb_proc", "in_proc", "tb_bytes", "in_bytes", "tb_read", "tb_report", "in_read")}
+                                   ("tb_cpu", "in_cpu", "tb_proc", "in_proc", "tb_bytes", "in_bytes", "tb_read", "tb_report",
+                                    "in_read", "plain_bytes", "report_zst", "report_plain")}
     checks = []
     print(f"{args.samples} samples x {args.epochs} epochs = {trajectories} trajectories, {steps} steps; "
           f"{args.rounds} rounds, parallel {args.parallel}; in {work}", flush=True)
@@ -167,7 +197,12 @@ def main() -> None:
         fig["in_cpu"].append(cpu / steps)
         fig["tb_proc"].append(trajbench_process(suite_dir, args.epochs, work / f"tbp-{r}", args.parallel) / steps)
         fig["in_proc"].append(inspect_process(args.samples, args.epochs, work / f"inp-{r}", args.parallel) / steps)
-        fig["tb_bytes"].append((run_dir / "trajectories.jsonl").stat().st_size / trajectories)
+        fig["tb_bytes"].append(log_of(run_dir).stat().st_size / trajectories)
+        plain = plain_copy(run_dir, work / f"tb-{r}-plain")
+        fig["plain_bytes"].append((plain / "trajectories.jsonl").stat().st_size / trajectories)
+        for _ in range(3):  # interleaved: the report on the compressed log, then on the plain one
+            fig["report_zst"].append(report_seconds(run_dir))
+            fig["report_plain"].append(report_seconds(plain))
         fig["in_bytes"].append(eval_log.stat().st_size / trajectories)
         read_s, report_s, tb_out = trajbench_read(run_dir)
         fig["tb_read"].append(read_s)
@@ -186,6 +221,14 @@ def main() -> None:
     print(row("log bytes per trajectory", fig["tb_bytes"], fig["in_bytes"], 1, "B", 0))
     print(row("read-back: read_run / read_eval_log", fig["tb_read"], fig["in_read"], 1, "s"))
     print(row("read-back: build_report / read_eval_log", fig["tb_report"], fig["in_read"], 1, "s"))
+    print()
+    print("| trajbench's log | compressed (default) | plain JSON lines | plain / compressed | per round |")
+    print("|---|---|---|---|---|")
+    print(row("log bytes per trajectory", fig["tb_bytes"], fig["plain_bytes"], 1, "B", 0).replace("| per round", ""))
+    print(row("build_report CPU", fig["report_zst"], fig["report_plain"], 1, "s"))
+    half = statistics.median(fig["in_bytes"]) / 2
+    print(f"\ncompressed log: {statistics.median(fig['tb_bytes']):,.0f} B per trajectory against half of Inspect's "
+          f"{half:,.0f} B (target: at most that)")
     tb_out, in_out = checks[0]
     same = all(t == truth and i == truth for t, i in checks)
     print(f"\npass@1: trajbench {pass_at_1(tb_out):.4f}, Inspect {pass_at_1(in_out):.4f}, scripted truth "

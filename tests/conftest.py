@@ -41,6 +41,37 @@ def cli(capsys):
     return call
 
 
+def read_log(run_dir: Path) -> bytes:
+    """The run's log as JSON lines, in either encoding: a compressed `trajectories.jsonl.zst`
+    decompressed across its frames by zstandard itself (not by trajbench's reader)."""
+    import zstandard
+
+    packed = run_dir / "trajectories.jsonl.zst"
+    if not packed.exists():
+        return (run_dir / "trajectories.jsonl").read_bytes()
+    with open(packed, "rb") as fh:
+        return zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True).read()
+
+
+def trials_logged(run_dir: Path) -> int:
+    """Finished trials in a run directory (0 before it has a manifest), read while the run may
+    still be writing: the reader skips a torn tail."""
+    from bench.errors import BenchError
+    from bench.runs.rundir import read_run
+
+    try:
+        return len(read_run(run_dir).summaries)
+    except BenchError:
+        return 0
+
+
+def write_log(run_dir: Path, data: bytes) -> None:
+    """Replace the run's log with these bytes (JSON lines, maybe broken on purpose) as a plain
+    `trajectories.jsonl`, an encoding every reader reads: what such a test edits is the records."""
+    (run_dir / "trajectories.jsonl.zst").unlink(missing_ok=True)
+    (run_dir / "trajectories.jsonl").write_bytes(data)
+
+
 def assert_follows_the_published_schemas(run_dir: Path) -> None:
     """Every log record and the manifest of a run directory valid against bench/schemas."""
     import jsonschema
@@ -49,7 +80,7 @@ def assert_follows_the_published_schemas(run_dir: Path) -> None:
     from bench.world.task import load_schema
 
     records = jsonschema.Draft202012Validator(load_schema("trajectory-record.schema.json"))
-    for line in (run_dir / "trajectories.jsonl").read_bytes().splitlines():
+    for line in read_log(run_dir).splitlines():
         records.validate(orjson.loads(line))
     jsonschema.validate(orjson.loads((run_dir / "run.json").read_bytes()), load_schema("run.schema.json"))
 

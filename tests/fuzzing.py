@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from bench.cli import main
+from tests.conftest import read_log, write_log
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI = ROOT / "tests" / "fixtures" / "mini"
@@ -418,7 +419,7 @@ def _apply_run_dir(case: dict[str, Any], ws: Workspace, scratch: Path) -> list[C
             return []
         (run / "run.json").write_bytes(dumps(manifest))
     elif case["where"] == "record":
-        lines = (run / "trajectories.jsonl").read_bytes().splitlines()
+        lines = read_log(run).splitlines()
         hits = [i for i, line in enumerate(lines) if json.loads(line).get("type") == case["type"]]
         if not hits:
             return []
@@ -426,12 +427,12 @@ def _apply_run_dir(case: dict[str, Any], ws: Workspace, scratch: Path) -> list[C
         rec = json.loads(lines[i])
         rec = edit_json(rec, [case["key"]], "delete" if case["delete"] and case["key"] in rec else "set", case["value"])
         lines[i] = dumps(rec)
-        (run / "trajectories.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        write_log(run, b"\n".join(lines) + b"\n")
     else:
-        lines = (run / "trajectories.jsonl").read_bytes().splitlines()
+        lines = read_log(run).splitlines()
         at = {"end": len(lines), "start": 0, "middle": len(lines) // 2}[case["at"]]
         lines.insert(at, case["line"].encode("utf-8", "surrogateescape"))
-        (run / "trajectories.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        write_log(run, b"\n".join(lines) + b"\n")
     changed = snapshot([run]) != before
     return [_read_only_call(case["command"], run, ws, scratch, changed)]
 

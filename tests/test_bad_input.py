@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import MINI, run_cli
+from tests.conftest import MINI, read_log, run_cli, write_log
 
 
 def assert_clean_error(proc, *fragments):
@@ -67,7 +67,7 @@ def test_validate_rejects_meaningless_goals(mini_copy):
 def test_bad_agent_specs(spec, fragment, tmp_path):
     proc = run_cli("run", str(MINI), "--agent", spec, "--out", str(tmp_path / "r"))
     assert_clean_error(proc, fragment)
-    assert not (tmp_path / "r" / "trajectories.jsonl").exists()
+    assert not any((tmp_path / "r").glob("trajectories.*"))
 
 
 def test_bad_agent_toml(tmp_path):
@@ -95,9 +95,9 @@ def test_unreadable_or_foreign_run_dirs(tmp_path):
 def test_corrupted_log_line(tmp_path):
     out = tmp_path / "r"
     assert run_cli("run", str(MINI), "--agent", "sim:oracle", "-k", "1", "--out", str(out), "--quiet").returncode == 0
-    lines = (out / "trajectories.jsonl").read_text().splitlines(keepends=True)
+    lines = read_log(out).decode().splitlines(keepends=True)
     lines[1] = "garbage\n"
-    (out / "trajectories.jsonl").write_text("".join(lines))
+    write_log(out, "".join(lines).encode())
     assert_clean_error(run_cli("report", str(out)), "trajectories.jsonl", "line 2")
 
 

@@ -16,7 +16,7 @@ from bench.errors import BenchError
 from bench.runs.rundir import read_run
 from bench.runs.runner import RunConfig, run_benchmark
 from bench.world.suite import load_suite
-from tests.conftest import run_cli
+from tests.conftest import read_log, run_cli, write_log
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +49,10 @@ def test_holm_step_down():
 def test_prefix_that_does_not_replay_is_an_error(retail, tmp_path):
     log = _run(retail, "sim:oracle", [retail.tasks[0].id], tmp_path / "run", k=1)
     trial = next(iter(log.summaries))
-    path = tmp_path / "run" / "trajectories.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    lines = [json.loads(line) for line in read_log(tmp_path / "run").splitlines()]
     first = next(r for r in lines if r["type"] == "step" and r["trial"] == trial and r["step"] == 0)
     first["observation"] = "tampered"  # the log edited after the run
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    write_log(tmp_path / "run", "".join(json.dumps(r) + "\n" for r in lines).encode())
     log = read_run(tmp_path / "run")
     sampler = Sampler(retail, parse_agent_spec("sim:oracle").build(), 50)
     with pytest.raises(BenchError, match=r"does not restore: trial .*step 0: observation"):

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from bench.adapters.spec import parse_agent_spec
-from bench.runs.rundir import LOG, read_run
+from bench.runs.logfile import log_path
+from bench.runs.rundir import read_run
 from bench.runs.runner import RunConfig, run_benchmark
-from tests.conftest import MINI, ROOT, run_cli
+from tests.conftest import MINI, ROOT, read_log, run_cli, trials_logged
 
 TASKS = 3  # the mini suite
 
@@ -76,9 +77,9 @@ def test_timeout_abandons_a_sleeping_sync_agent_at_the_deadline(mini_suite, tmp_
     assert len(log.summaries) == TASKS
     for s in log.summaries.values():
         assert s["outcome"] == "failure" and s["checks"]["within_time"]["passed"] is False and s["steps"] == 1
-    size = (out / LOG).stat().st_size
+    size = log_path(out).stat().st_size
     time.sleep(4.5)  # the abandoned threads wake up and try to call a tool
-    assert (out / LOG).stat().st_size == size
+    assert log_path(out).stat().st_size == size
 
 
 def test_cli_timeout_2s_on_an_agent_sleeping_20s(tmp_path):
@@ -103,7 +104,7 @@ def test_unencodable_strings_reach_the_log_and_read_back_exactly(mini_suite, tmp
         assert steps[0]["args"] == {"email": "ada\udc80@example.com"}
         assert steps[1]["messages"][0]["content"] == "hi \ud800"
         assert steps[1]["output"] == {"n": 2**80, "s": [1, 2, 3]}  # a big int exactly; a set as its sorted list
-    for line in (out / LOG).read_bytes().splitlines():
+    for line in read_log(out).splitlines():
         json.loads(line)  # every line is JSON text, whichever writer wrote it
     for command in (["report"], ["verify"], ["view"], ["export", "--format", "parquet", "--out", str(tmp_path / "x")]):
         proc = cli(command[0], str(out), *command[1:])
@@ -136,7 +137,7 @@ def test_ctrl_c_stops_the_run_promptly_and_resume_completes_it(tmp_path):
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if (out / LOG).exists() and (out / LOG).read_bytes().count(b'"type":"trial"') >= 3:
+        if trials_logged(out) >= 3:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be interrupted"

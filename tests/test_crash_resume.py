@@ -30,7 +30,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     kills = 0
     progress = []
     for _ in range(14):
-        log = out / "trajectories.jsonl"
+        log = out / "trajectories.jsonl.zst"  # the default encoding: a frame per attempt
         size_before = log.stat().st_size if log.exists() else 0
         proc = start(out)
         deadline = time.monotonic() + 60

@@ -27,7 +27,7 @@ from bench.publish.text import render_divergence as render_divergence_text
 from bench.runs.rundir import read_run
 from bench.runs.runner import RunConfig, run_benchmark
 from bench.world.task import load_schema
-from tests.conftest import MINI
+from tests.conftest import MINI, read_log, write_log
 
 
 def h(p):
@@ -306,7 +306,7 @@ def noisy_run(tmp_path_factory):
 def _independent_trees(run_dir, decisions):
     """Each task's prefix tree recomputed from the raw log lines, with plain dicts (with
     `decisions`, over the writes only: the decision rule)."""
-    lines = [orjson.loads(x) for x in (run_dir / "trajectories.jsonl").read_bytes().splitlines()]
+    lines = [orjson.loads(x) for x in read_log(run_dir).splitlines()]
     summaries = {r["trial"]: r for r in lines if r["type"] == "trial"}
     steps = defaultdict(list)
     for r in lines:
@@ -441,11 +441,9 @@ def test_changed_suite_is_not_used_as_reference(noisy_run, tmp_path, mini_copy):
 def test_torn_last_line_and_orphan_attempts_are_ignored(noisy_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(noisy_run, copy)
-    log_path = copy / "trajectories.jsonl"
     orphan = {"type": "step", "trial": "cancel-pending/base/0", "attempt": "cancel-pending/base/0@dead", "step": 0,
               "kind": "tool", "tool": "cancel_order", "args": {"order_id": "O9"}, "read_only": False, "state_hash": "x"}
-    with open(log_path, "ab") as fh:
-        fh.write(orjson.dumps(orphan) + b"\n" + b'{"type": "step", "trial": "can')
+    write_log(copy, read_log(copy) + orjson.dumps(orphan) + b"\n" + b'{"type": "step", "trial": "can')
     assert orjson.dumps(divergence_section(copy)) == orjson.dumps(divergence_section(noisy_run))
 
 

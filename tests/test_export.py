@@ -13,7 +13,7 @@ import pytest
 from bench.cli import run_export
 from bench.errors import BenchError
 from bench.publish.export import STEP_COLUMNS, TRIAL_COLUMNS, export_run
-from tests.conftest import MINI, ROOT, run_cli
+from tests.conftest import MINI, ROOT, read_log, run_cli
 
 AGENT = textwrap.dedent('''
     def agent(episode):
@@ -39,7 +39,7 @@ def run_dir(tmp_path_factory):
 
 
 def log_records(run_dir):
-    recs = [orjson.loads(line) for line in (run_dir / "trajectories.jsonl").read_bytes().splitlines()]
+    recs = [orjson.loads(line) for line in read_log(run_dir).splitlines()]
     summaries = {r["trial"]: r for r in recs if r["type"] == "trial"}
     steps = [r for r in recs if r["type"] == "step"]
     return summaries, steps

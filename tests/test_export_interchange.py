@@ -24,7 +24,7 @@ from bench.runs.rundir import iter_trials, read_run
 from bench.runs.runner import RunConfig, run_benchmark
 from bench.world.suite import load_suite
 from bench.world.task import load_schema
-from tests.conftest import MINI
+from tests.conftest import MINI, read_log, write_log
 
 AGENT = textwrap.dedent('''
     def agent(episode):
@@ -188,14 +188,14 @@ def test_iter_trials_agrees_with_read_run(runs: dict[str, Path], tmp_path: Path)
     steps and a duplicated summary in the log."""
     run = runs["sim"]
     log = read_run(run)
-    lines = (run / "trajectories.jsonl").read_bytes().splitlines(keepends=True)
+    lines = read_log(run).splitlines(keepends=True)
     first = orjson.loads(lines[0])
     stray = [orjson.dumps({**first, "attempt": "x@dead"}) + b"\n",
              orjson.dumps({"type": "attempt_error", "trial": first["trial"], "attempt": "x@dead", "error": "e"}) + b"\n"]
     summary_line = next(line for line in lines if orjson.loads(line)["type"] == "trial")
     (run.parent / "messy").mkdir()
     (run.parent / "messy" / "run.json").write_bytes((run / "run.json").read_bytes())
-    (run.parent / "messy" / "trajectories.jsonl").write_bytes(b"".join(stray + lines + [summary_line]))
+    write_log(run.parent / "messy", b"".join(stray + lines + [summary_line]))
     streamed = {s["trial"]: steps for s, steps in iter_trials(run.parent / "messy")}
     assert streamed.keys() == log.summaries.keys()
     for trial, steps in streamed.items():

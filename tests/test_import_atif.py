@@ -17,6 +17,7 @@ from bench.analysis.report import build_report
 from bench.cli import main
 from bench.runs.rundir import read_run
 from bench.world.task import load_schema
+from tests.conftest import read_log
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imports" / "atif"
 CONVENTIONS = FIXTURES / "conventions.json"
@@ -88,7 +89,7 @@ def test_a_harbor_job_folder_is_its_trajectory_files(tmp_path: Path) -> None:
 def test_import_follows_the_published_schemas(tmp_path: Path) -> None:
     run = _import(tmp_path, CONVENTIONS, *HARBOR)
     records = jsonschema.Draft202012Validator(load_schema("trajectory-record.schema.json"))
-    for line in (run / "trajectories.jsonl").read_bytes().splitlines():
+    for line in read_log(run).splitlines():
         records.validate(orjson.loads(line))
     jsonschema.validate(orjson.loads((run / "run.json").read_bytes()), load_schema("run.schema.json"))
 

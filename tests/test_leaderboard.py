@@ -20,7 +20,7 @@ from bench.errors import BenchError
 from bench.publish.leaderboard import build_leaderboard
 from bench.publish.leaderboard_page import render_html, render_markdown, write_leaderboard
 from bench.world.task import load_schema
-from tests.conftest import MINI, ROOT, run_cli
+from tests.conftest import MINI, ROOT, read_log, run_cli, write_log
 
 B = 300  # bootstrap replicates in these tests
 
@@ -72,7 +72,7 @@ def board(runs):
 
 def raw(run_dir):
     manifest = json.loads((run_dir / "run.json").read_text())
-    recs = [orjson.loads(line) for line in (run_dir / "trajectories.jsonl").read_bytes().splitlines()]
+    recs = [orjson.loads(line) for line in read_log(run_dir).splitlines()]
     return manifest, recs
 
 
@@ -251,10 +251,10 @@ def test_refuses_the_same_run_twice(runs):
 def test_run_that_fails_verify_is_rejected_with_reasons(runs, tmp_path, capsys):
     bad = tmp_path / "tampered"
     shutil.copytree(runs[1], bad)
-    recs = [orjson.loads(line) for line in (bad / "trajectories.jsonl").read_bytes().splitlines()]
+    recs = [orjson.loads(line) for line in read_log(bad).splitlines()]
     victim = next(r for r in recs if r["type"] == "trial" and r["outcome"] == "failure")
     victim["outcome"], victim["reason"] = "success", None
-    (bad / "trajectories.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    write_log(bad, b"".join(orjson.dumps(r) + b"\n" for r in recs))
 
     out = tmp_path / "lb"
     assert run_leaderboard([str(runs[0]), str(bad)], str(out), bootstrap=50) == 1
@@ -270,8 +270,8 @@ def test_run_that_fails_verify_is_rejected_with_reasons(runs, tmp_path, capsys):
 def test_no_verified_run_writes_nothing(runs, tmp_path, capsys):
     bad = tmp_path / "unfinished"
     shutil.copytree(runs[0], bad)
-    lines = (bad / "trajectories.jsonl").read_bytes().splitlines()
-    (bad / "trajectories.jsonl").write_bytes(b"\n".join(lines[:-1]) + b"\n")  # last summary lost
+    lines = read_log(bad).splitlines()
+    write_log(bad, b"\n".join(lines[:-1]) + b"\n")  # last summary lost
     assert run_leaderboard([str(bad)], str(tmp_path / "lb"), bootstrap=50) == 1
     assert "completeness" in capsys.readouterr().err
     assert not (tmp_path / "lb").exists()

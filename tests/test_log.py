@@ -1,31 +1,47 @@
+import hashlib
+
 import orjson
+import pytest
+import zstandard
 
-from bench.runs.logfile import LogWriter
-from bench.runs.rundir import read_run
-from tests.conftest import MINI, run_cli
+from bench.errors import BenchError
+from bench.runs.logfile import LOG, PACKED_LOG, LogFile, LogWriter, log_path
+from bench.runs.rundir import _unpacked, read_run
+from bench.runs.seal import log_digest
+from tests.conftest import MINI, read_log, run_cli, write_log
 
 
-def make_run(tmp_path, k="2"):
+def make_run(tmp_path, k="2", log_format="zstd"):
     out = tmp_path / "r"
-    assert run_cli("run", str(MINI), "--agent", "sim:oracle", "-k", k, "--out", str(out), "--quiet").returncode == 0
+    proc = run_cli("run", str(MINI), "--agent", "sim:oracle", "-k", k, "--out", str(out), "--quiet",
+                   "--log-format", log_format)
+    assert proc.returncode == 0, proc.stderr
     return out
 
 
-def test_torn_last_line_is_tolerated_reported_and_cut_on_resume(tmp_path):
-    out = make_run(tmp_path)
-    log_path = out / "trajectories.jsonl"
-    whole = read_run(out)
-    with open(log_path, "ab") as fh:
-        fh.write(b'{"type":"step","trial":"cancel-pe')
+def _torn_write(log_format):
+    """What a kill in the middle of a write leaves: part of a line, or part of a frame."""
+    line = b'{"type":"step","trial":"cancel-pending/base/9","attempt":"x","step":0,"kind":"tool"}\n'
+    return line[:30] if log_format == "jsonl" else zstandard.ZstdCompressor().compress(line)[:-5]
+
+
+@pytest.mark.parametrize("log_format", ["zstd", "jsonl"])
+def test_torn_last_write_is_tolerated_reported_and_cut_on_resume(tmp_path, log_format):
+    out = make_run(tmp_path, log_format=log_format)
+    path = log_path(out)
+    assert path.name == (PACKED_LOG if log_format == "zstd" else LOG)
+    whole, torn_bytes = read_run(out), _torn_write(log_format)
+    with open(path, "ab") as fh:
+        fh.write(torn_bytes)
     torn = read_run(out)
-    assert torn.torn_bytes == len(b'{"type":"step","trial":"cancel-pe') and len(torn.summaries) == len(whole.summaries)
+    assert torn.torn_bytes == len(torn_bytes) and len(torn.summaries) == len(whole.summaries)
     report = run_cli("report", str(out))
     assert report.returncode == 0 and "torn line" in report.stdout
-    writer = LogWriter(out)
-    assert writer.torn_bytes > 0
+    writer = LogWriter(out, log_format="jsonl" if log_format == "zstd" else "zstd")  # the log keeps its encoding
+    assert writer.torn_bytes == len(torn_bytes) and writer.path == path
     writer.append({"type": "attempt_error", "trial": "x", "attempt": "y"})
     writer.close()
-    assert log_path.read_bytes().endswith(b'"attempt":"y"}\n')
+    assert read_log(out).endswith(b'"attempt":"y"}\n')
     assert read_run(out).torn_bytes == 0
 
 
@@ -37,25 +53,85 @@ def test_steps_reach_the_file_with_the_record_that_ends_their_attempt(tmp_path):
     writer.append({**step, "attempt": "t@a", "step": 1})
     assert writer.path.read_bytes() == b""  # nothing finished yet: a kill here loses nothing finished
     writer.append({"type": "trial", "trial": "t", "attempt": "t@a", "task": "x", "outcome": "pass"})
-    records = [orjson.loads(line) for line in writer.path.read_bytes().splitlines()]
+    records = [orjson.loads(line) for line in read_log(tmp_path).splitlines()]
     assert [(r["type"], r.get("step")) for r in records] == [("step", 0), ("step", 1), ("trial", None)]
     assert {r["attempt"] for r in records} == {"t@a"}
     writer.close()  # the attempt that never ended keeps its steps
-    assert orjson.loads(writer.path.read_bytes().splitlines()[-1])["attempt"] == "t@b"
+    assert orjson.loads(read_log(tmp_path).splitlines()[-1])["attempt"] == "t@b"
+
+
+def test_a_compressed_log_is_frames_per_attempt_and_decompresses_to_the_plain_lines(tmp_path):
+    out = make_run(tmp_path)
+    data = (out / PACKED_LOG).read_bytes()
+    plain = read_log(out)  # zstandard's own multi-frame decoder
+    summaries = plain.count(b'"type":"trial"')
+    assert data.count(b"\x28\xb5\x2f\xfd") >= 2 * summaries  # an attempt's steps, then its summary
+    assert len(data) * 3 < len(plain) * 2  # small oracle trials (1.7x); ~4x on model transcripts (docs/performance.md)
+    log = read_run(out)
+    records = [orjson.loads(line) for line in plain.splitlines()]
+    assert dict(log.summaries) == {r["trial"]: r for r in records if r["type"] == "trial"}
+    for trial in log.summaries:
+        attempt = log.summaries[trial]["attempt"]
+        assert log.trial_steps(trial) == [r for r in records if r["type"] == "step" and r["attempt"] == attempt]
+    # the seal covers the JSON lines, not their encoding: decompressed for grep, the run still verifies
+    assert log_digest(out) == {"sha256": hashlib.sha256(plain).hexdigest(), "bytes": len(plain)}
+    write_log(out, plain)
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_positions_in_a_compressed_log_name_a_frame_and_an_offset_in_it(tmp_path):
+    out = make_run(tmp_path, k="1")
+    log = read_run(out)
+    reader, (start, end) = LogFile(out / PACKED_LOG), _unpacked(next(iter(log.summaries._spans.values())))
+    assert start >> 32 > 0 and start & 0xFFFFFFFF == 0  # a frame of its own, after its attempt's steps' frame
+    line = reader.read(start, end)
+    assert orjson.loads(line) == log.summaries[next(iter(log.summaries))]
+    (packed,) = [log.steps._spans[a] for a in [log.summaries[next(iter(log.summaries))]["attempt"]]]
+    spans = _unpacked(packed) if isinstance(packed, int) else packed
+    assert len(spans) == 2 and spans[0] == 0 and spans[1] >> 32 == 0  # the steps: the file's first frame, whole
+
+
+def test_a_corrupted_frame_or_line_in_a_compressed_log_is_one_clear_error(tmp_path):
+    out = make_run(tmp_path)
+    path = out / PACKED_LOG
+    good, lines = path.read_bytes(), read_log(out).splitlines(keepends=True)
+    bad = bytearray(good)
+    bad[len(good) // 2] ^= 0xFF  # a flipped byte inside some frame: its checksum or its data no longer holds
+    path.write_bytes(bytes(bad))
+    proc = run_cli("report", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "byte " in proc.stderr and "trajbench repair" in proc.stderr and str(path) in proc.stderr
+    lines[3] = b"garbage\n"  # a bad line in a sound frame: named by its line number, as zstdcat counts
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"".join(lines)))
+    with pytest.raises(BenchError, match="line 4: not valid JSON"):
+        read_run(out)
+
+
+def test_a_run_directory_with_both_encodings_is_refused(tmp_path):
+    out = make_run(tmp_path, k="1")
+    (out / LOG).write_bytes(read_log(out))
+    proc = run_cli("report", str(out))
+    assert proc.returncode == 2 and "both" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_new_log_format_is_checked(tmp_path):
+    with pytest.raises(BenchError, match="unknown log format 'gz'"):
+        LogWriter(tmp_path, log_format="gz")
+    proc = run_cli("run", str(MINI), "--agent", "sim:oracle", "--log-format", "gz", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "--log-format" in proc.stderr
 
 
 def test_every_record_is_one_json_line(tmp_path):
     out = make_run(tmp_path)
-    lines = (out / "trajectories.jsonl").read_bytes().splitlines()
+    lines = read_log(out).splitlines()
     kinds = [orjson.loads(line)["type"] for line in lines]
     assert kinds.count("trial") == 6 and set(kinds) == {"step", "trial"}
 
 
 def test_streamed_steps_are_handed_over_in_order_and_not_kept(tmp_path):
     out = make_run(tmp_path)
-    with open(out / "trajectories.jsonl", "ab") as fh:  # an orphan attempt's step, then a torn line
-        fh.write(orjson.dumps({"type": "step", "trial": "t", "attempt": "t@dead", "step": 0, "kind": "tool"}) + b"\n")
-        fh.write(b'{"type":"step","trial":"cancel-pe')
+    orphan = orjson.dumps({"type": "step", "trial": "t", "attempt": "t@dead", "step": 0, "kind": "tool"}) + b"\n"
+    write_log(out, read_log(out) + orphan + b'{"type":"step","trial":"cancel-pe')  # then a torn line
     whole = read_run(out)
     handed: dict[str, list[dict]] = {}
     streamed = read_run(out, on_step=lambda step: handed.setdefault(step["attempt"], []).append(step))

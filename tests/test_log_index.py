@@ -7,15 +7,15 @@ import orjson
 
 from bench.analysis.replay import verify_run
 from bench.analysis.report import build_report
-from bench.runs.rundir import LOG, read_run
+from bench.runs.rundir import read_run
 from bench.runs.seal import seal_run
-from tests.conftest import MINI, run_cli
+from tests.conftest import MINI, read_log, run_cli, write_log
 
 
-def _plain_parse(path):
+def _plain_parse(run_dir):
     """The reading rules, the naive way: every record in memory."""
     summaries, steps = {}, {}
-    for line in path.read_bytes().split(b"\n"):
+    for line in read_log(run_dir).split(b"\n"):
         if not line.strip():
             continue
         try:
@@ -52,17 +52,17 @@ def _interleaved(lines):
 def test_records_read_on_demand_equal_a_plain_parse_in_any_line_order(tmp_path):
     src = tmp_path / "r"
     assert run_cli("run", str(MINI), "--agent", "sim:noisy?p=0.5", "-k", "3", "--out", str(src), "--quiet").returncode == 0
-    lines = (src / LOG).read_bytes().splitlines()
+    lines = read_log(src).splitlines()
     first = orjson.loads(lines[-1])
     extra = [orjson.dumps({**first, "outcome": "error"}),  # a duplicate summary: the first one counts
              orjson.dumps({"type": "step", "trial": "t", "attempt": "t@orphan", "step": 0, "kind": "tool"})]
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     (mixed / "run.json").write_bytes((src / "run.json").read_bytes())
-    (mixed / LOG).write_bytes(b"\n".join(_interleaved(lines) + extra) + b'\n{"type":"step","tri')
+    write_log(mixed, b"\n".join(_interleaved(lines) + extra) + b'\n{"type":"step","tri')
     for run in (src, mixed):
         log = read_run(run)
-        summaries, steps = _plain_parse(run / LOG)
+        summaries, steps = _plain_parse(run)
         assert dict(log.summaries) == summaries and dict(log.steps) == steps
         assert all(log.trial_steps(t) == steps.get(s["attempt"], []) for t, s in summaries.items())
     log = read_run(mixed)
@@ -77,7 +77,7 @@ def test_report_does_not_depend_on_the_order_of_the_log_lines(tmp_path):
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     (mixed / "run.json").write_bytes((src / "run.json").read_bytes())
-    (mixed / LOG).write_bytes(b"\n".join(_interleaved((src / LOG).read_bytes().splitlines())) + b"\n")
+    write_log(mixed, b"\n".join(_interleaved(read_log(src).splitlines())) + b"\n")
     seal_run(mixed)  # as if its writer had interleaved them: the seal covers the log as written
     a, b = build_report(src, bootstrap=50), build_report(mixed, bootstrap=50)
     a["run"].pop("dir")

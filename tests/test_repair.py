@@ -8,7 +8,7 @@ import pytest
 
 from bench.runs.repair import QUARANTINE
 from bench.runs.rundir import LOG, read_run
-from tests.conftest import MINI
+from tests.conftest import MINI, read_log, write_log
 
 K = 2
 GRID = sorted(f"{t}/base/{i}" for t in ("cancel-pending", "refund-ask-email", "refuse-cancel-delivered") for i in range(K))
@@ -25,8 +25,7 @@ def run_dir(tmp_path, cli):
 def _corrupt(run_dir):
     """Line 2: not JSON; a trial summary with `"outcome": 1` (fails the schema); a step without
     its `kind`; and a torn last line. Returns the original lines and the corrupted line numbers."""
-    log = run_dir / LOG
-    lines = log.read_bytes().splitlines(keepends=True)
+    lines = read_log(run_dir).splitlines(keepends=True)
     summary_at = next(i for i, line in enumerate(lines) if b'"type":"trial"' in line)
     bad_summary = json.loads(lines[summary_at])
     bad_summary["outcome"] = 1
@@ -35,24 +34,24 @@ def _corrupt(run_dir):
     del step["kind"]
     lines[0] = json.dumps(step).encode() + b"\n"
     lines.insert(1, b'{"type": "step", "trial": \xff\xfe oops\n')
-    log.write_bytes(b"".join(lines) + b'{"type": "step", "tr')
+    write_log(run_dir, b"".join(lines) + b'{"type": "step", "tr')
     return lines, sorted({1, 2, summary_at + 2})
 
 
 def test_read_only_commands_name_the_bad_line_and_point_to_repair(run_dir, tmp_path, cli):
     _corrupt(run_dir)
-    before = (run_dir / LOG).read_bytes()
+    before = read_log(run_dir)
     for command in (["report"], ["verify"], ["view", "--out", str(tmp_path / "v.html")], ["diff", str(run_dir)],
                     ["export", "--format", "jsonl", "--out", str(tmp_path / "e")]):
         proc = cli(command[0], str(run_dir), *command[1:])
         assert proc.returncode == 2, (command, proc.stderr)
         assert "line 1" in proc.stderr and str(run_dir / LOG) in proc.stderr and "trajbench repair" in proc.stderr
         assert "Traceback" not in proc.stderr
-    assert (run_dir / LOG).read_bytes() == before  # read-only: untouched
+    assert read_log(run_dir) == before  # read-only: untouched
 
 
 def test_repair_quarantines_bad_lines_keeps_the_rest_and_is_idempotent(run_dir, cli):
-    original = (run_dir / LOG).read_bytes()
+    original = read_log(run_dir)
     total = len(original.splitlines())
     lines, bad = _corrupt(run_dir)
     proc = cli("repair", str(run_dir), "--json")
@@ -65,14 +64,14 @@ def test_repair_quarantines_bad_lines_keeps_the_rest_and_is_idempotent(run_dir, 
     quarantined = [json.loads(line) for line in (run_dir / QUARANTINE).read_bytes().splitlines()]
     assert [q["line"] for q in quarantined] == bad
     assert quarantined[1]["raw"].encode("utf-8", "surrogateescape") == b'{"type": "step", "trial": \xff\xfe oops'
-    repaired = (run_dir / LOG).read_bytes()
+    repaired = read_log(run_dir)
     assert repaired.endswith(b'{"type": "step", "tr')  # the torn tail is left as `run` handles it
     assert repaired.splitlines()[:-1] == [line.rstrip(b"\n") for n, line in enumerate(lines, start=1)
                                           if n not in bad]  # every other line, in order
     # idempotent
     again = cli("repair", str(run_dir))
     assert again.returncode == 0 and "nothing to repair" in again.stdout and "torn last line" in again.stdout
-    assert (run_dir / LOG).read_bytes() == repaired
+    assert read_log(run_dir) == repaired
     assert len((run_dir / QUARANTINE).read_bytes().splitlines()) == 3
     # readable again: one trial lost its summary, and resume plays it again
     assert len(read_run(run_dir).summaries) == len(GRID) - 1
@@ -85,12 +84,53 @@ def test_repair_quarantines_bad_lines_keeps_the_rest_and_is_idempotent(run_dir, 
 
 
 def test_repair_of_a_clean_run_changes_nothing(run_dir, cli):
-    before = (run_dir / LOG).read_bytes()
+    before = read_log(run_dir)
     proc = cli("repair", str(run_dir))
     assert proc.returncode == 0 and "nothing to repair" in proc.stdout, proc.stdout + proc.stderr
-    assert (run_dir / LOG).read_bytes() == before and not (run_dir / QUARANTINE).exists()
+    assert read_log(run_dir) == before and not (run_dir / QUARANTINE).exists()
 
 
 def test_repair_of_something_that_is_no_run_is_bad_input(tmp_path, cli):
     proc = cli("repair", str(tmp_path))
     assert proc.returncode == 2 and "run.json is missing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_repair_of_a_compressed_log_moves_a_bad_frame_and_a_bad_line_and_keeps_the_rest(run_dir, cli):
+    """The default log, one zstd frame per attempt: a frame whose bytes were damaged goes to the
+    quarantine whole (its attempt's trial is played again on resume), a bad line inside a sound
+    frame alone (verify then names its trial's missing step); the other frames keep their lines."""
+    import base64
+
+    import zstandard
+
+    from bench.runs.logfile import PACKED_LOG, frame_length
+
+    path = run_dir / PACKED_LOG
+    data = path.read_bytes()
+    frames, pos = [], 0
+    while pos < len(data):
+        end = frame_length(data, pos)
+        frames.append(data[pos:end])
+        pos = end
+    assert len(frames) == 2 * len(GRID)  # per attempt: its steps, its summary
+    damaged = bytearray(frames[3])  # the second trial's summary
+    damaged[len(damaged) // 2] ^= 0xFF
+    content = zstandard.ZstdDecompressor().decompress(frames[4]).splitlines(keepends=True)  # the third's steps
+    content[0] = b'{"type": "step"}\n'  # lacks its trial, attempt, step and kind
+    frames[3], frames[4] = bytes(damaged), zstandard.ZstdCompressor().compress(b"".join(content))
+    path.write_bytes(b"".join(frames))
+    proc = cli("repair", str(run_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    moved = json.loads(proc.stdout)["moved"]
+    assert len(moved) == 2 and "no readable zstd frame" in moved[0]["reason"] and "lacks" in moved[1]["reason"]
+    quarantined = [json.loads(line) for line in (run_dir / QUARANTINE).read_bytes().splitlines()]
+    assert base64.b64decode(quarantined[0]["raw_base64"]) == bytes(damaged)
+    assert quarantined[1]["raw"] == '{"type": "step"}'
+    log = read_run(run_dir)
+    assert len(log.summaries) == len(GRID) - 1  # the damaged frame's trial
+    assert cli("repair", str(run_dir)).stdout.startswith("nothing to repair")
+    resumed = cli("run", str(MINI), "--agent", "sim:oracle", "-k", str(K), "--out", str(run_dir), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(read_run(run_dir).summaries) == GRID
+    verify = cli("verify", str(run_dir))  # the trial that lost a step line (its summary stayed) is named
+    assert verify.returncode == 1 and "step 0 missing" in verify.stdout and "1 trial(s)" in verify.stdout

@@ -12,7 +12,7 @@ import pytest
 from bench.analysis.report import build_report
 from bench.publish.text import render_report as render_text
 from bench.world.task import load_schema
-from tests.conftest import MINI, run_cli
+from tests.conftest import MINI, read_log, run_cli, write_log
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def noisy_run(tmp_path_factory):
 
 
 def raw_records(run_dir):
-    return [orjson.loads(line) for line in (run_dir / "trajectories.jsonl").read_bytes().splitlines()]
+    return [orjson.loads(line) for line in read_log(run_dir).splitlines()]
 
 
 def test_records_and_manifest_follow_published_schemas(noisy_run):
@@ -90,12 +90,12 @@ def test_divergence_does_not_depend_on_the_order_of_the_log(noisy_run, tmp_path,
     from bench.analysis.divergence.options import DivergenceOptions
 
     by_attempt: dict[str, list[bytes]] = {}  # each attempt's steps and summary, in order
-    for line in (noisy_run / "trajectories.jsonl").read_bytes().splitlines():
+    for line in read_log(noisy_run).splitlines():
         by_attempt.setdefault(orjson.loads(line)["attempt"], []).append(line)
     reordered = tmp_path / "reordered"
     reordered.mkdir()
     (reordered / "run.json").write_bytes((noisy_run / "run.json").read_bytes())
-    (reordered / "trajectories.jsonl").write_bytes(b"".join(line + b"\n" for lines in reversed(by_attempt.values())
+    write_log(reordered, b"".join(line + b"\n" for lines in reversed(by_attempt.values())
                                                             for line in lines))
     options = DivergenceOptions(key=key)
     original, shuffled = (build_report(d, bootstrap=1, divergence=options)["divergence"] for d in (noisy_run, reordered))

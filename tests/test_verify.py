@@ -10,8 +10,9 @@ from bench.analysis.replay import verify_run
 from bench.cli import run_verify
 from bench.errors import BenchError
 from bench.publish.text import render_verify as render_text
+from bench.runs.logfile import log_path
 from bench.runs.seal import seal_run
-from tests.conftest import MINI, run_cli
+from tests.conftest import MINI, read_log, run_cli, write_log
 
 # A python agent that does everything wrong at least once: unknown tools, invalid and non-JSON
 # arguments, bad ask_user calls, model turns with tokens and cost, infrastructure errors (once,
@@ -77,7 +78,7 @@ def messy_run(tmp_path_factory):
 
 
 def records(run_dir):
-    return [orjson.loads(line) for line in (run_dir / "trajectories.jsonl").read_bytes().splitlines()]
+    return [orjson.loads(line) for line in read_log(run_dir).splitlines()]
 
 
 def tamper(run_dir, tmp_path, edit):
@@ -87,7 +88,7 @@ def tamper(run_dir, tmp_path, edit):
     dest = tmp_path / "tampered"
     shutil.copytree(run_dir, dest)
     recs = edit(records(dest))
-    (dest / "trajectories.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    write_log(dest, b"".join(orjson.dumps(r) + b"\n" for r in recs))
     seal_run(dest)
     return verify_run(dest)
 
@@ -492,7 +493,7 @@ def test_an_edited_overlay_record_is_one_clear_error(noisy_run, tmp_path):
 def test_an_appended_log_line_breaks_the_seal(noisy_run, tmp_path):
     dest = tmp_path / "appended"
     shutil.copytree(noisy_run, dest)
-    with open(dest / "trajectories.jsonl", "ab") as fh:
+    with open(log_path(dest), "ab") as fh:  # whichever encoding the log is in
         fh.write(b"\n")
     result = verify_run(dest)
     assert fields(result) == {"log"} and "appended" in result.mismatches[0].detail

@@ -1,93 +1,338 @@
-"""The physical log: `trajectories.jsonl`, an append-only file of JSON lines, one record each.
+"""The physical log: the run's records as JSON lines, in one of two encodings.
 
-`LogWriter` appends whole lines (an attempt's lines in one write); `log_records` reads them back
-in order with the byte span of each line; `LogFile` reads a span again on demand. A torn last
-line (the process was killed mid-write) is tolerated: readers skip it and report it; the writer
-cuts it off before appending. What the records mean (trials, attempts, which summary counts) is
-the logical reader's business: bench/runs/rundir.py.
+`trajectories.jsonl.zst` (what `run` and `import` write by default) is a sequence of independent
+zstd frames, written an attempt at a time: a frame of its step lines, then a frame of the record
+that ends it (its summary or its `attempt_error`), in one write. The frames concatenated decompress to exactly the JSON lines the plain
+encoding holds, so `zstdcat trajectories.jsonl.zst | jq ...` is the plain log. Each frame carries
+its content size and a checksum, so a flipped byte is found, not read. `trajectories.jsonl` (the
+plain encoding: every log written before 0.2, or `run --log-format jsonl`) is the same lines
+uncompressed. A run directory holds one of the two; a run resumed keeps the encoding it has.
+
+Positions: a record is found again by a position `LogFile.read` understands — in a plain log the
+byte offset; in a compressed log `frame_start << 32 | offset in the frame's content`, so one
+trial's records are read by decompressing the one frame that holds them (a few KB).
+
+Crash safety is the plain log's: one write per attempt, so `kill -9` loses only unfinished
+attempts (which resume plays again) and at most the frame (or line) being written: a torn last
+frame or line. Readers skip it and report it; the writer cuts it off before appending. What the
+records mean (trials, attempts, which summary counts) is the logical reader's business:
+bench/runs/rundir.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import orjson
+import zstandard
 
 from bench.canonical import dump_line, load_line
 from bench.errors import BenchError
 
-LOG = "trajectories.jsonl"
+LOG = "trajectories.jsonl"  # the plain encoding
+PACKED_LOG = LOG + ".zst"  # the compressed encoding
+FORMATS = ("zstd", "jsonl")  # `run --log-format`: what a new log is written in
+
+MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame
+_SKIPPABLE = 0x184D2A50  # skippable frames: 0x184D2A50-5F (other tools may add them; readers skip them)
+_OFFSET_BITS = 32  # a compressed log's position: frame_start << 32 | offset in the frame's content
+_IN_FRAME = (1 << _OFFSET_BITS) - 1
+_FRAME_CONTENT = 1 << 20  # the writer starts a new frame past this much content (a long attempt)
+# zstd's fast level -1: ~4.4x on trajbench logs against ~5.6x at levels 1-3, but it decodes ~25%
+# faster (no entropy-coded literals), which keeps `report` on a compressed log as fast as on a
+# plain one, and compresses at ~1 µs per step
+_LEVEL = -1
+
+
+def log_path(run_dir: Path) -> Path:
+    """The run's log: the compressed one, else the plain one (which may not exist yet). Both at
+    once is refused: which one holds the run would be a guess."""
+    packed, plain = run_dir / PACKED_LOG, run_dir / LOG
+    if packed.exists():
+        if plain.exists():
+            raise BenchError(f"the run directory holds both {LOG} and {PACKED_LOG}; keep one (a decompressed copy of "
+                             f"{PACKED_LOG} is its plain encoding: remove whichever you made)", file=str(run_dir))
+        return packed
+    return plain
+
+
+def is_packed(path: Path) -> bool:
+    return path.name.endswith(".zst")
 
 
 class LogFile:
-    """Reads byte spans of the log on demand (one descriptor, positional reads: no shared file
+    """Reads records again by position (one descriptor, positional reads: no shared file
     position, so threads may share it). The log is append-only and a reader never uses the
-    torn tail that a writer may cut off, so spans found by the reading pass stay valid while a
-    run goes on."""
+    torn tail that a writer may cut off, so positions found by the reading pass stay valid while
+    a run goes on. In a compressed log the last frame read is kept: a trial's summary and its
+    steps share one."""
 
     def __init__(self, path: Path):
         self.path = path
         self._fd: int | None = None
+        self._packed = is_packed(path)
+        self._frame: tuple[int, bytes] = (-1, b"")  # (frame start, content): replaced whole, so threads may share it
 
-    def read(self, start: int, end: int) -> bytes:
+    def _pread(self, size: int, offset: int) -> bytes:
         if self._fd is None:
             try:
                 self._fd = os.open(self.path, os.O_RDONLY)
             except OSError as exc:
                 raise BenchError(f"cannot be read: {exc.strerror}", file=str(self.path)) from None
             weakref.finalize(self, os.close, self._fd)
-        return os.pread(self._fd, end - start, start)
+        return os.pread(self._fd, size, offset)
 
-def log_records(path: Path) -> Iterator[tuple[dict[str, Any] | None, int, int]]:
-    """The log's records, checked, each with the byte span of its line; a torn last line (no
-    newline) is yielded as (None, its span)."""
+    def read(self, start: int, end: int) -> bytes:
+        """The bytes of the lines from position `start` to `end` (one frame's, in a compressed log)."""
+        if not self._packed:
+            return self._pread(end - start, start)
+        frame = start >> _OFFSET_BITS
+        cached, content = self._frame
+        if cached != frame:
+            content = self._decompress_at(frame)
+            self._frame = (frame, content)
+        return content[start & _IN_FRAME:end - (frame << _OFFSET_BITS)]
+
+    def _decompress_at(self, offset: int) -> bytes:
+        size = 1 << 11  # a summary's frame is a few hundred bytes, an attempt's steps a few KB
+        while True:
+            data = self._pread(size, offset)
+            try:
+                return unpack_frame(data)  # the frame at the start of `data`; the bytes after it are ignored
+            except ValueError as exc:
+                try:
+                    longer = len(data) == size and frame_length(data, 0) is None  # the frame goes on past `size`
+                except ValueError:
+                    longer = False
+                if not longer:
+                    raise BenchError(f"byte {offset}: {exc}; {_REPAIR_HINT.format(self.path.parent)}",
+                                     file=str(self.path), field=f"byte {offset}") from None
+                size *= 4
+
+
+def frame_length(buf: bytes | memoryview, pos: int) -> int | None:
+    """The length of the zstd (or skippable) frame starting at `pos`, found from its header and
+    block headers without decompressing; None if `buf` ends first. Raises ValueError when the
+    bytes at `pos` are no frame."""
+    n = len(buf)
+    if n < pos + 8:  # every frame is longer
+        return None
+    magic = int.from_bytes(buf[pos:pos + 4], "little")
+    if magic & 0xFFFFFFF0 == _SKIPPABLE:
+        end = pos + 8 + int.from_bytes(buf[pos + 4:pos + 8], "little")
+        return end if end <= n else None
+    if bytes(buf[pos:pos + 4]) != MAGIC:
+        _not_a_frame(buf, pos)
+    descriptor = buf[pos + 4]
+    single_segment = descriptor >> 5 & 1
+    p = pos + 5 + (1 - single_segment) + (0, 1, 2, 4)[descriptor & 3] + (single_segment, 2, 4, 8)[descriptor >> 6]
+    while True:
+        if n < p + 3:
+            return None
+        header = buf[p] | buf[p + 1] << 8 | buf[p + 2] << 16
+        kind = header >> 1 & 3
+        if kind == 3:
+            raise ValueError("a reserved zstd block type")
+        p += 3 + (1 if kind == 1 else header >> 3)
+        if header & 1:  # the last block
+            break
+    p += 4 * (descriptor >> 2 & 1)  # the content checksum
+    return p if p <= n else None
+
+
+def _not_a_frame(buf: bytes | memoryview, pos: int) -> None:
+    raise ValueError(f"not a zstd frame (starts with {bytes(buf[pos:pos + 4])!r})")
+
+
+_DECOMPRESSOR = threading.local()
+
+
+def unpack_frame(frame: bytes | memoryview) -> bytes:
+    """One frame's content (a skippable frame's: nothing). Raises ValueError for a corrupt frame
+    (a bad checksum, bad data) or one whose content does not end with a whole line."""
+    if int.from_bytes(frame[:4], "little") & 0xFFFFFFF0 == _SKIPPABLE:
+        return b""
+    dctx = getattr(_DECOMPRESSOR, "dctx", None)
+    if dctx is None:
+        dctx = _DECOMPRESSOR.dctx = zstandard.ZstdDecompressor()
+    try:
+        try:
+            content: bytes = dctx.decompress(frame)
+        except zstandard.ZstdError as exc:
+            if "content size" not in str(exc):
+                raise
+            content = dctx.decompressobj().decompress(frame)  # a frame written without its size (another tool)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"a corrupted zstd frame ({exc})") from None
+    if content[-1:] not in (b"\n", b""):
+        raise ValueError("a zstd frame whose content does not end with a whole line")
+    return content
+
+
+def _decompress(frame: bytes | memoryview, path: Path, offset: int) -> bytes:
+    """`unpack_frame`, a bad frame being a BenchError that names it."""
+    try:
+        return unpack_frame(frame)
+    except ValueError as exc:
+        raise BenchError(f"byte {offset}: {exc}; {_REPAIR_HINT.format(path.parent)}",
+                         file=str(path), field=f"byte {offset}") from None
+
+
+_REPAIR_HINT = ("the log is corrupted: `trajbench repair {}` moves bad records aside into a quarantine file and keeps "
+                "every valid record")
+
+
+def frames(fh: BinaryIO, path: Path) -> Iterator[tuple[int, int, bytes | None]]:
+    """(start, end, frame bytes) of each frame of a compressed log, reading it in large chunks;
+    a torn last frame comes as (start, end of file, None). Bytes that are no frame raise."""
+    buf, base, pos = b"", 0, 0  # buf holds the file from byte `base`; `pos` indexes buf
+    chunk = 1 << 20
+    while True:
+        try:
+            length = frame_length(buf, pos)
+        except ValueError as exc:
+            raise BenchError(f"byte {base + pos}: {exc}; {_REPAIR_HINT.format(path.parent)}",
+                             file=str(path), field=f"byte {base + pos}") from None
+        if length is None:
+            more = fh.read(max(chunk, len(buf) - pos))
+            if not more:
+                if pos < len(buf):
+                    if _frames_follow(buf, pos + 1):
+                        raise BenchError(f"byte {base + pos}: a zstd frame header claims more bytes than the file "
+                                         f"holds, yet whole frames follow; {_REPAIR_HINT.format(path.parent)}",
+                                         file=str(path), field=f"byte {base + pos}")
+                    yield base + pos, base + len(buf), None
+                return
+            base, buf, pos = base + pos, buf[pos:] + more, 0
+            continue
+        yield base + pos, base + length, buf[pos:length]
+        pos = length
+
+
+def _frames_follow(buf: bytes, start: int) -> bool:
+    """Do whole frames run from some later magic number to the end of `buf`? Then the frame that
+    seemed torn is a corrupted one in the middle of the log, not the last write cut short (which
+    is all a kill can leave)."""
+    at = buf.find(MAGIC, start)
+    while at >= 0:
+        pos = at
+        try:
+            while pos < len(buf):
+                length = frame_length(buf, pos)
+                if length is None:
+                    break
+                pos = length
+        except ValueError:
+            pass
+        if pos == len(buf):
+            return True
+        at = buf.find(MAGIC, at + 1)
+    return False
+
+
+def contents(path: Path) -> Iterator[tuple[int, bytes | None, int]]:
+    """The log (either encoding) as runs of whole lines: (position of the first byte, the lines,
+    end position) — a plain log in ~1 MiB pieces, a compressed one a frame at a time. A torn last
+    line or frame comes last as (start, None, end), `end - start` its bytes on disk."""
     if not path.exists():
         return
     try:
         fh = open(path, "rb")
     except OSError as exc:
         raise BenchError(f"cannot be read: {exc.strerror}", file=str(path)) from None
-    loads, required_of = orjson.loads, _REQUIRED.get  # local names: this loop runs once per line
-    end = 0
     with fh:
-        for line in fh:
-            start = end
-            end += len(line)
-            if line[-1:] != b"\n":  # the last write was cut short
-                yield None, start, end
-                return
-            if line.isspace():
+        if is_packed(path):
+            for start, end, frame in frames(fh, path):
+                if frame is None:
+                    yield start, None, end
+                    return
+                content = _decompress(frame, path, start)
+                base = start << _OFFSET_BITS
+                yield base, content, base + len(content)
+            return
+        offset, rest = 0, b""
+        while chunk := fh.read(1 << 20):
+            data = rest + chunk if rest else chunk
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield offset, data[:cut], offset + cut
+                offset += cut
+            rest = data[cut:]
+        if rest:
+            yield offset, None, offset + len(rest)
+
+
+def log_records(path: Path) -> Iterator[tuple[dict[str, Any] | None, int, int]]:
+    """The log's records, checked, each with the positions of its line (its newline included);
+    a torn last line or frame is yielded as (None, start, end), `end - start` its bytes on disk."""
+    loads, required_of = orjson.loads, _REQUIRED.get  # local names: this loop runs once per line
+    for base, content, last in contents(path):
+        if content is None:  # the last write was cut short
+            yield None, base, last
+            return
+        end = base
+        for line in content.split(b"\n")[:-1]:  # the content ends with a newline
+            start, end = end, end + len(line) + 1
+            if line.startswith(b"{"):  # the fast path of a well-formed orjson line; the rest: parse_record
+                try:
+                    rec: Any = loads(line)
+                    required = required_of(rec["type"])
+                    if required is not None and rec.keys() >= required:
+                        yield rec, start, end
+                        continue
+                except (ValueError, TypeError, KeyError):
+                    pass
+            elif not line or line.isspace():
                 continue
-            try:  # the fast path of a well-formed orjson line; anything else is judged by parse_record
-                rec: Any = loads(line) if line[0] != 32 else None
-                required = required_of(rec["type"])
-                if required is not None and rec.keys() >= required:
-                    yield rec, start, end
-                    continue
-            except (ValueError, TypeError, KeyError):
-                pass
             rec, problem = parse_record(line)
             if problem is not None:
                 number = _line_number(path, start)
-                raise BenchError(f"line {number}: {problem}; the log is corrupted: `trajbench repair {path.parent}` "
-                                 "moves bad lines aside into a quarantine file and keeps every valid record",
+                raise BenchError(f"line {number}: {problem}; {_REPAIR_HINT.format(path.parent)}",
                                  file=str(path), field=f"line {number}")
             yield rec, start, end
 
 
-def _line_number(path: Path, offset: int) -> int:
-    """The number of the line starting at `offset` (counted only to name a bad line)."""
+def _line_number(path: Path, position: int) -> int:
+    """The number of the line starting at `position` (counted only to name a bad line): in the
+    plain log, or in the decompressed stream (what `zstdcat` shows)."""
     newlines = 0
-    with open(path, "rb") as fh:
-        while offset > 0:
-            chunk = fh.read(min(offset, 1 << 20))
-            newlines += chunk.count(b"\n")
-            offset -= len(chunk)
+    for base, content, end in contents(path):
+        if content is None or position < end:
+            return newlines + (content[:position - base].count(b"\n") if content else 0) + 1
+        newlines += content.count(b"\n")
     return newlines + 1
+
+
+def content_digest(path: Path) -> tuple[str, int]:
+    """sha256 and length of the log's content: the plain log's bytes, or a compressed log's
+    decompressed stream (the same JSON lines), with a torn tail's bytes as they are on disk. So a
+    seal holds whichever encoding the log is in, and a log recompressed or decompressed keeps it."""
+    h = hashlib.sha256()
+    size = 0
+    if not path.exists():
+        return h.hexdigest(), 0
+    with open(path, "rb") as fh:
+        if not is_packed(path):
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+            return h.hexdigest(), size
+        for start, end, frame in frames(fh, path):
+            content = _torn_bytes(fh, start, end) if frame is None else _decompress(frame, path, start)
+            h.update(content)
+            size += len(content)
+    return h.hexdigest(), size
+
+
+def _torn_bytes(fh: BinaryIO, start: int, end: int) -> bytes:
+    fh.seek(start)
+    return fh.read(end - start)
 
 
 def parse_record(line: bytes) -> tuple[Any, str | None]:
@@ -119,16 +364,22 @@ class LogWriter:
     """Appends records as whole lines under a lock (trials run in threads). An attempt's step
     lines wait in memory and reach the OS in one unbuffered write together with the record that
     ends the attempt (its summary or its attempt_error): one syscall per attempt instead of one
-    per record. A killed process loses only unfinished attempts, which resume re-runs anyway,
-    and at most the line being written. `fsync_summaries` also survives power loss, at a cost
-    per trial."""
+    per record — in a compressed log, one zstd frame (a long attempt: several frames, one
+    write). A killed process loses only unfinished attempts, which resume re-runs anyway, and
+    at most the write under way. `fsync_summaries` also survives power loss, at a cost per
+    trial. A run directory that has a log keeps its encoding; a new log is written in
+    `log_format` ("zstd" or "jsonl")."""
 
-    def __init__(self, run_dir: Path, fsync_summaries: bool = False):
-        self.path = run_dir / LOG
+    def __init__(self, run_dir: Path, fsync_summaries: bool = False, log_format: str = "zstd"):
+        if log_format not in FORMATS:
+            raise BenchError(f"unknown log format {log_format!r}: expected one of {', '.join(FORMATS)}", field="--log-format")
+        path = log_path(run_dir)
+        self.path = path if path.exists() or log_format == "jsonl" else run_dir / PACKED_LOG
         self.torn_bytes = _cut_torn_tail(self.path)
         self._fh = open(self.path, "ab", buffering=0)
         self._lock = threading.Lock()
         self._fsync = fsync_summaries
+        self._encode: Callable[[list[bytes], bytes], bytes] = packed_writer() if is_packed(self.path) else _plain
         self._pending: dict[Any, list[bytes]] = {}
         self._ended: set[Any] = set()  # attempts whose trial summary is written: sealed
         self.dropped = 0  # records refused: of a sealed attempt, or after close
@@ -139,17 +390,20 @@ class LogWriter:
         arriving after close is dropped: nothing can follow a trial's summary into the log."""
         line = dump_line(record)
         attempt = record.get("attempt")
+        kind = record.get("type")
         with self._lock:
             if attempt in self._ended or self._fh.closed:
                 self.dropped += 1
                 return
-            if record.get("type") == "step":
-                self._pending.setdefault(attempt, []).append(line)
+            if kind == "step":
+                pending = self._pending.get(attempt)
+                if pending is None:
+                    self._pending[attempt] = [line]
+                else:
+                    pending.append(line)
                 return
-            lines = self._pending.pop(attempt, [])
-            lines.append(line)
-            self._fh.write(b"".join(lines))
-            if record.get("type") == "trial":
+            self._fh.write(self._encode(self._pending.pop(attempt, []), line))
+            if kind == "trial":
                 self._ended.add(attempt)
                 if self._fsync:
                     os.fsync(self._fh.fileno())
@@ -158,15 +412,54 @@ class LogWriter:
         """Steps of attempts that never ended (an exception escaped the runner) are kept, as before."""
         with self._lock:
             for lines in self._pending.values():
-                self._fh.write(b"".join(lines))
+                self._fh.write(self._encode(lines, b""))
             self._pending.clear()
             self._fh.close()
 
 
+def _plain(steps: list[bytes], end: bytes) -> bytes:
+    return b"".join(steps) + end
+
+
+def packed_writer() -> Callable[[list[bytes], bytes], bytes]:
+    """(an attempt's step lines, the line that ends it or b"") -> zstd frames, each with its
+    content size and checksum: the steps in one frame (a long attempt: one per ~1 MiB of lines),
+    the end record in a frame of its own, so that reading a trial's summary again decompresses
+    only the summary. Called under the writer's lock (a compressor is not thread-safe)."""
+    compress = zstandard.ZstdCompressor(level=_LEVEL, write_checksum=True, write_content_size=True).compress
+
+    def encode(steps: list[bytes], end: bytes) -> bytes:
+        out: list[bytes] = []
+        group: list[bytes] = []
+        size = 0
+        for line in steps:
+            if group and size + len(line) > _FRAME_CONTENT:
+                out.append(compress(b"".join(group)))
+                group, size = [], 0
+            group.append(line)
+            size += len(line)
+        if group:
+            out.append(compress(b"".join(group)))
+        if end:
+            out.append(compress(end))
+        return b"".join(out)
+
+    return encode
+
+
 def _cut_torn_tail(path: Path) -> int:
-    """Truncate a torn last line so that the next record starts on a line of its own."""
+    """Truncate a torn last line (or frame) so that the next record starts on a line (a frame)
+    of its own; returns the bytes cut."""
     if not path.exists():
         return 0
+    if is_packed(path):
+        with open(path, "rb") as fh:
+            torn = [(start, end) for start, end, frame in frames(fh, path) if frame is None]
+        if not torn:
+            return 0
+        with open(path, "rb+") as fh:
+            fh.truncate(torn[0][0])
+        return torn[0][1] - torn[0][0]
     with open(path, "rb+") as fh:
         size = fh.seek(0, os.SEEK_END)
         if size == 0:

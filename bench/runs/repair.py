@@ -7,7 +7,15 @@ the log. Such lines go to `trajectories.quarantine.jsonl` beside the log, one JS
 not UTF-8 kept by Python's `surrogateescape` (`raw.encode("utf-8", "surrogateescape")` gives the
 original bytes back). The log is then rewritten atomically with every other line, in order.
 
-A torn last line (no newline: a write cut short by a kill) is left as it is: every reader skips
+A compressed log (`trajectories.jsonl.zst`) is repaired the same way, line by line inside its
+frames (line numbers count the decompressed lines, as `zstdcat` shows them), and rewritten with
+one frame per frame it had. A frame that cannot be decompressed (a bad checksum, bad data) or
+bytes that are no frame at all go to the quarantine whole: `{"line": N, "byte": B, "reason": ...,
+"raw_base64": ...}` (N: the number the frame's first line would have had; B: where it was in the
+file; the original bytes base64-encoded). The run is then missing those trials' records, which
+resume plays again.
+
+A torn last line or frame (a write cut short by a kill) is left as it is: every reader skips
 it, and `run` cuts it off when it resumes. Repair is idempotent: a second repair finds nothing.
 A trial whose summary was quarantined has no summary any more, so resuming the run (the same
 `trajbench run` command) plays it again and seals the run anew: repair itself never re-seals, so
@@ -16,6 +24,7 @@ A trial whose summary was quarantined has no summary any more, so resuming the r
 
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,7 +36,7 @@ import jsonschema_rs
 
 from bench.canonical import dump_line
 from bench.errors import BenchError
-from bench.runs.logfile import LOG, parse_record
+from bench.runs.logfile import MAGIC, frame_length, is_packed, log_path, packed_writer, parse_record, unpack_frame
 from bench.runs.rundir import read_manifest
 from bench.world.task import load_schema
 
@@ -74,7 +83,7 @@ def record_problem(line: bytes) -> str | None:
 def repair_run(run_dir: str | Path) -> RepairResult:
     run_dir = Path(run_dir)
     read_manifest(run_dir)  # a run directory, with a readable manifest (a broken run.json is not repaired here)
-    log = run_dir / LOG
+    log = log_path(run_dir)
     result = RepairResult(log, run_dir / QUARANTINE)
     if not log.exists():
         return result
@@ -82,12 +91,26 @@ def repair_run(run_dir: str | Path) -> RepairResult:
         data = log.read_bytes()
     except OSError as exc:
         raise BenchError(f"cannot be read: {exc.strerror}", file=str(log)) from None
+    moved: list[bytes] = []
+    if is_packed(log):
+        rewritten = _repair_packed(data, result, moved)
+    else:
+        kept, tail = _repair_lines(data, 1, result, moved)
+        rewritten = b"".join(line + b"\n" for line in kept) + tail
+    if moved:
+        _write(result.quarantine, b"".join(moved), append=True)
+        _write(log, rewritten, append=False)
+    return result
+
+
+def _repair_lines(data: bytes, first: int, result: RepairResult, moved: list[bytes]) -> tuple[list[bytes], bytes]:
+    """The lines of `data` to keep (without newlines) and its torn tail; the others go to `moved`
+    (numbered from `first`)."""
     lines = data.split(b"\n")
-    tail = lines.pop()  # b"" when the log ends with a newline, else the torn last line
+    tail = lines.pop()  # b"" when the data ends with a newline, else the torn last line
     result.torn_bytes = len(tail)
     kept: list[bytes] = []
-    moved: list[bytes] = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=first):
         if not line.strip():
             kept.append(line)
             continue
@@ -98,10 +121,47 @@ def repair_run(run_dir: str | Path) -> RepairResult:
         else:
             result.moved.append((number, problem))
             moved.append(dump_line({"line": number, "reason": problem, "raw": line.decode("utf-8", "surrogateescape")}))
-    if moved:
-        _write(result.quarantine, b"".join(moved), append=True)
-        _write(log, b"".join(line + b"\n" for line in kept) + tail, append=False)
-    return result
+    return kept, tail
+
+
+def _repair_packed(data: bytes, result: RepairResult, moved: list[bytes]) -> bytes:
+    """A compressed log repaired frame by frame: bad lines out of good frames, bad frames (and
+    bytes that are no frame, up to the next frame's magic number) out whole; a torn last frame
+    kept as it is."""
+    out: list[bytes] = []
+    encode = packed_writer()
+    pos, line_no = 0, 1
+    while pos < len(data):
+        problem = ""
+        try:
+            length = frame_length(data, pos)
+        except ValueError as exc:
+            length, problem = None, str(exc)
+        if length is None and not problem:  # the torn last frame
+            result.torn_bytes = len(data) - pos
+            out.append(data[pos:])
+            break
+        if length is None:  # no frame here: skip to the next frame's magic number
+            end = data.find(MAGIC, pos + 1)
+            end = len(data) if end < 0 else end
+        else:
+            end = length
+            try:
+                content = unpack_frame(data[pos:end])
+            except ValueError as exc:
+                problem = str(exc)
+        if problem:
+            reason = f"the bytes at {pos}-{end} are no readable zstd frame: {problem}"
+            result.moved.append((line_no, reason))
+            moved.append(dump_line({"line": line_no, "byte": pos, "reason": reason,
+                                    "raw_base64": base64.b64encode(data[pos:end]).decode()}))
+        elif content:
+            kept, _ = _repair_lines(content, line_no, result, moved)
+            line_no += content.count(b"\n")
+            if kept:
+                out.append(encode([line + b"\n" for line in kept], b""))
+        pos = end
+    return b"".join(out)
 
 
 def _write(path: Path, data: bytes, *, append: bool) -> None:

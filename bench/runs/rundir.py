@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, TypedDict
 
 from bench.canonical import dump_document, load_document, load_line
 from bench.errors import BenchError
-from bench.runs.logfile import LOG, LogFile, log_records
+from bench.runs.logfile import LOG as LOG  # re-exported: its import path before logfile.py
+from bench.runs.logfile import LogFile, log_path, log_records
 from bench.runs.logfile import LogWriter as LogWriter  # re-exported: their import path before logfile.py
 from bench.runs.logfile import parse_record as parse_record
 from bench.runs.shape import manifest_problem
@@ -446,7 +447,7 @@ def read_run(run_dir: str | Path, *, on_step: Callable[[Any], None] | None = Non
     where each attempt's step lines lie, read again when asked for."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    log = LogFile(run_dir / LOG)
+    log = LogFile(log_path(run_dir))
     cores = SummaryIndex(log)  # what is kept of each summary; records are plain dicts (TrialSummary / StepEvent)
     used: set[str] = set()  # the attempts behind the summaries
     spans: dict[str, int | list[int]] = {}  # attempt -> byte spans of its step lines (`add_span`)
@@ -455,7 +456,7 @@ def read_run(run_dir: str | Path, *, on_step: Callable[[Any], None] | None = Non
     duplicates: list[str] = []
     torn = 0
     with gc_paused():
-        for rec, start, end in log_records(run_dir / LOG):
+        for rec, start, end in log_records(log_path(run_dir)):
             if rec is None:  # the torn tail
                 torn = end - start
                 continue
@@ -488,7 +489,7 @@ def iter_trials(run_dir: str | Path) -> Iterator[tuple[TrialSummary, list[StepEv
     read_manifest(run_dir)
     pending: dict[str, list[Any]] = {}
     seen: set[str] = set()
-    for rec, _, _ in log_records(run_dir / LOG):
+    for rec, _, _ in log_records(log_path(run_dir)):
         if rec is None:  # the torn tail
             continue
         kind = rec["type"]

@@ -19,8 +19,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from bench.__version__ import __version__
 from bench.adapters.spec import AgentSpec
 from bench.canonical import derive_seed
@@ -50,6 +48,7 @@ class RunConfig:
     progress: bool = True
     variants: VariantSpec = VariantSpec()
     design: Design | None = None  # sequential: k is the design's k_min (bench.runs.design)
+    log_format: str = "zstd"  # a new log's encoding (bench.runs.logfile.FORMATS); a resumed run keeps its own
 
 
 @dataclass(frozen=True)
@@ -153,11 +152,20 @@ def prepare_run_dir(suite: Suite, spec: AgentSpec, tasks: list[Task], config: Ru
 
 
 class _Progress:
+    """The progress bar; without one (`--quiet`, the API's default) tqdm is not even imported:
+    a disabled bar still costs its import and a multiprocessing lock (~15 ms), and a call per trial."""
+
     def __init__(self, total: int, done: int, enabled: bool, label: str):
-        self.bar = tqdm(total=total, initial=done, disable=not enabled, desc=label, unit="trial", dynamic_ncols=True)
+        self.bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, desc=label, unit="trial", dynamic_ncols=True)
         self.success = self.valid = 0
 
     def update(self, outcome: str) -> None:
+        if self.bar is None:
+            return
         if outcome != "error":
             self.valid += 1
             self.success += outcome == "success"
@@ -166,7 +174,8 @@ class _Progress:
         self.bar.update(1)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 async def _play(suite: Suite, config: RunConfig, agent: Any, key: TrialKey, writer: Sink) -> str:
@@ -278,7 +287,7 @@ def _run_rounds(suite: Suite, spec: AgentSpec, tasks: list[Task], config: RunCon
 def _run_pending(suite: Suite, spec: AgentSpec, config: RunConfig, executor: Executor,
                  keys: list[TrialKey], done: set[str], label: str = "") -> None:
     pending = [key for key in keys if key.trial_id not in done]
-    writer = LogWriter(config.out)
+    writer = LogWriter(config.out, log_format=config.log_format)
     if writer.torn_bytes:
         print(f"trajbench: cut a torn last line ({writer.torn_bytes} bytes) from the log before resuming", file=sys.stderr)
     if done and len(pending) < len(keys):

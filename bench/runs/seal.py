@@ -7,12 +7,15 @@ covers them. At the end of a run (`seal_run`, called by the runner and the impor
 gains a `seal` object:
 
     {"algorithm": "sha256", "fields": {"agent.name": "<sha256>", "k": "<sha256>", ...},
-     "log": {"sha256": "<sha256 of trajectories.jsonl>", "bytes": N}, "digest": "<sha256>"}
+     "log": {"sha256": "<sha256 of the log's JSON lines>", "bytes": N}, "digest": "<sha256>"}
 
 `fields` holds one digest per manifest field (the members of object-valued fields one by one:
 `agent.name`, `suite.hash`, ...; all but `suite.path`, a location), so that verify can name the field that was edited; `log` pins
-the log's exact bytes (answers, token counts and every other logged value the replay cannot
-re-derive); `digest` is the digest of `fields` and `log` together, the one value a publisher
+the log's exact content (answers, token counts and every other logged value the replay cannot
+re-derive): the bytes of its JSON lines — a plain `trajectories.jsonl` as it is on disk, a
+compressed `trajectories.jsonl.zst` decompressed (`bench.runs.logfile.content_digest`). The two
+are the same for the same records, so a log decompressed for `grep`, or recompressed, keeps its
+seal, and the seals of runs made before the compressed log still hold; `digest` is the digest of `fields` and `log` together, the one value a publisher
 signs (docs/publishing.md, "what a publisher can add").
 
 What the seal proves and does not: it is not a secret. It detects a manifest or log edited after
@@ -29,14 +32,14 @@ from pathlib import Path
 from typing import Any, Mapping, cast
 
 from bench.canonical import sorted_digest_bytes
-from bench.runs.rundir import LOG, Manifest, read_manifest, write_manifest
+from bench.runs.logfile import content_digest, log_path
+from bench.runs.rundir import Manifest, read_manifest, write_manifest
 
 SEAL = "seal"
 ALGORITHM = "sha256"
 # Where to find things, not claims about the run: a run directory copied to another machine
 # keeps its seal when its suite folder is elsewhere (the suite's content hash is sealed).
 UNSEALED = frozenset({"suite.path"})
-_CHUNK = 1 << 20
 
 
 def _sha256(value: Any) -> str:
@@ -59,16 +62,10 @@ def field_digests(manifest: Mapping[str, Any]) -> dict[str, str]:
 
 
 def log_digest(run_dir: Path) -> dict[str, Any]:
-    """The log's sha256 and size, read in chunks (the log can be large)."""
-    h = hashlib.sha256()
-    size = 0
-    path = run_dir / LOG
-    if path.exists():
-        with open(path, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
-                size += len(chunk)
-    return {"sha256": h.hexdigest(), "bytes": size}
+    """The sha256 and size of the log's content (its JSON lines, in either encoding), read in
+    chunks (the log can be large)."""
+    sha256, size = content_digest(log_path(run_dir))
+    return {"sha256": sha256, "bytes": size}
 
 
 def _seal_of(manifest: Mapping[str, Any], log: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +105,7 @@ def check_seal(run_dir: Path, manifest: Mapping[str, Any]) -> list[tuple[str, st
             problems.append((name, "run.json was edited after the run: the field's value is not the sealed one"))
     log = log_digest(run_dir)
     if log != seal["log"]:
-        problems.append(("log", f"{LOG} is not the log sealed at the run's end ({log['bytes']} bytes now, "
+        problems.append(("log", f"{log_path(run_dir).name} is not the log sealed at the run's end ({log['bytes']} bytes now, "
                                 f"{seal['log'].get('bytes')} sealed): it was edited, appended to or truncated"))
     elif seal.get("digest") != _sha256({"fields": sealed, "log": seal["log"]}):
         problems.append(("seal.digest", "the seal's digest is not the digest of its fields and log"))

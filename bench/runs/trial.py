@@ -10,20 +10,25 @@ other crash, and the run goes on. A real Ctrl-C never arrives as one of these: s
 main thread only, where `asyncio.run` turns SIGINT into the cancellation of the run (which stops
 it, resumably), while a synchronous agent runs on a thread of its own.
 
-A synchronous agent runs on a daemon thread per trial, so the time limit holds even when it
-never returns (a `time.sleep(20)` under `--timeout 2`): at the deadline the trial is abandoned
-and recorded, its episode is closed (every later call raises `EpisodeOver`) and the log writer
-drops whatever its attempt still emits (`LogWriter` seals an attempt once it ended).
+A synchronous agent runs on a daemon thread of its own for the trial, so the time limit holds
+even when it never returns (a `time.sleep(20)` under `--timeout 2`): at the deadline the trial is
+abandoned and recorded, its episode is closed (every later call raises `EpisodeOver`) and the log
+writer drops whatever its attempt still emits (`LogWriter` seals an attempt once it ended). The
+threads are reused (`_AgentThreads`): a thread whose trial ended takes the next one, so a trial
+costs two thread hand-offs instead of a thread's creation; a thread still held by an abandoned
+agent is simply not reused until that agent returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
+import queue
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 from bench.episode import Episode, EpisodeOver
 from bench.errors import InfraError
@@ -119,9 +124,42 @@ async def _contained(work: Any) -> tuple[Any, BaseException | None]:
         return None, exc
 
 
-async def _on_thread(agent: Any, episode: Episode) -> tuple[Any, BaseException | None]:
-    """`agent.run(episode)` on a daemon thread of its own: abandoning it at the deadline neither
-    blocks the run nor, at exit, the process."""
+class _AgentThreads:
+    """Idle daemon threads waiting for the next synchronous agent to play. `run` hands the work
+    to an idle thread, or starts one when none is idle (the first trials, or every thread held by
+    an agent that overran its time limit and was abandoned): as many threads as trials really run
+    at once, no more. Each trial runs in a fresh `contextvars` context (nothing an agent sets there
+    reaches the next trial); daemon threads never hold up the process at exit."""
+
+    def __init__(self) -> None:
+        self._idle: list[queue.SimpleQueue[Callable[[], None]]] = []
+        self._lock = threading.Lock()
+
+    def run(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), name="trajbench agent", daemon=True).start()
+        inbox.put(work)
+
+    def _serve(self, inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            contextvars.Context().run(inbox.get())  # a fresh context per trial, as a new thread had; `work`
+            # contains whatever the agent raises
+            with self._lock:
+                self._idle.append(inbox)
+
+
+_THREADS = _AgentThreads()
+
+
+def _on_thread(agent: Any, episode: Episode, timeout_s: float | None) -> asyncio.Future[tuple[Any, BaseException | None]]:
+    """`agent.run(episode)` on a daemon thread (`_AgentThreads`); the future gets its outcome, or
+    TimeoutError at the deadline (the agent is then abandoned: that neither blocks the run nor, at
+    exit, the process). Awaited directly, not through `wait_for`: no task per trial, and a
+    cancellation (Ctrl-C) is never lost to an outcome arriving in the same loop iteration (the
+    race `wait_for` has on Python 3.11)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
 
@@ -139,19 +177,26 @@ async def _on_thread(agent: Any, episode: Episode) -> tuple[Any, BaseException |
         except RuntimeError:  # the run is over (loop closed): the trial was already recorded
             pass
 
-    threading.Thread(target=work, name=f"agent {episode.attempt}", daemon=True).start()
-    return await future
+    if timeout_s is not None:
+        deadline = loop.call_later(timeout_s, _expire, future)
+        future.add_done_callback(lambda _: deadline.cancel())
+    _THREADS.run(work)
+    return future
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(asyncio.TimeoutError())  # (not the builtin before Python 3.11)
 
 
 async def play_async(agent: Any, episode: Episode, timeout_s: float | None) -> dict[str, Any]:
     """Run any agent (async `arun`, else `run` on its own thread) under a time limit."""
     started = time.monotonic()
-    if hasattr(agent, "arun") and inspect.iscoroutinefunction(agent.arun):
-        work = _contained(agent.arun(episode))
-    else:
-        work = _on_thread(agent, episode)
     try:
-        result, raised = await asyncio.wait_for(work, timeout_s)
+        if hasattr(agent, "arun") and inspect.iscoroutinefunction(agent.arun):
+            result, raised = await asyncio.wait_for(_contained(agent.arun(episode)), timeout_s)
+        else:
+            result, raised = await _on_thread(agent, episode, timeout_s)
     except asyncio.TimeoutError:
         episode.timed_out = True
         result, raised = None, None
