@@ -5,7 +5,9 @@ team's agent would be. The `smollm2-mcp` roster spec runs it on the local model.
 It reads what the `command` adapter gives every agent: TRAJBENCH_MCP_URL, TRAJBENCH_INSTRUCTION,
 TRAJBENCH_POLICY, TRAJBENCH_SEED, TRAJBENCH_MAX_STEPS, and the model endpoint
 (TRAJBENCH_MODEL_BASE_URL, TRAJBENCH_MODEL, optional TRAJBENCH_MODEL_API_KEY). Sampling comes
-from AGENT_TEMPERATURE / AGENT_MAX_TOKENS. Each turn sends the MCP tools as OpenAI `tools`; tool
+from AGENT_TEMPERATURE / AGENT_TOP_P / AGENT_MAX_TOKENS and llama.cpp's AGENT_TOP_K /
+AGENT_REPEAT_PENALTY, whose defaults are the other smollm2-* roster specs' (0.8, 0.95, 256, 40, 1.0),
+so the board compares frameworks, not sampling. Each turn sends the MCP tools as OpenAI `tools`; tool
 calls run over MCP (an MCP tool error goes back to the model as the tool's result); the first reply
 without tool calls is the answer, given to the server's `final_answer` tool. The per-turn seed is
 the trial seed plus the turn index. Exit status 0 on an answer, 1 when the endpoint fails.
@@ -53,7 +55,10 @@ async def main() -> int:
         for turn in range(max_steps + 1):
             body = {"model": os.environ["TRAJBENCH_MODEL"], "messages": messages, "tools": tools, "tool_choice": "auto",
                     "seed": (seed + turn) % 2_147_483_647, "temperature": float(os.environ.get("AGENT_TEMPERATURE", "0.8")),
-                    "max_tokens": int(os.environ.get("AGENT_MAX_TOKENS", "256"))}
+                    "top_p": float(os.environ.get("AGENT_TOP_P", "0.95")),
+                    "max_tokens": int(os.environ.get("AGENT_MAX_TOKENS", "256")),
+                    "top_k": int(os.environ.get("AGENT_TOP_K", "40")),
+                    "repeat_penalty": float(os.environ.get("AGENT_REPEAT_PENALTY", "1.0"))}
             try:
                 message = await chat(http, body)
             except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Publish the framework board from the runs of run.sh: one leaderboard per suite under
-# leaderboards/frameworks/SUITE, and diffs.md (each framework against trajbench's own loop,
-# smollm2-server, with `trajbench diff`; its exit status 1 means "worse at the gate's level").
+# Publish the framework board from the runs of run.sh:
+#   SUITE/{README.md,leaderboard.json,index.html}  trajbench leaderboard (verifies every run first)
+#   diffs.md     each framework against trajbench's own loop (smollm2-server), `trajbench diff`
+#                (its exit status 1 means "significantly worse at the gate's level")
+#   reports.md   `trajbench report` of every run (pass@1 / pass^k, divergence points)
+#   summary.md   summarize.py: the frameworks side by side (docs/frameworks.md quotes it)
+#   runs.tar.xz  the run folders themselves (run.json + trajectories.jsonl), so anyone can
+#                `trajbench verify` the ranked runs: tar -xJf runs.tar.xz -C /tmp/fw
 # Usage: bash leaderboards/frameworks/publish.sh [RUNS_DIR]   (default runs/frameworks)
 set -euo pipefail
 RUNS=${1:-runs/frameworks}
@@ -28,3 +33,19 @@ BASE=smollm2-server
     done
   done
 } > "$HERE/diffs.md"
+{
+  echo "# \`trajbench report\` of every run of the framework board"
+  echo
+  echo "Made by \`bash leaderboards/frameworks/publish.sh\`; the runs are in \`runs.tar.xz\`."
+  for run in $(cd "$RUNS" && ls -d */*/); do
+    echo
+    echo "## ${run%/}"
+    echo
+    echo '```'
+    (cd "$RUNS" && trajbench report "${run%/}")
+    echo '```'
+  done
+} > "$HERE/reports.md"
+python "$HERE/summarize.py" "$RUNS" > "$HERE/summary.md"
+# Only what verify and the reports read; sorted names and fixed owners so the archive is stable.
+(cd "$RUNS" && tar --sort=name --owner=0 --group=0 --numeric-owner -cf - */*/run.json */*/trajectories.jsonl) | xz -9e > "$HERE/runs.tar.xz"

@@ -1,18 +1,50 @@
 #!/usr/bin/env bash
 # The framework board: the same local model (SmolLM2-135M-Instruct, llama.cpp) driven by five
-# agent frameworks on one easy task of each built-in suite, k trials each, then the leaderboard
-# and the pairwise diffs. Needs pip install -e '.[local,server,langgraph,agents-sdk,pydantic-ai,mcp]'.
+# agent frameworks on two easy tasks of each built-in suite, k trials each, one framework at a
+# time (--concurrency 1: the llama.cpp server decodes one request at a time). Then publish.sh
+# builds the leaderboards and the diffs. Needs
+#   pip install -e '.[local,server,langgraph,agents-sdk,pydantic-ai,mcp]'
 # Usage: bash leaderboards/frameworks/run.sh [K] [RUNS_DIR] [SUITES]
-#   (defaults: 2, runs/frameworks, "retail calendar incident"; one call per suite runs them side by side)
+#   (defaults: 4, runs/frameworks, "incident calendar retail"; AGENTS=... picks frameworks)
+# Re-running the same command resumes: each run's folder keeps the trials already finished, and a
+# larger K adds trials to them.
+# --max-steps is the largest step count of the suite's chosen tasks under `--agent sim:oracle`,
+# plus one (a lookup the oracle skips), and at least 3.
 set -euo pipefail
-K=${1:-2}
+K=${1:-4}
 RUNS=${2:-runs/frameworks}
-SUITES=${3:-retail calendar incident}
+SUITES=${3:-incident calendar retail}
 AGENTS=${AGENTS:-smollm2-server smollm2-langgraph smollm2-agents-sdk smollm2-pydantic-ai smollm2-mcp}
-declare -A TASK=([retail]=retail-001-cancel-stated [calendar]=calendar-001-cancel-own-event [incident]=incident-001-ack-alert)
+declare -A TASKS=(
+  [incident]=incident-001-ack-alert,incident-002-scale-auth                 # oracle: 1, 1 steps
+  [calendar]=calendar-001-cancel-own-event,calendar-002-invite-colleague    # oracle: 2, 1 steps
+  [retail]=retail-001-cancel-stated,retail-002-tracking-stated              # oracle: 3, 2 steps
+)
+declare -A MAX_STEPS=([incident]=3 [calendar]=3 [retail]=4)
+# Seconds per trial. incident ran first, at 300; under a load average of 8 the MCP agent's first
+# turn on retail's 4k-token native tool-calling prompt passed 300 s, so the later suites get 600
+# (smollm2-mcp's own timeout_s is 600 too). The same limit for every framework within a suite.
+declare -A TIMEOUT=([incident]=300 [calendar]=600 [retail]=600)
+# trajbench's loop and LangGraph run alone; the three native tool-calling frameworks run in one
+# `trajbench run` (one after the other), so they share one llama.cpp server: one cold prompt per
+# suite instead of three.
+NATIVE="smollm2-agents-sdk smollm2-pydantic-ai smollm2-mcp"
+run() {  # run SUITE AGENT...: one `trajbench run` of these agents into RUNS/SUITE/AGENT
+  local suite=$1; shift
+  local agents=() a
+  for a in "$@"; do [[ " $AGENTS " == *" $a "* ]] && agents+=(--agent "$a"); done
+  [ ${#agents[@]} -gt 0 ] || return 0
+  local out="$RUNS/$suite"
+  [ ${#agents[@]} -eq 2 ] && out="$RUNS/$suite/${agents[1]}"  # one agent: --out is the run folder itself
+  echo "$(date -u +%FT%TZ) start $suite $* k=$K" >&2
+  ${NICE:-nice -n 5} trajbench run "$suite" "${agents[@]}" --tasks "${TASKS[$suite]}" -k "$K" --seed 0 \
+      --concurrency 1 --max-steps "${MAX_STEPS[$suite]}" --timeout "${TIMEOUT[$suite]}" --quiet --out "$out" \
+    || echo "$(date -u +%FT%TZ) trajbench run exit status $? for $suite $*" >&2
+  echo "$(date -u +%FT%TZ) end $suite $* load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+}
 for suite in $SUITES; do
-  for agent in $AGENTS; do
-    trajbench run "$suite" --agent "$agent" --tasks "${TASK[$suite]}" -k "$K" --seed 0 --concurrency 1 \
-        --max-steps 6 --timeout 600 --quiet --out "$RUNS/$suite/$agent"
-  done
+  run "$suite" smollm2-server
+  run "$suite" smollm2-langgraph
+  # shellcheck disable=SC2086
+  run "$suite" $NATIVE
 done
