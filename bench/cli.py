@@ -180,9 +180,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench.analysis.report import build_report
     from bench.publish.text import render_report
 
-    report = build_report(args.run_dir, bootstrap=args.bootstrap, divergence=divergence_options(args))
+    report = build_report(args.run_dir, bootstrap=args.bootstrap, divergence=divergence_options(args),
+                          replays=args.replays or ())
     if args.json:
         _write_json(report, sys.stdout)
+    elif args.markdown:
+        from bench.publish.markdown import report_markdown
+
+        sys.stdout.write(report_markdown(report))
     else:
         print(render_report(report))
     return 0
@@ -191,7 +196,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_view(args: argparse.Namespace) -> int:
     from bench.publish.view import write_view
 
-    path = write_view(args.run_dir, task_id=args.task, out=args.out, options=divergence_options(args))
+    path = write_view(args.run_dir, task_id=args.task, out=args.out, options=divergence_options(args),
+                      replays=args.replays or ())
     print(f"view written to {path} — open it in a browser (self-contained, no network)")
     return 0
 
@@ -239,31 +245,22 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """`trajbench replay`: causal verdicts at a branch node (bench.analysis.causal)."""
-    from bench.adapters.spec import parse_agent_spec
-    from bench.analysis.causal import replay_task
+    """`trajbench replay`: causal verdicts at a branch node (bench.analysis.causal), stored as a
+    replay directory (bench.analysis.replays); the same command resumes a killed replay."""
+    from bench.analysis.causal import ReplayRequest, replay_task
+    from bench.publish.causal import render_replay
 
-    agent = parse_agent_spec(args.agent).build() if args.agent else None
-    result = replay_task(args.run_dir, args.task, at=args.at, m=args.m, agent=agent, budget=args.budget,
-                         no_return=args.no_return, threshold=args.threshold)
+    request = ReplayRequest(args.task, args.at, args.m, args.agent, args.budget, 0, args.no_return, args.threshold, args.out)
+    done = replay_task(args.run_dir, request)
+    if done.torn_bytes:
+        print(f"trajbench: cut a torn last line ({done.torn_bytes} bytes) from the replay's log before resuming", file=sys.stderr)
+    if done.resumed:
+        print(f"trajbench: resumed {done.replay_dir}: {done.resumed} continuation(s) already logged, {done.fresh} run now",
+              file=sys.stderr)
     if args.json:
-        _write_json(result, sys.stdout)
+        _write_json(done.result, sys.stdout)
         return 0
-    node = result["node"]
-    print(f"{result['task']}: node {result['trial']} step {result['step']}: {result['verdict']} "
-          f"(m = {result['m']}; {result['continuations']} continuations; {result['test']})")
-    print(f"  from the node itself: {node['successes']}/{node['n']} succeed, 95% CI {node['interval']}")
-    for alt in result["alternatives"]:
-        effect = "" if alt["best"] else f", effect {alt['effect']:+.3f} {alt['effect_interval']}, p_holm {alt['p_holm']}"
-        print(f"  {alt['verdict']:>13}  {alt['successes']}/{alt['n']} CI {alt['interval']}{effect}  {alt['action']}")
-    if result["unreplayed"]:
-        print(f"  not replayed (the --budget ran out): {', '.join(result['unreplayed'])}")
-    for row in result.get("no_return", []):
-        point = row["point_of_no_return"]
-        where = f"step {point}" if point is not None else "none (continuations from its last prefix can still succeed)"
-        print(f"  point of no return of {row['trial']}: {where} (upper 95% bound < {row['threshold']})")
-        for step in row["steps"]:
-            print(f"    after {step['step']:>3} steps: {step['successes']}/{step['n']} CI {step['interval']}")
+    print(render_replay(done.result))
     return 0
 
 

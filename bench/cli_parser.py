@@ -170,7 +170,11 @@ def _add_reading(sub: Any, commands: Mapping[str, Handler]) -> None:
     """`report`, `diff`, `view` and `verify`."""
     p = sub.add_parser("report", help="print a run's metrics (terminal or --json)")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--json", action="store_true", help="machine-readable (bench/schemas/report.schema.json)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="machine-readable (bench/schemas/report.schema.json)")
+    fmt.add_argument("--markdown", action="store_true", help="Markdown: the suite's figures, the tasks and the causal replays")
+    p.add_argument("--replays", nargs="+", metavar="DIR", help="replay directories (or folders of them) beside "
+                   "RUN_DIR/replays/: their causal verdicts are shown with the divergence points")
     p.add_argument("--bootstrap", type=_bootstrap, default=2000, help="bootstrap replicates (default 2000, at most 1,000,000)")
     add_divergence_arguments(p)
     p.set_defaults(func=commands["report"])
@@ -194,6 +198,8 @@ def _add_reading(sub: Any, commands: Mapping[str, Handler]) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--task", metavar="ID", help="one task (default: every task, with a selector)")
     p.add_argument("--out", metavar="FILE.html", help="default RUN_DIR/view.html (RUN_DIR/view-TASK.html with --task)")
+    p.add_argument("--replays", nargs="+", metavar="DIR", help="replay directories (or folders of them) beside "
+                   "RUN_DIR/replays/: their continuation success rates annotate the tree")
     add_divergence_arguments(p)
     p.set_defaults(func=commands["view"])
 
@@ -211,13 +217,16 @@ def _add_reading(sub: Any, commands: Mapping[str, Handler]) -> None:
     p.set_defaults(func=commands["repair"])
 
     p = sub.add_parser("replay", help="causal replay: resume the agent from a branch node; is the fork a cause or a symptom?")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--task", metavar="ID", required=True)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run (or a replay directory: resume it as recorded)")
+    p.add_argument("--task", metavar="ID", help="the task to replay (required unless RUN_DIR is a replay directory)")
+    p.add_argument("--out", metavar="DIR", help="the replay directory (default RUN_DIR/replays/TASK--INDEX-STEP--mM: the node trial's index, the prefix length); "
+                   "the same command resumes it")
     p.add_argument("--at", default="divergence", metavar="divergence|TRIAL:STEP", help="the node (default: the divergence point)")
     p.add_argument("-m", type=_replay_m, default=16,
                    help="continuations per alternative (and from the node itself; default 16, at most 10,000)")
     p.add_argument("--agent", metavar="SPEC", help="the agent to resume (default: the run's own)")
-    p.add_argument("--budget", type=_trials_k, metavar="TRIALS", help="at most this many continuations in all (≤ 100,000)")
+    p.add_argument("--budget", type=_trials_k, metavar="TRIALS", help="at most this many continuations in all, those "
+                   "already in the replay directory included (≤ 100,000); a larger one resumes into the remaining arms")
     p.add_argument("--no-return", metavar="failed|TRIAL", help="also the point of no return of the task's failed trials "
                    "(or of one trial): the earliest step after which continuations almost never succeed")
     p.add_argument("--threshold", type=float, default=0.1, help="'almost never': the upper 95%% bound below this (default 0.1)")

@@ -223,6 +223,7 @@ class Episode:
                                for ev in events if ev.get("kind") != "model"]
         for ev in events:
             fields = {k: v for k, v in ev.items() if k not in ("type", "trial", "attempt", "step")}
+            fields["restored"] = True  # replayed from the original's log, not taken by this agent
             if ev.get("kind") == "model":
                 self.input_tokens += ev.get("input_tokens") or 0
                 self.output_tokens += ev.get("output_tokens") or 0

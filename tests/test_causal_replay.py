@@ -145,11 +145,16 @@ def test_replay_command(tmp_path):
     assert bad.returncode == 2 and "TRIAL:STEP" in bad.stderr and "Traceback" not in bad.stderr
     over = run_cli("replay", str(run), "--task", task, "--budget", "3")
     assert over.returncode == 2 and "budget of 3" in over.stderr
-    part = run_cli("replay", str(run), "--task", task, "-m", "8", "--budget", "16", "--json")
+    part = run_cli("replay", str(run), "--task", task, "-m", "8", "--budget", "16", "--json", "--out", str(tmp_path / "part"))
     assert part.returncode == 0, part.stderr
     partial = json.loads(part.stdout)
     assert partial["continuations"] == 16 and len(partial["alternatives"]) == 1
     assert partial["unreplayed"] == [a["action"] for a in result["alternatives"]][1:]
+    # the partial replay resumes into the remaining arms: the same seeds give the full verdict
+    rest = run_cli("replay", str(tmp_path / "part"), "--json")
+    assert rest.returncode == 0, rest.stderr
+    assert json.loads(rest.stdout) == {**result, "replay_dir": str(tmp_path / "part")}
+    assert f"16 continuation(s) already logged, {result['continuations'] - 16} run now" in rest.stderr
 
 
 def test_local_agent_resumes_with_the_rebuilt_conversation(tmp_path):

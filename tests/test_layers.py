@@ -33,9 +33,9 @@ LAYERS: list[list[str]] = [
 ANALYSIS_LAYERS: list[list[str]] = [
     ["bench.analysis.metrics", "bench.analysis.exact"],
     ["bench.analysis.divergence", "bench.analysis.regression", "bench.analysis.sequential",
-     "bench.analysis.stopping"],
+     "bench.analysis.stopping", "bench.analysis.verdicts", "bench.analysis.replays"],
     ["bench.analysis.report", "bench.analysis.diff", "bench.analysis.planning"],
-    ["bench.analysis.replay"],
+    ["bench.analysis.replay", "bench.analysis.verify_claims"],
     ["bench.analysis.prefix"],
     ["bench.analysis.causal"],
 ]

@@ -11,6 +11,22 @@ The child gets, in its environment:
   names one, `TRAJBENCH_MODEL_API_KEY` — so that a roster spec can run its own agent on the
   local model with no key.
 
+Resuming from a restored prefix (`trajbench replay`, docs/divergence.md §11): the child's own
+process owns its conversation, so it is handed the prefix to rebuild it. The MCP server serves the
+restored episode (its world already holds the prefix's effects), and the child also gets
+`TRAJBENCH_PREFIX`, the path of a JSON file
+
+    {"format": "trajbench-prefix/1", "task": ..., "trial": ...,
+     "steps": [{"tool": ..., "args": ..., "observation": ..., "error": ...}, ...],
+     "keys": [step key, ...]}
+
+holding the calls already made (with what each returned, the forced step of an alternative
+last), which it must not make again: it continues from the state they leave. A child that does
+not read it would start the task afresh on a world that has moved on, so an agent that cannot
+resume declares it with the option `resume = "none"` (`cmd:...?resume=none`), and `replay`
+refuses it with one error naming the protocol. The default, `resume = "prefix"`, trusts the child
+to read `TRAJBENCH_PREFIX` (which is unset in an ordinary trial).
+
 In the command, `{python}` is this Python interpreter and `{spec_dir}` the folder of the spec
 file (a roster spec can ship its agent script beside it).
 
@@ -27,14 +43,18 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from bench.episode import Episode, EpisodeTimeout
 from bench.errors import BenchError, InfraError
 
 DEFAULT_TIMEOUT_S = 300.0
+PREFIX_FORMAT = "trajbench-prefix/1"
 
 
 class AgentProcessFailed(RuntimeError):
@@ -47,18 +67,38 @@ class CommandAgent:
     argv: list[str]
     timeout_s: float = DEFAULT_TIMEOUT_S
     model_env: dict[str, str] = field(default_factory=dict)  # the model endpoint, if the spec names one
+    resume_mode: str = "prefix"  # "prefix": the child reads TRAJBENCH_PREFIX; "none": it cannot resume
+
+    @property
+    def resume_supported(self) -> bool:
+        """Read by `bench.analysis.prefix.resumable`: does the child follow the resume protocol?"""
+        return self.resume_mode != "none"
 
     def run(self, episode: Episode) -> str | None:
+        return self._serve(episode, {})
+
+    def resume(self, episode: Episode, prefix: list[str]) -> str | None:
+        """Continue a restored episode: the child gets TRAJBENCH_PREFIX (see the module doc)."""
+        steps = [{"tool": tool, "args": args, "observation": obs.value, "error": obs.error}
+                 for tool, args, obs in episode.restored_calls]
+        with tempfile.TemporaryDirectory(prefix="trajbench-prefix-") as folder:
+            path = Path(folder) / "prefix.json"
+            path.write_bytes(orjson.dumps({"format": PREFIX_FORMAT, "task": episode.task_id, "trial": episode.trial_id,
+                                           "steps": steps, "keys": prefix}, default=repr))
+            return self._serve(episode, {"TRAJBENCH_PREFIX": str(path)})
+
+    def _serve(self, episode: Episode, extra_env: dict[str, str]) -> str | None:
         from bench.adapters.mcp_server import ServerStartError, serve_http
 
         try:
             with serve_http(episode) as url:
-                return self._run_child(episode, url)
+                return self._run_child(episode, url, extra_env)
         except ServerStartError as exc:
             raise InfraError(str(exc)) from exc
 
-    def _run_child(self, episode: Episode, url: str) -> str | None:
-        child = subprocess.Popen(self.argv, env={**_child_env(episode, url), **self.model_env}, stdin=subprocess.DEVNULL,
+    def _run_child(self, episode: Episode, url: str, extra_env: dict[str, str]) -> str | None:
+        env = {**_child_env(episode, url), **self.model_env, **extra_env}
+        child = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  start_new_session=True)
         remaining = episode.remaining_s
@@ -81,7 +121,8 @@ class CommandAgent:
 
 
 def _child_env(episode: Episode, url: str) -> dict[str, str]:
-    return {**os.environ, "TRAJBENCH_MCP_URL": url, "TRAJBENCH_INSTRUCTION": episode.instruction,
+    inherited = {k: v for k, v in os.environ.items() if k != "TRAJBENCH_PREFIX"}  # only a resumed child gets one
+    return {**inherited, "TRAJBENCH_MCP_URL": url, "TRAJBENCH_INSTRUCTION": episode.instruction,
             "TRAJBENCH_POLICY": episode.policy, "TRAJBENCH_SEED": str(episode.seed),
             "TRAJBENCH_MAX_STEPS": str(episode.max_steps), "TRAJBENCH_TRIAL": episode.trial_id}
 
@@ -101,7 +142,7 @@ def options_table() -> dict[str, Any]:
     from bench.adapters.options import OptionSpec
 
     return {"command": OptionSpec("any", None), "timeout_s": OptionSpec("float", DEFAULT_TIMEOUT_S, minimum=0.001),
-            **ENDPOINT_OPTIONS}
+            "resume": OptionSpec("str", "prefix", choices=("prefix", "none")), **ENDPOINT_OPTIONS}
 
 
 def build_command(spec: Any) -> CommandAgent:
@@ -117,7 +158,7 @@ def build_command(spec: Any) -> CommandAgent:
                          file=spec.source, field="options.command")
     spec_dir = str(Path(spec.source).resolve().parent) if spec.source != "--agent" else os.getcwd()
     argv = [a.replace("{python}", sys.executable).replace("{spec_dir}", spec_dir) for a in argv]
-    return CommandAgent(spec.name, argv, opts["timeout_s"], _model_env(opts, spec.source))
+    return CommandAgent(spec.name, argv, opts["timeout_s"], _model_env(opts, spec.source), opts["resume"])
 
 
 def _model_env(opts: dict[str, Any], source: str) -> dict[str, str]:

@@ -35,6 +35,14 @@ What a replay cannot re-derive, and how it is treated:
   is accepted (with a note) when the log says it errored without changing the state and the
   replay errors too.
 
+* **Replays** (`trajbench replay`, `bench.analysis.replays`): a continuation is replayed whole,
+  from a fresh world, restored prefix included, like any trial; its arms stand for the input
+  variants (every arm of `replay_of.arms` must hold m continuations). What only a replay has is
+  checked against its original: the original must be unchanged (run id, seal digest and log
+  bytes as recorded), each restored step must be the original trial's step as logged there
+  (tool, arguments, observation, error, state hash, model turn) and be marked restored, and an
+  alternative's continuation must take its forced step next.
+
 A log that is rewritten consistently end to end (a different trajectory with matching
 observations, hashes, checks and outcome) replays clean: verify proves that the claimed scores
 follow from the logged actions under the suite, not that those actions were the agent's.
@@ -43,27 +51,32 @@ follow from the logged actions under the suite, not that those actions were the 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import orjson
-
 from bench.__version__ import __version__
 from bench.adapters.spec import is_simulated, spec_hash
-from bench.analysis import metrics
-from bench.analysis.report import build_report
+from bench.analysis.replays import check_link, replay_info, replay_variants
 from bench.analysis.stopping import recompute
+from bench.analysis.verify_claims import (
+    Mismatch,
+    as_number,
+    check_completeness,
+    check_metrics,
+    differs,
+    same_number,
+    shorten,
+    show_value,
+)
 from bench.canonical import derive_seed
 from bench.episode import StepRules
 from bench.errors import BenchError, InfraError
 from bench.imports.core import import_source
 from bench.runs.design import outcomes_of
 from bench.runs.rundir import (
-    VALID_OUTCOMES,
     Manifest,
     RunLog,
     StepEvent,
@@ -82,29 +95,6 @@ from bench.world.variants import BASE, FAMILIES, Variant, VariantSpec, variants_
 
 # Checks written by the harness from what happened to the agent (see the module docstring).
 RUN_SIDE_CHECKS = ("within_budget", "within_time", "agent_completed")
-
-
-@dataclass(frozen=True)
-class Mismatch:
-    """One difference between the log and the replay. `trial`/`step` are None for run-level
-    problems; `field` names what differs (observation, state_hash, outcome, completeness...)."""
-
-    trial: str | None
-    step: int | None
-    field: str
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"trial": self.trial, "step": self.step, "field": self.field, "detail": self.detail}
-
-    def __str__(self) -> str:
-        where = []
-        if self.trial is not None:
-            where.append(f"trial {self.trial}")
-        if self.step is not None:
-            where.append(f"step {self.step}")
-        prefix = ", ".join(where) or "run"
-        return f"{prefix}: {self.field}: {self.detail}"
 
 
 @dataclass
@@ -139,35 +129,6 @@ class VerifyResult:
             "mismatches": [m.as_dict() for m in self.mismatches], "notes": list(self.notes),
             "seconds": round(self.seconds, 3), "harness_version": __version__, "digest": self.digest,
         }
-
-
-# ------------------------------------------------------------------------------ helpers
-def _shorten(text: str, width: int = 120) -> str:
-    """Cut a message part to `width` characters (escaping is the renderers' job)."""
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _show(value: Any, width: int = 100) -> str:
-    """A logged value, short, for a mismatch message."""
-    try:
-        text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError:
-        text = repr(value)
-    return _shorten(text, width)
-
-
-def _differs(what: str, logged: Any, replayed: Any) -> str:
-    return f"the log has {_show(logged)}, the replay gives {_show(replayed)}"
-
-
-def _number(value: Any) -> float:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-
-def _same_number(a: Any, b: Any) -> bool:
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b)):
-        return a == b
-    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
 
 
 # ------------------------------------------------------------------------------ the suite
@@ -226,7 +187,7 @@ def _check_identity(summary: TrialSummary, manifest: Manifest, out: list[Mismatc
     if trial != f"{task}/{variant}/{index}":
         out.append(Mismatch(trial, None, "identity", f"the trial id does not match its task {task!r}, variant {variant!r} and index {index!r}"))
     if not str(summary.get("attempt", "")).startswith(f"{trial}@"):
-        out.append(Mismatch(trial, None, "identity", f"attempt {_show(summary.get('attempt'))} does not belong to this trial"))
+        out.append(Mismatch(trial, None, "identity", f"attempt {show_value(summary.get('attempt'))} does not belong to this trial"))
     if "base_seed" in manifest and "seed" in summary:
         want = derive_seed(manifest["base_seed"], task, variant, index)
         if summary["seed"] != want:
@@ -254,17 +215,17 @@ class _TrialReplay:
         self._check_index(ev, idx)
         kind = ev.get("kind")
         if kind == "model":
-            self.tokens_in += _number(ev.get("input_tokens"))
-            self.tokens_out += _number(ev.get("output_tokens"))
-            self.cost += _number(ev.get("cost"))
+            self.tokens_in += as_number(ev.get("input_tokens"))
+            self.tokens_out += as_number(ev.get("output_tokens"))
+            self.cost += as_number(ev.get("cost"))
             return
         if kind not in ("tool", "user"):
-            self._mismatch(idx, "kind", f"unknown step kind {_show(kind)}")
+            self._mismatch(idx, "kind", f"unknown step kind {show_value(kind)}")
             return
         self.calls += 1
         args, tool = ev.get("args"), ev.get("tool")
         if not isinstance(tool, str):
-            self._mismatch(idx, "tool", f"not a tool name: {_show(tool)}")
+            self._mismatch(idx, "tool", f"not a tool name: {show_value(tool)}")
             return
         outcome = self._execute(ev, idx, kind, tool, args)
         if outcome is None:
@@ -275,14 +236,14 @@ class _TrialReplay:
             if name not in ev:
                 self._mismatch(idx, name, "missing from the logged step")
             elif ev[name] != replayed:  # type: ignore[literal-required]
-                self._mismatch(idx, name, _differs(name, ev[name], replayed))  # type: ignore[literal-required]
+                self._mismatch(idx, name, differs(name, ev[name], replayed))  # type: ignore[literal-required]
 
     def _check_index(self, ev: StepEvent, idx: Any) -> None:
         if ev.get("trial") != self.trial:
-            self._mismatch(idx, "trial", f"a step of this attempt is labelled trial {_show(ev.get('trial'))}")
+            self._mismatch(idx, "trial", f"a step of this attempt is labelled trial {show_value(ev.get('trial'))}")
         expected = self.expected_index
         if not isinstance(idx, int):
-            self._mismatch(None, "steps", f"a step has no valid index ({_show(idx)})")
+            self._mismatch(None, "steps", f"a step has no valid index ({show_value(idx)})")
         elif idx > expected:
             missing = f"step {expected}" if idx == expected + 1 else f"steps {expected}..{idx - 1}"
             self._mismatch(idx, "steps", f"{missing} missing: the step indices jump from {expected - 1} to {idx}")
@@ -295,7 +256,7 @@ class _TrialReplay:
     def _execute(self, ev: StepEvent, idx: Any, kind: str, tool: str, args: Any) -> ToolOutcome | None:
         if kind == "user":
             if tool != "ask_user":
-                self._mismatch(idx, "tool", f"a user step must be ask_user, the log has {_show(tool)}")
+                self._mismatch(idx, "tool", f"a user step must be ask_user, the log has {show_value(tool)}")
             return self.rules.ask_user(args)
         before = self.rules.world.state_hash
         try:
@@ -330,7 +291,7 @@ def _check_attempts(summary: TrialSummary, attempt_errors: Counter[str], error_a
     trial's earlier attempts did, its own did not."""
     trial, attempts, attempt = summary["trial"], summary.get("attempts"), summary.get("attempt")
     if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
-        out.append(Mismatch(trial, None, "attempts", f"not a number of attempts: {_show(attempts)}"))
+        out.append(Mismatch(trial, None, "attempts", f"not a number of attempts: {show_value(attempts)}"))
     if summary.get("outcome") == "error":
         if attempt not in error_attempts:
             out.append(Mismatch(trial, None, "outcome", "an `error` (infrastructure) outcome without an attempt_error record for its attempt"))
@@ -347,12 +308,12 @@ def _check_attempts(summary: TrialSummary, attempt_errors: Counter[str], error_a
 
 def _check_counts(summary: TrialSummary, r: _TrialReplay, events: list[StepEvent]) -> None:
     if summary.get("steps") != r.calls:
-        r._mismatch(None, "steps", f"the summary claims {_show(summary.get('steps'))} tool calls, the log holds {r.calls}")
+        r._mismatch(None, "steps", f"the summary claims {show_value(summary.get('steps'))} tool calls, the log holds {r.calls}")
     if "events" in summary and summary["events"] != len(events):
-        r._mismatch(None, "events", f"the summary claims {_show(summary['events'])} logged steps, the log holds {len(events)}")
+        r._mismatch(None, "events", f"the summary claims {show_value(summary['events'])} logged steps, the log holds {len(events)}")
     for name, total in (("input_tokens", r.tokens_in), ("output_tokens", r.tokens_out), ("cost", r.cost)):
-        if name in summary and not _same_number(summary[name], total):  # type: ignore[literal-required]
-            r._mismatch(None, name, f"the summary claims {_show(summary[name])}, the model turns add up to {_show(total)}")  # type: ignore[literal-required]
+        if name in summary and not same_number(summary[name], total):  # type: ignore[literal-required]
+            r._mismatch(None, name, f"the summary claims {show_value(summary[name])}, the model turns add up to {show_value(total)}")  # type: ignore[literal-required]
 
 
 def _check_checks(r: _TrialReplay, logged: dict[str, Any], checks: dict[str, dict[str, Any]], detail_is_soft: bool) -> None:
@@ -363,13 +324,13 @@ def _check_checks(r: _TrialReplay, logged: dict[str, Any], checks: dict[str, dic
         if not isinstance(got, dict):
             r._mismatch(None, f"checks.{name}", f"missing from the log; the replay gives passed={want['passed']}")
         elif got.get("passed") != want["passed"]:
-            r._mismatch(None, f"checks.{name}", f"the log says passed={_show(got.get('passed'))}, the replay gives "
-                        f"passed={want['passed']} ({_shorten(str(want['detail']), 80) or 'no detail'})")
+            r._mismatch(None, f"checks.{name}", f"the log says passed={show_value(got.get('passed'))}, the replay gives "
+                        f"passed={want['passed']} ({shorten(str(want['detail']), 80) or 'no detail'})")
         elif got.get("detail") != want["detail"]:
             if detail_is_soft:
                 r.notes.append(f"checks.{name}: the wording of a check's detail differs (the run was made by another harness version)")
             else:
-                r._mismatch(None, f"checks.{name}", f"detail differs: {_differs('detail', got.get('detail'), want['detail'])}")
+                r._mismatch(None, f"checks.{name}", f"detail differs: {differs('detail', got.get('detail'), want['detail'])}")
     for name in logged:
         if name not in checks:
             r._mismatch(None, f"checks.{name}", "in the log, but the task has no such check")
@@ -380,13 +341,13 @@ def _check_end(summary: TrialSummary, r: _TrialReplay, outcome: str, reason: str
     logged = summary.get("outcome")
     world, reached = r.rules.world, r.rules.milestones.reached
     if logged != outcome:
-        r._mismatch(None, "outcome", f"the log claims {_show(logged)}, the replay gives {_show(outcome)}")
+        r._mismatch(None, "outcome", f"the log claims {show_value(logged)}, the replay gives {show_value(outcome)}")
     if "reason" in summary and summary["reason"] != reason and logged == outcome:
-        r._mismatch(None, "reason", _differs("reason", summary["reason"], reason))
+        r._mismatch(None, "reason", differs("reason", summary["reason"], reason))
     if summary.get("final_state_hash") != world.state_hash:
-        r._mismatch(None, "final_state_hash", _differs("final_state_hash", summary.get("final_state_hash"), world.state_hash))
+        r._mismatch(None, "final_state_hash", differs("final_state_hash", summary.get("final_state_hash"), world.state_hash))
     if "milestones" in summary and summary["milestones"] != reached:
-        r._mismatch(None, "milestones", _differs("milestones", summary["milestones"], reached))
+        r._mismatch(None, "milestones", differs("milestones", summary["milestones"], reached))
 
 
 def _replay_trial(suite: Suite, task: Task, summary: TrialSummary, events: list[StepEvent], manifest: Manifest,
@@ -448,18 +409,18 @@ def check_manifest(run_dir: Path, manifest: Manifest) -> list[Mismatch]:
     out: list[Mismatch] = []
     agent = manifest.get("agent")
     if not isinstance(agent, dict):
-        return [Mismatch(None, None, "agent", f"not an object: {_show(agent)}")]
+        return [Mismatch(None, None, "agent", f"not an object: {show_value(agent)}")]
     derived = is_simulated(agent.get("adapter"))
     if agent.get("simulated") is not derived:
-        out.append(Mismatch(None, None, "agent.simulated", f"the manifest says {_show(agent.get('simulated'))}, but its adapter "
-                            f"{_show(agent.get('adapter'))} is {'' if derived else 'not '}simulated"))
+        out.append(Mismatch(None, None, "agent.simulated", f"the manifest says {show_value(agent.get('simulated'))}, but its adapter "
+                            f"{show_value(agent.get('adapter'))} is {'' if derived else 'not '}simulated"))
     try:
         want = None if import_source(manifest) else spec_hash(agent.get("adapter"), agent.get("target"), agent.get("options"))
     except TypeError:
         want = None
     if agent.get("hash") != want:
-        out.append(Mismatch(None, None, "agent.hash", f"the manifest has {_show(agent.get('hash'))}; its adapter, target and "
-                            f"options give {_show(want)}"))
+        out.append(Mismatch(None, None, "agent.hash", f"the manifest has {show_value(agent.get('hash'))}; its adapter, target and "
+                            f"options give {show_value(want)}"))
     out += [Mismatch(None, None, name, detail) for name, detail in check_seal(run_dir, manifest)]
     return out
 
@@ -480,16 +441,21 @@ def verify_run(run_dir: str | Path, *, suite: Suite | str | Path | None = None, 
     result.mismatches.extend(check_manifest(run_dir, manifest))
     loaded, problems = load_run_suite(manifest, run_dir, suite)
     if loaded is not None and loaded.name != info.get("name"):
-        result.mismatches.append(Mismatch(None, None, "suite.name", _differs("suite.name", info.get("name"), loaded.name)))
+        result.mismatches.append(Mismatch(None, None, "suite.name", differs("suite.name", info.get("name"), loaded.name)))
     if loaded is None:
         result.mismatches.extend(problems)
     else:
         result.suite_path = str(loaded.path)
         soft = _check_run(log, loaded, result)
-        variants = _run_variants(manifest, {t.id: t for t in loaded.tasks}, result.mismatches)
+        tasks_by_id = {t.id: t for t in loaded.tasks}
+        if replay_info(manifest, run_dir) is None:
+            variants = _run_variants(manifest, tasks_by_id, result.mismatches)
+        else:  # a replay (bench.analysis.replays): its arms are its inputs; its restored steps are the original's
+            variants = replay_variants(manifest, tasks_by_id)
+            result.mismatches += [Mismatch(*problem) for problem in check_link(run_dir, log)]
         replayed = _replay_trials(log, loaded, variants, result, soft)
-        _check_completeness(log, manifest, variants, result.mismatches, _design_n(log, replayed, result))
-        _check_metrics(run_dir, log, replayed, result.mismatches)
+        check_completeness(log, manifest, variants, result.mismatches, _design_n(log, replayed, result))
+        check_metrics(run_dir, log, replayed, result.mismatches)
         result.notes = [note if times == 1 else f"{note} (×{times})" for note, times in Counter(result.notes).items()]
     result.seconds = time.perf_counter() - started
     return result
@@ -535,7 +501,7 @@ def _replay_trials(log: RunLog, suite: Suite, variants: dict[str, dict[str, Vari
         try:
             rep = _replay_trial(suite, variant.task, summary, events, manifest, attempt_errors, error_attempts, out, notes, soft)
         except Exception as exc:  # noqa: BLE001 - a hostile log must give a mismatch, never a traceback
-            out.append(Mismatch(trial, None, "replay", f"the logged trial cannot be replayed: {type(exc).__name__}: {_shorten(str(exc))}"))
+            out.append(Mismatch(trial, None, "replay", f"the logged trial cannot be replayed: {type(exc).__name__}: {shorten(str(exc))}"))
             continue
         result.steps_replayed += rep.steps
         replayed[trial] = rep.outcome
@@ -549,16 +515,16 @@ def _trial_variant(summary: TrialSummary, manifest: Manifest, tasks_by_id: dict[
     trial = summary["trial"]
     _check_identity(summary, manifest, out)
     if not isinstance(summary.get("task"), str) or summary["task"] not in tasks_by_id:
-        out.append(Mismatch(trial, None, "task", f"task {_show(summary.get('task'))} is not in the suite: the trial cannot be replayed"))
+        out.append(Mismatch(trial, None, "task", f"task {show_value(summary.get('task'))} is not in the suite: the trial cannot be replayed"))
         return None
     variant = variants.get(summary["task"], {}).get(summary["variant"]) if isinstance(summary.get("variant"), str) else None
     if variant is None:
         out.append(Mismatch(trial, None, "variant", f"the run's perturbations give the task no input variant "
-                            f"{_show(summary.get('variant'))}: the trial cannot be replayed"))
+                            f"{show_value(summary.get('variant'))}: the trial cannot be replayed"))
         return None
     _check_variant(summary, variant, out)
     if summary.get("outcome") not in ("success", "failure", "error"):
-        out.append(Mismatch(trial, None, "outcome", f"unknown outcome {_show(summary.get('outcome'))}"))
+        out.append(Mismatch(trial, None, "outcome", f"unknown outcome {show_value(summary.get('outcome'))}"))
         return None
     return variant
 
@@ -574,7 +540,7 @@ def _run_variants(manifest: Manifest, tasks_by_id: dict[str, Task], out: list[Mi
             raise ValueError("unknown family or mixed counts")
         spec = VariantSpec(families, counts.pop() if counts else 1)
     except (TypeError, KeyError, ValueError, AttributeError):
-        out.append(Mismatch(None, None, "perturbations", f"the manifest's perturbations cannot be read: {_show(perturbations)}"))
+        out.append(Mismatch(None, None, "perturbations", f"the manifest's perturbations cannot be read: {show_value(perturbations)}"))
         spec = VariantSpec({}, 1)
     base_seed = manifest.get("base_seed", 0)
     return {task_id: {v.id: v for v in variants_of(task, spec, base_seed)} for task_id, task in tasks_by_id.items()
@@ -586,12 +552,12 @@ def _check_variant(summary: TrialSummary, variant: Variant, out: list[Mismatch])
     trial = summary["trial"]
     family = variant_family(summary)
     if family != variant.family:
-        out.append(Mismatch(trial, None, "variant_family", _differs("variant_family", family, variant.family)))
+        out.append(Mismatch(trial, None, "variant_family", differs("variant_family", family, variant.family)))
     if variant.family != BASE:
         if summary.get("variant_params") != variant.params:
-            out.append(Mismatch(trial, None, "variant_params", _differs("variant_params", summary.get("variant_params"), variant.params)))
+            out.append(Mismatch(trial, None, "variant_params", differs("variant_params", summary.get("variant_params"), variant.params)))
         if summary.get("instruction") != variant.task.instruction:
-            out.append(Mismatch(trial, None, "instruction", _differs("instruction", summary.get("instruction"), variant.task.instruction)))
+            out.append(Mismatch(trial, None, "instruction", differs("instruction", summary.get("instruction"), variant.task.instruction)))
 
 
 def _design_n(log: RunLog, replayed: dict[str, str | None], result: VerifyResult) -> dict[str, int] | None:
@@ -614,70 +580,3 @@ def _design_n(log: RunLog, replayed: dict[str, str | None], result: VerifyResult
                                           f"trials per task than the manifest records ({len(changed)} task(s), e.g. "
                                           f"{changed[:3]}; finished: {progress['finished']})"))
     return dict(progress["per_task_n"])
-
-
-def _check_completeness(log: RunLog, manifest: Manifest, variants: dict[str, dict[str, Variant]], out: list[Mismatch],
-                        design_n: dict[str, int] | None = None) -> None:
-    k = manifest.get("k")
-    tasks = manifest.get("tasks") or []
-    if not isinstance(k, int):
-        out.append(Mismatch(None, None, "k", f"the manifest's k is not a whole number ({_show(k)})"))
-        return
-    per_task = design_n if design_n is not None else {t: k for t in tasks}
-    expected = [f"{t}/{v}/{i}" for t in tasks for v in variants.get(t, {"base": None}) for i in range(per_task.get(t, 0))]
-    present = set(log.summaries)
-    for trial in expected:
-        if trial not in present:
-            out.append(Mismatch(trial, None, "completeness", "no summary: the trial is missing (an unfinished run resumes with the same command)"))
-    wanted = set(expected)
-    for trial in sorted(present - wanted):
-        out.append(Mismatch(trial, None, "completeness", "a trial that the run's tasks, variants and k do not call for"))
-    for trial, times in sorted(Counter(log.duplicate_summaries).items()):
-        out.append(Mismatch(trial, None, "duplicate", f"the trial has {times + 1} summary records; exactly one is allowed"))
-
-
-def _check_metrics(run_dir: Path, log: RunLog, replayed: dict[str, str | None], out: list[Mismatch]) -> None:
-    """The figures `trajbench report` computes from the logged outcomes against the same figures
-    from the replayed outcomes (suite means; intervals follow from the same per-task counts)."""
-    try:
-        report = build_report(run_dir, bootstrap=1)
-    except Exception as exc:  # noqa: BLE001 - a hostile log must give a mismatch, never a traceback
-        out.append(Mismatch(None, None, "metrics", f"`trajbench report` cannot compute the run's figures from this log "
-                            f"({type(exc).__name__}: {_shorten(str(exc))})"))
-        return
-    logged_rows = {r["task"]: (r["n"], r["successes"]) for r in report["tasks"]}
-    logged: dict[tuple[str, Any], list[int]] = defaultdict(lambda: [0, 0])
-    replay: dict[tuple[str, Any], list[int]] = defaultdict(lambda: [0, 0])
-    for trial, summary in log.summaries.items():
-        family = str(variant_family(summary))
-        for table, outcome in ((logged, summary.get("outcome")), (replay, replayed.get(trial))):
-            if outcome in VALID_OUTCOMES:
-                task = summary.get("task")
-                cell = table[(family, task if isinstance(task, str) else repr(task))]
-                cell[0] += 1
-                cell[1] += outcome == "success"
-    for key in sorted(set(logged) | set(replay), key=str):
-        family, task = key
-        was, now = logged.get(key, [0, 0]), replay.get(key, [0, 0])
-        if family == BASE:
-            was = list(logged_rows.get(task, (0, 0)))  # what `trajbench report` scores
-        if was != now:
-            where = f"task {task}" if family == BASE else f"task {task}, input variant family {family}"
-            out.append(Mismatch(None, None, "metrics", f"{where}: the log scores {was[1]}/{was[0]} successes, the replay {now[1]}/{now[0]}"))
-    counts = {task: cell for (family, task), cell in replay.items() if family == BASE}
-    pairs = [(n, c) for n, c in counts.values()]
-    replay_suite = metrics.suite_summary(pairs, B=1)
-    claimed = report["suite"]
-    figures = [("pass@1", claimed["pass@1"]["mean"], replay_suite["pass@1"]["mean"]),
-               ("flip", claimed["flip"]["mean"], replay_suite["flip"]["mean"])]
-    for name in ("pass^k", "pass@k"):
-        mine = {e["k"]: e["mean"] for e in replay_suite[name]}
-        for entry in claimed[name][1:]:  # k = 1 is pass@1
-            figures.append((name.replace("k", str(entry["k"])), entry["mean"], mine.get(entry["k"])))
-    for name, was, now in figures:
-        if not _same_number(was, now):
-            out.append(Mismatch(None, None, "metrics", f"{name}: the log claims {_fmt(was)}, the replay gives {_fmt(now)}"))
-
-
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

@@ -17,6 +17,8 @@ from bench.analysis import metrics
 from bench.analysis.divergence.keys import KeyedRun, read_keyed
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.divergence.section import divergence_section
+from bench.analysis.replays import causal_section
+from bench.analysis.replays import expected_trials as replay_expected
 from bench.analysis.stopping import sequential_section
 from bench.runs.rundir import RunLog, TrialSummary, gc_paused, is_valid, variant_family
 from bench.world.variants import BASE
@@ -76,7 +78,7 @@ def _resource_cv(per_task: Sequence[Mapping[str, float | None]]) -> dict[str, fl
 
 @gc_paused()  # a large run's summaries and keys are millions of objects the collector need not rescan
 def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
-                 divergence: DivergenceOptions | None = None) -> dict[str, Any]:
+                 divergence: DivergenceOptions | None = None, replays: Sequence[str | Path] = ()) -> dict[str, Any]:
     run = read_keyed(run_dir, divergence)  # one pass over the log: summaries kept, steps keyed and dropped
     log = run.log
     manifest = log.manifest
@@ -91,6 +93,7 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     sequential = sequential_section(log)
     if sequential is not None:  # a sequential design: each task's trials are the design's, not k
         expected = sequential["expected_trials"]
+    expected = replay_expected(manifest, Path(run_dir)) or expected  # a replay: m continuations per arm
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "run": {"dir": str(run_dir), "run_id": manifest["run_id"], "harness_version": manifest.get("harness_version"),
@@ -111,6 +114,7 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     if manifest.get("perturbations"):
         report["variants"] = variants_section(log, k, bootstrap, seed)
     report["divergence"] = divergence_section(run)
+    report["causal"] = causal_section(run_dir, replays)  # bench.analysis.replays: the run's replays' verdicts
     return report
 
 

@@ -228,6 +228,10 @@ def build_leaderboard(run_dirs: Sequence[str | Path], *, k: int | None = None, b
         raise BenchError("give at least one run directory", field="RUN_DIR")
     paths = [Path(p) for p in run_dirs]
     logs = [read_run(p) for p in paths]
+    for path, log in zip(paths, logs):  # bench.analysis.replays: continuations from one node, not a benchmark
+        if "replay_of" in log.manifest:
+            raise BenchError("a replay (trajbench replay: continuations resampled from one node) is not a benchmark run "
+                             "and is never ranked: give its original run", file=str(path / "run.json"), field="replay_of")
     if not unverified:
         _refuse_imports(paths, logs)
     _check_comparable(paths, logs)

@@ -1,4 +1,5 @@
-"""Markdown: the diff as a pull-request comment, and `md_escape`, the one Markdown escape.
+"""Markdown: the diff as a pull-request comment, the report (`report --markdown`, with the causal
+replays), and `md_escape`, the one Markdown escape.
 
 Everything a run produced (task ids, agent names, tool names and arguments, warnings that quote
 them) goes through `md_escape` before it reaches a Markdown document — the diff's comment, the
@@ -13,6 +14,7 @@ import re
 from typing import Any
 
 from bench.analysis.regression import CATEGORIES
+from bench.publish.causal import interval_text, no_return_text
 from bench.publish.text import (
     changed_tasks,
     divergence_point,
@@ -129,3 +131,63 @@ def _divergence(diff: dict[str, Any]) -> list[str]:
     out += [f"| {md_escape(r['task'])} | {r['change']} | {md_escape(divergence_point(r['base']))} | "
             f"{md_escape(divergence_point(r['candidate']))} |" for r in dv["tasks"] if r["change"] != "same"][:20]
     return out + ["", "</details>"]
+
+
+# ---------------------------------------------------------------------------- `report --markdown`
+def _report_point(point: dict[str, Any] | None) -> str:
+    """A task's statistical divergence point as the report gives it: step, q, the alternatives."""
+    if point is None:
+        return "none"
+    alts = " vs ".join(f"{'(stops)' if a['end'] else term(a['action'], 60)} {a['successes']}/{a['n']}"
+                       for a in point["alternatives"][:3])
+    return f"step {point['step']} (q = {point['q']:.2g}): {alts}"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """`trajbench report --markdown`: the suite's figures, each task with its statistical
+    divergence point, and the causal verdicts of the run's replays beside them."""
+    run, suite = report["run"], report["suite"]
+
+    def figure(entry: dict[str, Any]) -> str:
+        return "n/a" if entry.get("mean") is None else f"{entry['mean']:.3f} [{entry['lo']:.3f}, {entry['hi']:.3f}]"
+
+    out = [f"# trajbench report — {md_escape(run['agent']['name'])} on {md_escape(run['suite']['name'])}", "",
+           f"k = {run['k']}; {report['completeness']['finished_trials']}/{report['completeness']['expected_trials']} trials. "
+           f"pass@1 {figure(suite['pass@1'])}; flip {figure(suite['flip'])}.", "",
+           "| task | successes | pass@1 | divergence point | causal verdict |", "|---|---|---|---|---|"]
+    points = {r["task"]: r.get("divergence") for r in (report.get("divergence") or {}).get("tasks", [])}
+    causal: dict[str, list[str]] = {}
+    for r in report.get("causal") or []:
+        if "error" not in r:
+            causal.setdefault(r["task"], []).append(f"step {r['step']}: {r['verdict']}")
+    for row in report["tasks"]:
+        out.append(f"| {md_escape(row['task'])} | {row['successes']}/{row['n']} | {rate(row['pass@1'])} | "
+                   f"{md_escape(_report_point(points.get(row['task'])))} | {md_escape('; '.join(causal.get(row['task'], [])) or '—')} |")
+    out += ["", *causal_markdown(report.get("causal") or [])]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def causal_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The causal section in Markdown: a table per replayed node."""
+    if not rows:
+        return []
+    out = ["## Causal replays", ""]
+    for r in rows:
+        if "error" in r:
+            out += [f"- `{md_escape(r['replay_dir'])}`: not shown: {md_escape(r['error'])}", ""]
+            continue
+        node = r["node"]
+        out += [f"### {md_escape(r['task'])} — node {md_escape(r['trial'])} step {r['step']}: **{r['verdict']}**", "",
+                f"m = {r['m']}, {r['continuations']} continuations; {md_escape(r['test'])}. From the node itself: "
+                f"{node['successes']}/{node['n']} {interval_text(node['interval'])}.", "",
+                "| alternative | success | 95% CI | effect | effect 95% CI | p (Holm) | verdict |",
+                "|---|---|---|---|---|---|---|"]
+        for a in r["alternatives"]:
+            effect = "—" if a["best"] else f"{a['effect']:+.3f}"
+            out.append(f"| `{md_escape(a['action'])}` | {a['successes']}/{a['n']} | {interval_text(a['interval'])} | {effect} | "
+                       f"{'—' if a['best'] else interval_text(a['effect_interval'])} | {a['p_holm'] if a['p_holm'] is not None else '—'} "
+                       f"| {a['verdict']} |")
+        out += [""] if r.get("no_return") else []
+        out += [f"- {md_escape(no_return_text(row))}" for row in r.get("no_return", [])]
+        out.append("")
+    return out

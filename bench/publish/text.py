@@ -15,6 +15,7 @@ from bench.analysis.diff import has_significant_point
 from bench.analysis.divergence.power import K_LADDER
 from bench.analysis.regression import CATEGORIES
 from bench.analysis.replay import Mismatch, VerifyResult
+from bench.publish.causal import render_causal
 from bench.publish.labels import sibling_labels
 
 
@@ -103,6 +104,8 @@ def render_report(report: dict[str, Any], max_tasks: int = 60) -> str:
         lines += ["", render_divergence(report["divergence"])]
     if report.get("variants"):
         lines += ["", *render_variants(report["variants"])]
+    if report.get("causal"):
+        lines += ["", *render_causal(report["causal"])]
     return "\n".join(lines)
 
 

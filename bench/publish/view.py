@@ -20,9 +20,10 @@ from __future__ import annotations
 import html
 import math
 import secrets
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import orjson
@@ -31,7 +32,8 @@ from bench.adapters.spec import is_simulated
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.divergence.section import analyse_run
 from bench.analysis.divergence.tree import Analysis
-from bench.canonical import dump_line
+from bench.analysis.replays import causal_section
+from bench.canonical import dump_line, step_key
 from bench.errors import BenchError
 from bench.publish.labels import sibling_labels
 from bench.runs.rundir import RunLog, read_run
@@ -198,6 +200,74 @@ def _num(x: Any) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else x
 
 
+class _Paths:
+    """A drawn tree's nodes by path: the node a list of step keys leads to from the start."""
+
+    def __init__(self, tree: dict[str, Any]):
+        self.kids: dict[Any, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for e in tree["nodes"]:
+            self.kids[e["parent"]][e["label"]] = e
+        self.root = next(e for e in tree["nodes"] if e["root"])
+
+    def walk(self, keys: list[str]) -> dict[str, Any] | None:
+        node: dict[str, Any] | None = self.root
+        for key in keys:
+            node = self.kids[node["id"]].get(key) if node is not None else None
+        return node
+
+
+def _annotate_replays(trees: list[dict[str, Any]], rows: list[dict[str, Any]], log: RunLog) -> None:
+    """Mark the nodes a replay resampled (bench.analysis.replays): the node with the success of
+    its own continuations and of every alternative, each drawn alternative with the success of
+    its forced arm and its verdict, and each failed trial's point of no return with the
+    continuations along its path."""
+    by_task = {t["task"]: t for t in trees}
+    for r in rows:
+        tree = by_task.get(r.get("task", ""))
+        if tree is None or "error" in r:
+            continue
+        paths = _Paths(tree)
+        where = f"{r['replay_dir']} (m = {r['m']})"
+        node = paths.walk(r["prefix"])
+        if node is None:
+            continue
+        node["replay"] = {**_arm_note(r["node"]), "verdict": r["verdict"], "replay": where,
+                          "alternatives": [{**_arm_note(alt), "action": alt["action"], "verdict": alt["verdict"]}
+                                           for alt in r["alternatives"]]}
+        for alt in r["alternatives"]:
+            child = paths.kids[node["id"]].get(alt["action"])
+            if child is not None:
+                child["replay_arm"] = {**_arm_note(alt), "verdict": alt["verdict"], "effect": alt["effect"],
+                                       "effect_interval": alt["effect_interval"], "replay": where}
+        for row in r.get("no_return", []):
+            _annotate_no_return(paths, row, log, where)
+
+
+def _arm_note(arm: dict[str, Any]) -> dict[str, Any]:
+    return {"successes": arm["successes"], "n": arm["n"], "interval": arm["interval"]}
+
+
+def _annotate_no_return(paths: _Paths, row: dict[str, Any], log: RunLog, where: str) -> None:
+    """The nodes along a failed trial's path that the no-return scan resampled, and its point."""
+    if row["trial"] not in log.summaries:
+        return
+    events = log.trial_steps(row["trial"])
+    acting = [e.get("kind") in ("tool", "user") for e in events]
+    keys = [step_key(str(e.get("tool")), e.get("args")) for e, act in zip(events, acting) if act]
+    for step in row["steps"]:
+        node = paths.walk(keys[:sum(acting[:step["step"]])])
+        if node is not None:
+            node.setdefault("replay", {**_arm_note(step), "verdict": None, "replay": where})
+            if step["step"] == row["point_of_no_return"]:
+                node.setdefault("no_return", []).append({"trial": row["trial"], "threshold": row["threshold"]})
+
+
+def _replay_label(note: dict[str, Any]) -> str:
+    lo, hi = note["interval"]
+    verdict = f" {note['verdict']}" if note.get("verdict") in ("confirmed", "not confirmed", "best") and "effect" in note else ""
+    return f"replay {note['successes']}/{note['n']} [{lo:.2f}, {hi:.2f}]{verdict}"
+
+
 def _svg(tree: dict[str, Any], index: int) -> str:
     esc = html.escape
     nodes = {e["id"]: e for e in tree["nodes"]}
@@ -228,6 +298,7 @@ def _svg(tree: dict[str, Any], index: int) -> str:
             classes.append("branch")
         if e["critical_for"]:
             classes.append("critical")
+        classes += [c for c, k in (("replayed", "replay"), ("replayed-arm", "replay_arm"), ("no-return", "no_return")) if e.get(k)]
         rate = f"{e['s']}/{e['n']} succeeded"
         title = f"{e['label']} — {rate}" + (" — DIVERGENCE POINT" if e["divergence"] else "")
         parts.append(f'<g class="{" ".join(classes)}" data-node="{e["id"]}" data-task="{index}" '
@@ -236,6 +307,14 @@ def _svg(tree: dict[str, Any], index: int) -> str:
         if e["divergence"]:
             parts.append(f'<circle class="divergence-ring" cx="{e["x"]:.1f}" cy="{e["y"]:.1f}" r="{r + 6:.1f}"/>')
             parts.append(f'<text class="divergence-label" x="{e["x"]:.1f}" y="{e["y"] + r + 18:.1f}">divergence</text>')
+        if e.get("no_return"):
+            parts.append(f'<rect class="no-return-mark" x="{e["x"] - r - 5:.1f}" y="{e["y"] - r - 5:.1f}" width="{2 * r + 10:.1f}" '
+                         f'height="{2 * r + 10:.1f}" transform="rotate(45 {e["x"]:.1f} {e["y"]:.1f})"/>')
+            parts.append(f'<text class="no-return-label" x="{e["x"]:.1f}" y="{e["y"] - r - 12:.1f}">point of no return</text>')
+        note = e.get("replay_arm") or e.get("replay")
+        if note:
+            parts.append(f'<text class="replay-label" x="{e["x"] + r + 3:.1f}" y="{e["y"] + 14:.1f}">'
+                         f'{esc(_replay_label(note))}</text>')
         shape = (f'<rect x="{e["x"] - r:.1f}" y="{e["y"] - r:.1f}" width="{2 * r:.1f}" height="{2 * r:.1f}" rx="2"'
                  if e["leaf"] else f'<circle cx="{e["x"]:.1f}" cy="{e["y"]:.1f}" r="{r:.1f}"')
         parts.append(f'{shape} fill="{_colour(e["rate"])}"/>')
@@ -270,6 +349,9 @@ svg.tree .node:focus,svg.tree .node.selected{outline:none}
 svg.tree .node.selected circle,svg.tree .node.selected rect{stroke:#000;stroke-width:2}
 svg.tree .divergence-ring{fill:none;stroke:#6a1b9a;stroke-width:3;stroke-dasharray:4 2}
 svg.tree text.divergence-label{fill:#6a1b9a;font-weight:bold;text-anchor:middle}
+svg.tree text.replay-label{fill:#0d47a1;font-size:10px}
+svg.tree .no-return-mark{fill:none;stroke:#000;stroke-width:2}
+svg.tree text.no-return-label{fill:#000;font-weight:bold;text-anchor:middle;font-size:10px}
 .legend{display:flex;align-items:center;gap:8px;color:#555;font-size:12px;margin:4px 0}
 .bar{width:140px;height:10px;background:linear-gradient(90deg,hsl(0,70%,45%),hsl(60,70%,45%),hsl(120,70%,45%))}
 pre{white-space:pre-wrap;word-break:break-word;background:#f4f4f4;padding:6px;border-radius:4px;max-height:260px;overflow:auto;margin:2px 0 8px}
@@ -299,6 +381,13 @@ _JS = """
     row(dl, 'Trials through here', node.s+' of '+node.n+' succeeded ('+Math.round(100*node.rate)+'%)');
     if(node.on_ref){ row(dl, 'Reference', 'on the reference path'); }
     if(node.critical_for){ row(dl, 'Critical step of', node.critical_for+' failed trial(s): their estimated success drops most here'); }
+    function ci(v){ return '['+v[0].toFixed(2)+', '+v[1].toFixed(2)+']'; }
+    if(node.replay){ var rp=node.replay; row(dl, 'Continuations from here (replay)', rp.successes+' of '+rp.n+' succeeded, 95% CI '+ci(rp.interval)+(rp.verdict ? '; the node is '+rp.verdict : '')+' — '+rp.replay);
+      if(rp.alternatives && rp.alternatives.length){ dl.appendChild(el('dt', 'Each alternative forced here (replay)')); var rd=el('dd'); var rl=el('ul');
+        rp.alternatives.forEach(function(u){ rl.appendChild(el('li', u.action+' — '+u.successes+'/'+u.n+' '+ci(u.interval)+', '+u.verdict, 'replay-alternative')); });
+        rd.appendChild(rl); dl.appendChild(rd); } }
+    if(node.replay_arm){ var ra=node.replay_arm; row(dl, 'Forced here (replay)', ra.successes+' of '+ra.n+' succeeded, 95% CI '+ci(ra.interval)+(ra.verdict==='best' ? '; the best alternative' : '; effect '+fmt(ra.effect)+' '+ci(ra.effect_interval)+', '+ra.verdict)); }
+    if(node.no_return){ node.no_return.forEach(function(nr){ row(dl, 'Point of no return', 'of trial '+nr.trial+': from here on, continuations almost never succeed (upper 95% bound < '+nr.threshold+')'); }); }
     if(node.branch){ var b=node.branch; row(dl, 'Branch test', (b.test||'not tested')+': p = '+fmt(b.p)+', q (BH) = '+fmt(b.q)+(b.significant?' — significant':'')+'; IG = '+fmt(b.ig)+', task information = '+fmt(b.score)+' bits'); }
     if(node.step){ var s=node.step;
       row(dl, 'Tool', s.tool); row(dl, 'Arguments', s.args, true);
@@ -330,9 +419,10 @@ _JS = """
 
 
 def write_view(run_dir: str | Path, task_id: str | None = None, out: str | Path | None = None,
-               options: DivergenceOptions | None = None) -> Path:
+               options: DivergenceOptions | None = None, replays: Sequence[str | Path] = ()) -> Path:
     """Write the viewer for a run (one task, or every task with a selector) and return its path.
-    Default file: RUN_DIR/view.html (RUN_DIR/view-TASK.html with a task)."""
+    Default file: RUN_DIR/view.html (RUN_DIR/view-TASK.html with a task). The run's replays
+    (RUN_DIR/replays/, or `replays`) annotate the nodes they resampled."""
     run_dir = Path(run_dir)
     log = read_run(run_dir)
     # the tree is drawn over every action (fork="raw"): a reader follows each trial step by step,
@@ -340,8 +430,10 @@ def write_view(run_dir: str | Path, task_id: str | None = None, out: str | Path 
     o = replace(options or DivergenceOptions(), key="action", fork="raw")
     analysis = analyse_run(log, o)
     trees = _trees(analysis, log, _task_indices(analysis, task_id, run_dir))
+    causal = causal_section(run_dir, replays)
+    _annotate_replays(trees, causal, log)
     rows = {r["task"]: r for r in analysis.section["tasks"]}
-    sections = "".join(_task_section(i, tree, rows.get(tree["task"], {})) for i, tree in enumerate(trees))
+    sections = "".join(_task_section(i, tree, rows.get(tree["task"], {}), causal) for i, tree in enumerate(trees))
     page = _page(log, sections, _selector(trees, rows) if task_id is None and len(trees) > 1 else "", trees)
     if out is None:
         out = run_dir / ("view.html" if task_id is None else f"view-{_file_safe(task_id)}.html")
@@ -380,7 +472,14 @@ def _trees(analysis: Analysis, log: RunLog, indices: list[int]) -> list[dict[str
                        trial_order[trial_bounds[t]:trial_bounds[t + 1]]) for t in indices]
 
 
-def _task_section(i: int, tree: dict[str, Any], row: dict[str, Any]) -> str:
+def _causal_summary(task: str, causal: list[dict[str, Any]]) -> str:
+    """The task's replay verdicts, for the line above its tree (beside the divergence point)."""
+    verdicts = [f"after {r['step']} step(s) {r['verdict']} ({r['node']['successes']}/{r['node']['n']} from the node)"
+                for r in causal if r.get("task") == task and "error" not in r]
+    return f" · Causal replay: {'; '.join(verdicts)}." if verdicts else ""
+
+
+def _task_section(i: int, tree: dict[str, Any], row: dict[str, Any], causal: list[dict[str, Any]]) -> str:
     esc = html.escape
     d = row.get("divergence")
     if d:
@@ -395,7 +494,7 @@ def _task_section(i: int, tree: dict[str, Any], row: dict[str, Any]) -> str:
     return (f'<section class="task{" active" if i == 0 else ""}" id="task-{i}" data-task-id="{esc(tree["task"])}">'
             f'<h2>{esc(tree["task"])}</h2>'
             f'<p class="summary">{tree["successes"]} of {tree["n"]} trials succeeded; {tree["leaves"]} distinct '
-            f'trajectories. {esc(summary)}{esc(trunc)}</p>'
+            f'trajectories. {esc(summary)}{esc(_causal_summary(tree["task"], causal))}{esc(trunc)}</p>'
             f'{_svg(tree, i)}</section>')
 
 
