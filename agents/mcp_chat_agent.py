@@ -7,7 +7,9 @@ TRAJBENCH_POLICY, TRAJBENCH_SEED, TRAJBENCH_MAX_STEPS, and the model endpoint
 (TRAJBENCH_MODEL_BASE_URL, TRAJBENCH_MODEL, optional TRAJBENCH_MODEL_API_KEY). Sampling comes
 from AGENT_TEMPERATURE / AGENT_TOP_P / AGENT_MAX_TOKENS and llama.cpp's AGENT_TOP_K /
 AGENT_REPEAT_PENALTY, whose defaults are the other smollm2-* roster specs' (0.8, 0.95, 256, 40, 1.0),
-so the board compares frameworks, not sampling. Each turn sends the MCP tools as OpenAI `tools`; tool
+so the board compares frameworks, not sampling. `--string-max-length N` puts a `maxLength` on the
+tools' string parameters that have none (llama-cpp-python's native tool calls ignore max_tokens
+for the arguments: see `string_max_length` in bench/adapters/frameworks.py, whose rule this copies). Each turn sends the MCP tools as OpenAI `tools`; tool
 calls run over MCP (an MCP tool error goes back to the model as the tool's result); the first reply
 without tool calls is the answer, given to the server's `final_answer` tool. The per-turn seed is
 the trial seed plus the turn index. Exit status 0 on an answer, 1 when the endpoint fails.
@@ -27,10 +29,30 @@ from mcp import Client
 FINAL_ANSWER = "final_answer"
 
 
-def openai_tools(tools: Any) -> list[dict[str, Any]]:
+def openai_tools(tools: Any, string_max_length: int | None = None) -> list[dict[str, Any]]:
     return [{"type": "function", "function": {"name": t.name, "description": t.description or "",
-                                              "parameters": t.input_schema}}
+                                              "parameters": bound_strings(t.input_schema, string_max_length)}}
             for t in tools if t.name != FINAL_ANSWER]
+
+
+def bound_strings(schema: Any, max_length: int | None) -> Any:
+    """The schema with `maxLength` on each string node that has no length bound, enum or const."""
+    if not isinstance(schema, dict) or max_length is None:
+        return schema
+    out = dict(schema)
+    for key in ("properties", "patternProperties", "$defs", "definitions"):
+        if isinstance(schema.get(key), dict):
+            out[key] = {name: bound_strings(sub, max_length) for name, sub in schema[key].items()}
+    for key in ("items", "additionalProperties", "contains", "not", "if", "then", "else"):
+        if isinstance(schema.get(key), dict):
+            out[key] = bound_strings(schema[key], max_length)
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        if isinstance(schema.get(key), list):
+            out[key] = [bound_strings(sub, max_length) for sub in schema[key]]
+    types = schema.get("type")
+    if (types == "string" or (isinstance(types, list) and "string" in types)) and not {"maxLength", "enum", "const"} & schema.keys():
+        out["maxLength"] = max_length
+    return out
 
 
 def result_text(result: Any) -> str:
@@ -46,12 +68,19 @@ async def chat(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
+def string_max_length() -> int | None:
+    args = sys.argv[1:]
+    if "--string-max-length" in args:
+        return int(args[args.index("--string-max-length") + 1])
+    return None
+
+
 async def main() -> int:
     seed, max_steps = int(os.environ["TRAJBENCH_SEED"]), int(os.environ["TRAJBENCH_MAX_STEPS"])
     messages: list[dict[str, Any]] = [{"role": "system", "content": os.environ.get("TRAJBENCH_POLICY", "")},
                                       {"role": "user", "content": os.environ["TRAJBENCH_INSTRUCTION"]}]
     async with Client(os.environ["TRAJBENCH_MCP_URL"]) as client, httpx.AsyncClient(timeout=300, trust_env=False) as http:
-        tools = openai_tools((await client.list_tools()).tools)
+        tools = openai_tools((await client.list_tools()).tools, string_max_length())
         for turn in range(max_steps + 1):
             body = {"model": os.environ["TRAJBENCH_MODEL"], "messages": messages, "tools": tools, "tool_choice": "auto",
                     "seed": (seed + turn) % 2_147_483_647, "temperature": float(os.environ.get("AGENT_TEMPERATURE", "0.8")),

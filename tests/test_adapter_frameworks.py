@@ -224,3 +224,56 @@ def test_assistant_null_content_becomes_empty_for_llama_cpp():
     assert out["messages"][1] == {"role": "assistant", "content": "", "tool_calls": [{"id": "c"}]}
     assert out["messages"][0] == body["messages"][0] and out["messages"][2] == body["messages"][2]
     assert without_null_content(b"not json") == b"not json"
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_string_max_length_bounds_the_tools_string_parameters(adapter, mini_suite, tmp_path):
+    """`string_max_length` (llama-cpp-python generates tool arguments under a grammar from the
+    schema with no max_tokens): every tool the framework sends has maxLength on its string
+    parameters; without the option the schemas go out as the suite wrote them."""
+    def strings(schema: Any) -> list[dict[str, Any]]:
+        found = [schema] if isinstance(schema, dict) and schema.get("type") == "string" else []
+        for value in (schema.values() if isinstance(schema, dict) else schema if isinstance(schema, list) else []):
+            found += strings(value)
+        return found
+
+    for bound in (32, None):
+        with FakeChatServer(shop) as server:
+            options = {"string_max_length": bound} if bound else {}
+            run(mini_suite, spec_file(tmp_path, adapter, server.base_url, name=f"b{bound}", **options), tmp_path / f"r{bound}")
+        params = [t["function"]["parameters"] for t in server.requests[0]["tools"]]
+        assert any(strings(p) for p in params)
+        assert all((s.get("maxLength") == 32) == (bound is not None) for p in params for s in strings(p) if "enum" not in s)
+
+
+def test_bound_strings_reaches_every_nested_string():
+    from bench.adapters.frameworks import bound_strings, with_bounded_strings
+
+    schema = {"type": "object", "properties": {
+        "a": {"type": "string"}, "b": {"type": "string", "enum": ["x"]}, "c": {"type": "array", "items": {"type": "string"}},
+        "d": {"type": ["string", "null"]}, "e": {"type": "integer"}, "f": {"type": "string", "maxLength": 5},
+        "g": {"anyOf": [{"type": "string"}, {"type": "integer"}]}, "enum": {"type": "string"}}}
+    out = bound_strings(schema, 9)["properties"]
+    assert out["a"]["maxLength"] == out["c"]["items"]["maxLength"] == out["d"]["maxLength"] == out["enum"]["maxLength"] == 9
+    assert out["g"]["anyOf"][0]["maxLength"] == 9 and "maxLength" not in out["g"]["anyOf"][1]
+    assert "maxLength" not in out["b"] and "maxLength" not in out["e"] and out["f"]["maxLength"] == 5
+    assert schema["properties"]["a"] == {"type": "string"}  # the input is not changed
+    assert with_bounded_strings(b"not json", 9) == b"not json"
+    assert json.loads(with_bounded_strings(json.dumps({"messages": []}).encode(), 9)) == {"messages": []}
+
+
+def test_the_mcp_agent_bounds_strings_by_the_same_rule():
+    """agents/mcp_chat_agent.py imports nothing from trajbench (an agent of its own), so it keeps
+    a copy of bound_strings: the two must agree."""
+    import importlib.util
+
+    from bench.adapters.frameworks import bound_strings
+
+    path = Path(__file__).resolve().parent.parent / "agents" / "mcp_chat_agent.py"
+    module_spec = importlib.util.spec_from_file_location("mcp_chat_agent_under_test", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "array", "items": {"type": "string"}},
+                                               "o": {"oneOf": [{"type": "string"}, {"type": "string", "enum": ["x"]}]}}}
+    assert module.bound_strings(schema, 7) == bound_strings(schema, 7)
+    assert module.bound_strings(schema, None) == schema

@@ -4,6 +4,7 @@ refusals (different suites or tasks, bad k), rejection of runs that do not verif
 import json
 import shutil
 import sys
+import tarfile
 import textwrap
 from collections import Counter, defaultdict
 from fractions import Fraction
@@ -378,5 +379,27 @@ def test_the_framework_board_is_published_whole(folder):
     data = json.loads((folder / "leaderboard.json").read_text())
     jsonschema.Draft202012Validator(load_schema("leaderboard.schema.json")).validate(data)
     assert len(data["entries"]) >= 2 and not any(e["agent"]["simulated"] for e in data["entries"])
+    assert not data["rejected"], "a published framework run fails trajbench verify: re-run leaderboards/frameworks/run.sh"
     assert (folder / "README.md").is_file() and (folder / "index.html").is_file()
-    assert (folder.parent / "diffs.md").is_file()
+    for page in ("diffs.md", "reports.md", "summary.md", "runs.tar.xz"):
+        assert (folder.parent / page).is_file(), f"leaderboards/frameworks/{page} is missing: run publish.sh"
+
+
+def _ranked(board: dict) -> list[tuple]:
+    return [(e["agent"]["name"], e["run"]["run_id"], e["digest"], e["pass@1"]["mean"], e["pass^k"][-1]["mean"], e["trials"])
+            for e in board["entries"]]
+
+
+@pytest.mark.parametrize("folder", FRAMEWORK_BOARDS, ids=lambda p: p.name)
+def test_the_framework_board_is_rebuilt_from_its_committed_runs(folder, tmp_path):
+    """The real-model runs cannot be re-made in a test, so the board commits them
+    (leaderboards/frameworks/runs.tar.xz): unpacked, every run replays under verify on the
+    current suite and gives exactly the published ranking, figures and digests."""
+    with tarfile.open(folder.parent / "runs.tar.xz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    published = json.loads((folder / "leaderboard.json").read_text())
+    runs = sorted(p for p in (tmp_path / folder.name).iterdir() if (p / "run.json").is_file())
+    assert len(runs) == len(published["entries"]), "runs.tar.xz holds other runs than the published board"
+    rebuilt = build_leaderboard(runs, bootstrap=published["bootstrap"]["replicates"], suite=folder.name)
+    assert not rebuilt["rejected"], f"a committed run no longer replays on the suite: {rebuilt['rejected']}"
+    assert _ranked(rebuilt) == _ranked(published)

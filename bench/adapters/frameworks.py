@@ -10,6 +10,11 @@ only where their frameworks do.
   step is logged (as in the `openai` adapter).
 - The episode's end (budget spent, time limit) is checked before each model turn, so that a
   framework whose tool errors do not stop it (MCP) does not keep asking the model.
+- `string_max_length`: a `maxLength` on every string parameter of the tools sent to the model
+  that has none (and no `enum`). llama-cpp-python's native tool calls generate the arguments
+  under a grammar from the schema with no `max_tokens`, so an argument string the model never
+  closes runs to the end of the context — minutes on a CPU, with the one-slot server held; a
+  `maxLength` bounds it in the grammar. Off by default (it changes the schemas the model reads).
 - Errors: the OpenAI client's connection, timeout, rate-limit and 5xx errors (after its own
   retries), and a bad key / unknown model, are infrastructure (`InfraError`: the trial is
   retried, then recorded as `error`), as is any other HTTP error but a context overflow, which
@@ -43,6 +48,7 @@ FRAMEWORK_OPTIONS: dict[str, OptionSpec] = {
     "extra_body": OptionSpec("dict", {}),
     "timeout_s": OptionSpec("float", 60.0, minimum=0.001),
     "retries": OptionSpec("int", 2, minimum=0),
+    "string_max_length": OptionSpec("int", None, minimum=1),
     "input_cost_per_mtok": OptionSpec("float", 0.0, minimum=0.0),
     "output_cost_per_mtok": OptionSpec("float", 0.0, minimum=0.0),
 }
@@ -126,6 +132,8 @@ def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
         async def handle_async_request(self, request: Any) -> Any:
             if request.method == "POST" and request.url.path.endswith("/chat/completions"):
                 body = without_null_content(await request.aread())
+                if opts.get("string_max_length"):
+                    body = with_bounded_strings(body, opts["string_max_length"])
                 headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
                 request = httpx2.Request("POST", request.url, headers=headers, content=body, extensions=request.extensions)
             return await self.inner.handle_async_request(request)
@@ -135,6 +143,45 @@ def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
 
     return AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key or NO_KEY, timeout=opts["timeout_s"],
                        max_retries=opts["retries"], http_client=DefaultAsyncHttpxClient(trust_env=False, transport=Transport()))
+
+
+def with_bounded_strings(body: bytes, max_length: int) -> bytes:
+    """A chat-completions body whose tools' string parameters carry `maxLength` (see
+    `string_max_length` in the module doc); a body that is not such JSON is left as it is."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    tools = data.get("tools") if isinstance(data, dict) else None
+    if not isinstance(tools, list):
+        return body
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("parameters"), dict):
+            function["parameters"] = bound_strings(function["parameters"], max_length)
+    return orjson.dumps(data)
+
+
+def bound_strings(schema: Any, max_length: int) -> Any:
+    """The JSON schema with `maxLength` on each string node that has no length bound, enum or
+    const, through every place a schema nests subschemas."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in ("properties", "patternProperties", "$defs", "definitions"):
+        if isinstance(schema.get(key), dict):
+            out[key] = {name: bound_strings(sub, max_length) for name, sub in schema[key].items()}
+    for key in ("items", "additionalProperties", "contains", "not", "if", "then", "else"):
+        if isinstance(schema.get(key), dict):
+            out[key] = bound_strings(schema[key], max_length)
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        if isinstance(schema.get(key), list):
+            out[key] = [bound_strings(sub, max_length) for sub in schema[key]]
+    types = schema.get("type")
+    if (types == "string" or (isinstance(types, list) and "string" in types)) \
+            and not {"maxLength", "enum", "const"} & schema.keys():
+        out["maxLength"] = max_length
+    return out
 
 
 def without_null_content(body: bytes) -> bytes:

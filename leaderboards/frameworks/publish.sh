@@ -5,7 +5,7 @@
 #                (its exit status 1 means "significantly worse at the gate's level")
 #   reports.md   `trajbench report` of every run (pass@1 / pass^k, divergence points)
 #   summary.md   summarize.py: the frameworks side by side (docs/frameworks.md quotes it)
-#   runs.tar.xz  the run folders themselves (run.json + trajectories.jsonl), so anyone can
+#   runs.tar.xz  the run folders themselves (run.json + the trajectory log), so anyone can
 #                `trajbench verify` the ranked runs: tar -xJf runs.tar.xz -C /tmp/fw
 # Usage: bash leaderboards/frameworks/publish.sh [RUNS_DIR]   (default runs/frameworks)
 set -euo pipefail
@@ -48,4 +48,5 @@ BASE=smollm2-server
 } > "$HERE/reports.md"
 python "$HERE/summarize.py" "$RUNS" > "$HERE/summary.md"
 # Only what verify and the reports read; sorted names and fixed owners so the archive is stable.
-(cd "$RUNS" && tar --sort=name --owner=0 --group=0 --numeric-owner -cf - */*/run.json */*/trajectories.jsonl) | xz -9e > "$HERE/runs.tar.xz"
+(cd "$RUNS" && find -L . -mindepth 3 -maxdepth 3 \( -name run.json -o -name 'trajectories.jsonl*' \) -print0 | sort -z \
+   | tar --null -T - --owner=0 --group=0 --numeric-owner -cf -) | xz -9e > "$HERE/runs.tar.xz"

@@ -5,7 +5,8 @@
 # builds the leaderboards and the diffs. Needs
 #   pip install -e '.[local,server,langgraph,agents-sdk,pydantic-ai,mcp]'
 # Usage: bash leaderboards/frameworks/run.sh [K] [RUNS_DIR] [SUITES]
-#   (defaults: 4, runs/frameworks, "incident calendar retail"; AGENTS=... picks frameworks)
+#   (defaults: 4, runs/frameworks, "incident calendar retail"; AGENTS=... picks frameworks,
+#   TASKS_CALENDAR=... a suite's tasks)
 # Re-running the same command resumes: each run's folder keeps the trials already finished, and a
 # larger K adds trials to them.
 # --max-steps is the largest step count of the suite's chosen tasks under `--agent sim:oracle`,
@@ -20,11 +21,14 @@ declare -A TASKS=(
   [calendar]=calendar-001-cancel-own-event,calendar-002-invite-colleague    # oracle: 2, 1 steps
   [retail]=retail-001-cancel-stated,retail-002-tracking-stated              # oracle: 3, 2 steps
 )
+for suite in incident calendar retail; do  # TASKS_CALENDAR=... etc. picks other tasks for a suite
+  override="TASKS_${suite^^}"
+  if [ -n "${!override:-}" ]; then TASKS[$suite]=${!override}; fi
+done
 declare -A MAX_STEPS=([incident]=3 [calendar]=3 [retail]=4)
-# Seconds per trial. incident ran first, at 300; under a load average of 8 the MCP agent's first
-# turn on retail's 4k-token native tool-calling prompt passed 300 s, so the later suites get 600
-# (smollm2-mcp's own timeout_s is 600 too). The same limit for every framework within a suite.
-declare -A TIMEOUT=([incident]=300 [calendar]=600 [retail]=600)
+# Seconds per trial: the same limit for every framework (a cold first prompt took up to 180 s
+# at a load average of 8).
+declare -A TIMEOUT=([incident]=300 [calendar]=300 [retail]=300)
 # trajbench's loop and LangGraph run alone; the three native tool-calling frameworks run in one
 # `trajbench run` (one after the other), so they share one llama.cpp server: one cold prompt per
 # suite instead of three.

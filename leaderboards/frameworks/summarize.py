@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.analysis import metrics
 from bench.analysis.report import build_report
-from bench.runs.rundir import read_run
+from bench.runs.rundir import is_valid, read_run
 
 
 @dataclass
@@ -45,11 +45,14 @@ class Run:
 
 
 def read_trials(run_dir: Path) -> list[Trial]:
-    """Each trial's outcome, failed checks, calls, end state and costs (unperturbed inputs)."""
+    """Each counted trial's outcome, failed checks, calls, end state and costs (unperturbed
+    inputs). Infrastructure errors are left out, as `report` leaves them out of every figure."""
     log = read_run(run_dir)
     out = []
     for trial_id in sorted(log.summaries):
         summary = log.summaries[trial_id]
+        if not is_valid(summary):
+            continue
         steps = log.trial_steps(trial_id)
         out.append(Trial(
             task=summary["task"], outcome=summary["outcome"],
@@ -136,16 +139,18 @@ def divergence_lines(task: str, runs: list[Run]) -> list[str]:
         row = next((r for r in run.report["divergence"]["tasks"] if r["task"] == task), None)
         if row is None or not row["mixed"]:
             outcome = "all fail" if row is None or row["successes"] == 0 else "all succeed"
-            out.append(f"- {run.agent}: no mixed outcomes ({outcome}), no divergence point to look for "
-                       f"({row['distinct_trajectories'] if row else 0} distinct trajectories).")
+            paths = row["distinct_trajectories"] if row else 0
+            out.append(f"- {run.agent}: no mixed outcomes ({outcome}), so no divergence point to look for "
+                       f"({paths} distinct path{'s' if paths != 1 else ''} in writes and stops).")
             continue
         branch = row.get("divergence") or row.get("candidate")
         if branch is None:
             out.append(f"- {run.agent}: mixed outcomes, but no fork in writes or stops (the paths part only in lookups).")
             continue
         alts = "  vs  ".join(f"`{a['action'] or '(stops)'}` {a['successes']}/{a['n']}" for a in branch["alternatives"])
+        p_value = "" if branch.get("p") is None else f", p = {branch['p']:.3f}"
         verdict = (f"significant, q = {branch['q']:.3f}" if branch.get("significant") else
-                   f"tested, q = {branch['q']:.3f}" if branch.get("tested") else f"exploratory, p = {branch['p']:.3f}, not testable with {row['n']} trials")
+                   f"tested, q = {branch['q']:.3f}" if branch.get("tested") else f"exploratory{p_value}, not testable with {row['n']} trials")
         out.append(f"- {run.agent}: branch at step {branch['step']}: {alts} ({verdict}).")
     return out
 
@@ -167,7 +172,7 @@ def pooled(all_runs: dict[str, list[Run]]) -> list[str]:
 def main(root: Path) -> None:
     all_runs = {d.name: read_suite(d) for d in sorted(p for p in root.iterdir() if p.is_dir())}
     all_runs = {suite: runs for suite, runs in all_runs.items() if runs}
-    print("## Over all suites (each framework's tasks pooled; intervals: bootstrap over tasks)\n")
+    print("## Over all suites (each framework's tasks pooled — the tasks it ran, see the tasks column; intervals: bootstrap over tasks)\n")
     print("\n".join(pooled(all_runs)))
     for suite, runs in all_runs.items():
         print(f"\n## {suite}\n")
