@@ -25,6 +25,7 @@ from bench.analysis.diff import diff_runs
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.replay import VerifyResult, verify_run
 from bench.analysis.report import build_report
+from bench.errors import BenchError
 from bench.runs.rundir import Manifest, read_manifest, run_dir_name
 from bench.runs.runner import RunConfig, run_benchmark
 from bench.world.overlay import apply_overlay
@@ -53,15 +54,25 @@ class Run:
         return int(self.manifest["k"])
 
     @property
+    def _suite(self) -> dict[str, Any]:
+        """The suite figures; a replay has none (its report keeps its arms apart: report["replay"])."""
+        if "replay" in self.report:
+            raise BenchError("a replay (trajbench replay) is not a benchmark run: it has no suite figures; its arms are "
+                             "in .report['replay'] and its verdict in .report['causal']", file=str(self.path / "run.json"),
+                             field="replay_of")
+        suite: dict[str, Any] = self.report["suite"]
+        return suite
+
+    @property
     def n_tasks(self) -> int:
-        return int(self.report["suite"]["n_tasks"])
+        return int(self._suite["n_tasks"])
 
     def _entry(self, key: str, k: int) -> dict[str, Any]:
-        for entry in self.report["suite"][key]:
+        for entry in self._suite[key]:
             if entry["k"] == k:
                 return entry
         raise ValueError(f"{key.replace('k', str(k))} is not defined for this run (k = {self.k}; "
-                         f"choose 1 <= k <= {self.report['suite']['trials_max']})")
+                         f"choose 1 <= k <= {self._suite['trials_max']})")
 
     def pass_hat_k(self, k: int | None = None) -> float:
         """Mean over tasks of the unbiased pass^k (every one of k runs succeeds); k defaults to
@@ -89,6 +100,7 @@ class Run:
 
     def task(self, task_id: str) -> dict[str, Any]:
         """The report's row for one task (successes, n, pass@1, pass^k, flip, failing checks...)."""
+        self._suite  # noqa: B018 - a replay has no task rows: one clear error
         for row in self.report["tasks"]:
             if row["task"] == task_id:
                 return row

@@ -327,3 +327,8 @@ def test_diff_and_leaderboard_refuse_a_replay_and_its_report_keeps_the_arms_apar
     assert "not a benchmark run" in text and f"{node['successes']:>3}/40" in text
     md = cli("report", str(replay), "--markdown").stdout
     assert "| role | from | forced step | success | 95% CI |" in md and not re.search(r"pass[\^@]\d", md) and "## Causal replays" in md
+    import bench
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="not a benchmark run"):
+        bench.load(replay).pass_hat_k()  # the Python API: the same rule, no KeyError
