@@ -5,8 +5,9 @@
 (`bench.runs.rundir.LogWriter`, run.json, the seal at the end), so `report`, `view`, `export`
 and `verify` read a replay like any run. What makes it a replay is the manifest's `replay_of`:
 
-    {"run_dir": "../..", "run_id": ..., "digest": <the original's seal digest>,
-     "log": {"sha256": ..., "bytes": ...},          # the original's log as replayed
+    {"run_dir": "../..", "run_id": ..., "digest": <the original's seal digest, a record>,
+     "log": {"sha256": ..., "bytes": ...},          # the original's log content as replayed (checked as a prefix)
+     "seed": S,                                     # the continuations' base seed (--seed; default the run's)
      "task": ..., "at": "divergence" | "TRIAL:STEP", "node": {"trial", "step", "prefix"},
      "m": M, "threshold": T, "no_return": null | {"which": "failed" | TRIAL, "trials": [...]},
      "alternatives": [step key, ...] | null,        # the node's candidates, in replay order
