@@ -134,3 +134,61 @@ def test_repair_of_a_compressed_log_moves_a_bad_frame_and_a_bad_line_and_keeps_t
     assert sorted(read_run(run_dir).summaries) == GRID
     verify = cli("verify", str(run_dir))  # the trial that lost a step line (its summary stayed) is named
     assert verify.returncode == 1 and "step 0 missing" in verify.stdout and "1 trial(s)" in verify.stdout
+
+
+def _packed_frames(run_dir):
+    from bench.runs.logfile import PACKED_LOG, walk_frames
+
+    path = run_dir / PACKED_LOG
+    return path, [seg.data for seg in walk_frames(open(path, "rb").read)]
+
+
+def test_a_log_in_another_tools_frames_is_refused_by_readers_and_reframed_by_repair(run_dir, cli):
+    """pzstd and other tools cut the stream into frames that end inside a line, with skippable
+    frames between: the readers refuse it (a record must lie in one frame to be found by its
+    position) and point to repair, which reads the frames as one stream and writes every record
+    again in trajbench's frames — nothing quarantined, the content (so the seal) unchanged."""
+    import zstandard
+
+    from bench.runs.logfile import content_digest
+
+    path, _ = _packed_frames(run_dir)
+    before = content_digest(path)
+    stream = read_log(run_dir)
+    cuts = [0, 101, len(stream) // 2 + 7, len(stream)]  # inside lines
+    compress = zstandard.ZstdCompressor(level=3).compress
+    skippable = (0x184D2A50).to_bytes(4, "little") + (4).to_bytes(4, "little") + b"pzst"
+    path.write_bytes(b"".join(skippable + compress(stream[a:b]) for a, b in zip(cuts, cuts[1:])))
+    report = cli("report", str(run_dir))
+    assert report.returncode == 2 and "trajbench repair" in report.stderr and "Traceback" not in report.stderr
+    proc = cli("repair", str(run_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["moved"] == [] and result["reframed"] and not (run_dir / QUARANTINE).exists()
+    assert content_digest(path) == before and sorted(read_run(run_dir).summaries) == GRID
+    assert cli("repair", str(run_dir)).stdout.startswith("nothing to repair")
+
+
+def test_a_frame_claiming_too_many_bytes_mid_log_is_quarantined_alone(run_dir, cli):
+    """A damaged block header in the middle of the log makes a frame claim bytes past the end of
+    the file: not a torn last write, since whole frames follow. Repair moves that frame alone
+    (numbered by the lines before it), and keeps every frame after it."""
+    path, frames = _packed_frames(run_dir)
+    damaged = bytearray(frames[3])  # the second trial's summary
+    descriptor = damaged[4]
+    single = descriptor >> 5 & 1
+    p = 5 + (1 - single) + (0, 1, 2, 4)[descriptor & 3] + (single, 2, 4, 8)[descriptor >> 6]
+    header = int.from_bytes(damaged[p:p + 3], "little")
+    damaged[p:p + 3] = ((1 << 21) - 1 << 3 | header & 7).to_bytes(3, "little")
+    frames[3] = bytes(damaged)
+    path.write_bytes(b"".join(frames))
+    report = cli("report", str(run_dir))
+    assert report.returncode == 2 and "whole frames follow" in report.stderr and "Traceback" not in report.stderr
+    proc = cli("repair", str(run_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    lines_before = sum(frame and len(__import__("zstandard").ZstdDecompressor().decompress(frame).splitlines())
+                       for frame in frames[:3])
+    assert [m["line"] for m in result["moved"]] == [lines_before + 1] and result["torn_bytes"] == 0
+    assert len(read_run(run_dir).summaries) == len(GRID) - 1
+    assert cli("report", str(run_dir)).returncode == 0
