@@ -1,4 +1,5 @@
 import hashlib
+import os
 
 import orjson
 import pytest
@@ -150,3 +151,34 @@ def test_gc_paused_nests_and_restores_the_collector():
             assert not gc.isenabled()
         assert not gc.isenabled()
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("log_format", ["zstd", "jsonl"])
+def test_a_short_write_is_completed_and_a_failed_one_leaves_no_torn_frame(tmp_path, monkeypatch, log_format):
+    """An unbuffered write may write part of the bytes: the writer writes the rest. A write that
+    fails part way (a full disk) is cut back, so the log never holds a torn frame with whole
+    frames after it, and the run stops with one clear error."""
+    import errno
+
+    import bench.runs.logfile as logfile
+
+    real_write, calls = os.write, []
+
+    def short_write(fd, data):
+        calls.append(len(data))
+        if len(calls) == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, bytes(data)[:len(data) if len(calls) == 2 else max(1, len(data) // 2)])
+
+    writer = LogWriter(tmp_path, log_format=log_format)
+    writer.append({"type": "step", "trial": "t", "attempt": "a", "step": 0, "kind": "observation"})
+    monkeypatch.setattr(logfile.os, "write", short_write)
+    writer.append({"type": "attempt_error", "trial": "t", "attempt": "a"})  # a short write, then the rest
+    size = writer.path.stat().st_size
+    writer.append({"type": "step", "trial": "u", "attempt": "b", "step": 0, "kind": "observation"})
+    with pytest.raises(BenchError, match="cannot be written .No space left"):
+        writer.append({"type": "attempt_error", "trial": "u", "attempt": "b"})  # half written, then ENOSPC
+    monkeypatch.undo()
+    assert writer.path.stat().st_size == size
+    records = [rec for rec, _, _ in logfile.log_records(writer.path)]
+    assert [r["type"] for r in records] == ["step", "attempt_error"] and read_log(tmp_path).count(b"\n") == 2

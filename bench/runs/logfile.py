@@ -420,6 +420,7 @@ class LogWriter:
         self.path = path if path.exists() or log_format == "jsonl" else run_dir / PACKED_LOG
         self.torn_bytes = _cut_torn_tail(self.path)
         self._fh = open(self.path, "ab", buffering=0)
+        self._size = self._fh.seek(0, os.SEEK_END)  # where the next write starts (the writer is the only one)
         self._lock = threading.Lock()
         self._fsync = fsync_summaries
         self._encode: Callable[[list[bytes], bytes], bytes] = packed_writer() if is_packed(self.path) else _plain
@@ -445,7 +446,7 @@ class LogWriter:
                 else:
                     pending.append(line)
                 return
-            self._fh.write(self._encode(self._pending.pop(attempt, []), line))
+            self._write(self._encode(self._pending.pop(attempt, []), line))
             if kind == "trial":
                 self._ended.add(attempt)
                 if self._fsync:
@@ -454,10 +455,32 @@ class LogWriter:
     def close(self) -> None:
         """Steps of attempts that never ended (an exception escaped the runner) are kept, as before."""
         with self._lock:
-            for lines in self._pending.values():
-                self._fh.write(self._encode(lines, b""))
-            self._pending.clear()
-            self._fh.close()
+            try:
+                for lines in self._pending.values():
+                    self._write(self._encode(lines, b""))
+            finally:
+                self._pending.clear()
+                self._fh.close()
+
+    def _write(self, data: bytes) -> None:
+        """All of `data`, or nothing: an unbuffered write may write part (a full disk, a signal),
+        and a part left in the log followed by later frames would be a corruption in the middle
+        of it, not a torn tail. On an error the log is cut back to where it was, and the run stops
+        with a clear error (resume plays the attempt again)."""
+        fd, size = self._fh.fileno(), self._size
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+            self._size += len(data)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise BenchError(f"cannot be written ({exc.strerror}): the log is cut back to its last whole write, "
+                             "so resuming the same `trajbench run` command after fixing that plays the attempt again",
+                             file=str(self.path)) from None
 
 
 def _plain(steps: list[bytes], end: bytes) -> bytes:
