@@ -1,5 +1,6 @@
 import hashlib
 import os
+import re
 
 import orjson
 import pytest
@@ -106,6 +107,26 @@ def test_a_corrupted_frame_or_line_in_a_compressed_log_is_one_clear_error(tmp_pa
     path.write_bytes(zstandard.ZstdCompressor().compress(b"".join(lines)))
     with pytest.raises(BenchError, match="line 4: not valid JSON"):
         read_run(out)
+
+
+def test_a_frame_over_4_gib_and_a_log_changed_under_a_reader_are_one_clear_error(tmp_path):
+    """A sound frame declaring more than 4 GiB of content (a position's in-frame offset has 32
+    bits) is refused in one line that says what to do, not quarantined by repair; a position
+    that no longer points at a frame (the log changed under the reader) names the file."""
+    out = make_run(tmp_path)
+    path = out / PACKED_LOG
+    good = path.read_bytes()
+    # single-segment frame, 8-byte content size (5 GiB), one raw last block of 2 bytes
+    huge = b"\x28\xb5\x2f\xfd" + bytes([0xE0]) + (5 << 30).to_bytes(8, "little") + (2 << 3 | 1).to_bytes(3, "little") + b"x\n"
+    path.write_bytes(good + huge)
+    for command in ("report", "repair"):
+        proc = run_cli(command, str(out))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "more than trajbench reads in one frame (4 GiB)" in proc.stderr and "zstdcat" in proc.stderr
+    path.write_bytes(good)
+    reader = LogFile(path)
+    with pytest.raises(BenchError, match=f"{re.escape(str(path))}.*byte 3"):
+        reader.read(3 << 32, (3 << 32) + 10)
 
 
 def test_a_run_directory_with_both_encodings_is_refused(tmp_path):

@@ -71,7 +71,10 @@ class LogFile:
     position, so threads may share it). The log is append-only and a reader never uses the
     torn tail that a writer may cut off, so positions found by the reading pass stay valid while
     a run goes on. In a compressed log the last frame read is kept: a trial's summary and its
-    steps share one."""
+    steps share one. A log recompressed by hand as one frame (`zstd -c`) is read, but that
+    frame is then decompressed whole, and kept (memory grows with the log): trajbench's own
+    frames are a few KB. A frame of more than 4 GiB of content is refused with one line (a
+    position's offset in its frame has 32 bits)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -172,7 +175,7 @@ def unpack_frame(frame: bytes | memoryview, whole_lines: bool = True) -> bytes:
     except zstandard.ZstdError as exc:
         raise ValueError(f"a corrupted zstd frame ({exc})") from None
     if declared > _IN_FRAME:
-        raise ValueError(_TOO_BIG.format(declared))
+        raise FrameTooBig(_TOO_BIG.format(declared))
     try:
         try:
             content: bytes = dctx.decompress(frame)
@@ -183,19 +186,27 @@ def unpack_frame(frame: bytes | memoryview, whole_lines: bool = True) -> bytes:
     except zstandard.ZstdError as exc:
         raise ValueError(f"a corrupted zstd frame ({exc})") from None
     if len(content) > _IN_FRAME:
-        raise ValueError(_TOO_BIG.format(len(content)))
+        raise FrameTooBig(_TOO_BIG.format(len(content)))
     if whole_lines and content[-1:] not in (b"\n", b""):
         raise ValueError("a zstd frame whose content does not end with a whole line (another tool's framing)")
     return content
 
 
-_TOO_BIG = "a zstd frame of {} bytes of content, more than trajbench reads in one frame (4 GiB)"
+class FrameTooBig(ValueError):
+    """A sound frame of more than 4 GiB of content: not a corruption, a layout trajbench does not read."""
+
+
+_TOO_BIG = ("a zstd frame of {} bytes of content, more than trajbench reads in one frame (4 GiB); decompress it "
+            "(`zstdcat trajectories.jsonl.zst > trajectories.jsonl`, then remove the .zst: a plain log is as valid "
+            "and keeps the seal)")
 
 
 def _decompress(frame: bytes | memoryview, path: Path, offset: int) -> bytes:
     """`unpack_frame`, a bad frame being a BenchError that names it."""
     try:
         return unpack_frame(frame)
+    except FrameTooBig as exc:
+        raise BenchError(f"byte {offset}: {exc}", file=str(path), field=f"byte {offset}") from None
     except ValueError as exc:
         raise BenchError(f"byte {offset}: {exc}; {_REPAIR_HINT.format(path.parent)}",
                          file=str(path), field=f"byte {offset}") from None

@@ -42,7 +42,7 @@ import jsonschema_rs
 
 from bench.canonical import dump_line
 from bench.errors import BenchError
-from bench.runs.logfile import is_packed, log_path, packed_writer, parse_record, unpack_frame, walk_frames
+from bench.runs.logfile import FrameTooBig, is_packed, log_path, packed_writer, parse_record, unpack_frame, walk_frames
 from bench.runs.rundir import read_manifest
 from bench.world.task import load_schema
 
@@ -160,6 +160,8 @@ def _repair_packed(data: bytes, result: RepairResult, moved: list[bytes]) -> byt
         if problem is None:
             try:
                 content = unpack_frame(segment.data, whole_lines=False)
+            except FrameTooBig as exc:  # sound, only too big to be read by position: nothing to quarantine
+                raise BenchError(f"byte {segment.start}: {exc}", file=str(result.log)) from None
             except ValueError as exc:
                 problem = str(exc)
         if problem is not None:
