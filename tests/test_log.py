@@ -150,15 +150,16 @@ def test_every_record_is_one_json_line(tmp_path):
     assert kinds.count("trial") == 6 and set(kinds) == {"step", "trial"}
 
 
-def test_streamed_steps_are_handed_over_in_order_and_not_kept(tmp_path):
+def test_streamed_steps_are_handed_over_in_order_and_not_kept(tmp_path, log_encoding):
     out = make_run(tmp_path)
     orphan = orjson.dumps({"type": "step", "trial": "t", "attempt": "t@dead", "step": 0, "kind": "tool"}) + b"\n"
-    write_log(out, read_log(out) + orphan + b'{"type":"step","trial":"cancel-pe')  # then a torn line
+    write_log(out, read_log(out) + orphan + b'{"type":"step","trial":"cancel-pe', log_encoding)  # a torn line
     whole = read_run(out)
     handed: dict[str, list[dict]] = {}
     streamed = read_run(out, on_step=lambda step: handed.setdefault(step["attempt"], []).append(step))
     assert streamed.steps == {} and handed == whole.steps  # each attempt's steps, in log order
     assert (streamed.summaries, streamed.orphan_attempts, streamed.torn_bytes) == (whole.summaries, 1, whole.torn_bytes)
+    assert whole.torn_bytes > 0
 
 
 def test_gc_paused_nests_and_restores_the_collector():
