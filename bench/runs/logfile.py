@@ -104,7 +104,7 @@ class LogFile:
 
     def _decompress_at(self, offset: int) -> bytes:
         # a summary's frame is a few hundred bytes, an attempt's steps a few KB: read 2 KiB first
-        segment = next(walk_frames(self._reader(offset), offset, chunk=1 << 11), None)
+        segment = next(walk_frames(self._reader(offset), offset, chunk=1 << 11, resync=False), None)
         if segment is None or segment.problem is not None or segment.torn:
             why = "no zstd frame starts here (was the log changed while it was read?)" if segment is None or \
                 segment.torn else segment.problem
@@ -227,12 +227,15 @@ class Segment(NamedTuple):
     torn: bool = False
 
 
-def walk_frames(read: Callable[[int], bytes], start: int = 0, chunk: int = 1 << 20) -> Iterator[Segment]:
+def walk_frames(read: Callable[[int], bytes], start: int = 0, chunk: int = 1 << 20,
+                resync: bool = True) -> Iterator[Segment]:
     """The one frame walker of a compressed log (readers, `LogFile`, `trajbench repair`): its
     segments from byte `start`, `read(n)` giving the next bytes of the file (b"" at its end).
     Frames are delimited from their headers without decompressing. A frame whose header claims
     more bytes than the file holds is the torn last write only when no whole frames follow it;
-    otherwise it, like bytes that are no frame, is a bad segment up to the next chain."""
+    otherwise it, like bytes that are no frame, is a bad segment up to the next chain. Without
+    `resync` (a reader, which stops at the first bad segment) bytes that are no frame end the walk
+    at once, as an empty bad segment, instead of reading the rest of the file to find that chain."""
     buf, base, pos, eof = b"", start, 0, False  # buf holds the file from byte `base`; `pos` indexes buf
     while True:
         try:
@@ -250,6 +253,9 @@ def walk_frames(read: Callable[[int], bytes], start: int = 0, chunk: int = 1 << 
                 continue
             eof = True
         if pos >= len(buf):
+            return
+        if problem is not None and not resync:
+            yield Segment(base + pos, base + pos, b"", problem)
             return
         while not eof:  # a bad segment (rare): where do whole frames start again?
             more = read(max(chunk, len(buf)))
@@ -288,7 +294,7 @@ def _next_chain(buf: bytes, start: int) -> int | None:
 def frames(fh: BinaryIO, path: Path) -> Iterator[Segment]:
     """The segments of a compressed log, read in large chunks, for the readers: a bad segment
     raises (and points to repair); a torn last frame comes last."""
-    for segment in walk_frames(fh.read):
+    for segment in walk_frames(fh.read, resync=False):
         if segment.problem is not None:
             raise BenchError(f"byte {segment.start}: {segment.problem}; {_REPAIR_HINT.format(path.parent)}",
                              file=str(path), field=f"byte {segment.start}")
