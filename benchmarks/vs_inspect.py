@@ -129,7 +129,7 @@ def trajbench_read(run_dir: Path) -> tuple[float, float, dict[Any, bool]]:
     build_report(run_dir)
     report_s = time.perf_counter() - started
     outcomes = {}
-    for trial_id in log.summaries.cores:
+    for trial_id in log.summaries:
         task, _, index = trial_id.split("/")
         outcomes[(task, int(index) + 1)] = log.summaries[trial_id]["outcome"] == "success"
     return read_s, report_s, outcomes
