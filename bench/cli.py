@@ -236,6 +236,9 @@ def cmd_repair(args: argparse.Namespace) -> int:
             print(f"  line {number}: {why}")
         print("the log no longer matches the run's seal (`verify` says so) and a trial whose summary moved is "
               "unfinished: re-run the same `trajbench run` command, which plays such trials and seals the run again")
+    elif result.reframed:
+        print(f"rewrote {result.log} in trajbench's frames (another tool's frames ended inside lines): "
+              f"{result.kept} record(s), all valid; the content and the seal are unchanged")
     else:
         print(f"nothing to repair in {result.log}: {result.kept} record(s), all valid")
     if result.torn_bytes:

@@ -164,6 +164,7 @@ class CartAgent:
     then the call; the last turn submits the answer."""
 
     name = "scripted-cart"
+    thread_stateless = True  # it keeps nothing per thread: its trials may reuse threads (bench/runs/trial.py)
 
     def run(self, episode: Any) -> str:
         epoch = int(episode.trial_id.rsplit("/", 1)[1]) + 1

@@ -65,11 +65,31 @@ def trials_logged(run_dir: Path) -> int:
         return 0
 
 
-def write_log(run_dir: Path, data: bytes) -> None:
-    """Replace the run's log with these bytes (JSON lines, maybe broken on purpose) as a plain
-    `trajectories.jsonl`, an encoding every reader reads: what such a test edits is the records."""
+def write_log(run_dir: Path, data: bytes, encoding: str = "jsonl") -> None:
+    """Replace the run's log with these bytes (JSON lines, maybe broken on purpose) in either
+    encoding: a plain `trajectories.jsonl`, or (`encoding="zstd"`) a `trajectories.jsonl.zst` of
+    whole-line frames (three lines each, so a bad line shares its frame with good ones) whose
+    torn tail, if the bytes end inside a line, is a torn last frame — what a cut write leaves."""
+    import zstandard
+
     (run_dir / "trajectories.jsonl.zst").unlink(missing_ok=True)
-    (run_dir / "trajectories.jsonl").write_bytes(data)
+    (run_dir / "trajectories.jsonl").unlink(missing_ok=True)
+    if encoding == "jsonl":
+        (run_dir / "trajectories.jsonl").write_bytes(data)
+        return
+    cut = data.rfind(b"\n") + 1
+    lines, tail = data[:cut].splitlines(keepends=True), data[cut:]
+    compress = zstandard.ZstdCompressor(level=-1, write_checksum=True).compress
+    frames = [compress(b"".join(lines[i:i + 3])) for i in range(0, len(lines), 3)]
+    if tail:
+        frames.append(compress(tail)[:-4])  # its checksum never written
+    (run_dir / "trajectories.jsonl.zst").write_bytes(b"".join(frames))
+
+
+@pytest.fixture(params=["jsonl", "zstd"])
+def log_encoding(request: pytest.FixtureRequest) -> str:
+    """For tests that corrupt a log: both encodings, since each has its own reader path."""
+    return str(request.param)
 
 
 def assert_follows_the_published_schemas(run_dir: Path) -> None:

@@ -92,12 +92,12 @@ def test_unreadable_or_foreign_run_dirs(tmp_path):
     assert_clean_error(run_cli("run", str(MINI), "--agent", "sim:oracle", "--out", str(tmp_path / "other")), "not empty")
 
 
-def test_corrupted_log_line(tmp_path):
+def test_corrupted_log_line(tmp_path, log_encoding):
     out = tmp_path / "r"
     assert run_cli("run", str(MINI), "--agent", "sim:oracle", "-k", "1", "--out", str(out), "--quiet").returncode == 0
     lines = read_log(out).decode().splitlines(keepends=True)
     lines[1] = "garbage\n"
-    write_log(out, "".join(lines).encode())
+    write_log(out, "".join(lines).encode(), log_encoding)
     assert_clean_error(run_cli("report", str(out)), "trajectories.jsonl", "line 2")
 
 

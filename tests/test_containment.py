@@ -233,3 +233,43 @@ def test_objects_whose_str_and_repr_raise_are_contained(mini_suite, tmp_path):
     for s in log.summaries.values():
         assert s["outcome"] == "failure" and "RuntimeError: no text" in s["checks"]["agent_completed"]["detail"]
         assert s["agent_info"]["weird"] == "<unrepresentable _Broken>"
+
+
+@pytest.mark.parametrize("stateless", [False, True])
+def test_a_synchronous_agent_gets_a_new_thread_per_trial_unless_it_is_thread_stateless(stateless):
+    """Per-thread state (a threading.local, an event loop the agent set) must not carry from one
+    trial to the next: trials on a new thread each, unless the agent declares it keeps none."""
+    import asyncio
+    import threading
+
+    from bench.runs.trial import _on_thread
+
+    class Agent:
+        thread_stateless = stateless
+
+        def __init__(self):
+            self.local = threading.local()
+
+        def run(self, episode):
+            seen = getattr(self.local, "trials", 0)
+            self.local.trials = seen + 1
+            if asyncio._get_running_loop() is None:
+                try:
+                    loop_set = asyncio.get_event_loop_policy().get_event_loop() is not None
+                except RuntimeError:
+                    loop_set = False
+                if not loop_set:
+                    asyncio.set_event_loop(asyncio.new_event_loop())
+                return (seen, loop_set)
+            return (seen, None)
+
+    agent = Agent()
+
+    async def trials():
+        return [(await _on_thread(agent, None, None))[0] for _ in range(3)]
+
+    seen = asyncio.run(trials())
+    if stateless:  # reused threads: the agent's own promise that nothing per thread matters
+        assert seen[1:] == [(1, True), (2, True)]
+    else:
+        assert seen == [(0, False)] * 3

@@ -1,4 +1,6 @@
 import hashlib
+import os
+import re
 
 import orjson
 import pytest
@@ -107,6 +109,26 @@ def test_a_corrupted_frame_or_line_in_a_compressed_log_is_one_clear_error(tmp_pa
         read_run(out)
 
 
+def test_a_frame_over_4_gib_and_a_log_changed_under_a_reader_are_one_clear_error(tmp_path):
+    """A sound frame declaring more than 4 GiB of content (a position's in-frame offset has 32
+    bits) is refused in one line that says what to do, not quarantined by repair; a position
+    that no longer points at a frame (the log changed under the reader) names the file."""
+    out = make_run(tmp_path)
+    path = out / PACKED_LOG
+    good = path.read_bytes()
+    # single-segment frame, 8-byte content size (5 GiB), one raw last block of 2 bytes
+    huge = b"\x28\xb5\x2f\xfd" + bytes([0xE0]) + (5 << 30).to_bytes(8, "little") + (2 << 3 | 1).to_bytes(3, "little") + b"x\n"
+    path.write_bytes(good + huge)
+    for command in ("report", "repair"):
+        proc = run_cli(command, str(out))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "more than trajbench reads in one frame (4 GiB)" in proc.stderr and "zstdcat" in proc.stderr
+    path.write_bytes(good)
+    reader = LogFile(path)
+    with pytest.raises(BenchError, match=f"{re.escape(str(path))}.*byte 3"):
+        reader.read(3 << 32, (3 << 32) + 10)
+
+
 def test_a_run_directory_with_both_encodings_is_refused(tmp_path):
     out = make_run(tmp_path, k="1")
     (out / LOG).write_bytes(read_log(out))
@@ -128,15 +150,16 @@ def test_every_record_is_one_json_line(tmp_path):
     assert kinds.count("trial") == 6 and set(kinds) == {"step", "trial"}
 
 
-def test_streamed_steps_are_handed_over_in_order_and_not_kept(tmp_path):
+def test_streamed_steps_are_handed_over_in_order_and_not_kept(tmp_path, log_encoding):
     out = make_run(tmp_path)
     orphan = orjson.dumps({"type": "step", "trial": "t", "attempt": "t@dead", "step": 0, "kind": "tool"}) + b"\n"
-    write_log(out, read_log(out) + orphan + b'{"type":"step","trial":"cancel-pe')  # then a torn line
+    write_log(out, read_log(out) + orphan + b'{"type":"step","trial":"cancel-pe', log_encoding)  # a torn line
     whole = read_run(out)
     handed: dict[str, list[dict]] = {}
     streamed = read_run(out, on_step=lambda step: handed.setdefault(step["attempt"], []).append(step))
     assert streamed.steps == {} and handed == whole.steps  # each attempt's steps, in log order
     assert (streamed.summaries, streamed.orphan_attempts, streamed.torn_bytes) == (whole.summaries, 1, whole.torn_bytes)
+    assert whole.torn_bytes > 0
 
 
 def test_gc_paused_nests_and_restores_the_collector():
@@ -150,3 +173,34 @@ def test_gc_paused_nests_and_restores_the_collector():
             assert not gc.isenabled()
         assert not gc.isenabled()
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("log_format", ["zstd", "jsonl"])
+def test_a_short_write_is_completed_and_a_failed_one_leaves_no_torn_frame(tmp_path, monkeypatch, log_format):
+    """An unbuffered write may write part of the bytes: the writer writes the rest. A write that
+    fails part way (a full disk) is cut back, so the log never holds a torn frame with whole
+    frames after it, and the run stops with one clear error."""
+    import errno
+
+    import bench.runs.logfile as logfile
+
+    real_write, calls = os.write, []
+
+    def short_write(fd, data):
+        calls.append(len(data))
+        if len(calls) == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, bytes(data)[:len(data) if len(calls) == 2 else max(1, len(data) // 2)])
+
+    writer = LogWriter(tmp_path, log_format=log_format)
+    writer.append({"type": "step", "trial": "t", "attempt": "a", "step": 0, "kind": "observation"})
+    monkeypatch.setattr(logfile.os, "write", short_write)
+    writer.append({"type": "attempt_error", "trial": "t", "attempt": "a"})  # a short write, then the rest
+    size = writer.path.stat().st_size
+    writer.append({"type": "step", "trial": "u", "attempt": "b", "step": 0, "kind": "observation"})
+    with pytest.raises(BenchError, match="cannot be written .No space left"):
+        writer.append({"type": "attempt_error", "trial": "u", "attempt": "b"})  # half written, then ENOSPC
+    monkeypatch.undo()
+    assert writer.path.stat().st_size == size
+    records = [rec for rec, _, _ in logfile.log_records(writer.path)]
+    assert [r["type"] for r in records] == ["step", "attempt_error"] and read_log(tmp_path).count(b"\n") == 2

@@ -49,7 +49,7 @@ def _interleaved(lines):
     return out + current
 
 
-def test_records_read_on_demand_equal_a_plain_parse_in_any_line_order(tmp_path):
+def test_records_read_on_demand_equal_a_plain_parse_in_any_line_order(tmp_path, log_encoding):
     src = tmp_path / "r"
     assert run_cli("run", str(MINI), "--agent", "sim:noisy?p=0.5", "-k", "3", "--out", str(src), "--quiet").returncode == 0
     lines = read_log(src).splitlines()
@@ -59,7 +59,7 @@ def test_records_read_on_demand_equal_a_plain_parse_in_any_line_order(tmp_path):
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     (mixed / "run.json").write_bytes((src / "run.json").read_bytes())
-    write_log(mixed, b"\n".join(_interleaved(lines) + extra) + b'\n{"type":"step","tri')
+    write_log(mixed, b"\n".join(_interleaved(lines) + extra) + b'\n{"type":"step","tri', log_encoding)
     for run in (src, mixed):
         log = read_run(run)
         summaries, steps = _plain_parse(run)

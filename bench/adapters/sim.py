@@ -70,6 +70,7 @@ class Plan:
 
 class SimAgent:
     """`sim:oracle` (p = 1) and `sim:noisy?...` (see module docstring)."""
+    thread_stateless = True  # it keeps nothing per thread: its trials may reuse threads (bench/runs/trial.py)
 
     def __init__(self, name: str = "sim", p: Any = None, step_error: float | None = None,
                  modes: Any = MODES, noise: float = 0.0, plant_step: Any = None, plant_q: Any = None,

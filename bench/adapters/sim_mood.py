@@ -39,6 +39,8 @@ class MoodPlan:
 
 
 class MoodSimAgent:
+    thread_stateless = True  # it keeps nothing per thread: its trials may reuse threads (bench/runs/trial.py)
+
     def __init__(self, name: str = "sim:mood", mood: Any = 0.5):
         try:
             self.q = float(mood)

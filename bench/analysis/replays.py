@@ -2,7 +2,7 @@
 (docs/divergence.md §11, "Replays are run directories").
 
 `trajbench replay` logs every continuation as it runs, exactly as `trajbench run` logs a trial
-(`bench.runs.rundir.LogWriter`, run.json, the seal at the end), so `report`, `view`, `export`
+(`bench.runs.logfile.LogWriter`, run.json, the seal at the end), so `report`, `view`, `export`
 and `verify` read a replay like any run. What makes it a replay is the manifest's `replay_of`:
 
     {"run_dir": "../..", "run_id": ..., "digest": <the original's seal digest, a record>,

@@ -27,7 +27,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, NamedTuple
 
 import orjson
 import zstandard
@@ -71,7 +71,10 @@ class LogFile:
     position, so threads may share it). The log is append-only and a reader never uses the
     torn tail that a writer may cut off, so positions found by the reading pass stay valid while
     a run goes on. In a compressed log the last frame read is kept: a trial's summary and its
-    steps share one."""
+    steps share one. A log recompressed by hand as one frame (`zstd -c`) is read, but that
+    frame is then decompressed whole, and kept (memory grows with the log): trajbench's own
+    frames are a few KB. A frame of more than 4 GiB of content is refused with one line (a
+    position's offset in its frame has 32 bits)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -100,20 +103,24 @@ class LogFile:
         return content[start & _IN_FRAME:end - (frame << _OFFSET_BITS)]
 
     def _decompress_at(self, offset: int) -> bytes:
-        size = 1 << 11  # a summary's frame is a few hundred bytes, an attempt's steps a few KB
-        while True:
-            data = self._pread(size, offset)
-            try:
-                return unpack_frame(data)  # the frame at the start of `data`; the bytes after it are ignored
-            except ValueError as exc:
-                try:
-                    longer = len(data) == size and frame_length(data, 0) is None  # the frame goes on past `size`
-                except ValueError:
-                    longer = False
-                if not longer:
-                    raise BenchError(f"byte {offset}: {exc}; {_REPAIR_HINT.format(self.path.parent)}",
-                                     file=str(self.path), field=f"byte {offset}") from None
-                size *= 4
+        # a summary's frame is a few hundred bytes, an attempt's steps a few KB: read 2 KiB first
+        segment = next(walk_frames(self._reader(offset), offset, chunk=1 << 11, resync=False), None)
+        if segment is None or segment.problem is not None or segment.torn:
+            why = "no zstd frame starts here (was the log changed while it was read?)" if segment is None or \
+                segment.torn else segment.problem
+            raise BenchError(f"byte {offset}: {why}; {_REPAIR_HINT.format(self.path.parent)}",
+                             file=str(self.path), field=f"byte {offset}")
+        return _decompress(segment.data, self.path, offset)
+
+    def _reader(self, offset: int) -> Callable[[int], bytes]:
+        at = [offset]
+
+        def read(size: int) -> bytes:
+            data = self._pread(size, at[0])
+            at[0] += len(data)
+            return data
+
+        return read
 
 
 def frame_length(buf: bytes | memoryview, pos: int) -> int | None:
@@ -153,14 +160,22 @@ def _not_a_frame(buf: bytes | memoryview, pos: int) -> None:
 _DECOMPRESSOR = threading.local()
 
 
-def unpack_frame(frame: bytes | memoryview) -> bytes:
+def unpack_frame(frame: bytes | memoryview, whole_lines: bool = True) -> bytes:
     """One frame's content (a skippable frame's: nothing). Raises ValueError for a corrupt frame
-    (a bad checksum, bad data) or one whose content does not end with a whole line."""
+    (a bad checksum, bad data), one of more than 4 GiB of content (a position's offset in its
+    frame has 32 bits) or, with `whole_lines`, one whose content does not end with a whole line
+    (the readers' rule; `trajbench repair` reads such frames as one stream and re-frames them)."""
     if int.from_bytes(frame[:4], "little") & 0xFFFFFFF0 == _SKIPPABLE:
         return b""
     dctx = getattr(_DECOMPRESSOR, "dctx", None)
     if dctx is None:
         dctx = _DECOMPRESSOR.dctx = zstandard.ZstdDecompressor()
+    try:
+        declared = zstandard.frame_content_size(bytes(frame[:18]))
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"a corrupted zstd frame ({exc})") from None
+    if declared > _IN_FRAME:
+        raise FrameTooBig(_TOO_BIG.format(declared))
     try:
         try:
             content: bytes = dctx.decompress(frame)
@@ -170,70 +185,120 @@ def unpack_frame(frame: bytes | memoryview) -> bytes:
             content = dctx.decompressobj().decompress(frame)  # a frame written without its size (another tool)
     except zstandard.ZstdError as exc:
         raise ValueError(f"a corrupted zstd frame ({exc})") from None
-    if content[-1:] not in (b"\n", b""):
-        raise ValueError("a zstd frame whose content does not end with a whole line")
+    if len(content) > _IN_FRAME:
+        raise FrameTooBig(_TOO_BIG.format(len(content)))
+    if whole_lines and content[-1:] not in (b"\n", b""):
+        raise ValueError("a zstd frame whose content does not end with a whole line (another tool's framing)")
     return content
+
+
+class FrameTooBig(ValueError):
+    """A sound frame of more than 4 GiB of content: not a corruption, a layout trajbench does not read."""
+
+
+_TOO_BIG = ("a zstd frame of {} bytes of content, more than trajbench reads in one frame (4 GiB); decompress it "
+            "(`zstdcat trajectories.jsonl.zst > trajectories.jsonl`, then remove the .zst: a plain log is as valid "
+            "and keeps the seal)")
 
 
 def _decompress(frame: bytes | memoryview, path: Path, offset: int) -> bytes:
     """`unpack_frame`, a bad frame being a BenchError that names it."""
     try:
         return unpack_frame(frame)
+    except FrameTooBig as exc:
+        raise BenchError(f"byte {offset}: {exc}", file=str(path), field=f"byte {offset}") from None
     except ValueError as exc:
         raise BenchError(f"byte {offset}: {exc}; {_REPAIR_HINT.format(path.parent)}",
                          file=str(path), field=f"byte {offset}") from None
 
 
-_REPAIR_HINT = ("the log is corrupted: `trajbench repair {}` moves bad records aside into a quarantine file and keeps "
-                "every valid record")
+_REPAIR_HINT = ("the log is corrupted: `trajbench repair {}` moves bad records aside into a quarantine file, keeps "
+                "every valid record and rewrites the log in trajbench's frames")
 
 
-def frames(fh: BinaryIO, path: Path) -> Iterator[tuple[int, int, bytes | None]]:
-    """(start, end, frame bytes) of each frame of a compressed log, reading it in large chunks;
-    a torn last frame comes as (start, end of file, None). Bytes that are no frame raise."""
-    buf, base, pos = b"", 0, 0  # buf holds the file from byte `base`; `pos` indexes buf
-    chunk = 1 << 20
+class Segment(NamedTuple):
+    """A piece of a compressed log: a whole frame, the torn last frame (a write cut short: no
+    whole frame follows it), or bytes that are no readable frame (`problem`), which end where a
+    chain of whole frames starts again."""
+    start: int
+    end: int
+    data: bytes
+    problem: str | None = None
+    torn: bool = False
+
+
+def walk_frames(read: Callable[[int], bytes], start: int = 0, chunk: int = 1 << 20,
+                resync: bool = True) -> Iterator[Segment]:
+    """The one frame walker of a compressed log (readers, `LogFile`, `trajbench repair`): its
+    segments from byte `start`, `read(n)` giving the next bytes of the file (b"" at its end).
+    Frames are delimited from their headers without decompressing. A frame whose header claims
+    more bytes than the file holds is the torn last write only when no whole frames follow it;
+    otherwise it, like bytes that are no frame, is a bad segment up to the next chain. Without
+    `resync` (a reader, which stops at the first bad segment) bytes that are no frame end the walk
+    at once, as an empty bad segment, instead of reading the rest of the file to find that chain."""
+    buf, base, pos, eof = b"", start, 0, False  # buf holds the file from byte `base`; `pos` indexes buf
     while True:
         try:
-            length = frame_length(buf, pos)
+            length, problem = frame_length(buf, pos), None
         except ValueError as exc:
-            raise BenchError(f"byte {base + pos}: {exc}; {_REPAIR_HINT.format(path.parent)}",
-                             file=str(path), field=f"byte {base + pos}") from None
-        if length is None:
-            more = fh.read(max(chunk, len(buf) - pos))
-            if not more:
-                if pos < len(buf):
-                    if _frames_follow(buf, pos + 1):
-                        raise BenchError(f"byte {base + pos}: a zstd frame header claims more bytes than the file "
-                                         f"holds, yet whole frames follow; {_REPAIR_HINT.format(path.parent)}",
-                                         file=str(path), field=f"byte {base + pos}")
-                    yield base + pos, base + len(buf), None
-                return
-            base, buf, pos = base + pos, buf[pos:] + more, 0
+            length, problem = None, str(exc)
+        if length is not None:
+            yield Segment(base + pos, base + length, buf[pos:length])
+            pos = length
             continue
-        yield base + pos, base + length, buf[pos:length]
-        pos = length
+        if problem is None and not eof:
+            more = read(max(chunk, len(buf) - pos))  # a frame longer than what is read: read twice as much
+            if more:
+                base, buf, pos = base + pos, buf[pos:] + more, 0
+                continue
+            eof = True
+        if pos >= len(buf):
+            return
+        if problem is not None and not resync:
+            yield Segment(base + pos, base + pos, b"", problem)
+            return
+        while not eof:  # a bad segment (rare): where do whole frames start again?
+            more = read(max(chunk, len(buf)))
+            eof = not more
+            buf += more
+        resume = _next_chain(buf, pos + 1)
+        if problem is None and resume is None:
+            yield Segment(base + pos, base + len(buf), buf[pos:], torn=True)
+            return
+        end = len(buf) if resume is None else resume
+        yield Segment(base + pos, base + end, buf[pos:end],
+                      problem or "a zstd frame header claims more bytes than the file holds, yet whole frames follow")
+        pos = end
 
 
-def _frames_follow(buf: bytes, start: int) -> bool:
-    """Do whole frames run from some later magic number to the end of `buf`? Then the frame that
-    seemed torn is a corrupted one in the middle of the log, not the last write cut short (which
-    is all a kill can leave)."""
+def _next_chain(buf: bytes, start: int) -> int | None:
+    """The first magic number from `start` at which whole frames run to the end of `buf` or at
+    least one whole frame runs up to another bad segment: where the log is readable again."""
     at = buf.find(MAGIC, start)
     while at >= 0:
-        pos = at
+        pos, whole = at, 0
         try:
             while pos < len(buf):
                 length = frame_length(buf, pos)
                 if length is None:
                     break
-                pos = length
+                pos, whole = length, whole + 1
         except ValueError:
             pass
-        if pos == len(buf):
-            return True
+        if pos == len(buf) or whole:
+            return at
         at = buf.find(MAGIC, at + 1)
-    return False
+    return None
+
+
+def frames(fh: BinaryIO, path: Path) -> Iterator[Segment]:
+    """The segments of a compressed log, read in large chunks, for the readers: a bad segment
+    raises (and points to repair); a torn last frame comes last."""
+    for segment in walk_frames(fh.read, resync=False):
+        if segment.problem is not None:
+            raise BenchError(f"byte {segment.start}: {segment.problem}; {_REPAIR_HINT.format(path.parent)}",
+                             file=str(path), field=f"byte {segment.start}")
+        yield segment
 
 
 def contents(path: Path) -> Iterator[tuple[int, bytes | None, int]]:
@@ -248,8 +313,8 @@ def contents(path: Path) -> Iterator[tuple[int, bytes | None, int]]:
         raise BenchError(f"cannot be read: {exc.strerror}", file=str(path)) from None
     with fh:
         if is_packed(path):
-            for start, end, frame in frames(fh, path):
-                if frame is None:
+            for start, end, frame, _, torn in frames(fh, path):
+                if torn:
                     yield start, None, end
                     return
                 content = _decompress(frame, path, start)
@@ -323,16 +388,11 @@ def content_digest(path: Path) -> tuple[str, int]:
                 h.update(chunk)
                 size += len(chunk)
             return h.hexdigest(), size
-        for start, end, frame in frames(fh, path):
-            content = _torn_bytes(fh, start, end) if frame is None else _decompress(frame, path, start)
+        for start, _, frame, _, torn in frames(fh, path):
+            content = frame if torn else _decompress(frame, path, start)
             h.update(content)
             size += len(content)
     return h.hexdigest(), size
-
-
-def _torn_bytes(fh: BinaryIO, start: int, end: int) -> bytes:
-    fh.seek(start)
-    return fh.read(end - start)
 
 
 def parse_record(line: bytes) -> tuple[Any, str | None]:
@@ -377,6 +437,7 @@ class LogWriter:
         self.path = path if path.exists() or log_format == "jsonl" else run_dir / PACKED_LOG
         self.torn_bytes = _cut_torn_tail(self.path)
         self._fh = open(self.path, "ab", buffering=0)
+        self._size = self._fh.seek(0, os.SEEK_END)  # where the next write starts (the writer is the only one)
         self._lock = threading.Lock()
         self._fsync = fsync_summaries
         self._encode: Callable[[list[bytes], bytes], bytes] = packed_writer() if is_packed(self.path) else _plain
@@ -402,7 +463,7 @@ class LogWriter:
                 else:
                     pending.append(line)
                 return
-            self._fh.write(self._encode(self._pending.pop(attempt, []), line))
+            self._write(self._encode(self._pending.pop(attempt, []), line))
             if kind == "trial":
                 self._ended.add(attempt)
                 if self._fsync:
@@ -411,10 +472,32 @@ class LogWriter:
     def close(self) -> None:
         """Steps of attempts that never ended (an exception escaped the runner) are kept, as before."""
         with self._lock:
-            for lines in self._pending.values():
-                self._fh.write(self._encode(lines, b""))
-            self._pending.clear()
-            self._fh.close()
+            try:
+                for lines in self._pending.values():
+                    self._write(self._encode(lines, b""))
+            finally:
+                self._pending.clear()
+                self._fh.close()
+
+    def _write(self, data: bytes) -> None:
+        """All of `data`, or nothing: an unbuffered write may write part (a full disk, a signal),
+        and a part left in the log followed by later frames would be a corruption in the middle
+        of it, not a torn tail. On an error the log is cut back to where it was, and the run stops
+        with a clear error (resume plays the attempt again)."""
+        fd, size = self._fh.fileno(), self._size
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+            self._size += len(data)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise BenchError(f"cannot be written ({exc.strerror}): the log is cut back to its last whole write, "
+                             "so resuming the same `trajbench run` command after fixing that plays the attempt again",
+                             file=str(self.path)) from None
 
 
 def _plain(steps: list[bytes], end: bytes) -> bytes:
@@ -454,7 +537,7 @@ def _cut_torn_tail(path: Path) -> int:
         return 0
     if is_packed(path):
         with open(path, "rb") as fh:
-            torn = [(start, end) for start, end, frame in frames(fh, path) if frame is None]
+            torn = [(seg.start, seg.end) for seg in frames(fh, path) if seg.torn]
         if not torn:
             return 0
         with open(path, "rb+") as fh:

@@ -13,7 +13,12 @@ one frame per frame it had. A frame that cannot be decompressed (a bad checksum,
 bytes that are no frame at all go to the quarantine whole: `{"line": N, "byte": B, "reason": ...,
 "raw_base64": ...}` (N: the number the frame's first line would have had; B: where it was in the
 file; the original bytes base64-encoded). The run is then missing those trials' records, which
-resume plays again.
+resume plays again. A frame header claiming more bytes than the file holds, with whole frames
+after it, goes to the quarantine up to where they start. Frames of another tool (pzstd) that end
+inside lines are decoded as one stream, a line carried from frame to frame, and the log is
+rewritten in trajbench's frames even when nothing is quarantined (the readers refuse such frames:
+a record must lie in one frame to be found again by its position). Readers and repair share one
+frame walker (`bench.runs.logfile.walk_frames`).
 
 A torn last line or frame (a write cut short by a kill) is left as it is: every reader skips
 it, and `run` cuts it off when it resumes. Repair is idempotent: a second repair finds nothing.
@@ -25,6 +30,7 @@ A trial whose summary was quarantined has no summary any more, so resuming the r
 from __future__ import annotations
 
 import base64
+import io
 import os
 from dataclasses import dataclass, field
 from functools import cache
@@ -36,7 +42,7 @@ import jsonschema_rs
 
 from bench.canonical import dump_line
 from bench.errors import BenchError
-from bench.runs.logfile import MAGIC, frame_length, is_packed, log_path, packed_writer, parse_record, unpack_frame
+from bench.runs.logfile import FrameTooBig, is_packed, log_path, packed_writer, parse_record, unpack_frame, walk_frames
 from bench.runs.rundir import read_manifest
 from bench.world.task import load_schema
 
@@ -50,10 +56,11 @@ class RepairResult:
     kept: int = 0  # records kept
     moved: list[tuple[int, str]] = field(default_factory=list)  # (line number, why) of each quarantined line
     torn_bytes: int = 0  # a torn last line, left in place
+    reframed: bool = False  # a compressed log in another tool's frames, rewritten in trajbench's (nothing moved)
 
     def as_dict(self) -> dict[str, Any]:
         return {"log": str(self.log), "quarantine": str(self.quarantine), "kept": self.kept,
-                "moved": [{"line": n, "reason": why} for n, why in self.moved], "torn_bytes": self.torn_bytes}
+                "moved": [{"line": n, "reason": why} for n, why in self.moved], "torn_bytes": self.torn_bytes, "reframed": self.reframed}
 
 
 @cache
@@ -92,13 +99,16 @@ def repair_run(run_dir: str | Path) -> RepairResult:
     except OSError as exc:
         raise BenchError(f"cannot be read: {exc.strerror}", file=str(log)) from None
     moved: list[bytes] = []
+    rewritten: bytes | None
     if is_packed(log):
         rewritten = _repair_packed(data, result, moved)
+        result.reframed = rewritten is not None and not moved
     else:
         kept, tail = _repair_lines(data, 1, result, moved)
-        rewritten = b"".join(line + b"\n" for line in kept) + tail
+        rewritten = b"".join(line + b"\n" for line in kept) + tail if moved else None
     if moved:
         _write(result.quarantine, b"".join(moved), append=True)
+    if rewritten is not None:
         _write(log, rewritten, append=False)
     return result
 
@@ -124,44 +134,63 @@ def _repair_lines(data: bytes, first: int, result: RepairResult, moved: list[byt
     return kept, tail
 
 
-def _repair_packed(data: bytes, result: RepairResult, moved: list[bytes]) -> bytes:
-    """A compressed log repaired frame by frame: bad lines out of good frames, bad frames (and
-    bytes that are no frame, up to the next frame's magic number) out whole; a torn last frame
-    kept as it is."""
+def _repair_packed(data: bytes, result: RepairResult, moved: list[bytes]) -> bytes | None:
+    """A compressed log repaired segment by segment (`walk_frames`, the readers' walker): its
+    frames decoded as one stream, a line that one frame ends and the next goes on with (another
+    tool's framing, pzstd's) carried over; bad lines out, bad segments (a damaged frame, bytes
+    that are no frame, a header claiming too many bytes) out whole, up to where whole frames
+    start again; a torn last frame kept as it is. The kept lines are written again in trajbench's
+    frames. None when nothing needs rewriting."""
     out: list[bytes] = []
     encode = packed_writer()
-    pos, line_no = 0, 1
-    while pos < len(data):
-        problem = ""
-        try:
-            length = frame_length(data, pos)
-        except ValueError as exc:
-            length, problem = None, str(exc)
-        if length is None and not problem:  # the torn last frame
-            result.torn_bytes = len(data) - pos
-            out.append(data[pos:])
+    line_no, carry, reframe = 1, b"", False
+    kept_lines: list[bytes] = []
+
+    def quarantine(start: int, raw: bytes, reason: str) -> None:
+        result.moved.append((line_no, reason))
+        moved.append(dump_line({"line": line_no, "byte": start, "reason": reason,
+                                "raw_base64": base64.b64encode(raw).decode()}))
+
+    for segment in walk_frames(io.BytesIO(data).read):
+        if segment.torn:
+            result.torn_bytes = len(segment.data)
             break
-        if length is None:  # no frame here: skip to the next frame's magic number
-            end = data.find(MAGIC, pos + 1)
-            end = len(data) if end < 0 else end
-        else:
-            end = length
+        problem = segment.problem
+        content = b""
+        if problem is None:
             try:
-                content = unpack_frame(data[pos:end])
+                content = unpack_frame(segment.data, whole_lines=False)
+            except FrameTooBig as exc:  # sound, only too big to be read by position: nothing to quarantine
+                raise BenchError(f"byte {segment.start}: {exc}", file=str(result.log)) from None
             except ValueError as exc:
                 problem = str(exc)
-        if problem:
-            reason = f"the bytes at {pos}-{end} are no readable zstd frame: {problem}"
-            result.moved.append((line_no, reason))
-            moved.append(dump_line({"line": line_no, "byte": pos, "reason": reason,
-                                    "raw_base64": base64.b64encode(data[pos:end]).decode()}))
-        elif content:
-            kept, _ = _repair_lines(content, line_no, result, moved)
-            line_no += content.count(b"\n")
-            if kept:
-                out.append(encode([line + b"\n" for line in kept], b""))
-        pos = end
-    return b"".join(out)
+        if problem is not None:
+            if carry:  # the line a foreign frame began, whose end was in the bad segment
+                quarantine(segment.start, carry, "a line cut short by the unreadable bytes after it")
+                carry = b""
+                line_no += 1
+            quarantine(segment.start, segment.data,
+                       f"the bytes at {segment.start}-{segment.end} are no readable zstd frame: {problem}")
+            continue
+        if carry or content[-1:] not in (b"\n", b""):
+            reframe = True
+        stream = carry + content
+        cut = stream.rfind(b"\n") + 1
+        carry = stream[cut:]
+        kept, _ = _repair_lines(stream[:cut], line_no, result, moved)
+        line_no += stream.count(b"\n", 0, cut)
+        kept_lines.extend(line + b"\n" for line in kept)
+        if not carry and kept_lines:
+            out.append(encode(kept_lines, b""))
+            kept_lines = []
+    if carry:  # the last whole frame ends inside a line
+        quarantine(len(data) - result.torn_bytes, carry, "a line the log's last whole frame ends inside")
+        reframe = True
+    if kept_lines:
+        out.append(encode(kept_lines, b""))
+    if result.torn_bytes:
+        out.append(data[len(data) - result.torn_bytes:])
+    return b"".join(out) if reframe or moved else None
 
 
 def _write(path: Path, data: bytes, *, append: bool) -> None:

@@ -28,8 +28,6 @@ from bench.canonical import dump_document, load_document, load_line
 from bench.errors import BenchError
 from bench.runs.logfile import LOG as LOG  # re-exported: its import path before logfile.py
 from bench.runs.logfile import LogFile, log_path, log_records
-from bench.runs.logfile import LogWriter as LogWriter  # re-exported: their import path before logfile.py
-from bench.runs.logfile import parse_record as parse_record
 from bench.runs.shape import manifest_problem
 from bench.world.overlay import apply_run_overlay
 from bench.world.suite import Suite, load_suite

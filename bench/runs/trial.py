@@ -13,10 +13,16 @@ it, resumably), while a synchronous agent runs on a thread of its own.
 A synchronous agent runs on a daemon thread of its own for the trial, so the time limit holds
 even when it never returns (a `time.sleep(20)` under `--timeout 2`): at the deadline the trial is
 abandoned and recorded, its episode is closed (every later call raises `EpisodeOver`) and the log
-writer drops whatever its attempt still emits (`LogWriter` seals an attempt once it ended). The
-threads are reused (`_AgentThreads`): a thread whose trial ended takes the next one, so a trial
-costs two thread hand-offs instead of a thread's creation; a thread still held by an abandoned
-agent is simply not reused until that agent returns.
+writer drops whatever its attempt still emits (`LogWriter` seals an attempt once it ended).
+
+Trials stay independent (a consistency benchmark must not couple them): by default each trial
+gets a new thread, so nothing an agent keeps per thread — a `threading.local`, the event loop it
+set with `asyncio.set_event_loop`, a client cached per thread — reaches the next trial. An agent
+that keeps no per-thread state may say so with a class or instance attribute
+`thread_stateless = True`: its trials then reuse idle threads (`_AgentThreads`: a thread whose
+trial ended takes the next one, two hand-offs instead of a thread's creation; a thread still held
+by an abandoned agent is not reused until that agent returns). Either way each trial runs in a
+fresh `contextvars` context. The built-in simulated agents declare it.
 """
 
 from __future__ import annotations
@@ -125,17 +131,21 @@ async def _contained(work: Any) -> tuple[Any, BaseException | None]:
 
 
 class _AgentThreads:
-    """Idle daemon threads waiting for the next synchronous agent to play. `run` hands the work
-    to an idle thread, or starts one when none is idle (the first trials, or every thread held by
-    an agent that overran its time limit and was abandoned): as many threads as trials really run
-    at once, no more. Each trial runs in a fresh `contextvars` context (nothing an agent sets there
-    reaches the next trial); daemon threads never hold up the process at exit."""
+    """Idle daemon threads waiting for the next synchronous agent that declared
+    `thread_stateless` (others get a thread of their own: `run(work, reuse=False)`). `run` hands
+    the work to an idle thread, or starts one when none is idle (the first trials, or every
+    thread held by an agent that overran its time limit and was abandoned): as many threads as
+    trials really run at once, no more. Each trial runs in a fresh `contextvars` context (nothing
+    an agent sets there reaches the next trial); daemon threads never hold up the process at exit."""
 
     def __init__(self) -> None:
         self._idle: list[queue.SimpleQueue[Callable[[], None]]] = []
         self._lock = threading.Lock()
 
-    def run(self, work: Callable[[], None]) -> None:
+    def run(self, work: Callable[[], None], reuse: bool) -> None:
+        if not reuse:
+            threading.Thread(target=contextvars.Context().run, args=(work,), name="trajbench agent", daemon=True).start()
+            return
         with self._lock:
             inbox = self._idle.pop() if self._idle else None
         if inbox is None:
@@ -145,8 +155,8 @@ class _AgentThreads:
 
     def _serve(self, inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
         while True:
-            contextvars.Context().run(inbox.get())  # a fresh context per trial, as a new thread had; `work`
-            # contains whatever the agent raises
+            contextvars.Context().run(inbox.get())  # a fresh context per trial (the thread's other state is
+            # the agent's, which declared it keeps none); `work` contains whatever the agent raises
             with self._lock:
                 self._idle.append(inbox)
 
@@ -180,7 +190,7 @@ def _on_thread(agent: Any, episode: Episode, timeout_s: float | None) -> asyncio
     if timeout_s is not None:
         deadline = loop.call_later(timeout_s, _expire, future)
         future.add_done_callback(lambda _: deadline.cancel())
-    _THREADS.run(work)
+    _THREADS.run(work, reuse=getattr(agent, "thread_stateless", False) is True)
     return future
 
 
