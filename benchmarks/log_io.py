@@ -60,7 +60,7 @@ def measure(run: Path, n: int, odd: bool) -> None:
 
     def writer() -> None:
         log.unlink(missing_ok=True)
-        w = LogWriter(run)
+        w = LogWriter(run, log_format="jsonl")  # plain lines, as the bare loop writes them
         for r in recs:
             w.append(r)
         w.close()

@@ -34,15 +34,38 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 
 _PARSE = ("import sys, orjson\n"
-          "with open(sys.argv[1], 'rb') as fh:\n"
-          "    for line in fh:\n"
-          "        orjson.loads(line)\n")
+          "if sys.argv[1].endswith('.zst'):\n"  # a compressed log: decompressed as a stream, then parsed
+          "    import io, zstandard\n"
+          "    raw = zstandard.ZstdDecompressor().stream_reader(open(sys.argv[1], 'rb'), read_across_frames=True)\n"
+          "    lines = io.BufferedReader(raw)\n"
+          "else:\n"
+          "    lines = open(sys.argv[1], 'rb')\n"
+          "for line in lines:\n"
+          "    orjson.loads(line)\n")
+
+
+def _log(run: Path) -> Path:
+    """The run's log: compressed (`trajbench run`'s default) or plain (the synthetic runs)."""
+    packed = run / "trajectories.jsonl.zst"
+    return packed if packed.exists() else run / "trajectories.jsonl"
+
+
+def _lines(log: Path):
+    """The log's lines, a compressed log decompressed as a stream."""
+    import io
+
+    import zstandard
+
+    raw = open(log, "rb")
+    if log.suffix != ".zst":
+        return raw
+    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
 
 
 def _commands(run: Path, scratch: Path) -> dict[str, list[str]]:
     bench = [sys.executable, "-m", "bench"]
     return {
-        "parse": [sys.executable, "-c", _PARSE, str(run / "trajectories.jsonl")],
+        "parse": [sys.executable, "-c", _PARSE, str(_log(run))],
         "report": bench + ["report", str(run), "--json"],
         "verify": bench + ["verify", str(run), "--json"],
         "diff": bench + ["diff", str(run), str(run), "--json"],
@@ -70,9 +93,10 @@ def _child(argv: list[str], code: Path) -> tuple[float, float, float, int]:
 
 def _size(run: Path) -> str:
     manifest = orjson.loads((run / "run.json").read_bytes())
-    trials = sum(1 for line in open(run / "trajectories.jsonl", "rb") if line.startswith(b'{"type":"trial"'))
+    with _lines(_log(run)) as lines:
+        trials = sum(1 for line in lines if line.startswith(b'{"type":"trial"'))
     return (f"{run}: {trials} trials ({len(manifest.get('tasks', []))} tasks, k = {manifest['k']}), "
-            f"log {(run / 'trajectories.jsonl').stat().st_size / 1e6:.0f} MB")
+            f"log {_log(run).stat().st_size / 1e6:.0f} MB ({_log(run).name})")
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -94,10 +118,10 @@ def inprocess(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(Path(args.code).resolve()))
     from bench.analysis.report import build_report
 
-    log = run / "trajectories.jsonl"
+    log = _log(run)
 
     def parse() -> None:
-        with open(log, "rb") as fh:
+        with _lines(log) as fh:
             for line in fh:
                 orjson.loads(line)
 

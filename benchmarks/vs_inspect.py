@@ -90,14 +90,21 @@ def inspect_process(samples: int, epochs: int, log_dir: Path, parallel: int) -> 
     return timed_child([sys.executable, "-c", code])
 
 
+def log_of(run_dir: Path) -> Path:
+    """The run's log: compressed (the default since 0.2) or plain (a trajbench before it)."""
+    packed = run_dir / "trajectories.jsonl.zst"
+    return packed if packed.exists() else run_dir / "trajectories.jsonl"
+
+
 def plain_copy(run_dir: Path, dest: Path) -> Path:
-    """The run with its compressed log decompressed: the same records as plain JSON lines."""
+    """The run with its log as plain JSON lines (a compressed log decompressed): the same records."""
     import zstandard
 
     dest.mkdir()
     shutil.copy2(run_dir / "run.json", dest / "run.json")
-    with open(run_dir / "trajectories.jsonl.zst", "rb") as src:
-        plain = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True).read()
+    with open(log_of(run_dir), "rb") as src:
+        plain = src.read() if src.name.endswith(".jsonl") else \
+            zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True).read()
     (dest / "trajectories.jsonl").write_bytes(plain)
     return dest
 
@@ -122,7 +129,7 @@ def trajbench_read(run_dir: Path) -> tuple[float, float, dict[Any, bool]]:
     build_report(run_dir)
     report_s = time.perf_counter() - started
     outcomes = {}
-    for trial_id in log.summaries.cores:
+    for trial_id in log.summaries:
         task, _, index = trial_id.split("/")
         outcomes[(task, int(index) + 1)] = log.summaries[trial_id]["outcome"] == "success"
     return read_s, report_s, outcomes
@@ -190,12 +197,13 @@ def main() -> None:
         fig["in_cpu"].append(cpu / steps)
         fig["tb_proc"].append(trajbench_process(suite_dir, args.epochs, work / f"tbp-{r}", args.parallel) / steps)
         fig["in_proc"].append(inspect_process(args.samples, args.epochs, work / f"inp-{r}", args.parallel) / steps)
-        fig["tb_bytes"].append((run_dir / "trajectories.jsonl.zst").stat().st_size / trajectories)
+        fig["tb_bytes"].append(log_of(run_dir).stat().st_size / trajectories)
         plain = plain_copy(run_dir, work / f"tb-{r}-plain")
         fig["plain_bytes"].append((plain / "trajectories.jsonl").stat().st_size / trajectories)
-        for _ in range(3):  # interleaved: the report on the compressed log, then on the plain one
-            fig["report_zst"].append(report_seconds(run_dir))
-            fig["report_plain"].append(report_seconds(plain))
+        for i in range(4):  # interleaved, the order alternating: the report on the compressed log and on the plain one
+            first, second = ("report_zst", "report_plain") if i % 2 == 0 else ("report_plain", "report_zst")
+            fig[first].append(report_seconds(run_dir if first == "report_zst" else plain))
+            fig[second].append(report_seconds(run_dir if second == "report_zst" else plain))
         fig["in_bytes"].append(eval_log.stat().st_size / trajectories)
         read_s, report_s, tb_out = trajbench_read(run_dir)
         fig["tb_read"].append(read_s)

@@ -144,6 +144,14 @@ def test_mde_uses_the_alternative_variance_for_a_perfect_agent():
     assert 0.01 < mde["pass@1"]["drop"] < 0.1
 
 
+def test_no_drop_is_detectable_when_both_runs_never_succeed():
+    """Both runs 0/4 everywhere: there is no success to lose, so no drop is detectable — not a
+    drop of 0 pp (the bisection used to settle on 0 because effect and noise were both 0)."""
+    pc = counts([4] * 5, [0] * 5, [4] * 5, [0] * 5)
+    mde = minimum_detectable_effect(pc, 4, 0.025)
+    assert mde["pass@1"] is None and mde["pass^4"] is None and mde["drop"] is None
+
+
 # ---------------------------------------------------------------------------- the gate's level and the FDR
 def _retail_truth():
     from bench.adapters.sim import SimAgent

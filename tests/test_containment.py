@@ -131,13 +131,13 @@ def test_ctrl_c_stops_the_run_promptly_and_resume_completes_it(tmp_path):
     lost and no duplicated trial."""
     out = tmp_path / "r"
     k = 8
-    cmd = [sys.executable, "-m", "bench", "run", str(MINI), "--agent", "tests.agents.hostile:Slow?pause=0.3",
+    cmd = [sys.executable, "-m", "bench", "run", str(MINI), "--agent", "tests.agents.hostile:Slow?pause=0.5",
            "-k", str(k), "--concurrency", "2", "--out", str(out), "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if trials_logged(out) >= 3:
+        if trials_logged(out) >= 3:  # of 24 trials at ~0.5 s each, two at once: ~5 s of run left to interrupt
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be interrupted"

@@ -133,7 +133,8 @@ def _mix_section(base: RunLog, cand: RunLog, shared: set[str]) -> dict[str, Any]
 
 
 def _divergence_points(log: RunLog) -> dict[str, dict[str, Any] | None]:
-    section = divergence_section(log, load_reference=False)
+    # the per-trial rows are not compared: not listing them keeps a million-trial section small
+    section = divergence_section(log, load_reference=False, max_trials_listed=0)
     out: dict[str, dict[str, Any] | None] = {}
     for row in section.get("tasks", []):
         # the task's divergence point when one is significant, else its top-scoring branch node

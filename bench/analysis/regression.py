@@ -311,6 +311,8 @@ def detectable_drop(p: np.ndarray, nA: np.ndarray, nB: np.ndarray, k: int | None
             effect = float(np.mean(p ** k - q ** k))
             var1 = np.mean(_u_variance(nA, p, k) + _u_variance(nB, q, k))
             var0 = np.mean(_u_variance(nA, m, k) + _u_variance(nB, m, k))
+        if effect <= 0:  # nothing to drop (every rate is already 0): no drop is detectable
+            return -1.0, effect
         return effect - za * math.sqrt(var0 / T) - zb * math.sqrt(var1 / T), effect
 
     if T == 0 or f(1.0)[0] < 0:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import os
+from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,12 +132,14 @@ class StepIndex(Mapping[str, list[StepEvent]]):
     writes an attempt's lines together). So verify, diff and export stream the steps trial by
     trial, and their memory does not grow with the log."""
 
-    def __init__(self, log: LogFile, spans: dict[str, list[int]]):
+    def __init__(self, log: LogFile, spans: dict[str, int | list[int]]):
         self._log = log
-        self._spans = spans  # attempt -> [start0, end0, start1, end1, ...], in log order
+        self._spans = spans  # attempt -> `add_span`'s packed span, or [start0, end0, start1, end1, ...] in log order
 
     def __getitem__(self, attempt: str) -> list[StepEvent]:
         spans, read, loads = self._spans[attempt], self._log.read, load_line  # an escaped line too
+        if isinstance(spans, int):
+            spans = _unpacked(spans)
         out: list[Any] = []
         for i in range(0, len(spans), 2):
             out.extend(loads(line) for line in read(spans[i], spans[i + 1]).splitlines())
@@ -152,11 +155,38 @@ class StepIndex(Mapping[str, list[StepEvent]]):
         return attempt in self._spans
 
 
+_LOW32 = 0xFFFFFFFF
+
+
+def add_span(spans: dict[str, int | list[int]], key: str, start: int, end: int) -> None:
+    """Record that a line of `key` lies at [start, end): one int `start << 32 | length` while the
+    key's lines are adjacent and shorter than 4 GB together (an attempt written in one write: ~40
+    bytes instead of a list's ~140), else a list of (start, end) pairs."""
+    where = spans.get(key)
+    if where is None:
+        spans[key] = start << 32 | (end - start) if end - start <= _LOW32 else [start, end]
+        return
+    if isinstance(where, int):
+        first = where >> 32
+        if first + (where & _LOW32) == start and end - first <= _LOW32:  # adjacent to the previous line
+            spans[key] = first << 32 | (end - first)
+            return
+        where = spans[key] = _unpacked(where)
+    if where[-1] == start:
+        where[-1] = end
+    else:
+        where += (start, end)
+
+
+def _unpacked(span: int) -> list[int]:
+    start = span >> 32
+    return [start, start + (span & _LOW32)]
+
+
 class TrialCore(NamedTuple):
     """What the reading pass keeps of a trial summary besides where its line lies: enough to
-    group and filter trials without reading their summaries again."""
+    group and filter trials without reading their summaries again (`SummaryIndex.cores`)."""
 
-    span: int  # start << 32 | length of the summary's line
     task: str  # the summary's task (its repr if it is not a string)
     family: str  # variant_family
     valid: bool  # `is_valid`: the trial counts in the figures
@@ -164,26 +194,58 @@ class TrialCore(NamedTuple):
 
 class SummaryIndex(Mapping[str, TrialSummary]):
     """trial id -> its summary (the first one logged), read from the log when asked for: a
-    parsed summary is ~3.5 KB of Python objects, a million of them would not fit; what is kept
-    is a `TrialCore` per trial. Each lookup parses the line again and returns a fresh dict."""
+    parsed summary is ~3.5 KB of Python objects, a million of them would not fit. What is kept
+    per trial is where its line lies (one int) and, in columns in the same order, its
+    `TrialCore` (a task and a family number, a valid flag): ~100 bytes with the trial's id. Each
+    lookup parses the line again and returns a fresh dict."""
 
-    def __init__(self, log: LogFile, cores: dict[str, TrialCore]):
+    def __init__(self, log: LogFile) -> None:
         self._log = log
-        self.cores = cores  # in log order
+        self._spans: dict[str, int] = {}  # trial -> start << 32 | length of its summary's line, in log order
+        self._task = array("i")  # per trial, in the same order: index into _names
+        self._family = array("i")
+        self._valid = bytearray()
+        self._names: list[str] = []
+        self._name_ids: dict[str, int] = {}
+
+    def add(self, rec: Mapping[str, Any], start: int, end: int) -> None:
+        """Index a trial's first summary (`read_run`)."""
+        if end - start > _LOW32:
+            raise BenchError(f"a trial record of {end - start} bytes: larger than a trajbench log holds", field="trial")
+        task = rec["task"] if isinstance(rec["task"], str) else repr(rec["task"])
+        family = variant_family(rec)
+        family = family if isinstance(family, str) else repr(family)
+        self._spans[rec["trial"]] = start << 32 | (end - start)
+        self._task.append(self._name_id(task))
+        self._family.append(self._name_id(family))
+        self._valid.append(is_valid(rec))
+
+    def _name_id(self, name: str) -> int:
+        i = self._name_ids.get(name)
+        if i is None:
+            i = self._name_ids[name] = len(self._names)
+            self._names.append(name)
+        return i
+
+    def cores(self) -> Iterator[tuple[str, TrialCore]]:
+        """(trial, its core), in log order."""
+        names = self._names
+        for trial, task, family, valid in zip(self._spans, self._task, self._family, self._valid):
+            yield trial, TrialCore(names[task], names[family], bool(valid))
 
     def __getitem__(self, trial: str) -> TrialSummary:
-        span = self.cores[trial].span
+        span = self._spans[trial]
         start = span >> 32
-        return load_line(self._log.read(start, start + (span & 0xFFFFFFFF)))
+        return load_line(self._log.read(start, start + (span & _LOW32)))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.cores)
+        return iter(self._spans)
 
     def __len__(self) -> int:
-        return len(self.cores)
+        return len(self._spans)
 
     def __contains__(self, trial: object) -> bool:
-        return trial in self.cores
+        return trial in self._spans
 
 
 @dataclass
@@ -212,7 +274,7 @@ class RunLog:
         return self.steps[attempt] if attempt in self.steps else []
 
     def _chosen(self, base_only: bool, valid_only: bool) -> Iterator[tuple[str, TrialCore]]:
-        for trial, core in self.summaries.cores.items():
+        for trial, core in self.summaries.cores():
             if (not base_only or core.family == BASE) and (not valid_only or core.valid):
                 yield trial, core
 
@@ -240,8 +302,12 @@ class RunLog:
         """(task, its trials in log order), one task at a time: the manifest's tasks first, in
         its order, then any other task in order of first appearance; tasks without a chosen
         trial are left out. Only one task's summaries are in memory at once."""
+        summaries = self.summaries
         for task, trials in self._groups(base_only, valid_only).items():
-            yield task, [self.summaries[t] for t in trials]
+            rows = [summaries[t] for t in trials]
+            for t, row in zip(trials, rows):
+                row["trial"] = t  # the index's copy of the id (an equal string): what rows keep shares it
+            yield task, rows
 
     def task_ids(self, *, base_only: bool = True, valid_only: bool = False) -> list[str]:
         """The tasks `by_task` walks, in its order, without reading a summary."""
@@ -381,10 +447,10 @@ def read_run(run_dir: str | Path, *, on_step: Callable[[Any], None] | None = Non
     where each attempt's step lines lie, read again when asked for."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    cores: dict[str, TrialCore] = {}  # what is kept of each summary; records are plain dicts (TrialSummary / StepEvent)
-    names: dict[str, str] = {}  # one copy of each task and family name
+    log = LogFile(log_path(run_dir))
+    cores = SummaryIndex(log)  # what is kept of each summary; records are plain dicts (TrialSummary / StepEvent)
     used: set[str] = set()  # the attempts behind the summaries
-    spans: dict[str, list[int]] = {}  # attempt -> byte spans of its step lines
+    spans: dict[str, int | list[int]] = {}  # attempt -> byte spans of its step lines (`add_span`)
     streamed: set[str] = set()  # attempts whose steps went to on_step
     errors: list[dict[str, Any]] = []
     duplicates: list[str] = []
@@ -397,13 +463,7 @@ def read_run(run_dir: str | Path, *, on_step: Callable[[Any], None] | None = Non
             kind = rec["type"]
             if kind == "step":
                 if on_step is None:
-                    where = spans.get(rec["attempt"])
-                    if where is None:
-                        spans[rec["attempt"]] = [start, end]
-                    elif where[-1] == start:  # the attempt's previous line ends where this one starts
-                        where[-1] = end
-                    else:
-                        where += (start, end)
+                    add_span(spans, rec["attempt"], start, end)
                 else:
                     streamed.add(rec["attempt"])
                     on_step(rec)
@@ -411,22 +471,12 @@ def read_run(run_dir: str | Path, *, on_step: Callable[[Any], None] | None = Non
                 if rec["trial"] in cores:
                     duplicates.append(rec["trial"])
                 else:
-                    cores[rec["trial"]] = _core(rec, start, end, names)
+                    cores.add(rec, start, end)
                     used.add(rec["attempt"])
             elif kind == "attempt_error":
                 errors.append(rec)
     orphans = sum(1 for attempt in (streamed or spans) if attempt not in used)
-    log = LogFile(log_path(run_dir))
-    return RunLog(run_dir, manifest, SummaryIndex(log, cores), StepIndex(log, spans), errors, duplicates, orphans, torn)
-
-
-def _core(rec: dict[str, Any], start: int, end: int, names: dict[str, str]) -> TrialCore:
-    task = rec["task"] if isinstance(rec["task"], str) else repr(rec["task"])
-    family = variant_family(rec)
-    family = family if isinstance(family, str) else repr(family)
-    if end - start > 0xFFFFFFFF:
-        raise BenchError(f"a trial record of {end - start} bytes: larger than a trajbench log holds", field="trial")
-    return TrialCore(start << 32 | (end - start), names.setdefault(task, task), names.setdefault(family, family), is_valid(rec))
+    return RunLog(run_dir, manifest, cores, StepIndex(log, spans), errors, duplicates, orphans, torn)
 
 
 def iter_trials(run_dir: str | Path) -> Iterator[tuple[TrialSummary, list[StepEvent]]]:

@@ -154,10 +154,12 @@ class _AgentThreads:
 _THREADS = _AgentThreads()
 
 
-def _on_thread(agent: Any, episode: Episode) -> asyncio.Future[tuple[Any, BaseException | None]]:
-    """`agent.run(episode)` on a daemon thread (`_AgentThreads`); the future gets its outcome.
-    Abandoning it at the deadline neither blocks the run nor, at exit, the process. (A future,
-    not a coroutine: `wait_for` then needs no task of its own.)"""
+def _on_thread(agent: Any, episode: Episode, timeout_s: float | None) -> asyncio.Future[tuple[Any, BaseException | None]]:
+    """`agent.run(episode)` on a daemon thread (`_AgentThreads`); the future gets its outcome, or
+    TimeoutError at the deadline (the agent is then abandoned: that neither blocks the run nor, at
+    exit, the process). Awaited directly, not through `wait_for`: no task per trial, and a
+    cancellation (Ctrl-C) is never lost to an outcome arriving in the same loop iteration (the
+    race `wait_for` has on Python 3.11)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
 
@@ -175,20 +177,26 @@ def _on_thread(agent: Any, episode: Episode) -> asyncio.Future[tuple[Any, BaseEx
         except RuntimeError:  # the run is over (loop closed): the trial was already recorded
             pass
 
+    if timeout_s is not None:
+        deadline = loop.call_later(timeout_s, _expire, future)
+        future.add_done_callback(lambda _: deadline.cancel())
     _THREADS.run(work)
     return future
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(asyncio.TimeoutError())  # (not the builtin before Python 3.11)
 
 
 async def play_async(agent: Any, episode: Episode, timeout_s: float | None) -> dict[str, Any]:
     """Run any agent (async `arun`, else `run` on its own thread) under a time limit."""
     started = time.monotonic()
-    work: Any
-    if hasattr(agent, "arun") and inspect.iscoroutinefunction(agent.arun):
-        work = _contained(agent.arun(episode))
-    else:
-        work = _on_thread(agent, episode)
     try:
-        result, raised = await asyncio.wait_for(work, timeout_s)
+        if hasattr(agent, "arun") and inspect.iscoroutinefunction(agent.arun):
+            result, raised = await asyncio.wait_for(_contained(agent.arun(episode)), timeout_s)
+        else:
+            result, raised = await _on_thread(agent, episode, timeout_s)
     except asyncio.TimeoutError:
         episode.timed_out = True
         result, raised = None, None

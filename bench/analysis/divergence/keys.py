@@ -92,7 +92,8 @@ class AttemptKeys:
 class PackedAttempts(Mapping[str, AttemptKeys]):
     """attempt id -> its `AttemptKeys`, held packed: the four sequences of every attempt laid
     end to end in one int32 array (`[len keys, len calls, len actions, keys, where, calls,
-    actions]` after a header of their lengths and the event count), ~200 bytes an attempt instead of ~2 KB of Python lists, so keying a million
+    actions]` after a header of their lengths, the event count and which of `where` and `calls`
+    are merely 0, 1, 2, ... (then left out: the common case), ~150 bytes an attempt instead of ~2 KB of Python lists, so keying a million
     trials stays a few hundred MB. Each lookup unpacks a fresh `AttemptKeys` (lists again).
     The attempt being keyed stays unpacked (`open`) until another attempt's step arrives; a log
     whose attempts interleave (written before one write per attempt) reopens a packed attempt,
@@ -126,11 +127,15 @@ class PackedAttempts(Mapping[str, AttemptKeys]):
     def _pack(self, attempt: str) -> None:
         tk = self._loose[attempt]
         data, at = self._data, len(self._data)
+        where_plain = tk.where == list(range(len(tk.where)))
+        calls_plain = tk.calls == list(range(len(tk.calls)))
         try:
-            data.extend((len(tk.keys), len(tk.calls), len(tk.actions), tk.events))
+            data.extend((len(tk.keys), len(tk.calls), len(tk.actions), tk.events, where_plain | calls_plain << 1))
             data.extend(tk.keys)
-            data.extend(tk.where)
-            data.extend(tk.calls)
+            if not where_plain:
+                data.extend(tk.where)
+            if not calls_plain:
+                data.extend(tk.calls)
             data.extend(tk.actions)
         except (OverflowError, TypeError):  # a value beyond int32: keep its lists
             del data[at:]
@@ -142,14 +147,23 @@ class PackedAttempts(Mapping[str, AttemptKeys]):
 
     def _unpack(self, at: int, last_state: Any = None) -> AttemptKeys:
         data = self._data
-        nk, nc, na = data[at], data[at + 1], data[at + 2]
-        i = at + 4
+        nk, nc, na, events, plain = data[at:at + 5]
         tk = AttemptKeys()
-        tk.events, tk.last_state = data[at + 3], last_state
+        tk.events, tk.last_state = events, last_state
+        i = at + 5
         tk.keys = data[i:i + nk].tolist()
-        tk.where = data[i + nk:i + 2 * nk].tolist()
-        tk.calls = data[i + 2 * nk:i + 2 * nk + nc].tolist()
-        tk.actions = data[i + 2 * nk + nc:i + 2 * nk + nc + na].tolist()
+        i += nk
+        if plain & 1:
+            tk.where = list(range(nk))
+        else:
+            tk.where = data[i:i + nk].tolist()
+            i += nk
+        if plain & 2:
+            tk.calls = list(range(nc))
+        else:
+            tk.calls = data[i:i + nc].tolist()
+            i += nc
+        tk.actions = data[i:i + na].tolist()
         return tk
 
     def __getitem__(self, attempt: str) -> AttemptKeys:
