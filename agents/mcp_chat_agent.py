@@ -9,7 +9,9 @@ from AGENT_TEMPERATURE / AGENT_TOP_P / AGENT_MAX_TOKENS and llama.cpp's AGENT_TO
 AGENT_REPEAT_PENALTY, whose defaults are the other smollm2-* roster specs' (0.8, 0.95, 256, 40, 1.0),
 so the board compares frameworks, not sampling. `--string-max-length N` puts a `maxLength` on the
 tools' string parameters that have none (llama-cpp-python's native tool calls ignore max_tokens
-for the arguments: see `string_max_length` in bench/adapters/frameworks.py, whose rule this copies). Each turn sends the MCP tools as OpenAI `tools`; tool
+for the arguments: see `string_max_length` in bench/adapters/frameworks.py, whose rule this copies);
+`--llama-cpp-patterns` rewrites the tools' `pattern`s into what llama-cpp-python's grammar
+translation takes (`llama_cpp_patterns` there, copied too: a `\\d` kills that server). Each turn sends the MCP tools as OpenAI `tools`; tool
 calls run over MCP (an MCP tool error goes back to the model as the tool's result); the first reply
 without tool calls is the answer, given to the server's `final_answer` tool. The per-turn seed is
 the trial seed plus the turn index. Exit status 0 on an answer, 1 when the endpoint fails.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -29,30 +32,121 @@ from mcp import Client
 FINAL_ANSWER = "final_answer"
 
 
-def openai_tools(tools: Any, string_max_length: int | None = None) -> list[dict[str, Any]]:
+def openai_tools(tools: Any, string_max_length: int | None = None, llama_cpp_patterns: bool = False) -> list[dict[str, Any]]:
     return [{"type": "function", "function": {"name": t.name, "description": t.description or "",
-                                              "parameters": bound_strings(t.input_schema, string_max_length)}}
+                                              "parameters": tool_schema(t.input_schema, string_max_length, llama_cpp_patterns)}}
             for t in tools if t.name != FINAL_ANSWER]
 
 
-def bound_strings(schema: Any, max_length: int | None) -> Any:
-    """The schema with `maxLength` on each string node that has no length bound, enum or const."""
-    if not isinstance(schema, dict) or max_length is None:
+def tool_schema(schema: Any, string_max_length: int | None, llama_cpp_patterns: bool) -> Any:
+    if string_max_length is not None:
+        schema = bound_strings(schema, string_max_length)
+    return grammar_safe_patterns(schema) if llama_cpp_patterns else schema
+
+
+def map_schema(schema: Any, node: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """The JSON schema with `node` applied to each schema object (a copy: the input is not
+    changed), through every place a schema nests subschemas."""
+    if not isinstance(schema, dict):
         return schema
     out = dict(schema)
     for key in ("properties", "patternProperties", "$defs", "definitions"):
         if isinstance(schema.get(key), dict):
-            out[key] = {name: bound_strings(sub, max_length) for name, sub in schema[key].items()}
+            out[key] = {name: map_schema(sub, node) for name, sub in schema[key].items()}
     for key in ("items", "additionalProperties", "contains", "not", "if", "then", "else"):
         if isinstance(schema.get(key), dict):
-            out[key] = bound_strings(schema[key], max_length)
+            out[key] = map_schema(schema[key], node)
     for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
         if isinstance(schema.get(key), list):
-            out[key] = [bound_strings(sub, max_length) for sub in schema[key]]
-    types = schema.get("type")
-    if (types == "string" or (isinstance(types, list) and "string" in types)) and not {"maxLength", "enum", "const"} & schema.keys():
-        out["maxLength"] = max_length
-    return out
+            out[key] = [map_schema(sub, node) for sub in schema[key]]
+    return node(out)
+
+
+def bound_strings(schema: Any, max_length: int) -> Any:
+    """The JSON schema with `maxLength` on each string node that has no length bound, enum or
+    const."""
+    def bound(node: dict[str, Any]) -> dict[str, Any]:
+        types = node.get("type")
+        if (types == "string" or (isinstance(types, list) and "string" in types)) \
+                and not {"maxLength", "enum", "const"} & node.keys():
+            node["maxLength"] = max_length
+        return node
+    return map_schema(schema, bound)
+
+
+def grammar_safe_patterns(schema: Any) -> Any:
+    """The JSON schema with each string `pattern` rewritten by `grammar_safe_pattern`, or
+    removed when that has no form for it."""
+    def rewrite(node: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(node.get("pattern"), str):
+            safe = grammar_safe_pattern(node["pattern"])
+            if safe is None:
+                del node["pattern"]
+            else:
+                node["pattern"] = safe
+        return node
+    return map_schema(schema, rewrite)
+
+
+CLASS_ESCAPES = {"d": "0-9", "w": "a-zA-Z0-9_", "s": " \\t\\n\\r"}  # \\f \\v: no grammar escape
+GRAMMAR_ESCAPES = set("tnr\\[]")  # kept as they are (the parser's own escapes)
+REGEX_OPERATORS = set("()|{}*+?")  # escaped outside a class: the translation unescapes them
+
+
+def grammar_safe_pattern(pattern: str) -> str | None:
+    """`pattern` in the regex subset whose llama-cpp-python translation parses as a grammar (see
+    `llama_cpp_patterns` in the module doc), matching the same strings; None when there is none.
+    The translation wants `^...$`; it copies `\\X` into the grammar."""
+    if len(pattern) < 2 or not pattern.startswith("^") or not pattern.endswith("$") or pattern.endswith("\\$"):
+        return None
+    body, out, i, in_class = pattern[1:-1], [], 0, False
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            piece = _escape(body, i, in_class)
+            if piece is None:
+                return None
+            out.append(piece[0])
+            i = piece[1]
+            continue
+        if in_class:
+            in_class = c != "]"  # the translation ends a class at its first bare "]"
+        elif c == "[":
+            if body.startswith(("[]", "[^]"), i):
+                return None
+            in_class = True
+        elif c in "^$":
+            return None  # an anchor inside: no grammar form
+        elif body.startswith("(?", i):
+            if not body.startswith("(?:", i):
+                return None  # lookaround, named group, flags
+            out.append("(")
+            i += 3
+            continue
+        out.append(c)
+        i += 1
+    return None if in_class else "^" + "".join(out) + "$"
+
+
+def _escape(body: str, i: int, in_class: bool) -> tuple[str, int] | None:
+    """The grammar-safe form of the escape at `body[i]` and the index after it, or None."""
+    if i + 1 >= len(body):
+        return None
+    e = body[i + 1]
+    if e in ("x", "u"):
+        width = 2 if e == "x" else 4
+        digits = body[i + 2:i + 2 + width]
+        ok = len(digits) == width and all(d in "0123456789abcdefABCDEF" for d in digits)
+        return ("\\" + e + digits, i + 2 + width) if ok else None
+    if e in GRAMMAR_ESCAPES or (e in REGEX_OPERATORS and not in_class):
+        return "\\" + e, i + 2
+    if e in CLASS_ESCAPES:
+        return (CLASS_ESCAPES[e] if in_class else f"[{CLASS_ESCAPES[e]}]"), i + 2
+    if e.lower() in CLASS_ESCAPES and not in_class:
+        return f"[^{CLASS_ESCAPES[e.lower()]}]", i + 2
+    if e.isalnum() or e.isspace() or e == "^" or (in_class and e == "-"):
+        return None  # \\b, \\1, \\p, \\D inside a class, a caret, a hyphen that would make a range
+    return (e if in_class else f"[{e}]"), i + 2
 
 
 def result_text(result: Any) -> str:
@@ -80,7 +174,7 @@ async def main() -> int:
     messages: list[dict[str, Any]] = [{"role": "system", "content": os.environ.get("TRAJBENCH_POLICY", "")},
                                       {"role": "user", "content": os.environ["TRAJBENCH_INSTRUCTION"]}]
     async with Client(os.environ["TRAJBENCH_MCP_URL"]) as client, httpx.AsyncClient(timeout=300, trust_env=False) as http:
-        tools = openai_tools((await client.list_tools()).tools, string_max_length())
+        tools = openai_tools((await client.list_tools()).tools, string_max_length(), "--llama-cpp-patterns" in sys.argv[1:])
         for turn in range(max_steps + 1):
             body = {"model": os.environ["TRAJBENCH_MODEL"], "messages": messages, "tools": tools, "tool_choice": "auto",
                     "seed": (seed + turn) % 2_147_483_647, "temperature": float(os.environ.get("AGENT_TEMPERATURE", "0.8")),

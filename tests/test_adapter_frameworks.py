@@ -247,7 +247,7 @@ def test_string_max_length_bounds_the_tools_string_parameters(adapter, mini_suit
 
 
 def test_bound_strings_reaches_every_nested_string():
-    from bench.adapters.frameworks import bound_strings, with_bounded_strings
+    from bench.adapters.frameworks import bound_strings, with_tool_schemas
 
     schema = {"type": "object", "properties": {
         "a": {"type": "string"}, "b": {"type": "string", "enum": ["x"]}, "c": {"type": "array", "items": {"type": "string"}},
@@ -258,8 +258,86 @@ def test_bound_strings_reaches_every_nested_string():
     assert out["g"]["anyOf"][0]["maxLength"] == 9 and "maxLength" not in out["g"]["anyOf"][1]
     assert "maxLength" not in out["b"] and "maxLength" not in out["e"] and out["f"]["maxLength"] == 5
     assert schema["properties"]["a"] == {"type": "string"}  # the input is not changed
-    assert with_bounded_strings(b"not json", 9) == b"not json"
-    assert json.loads(with_bounded_strings(json.dumps({"messages": []}).encode(), 9)) == {"messages": []}
+    assert with_tool_schemas(b"not json", {"string_max_length": 9}) == b"not json"
+    assert json.loads(with_tool_schemas(json.dumps({"messages": []}).encode(), {"string_max_length": 9})) == {"messages": []}
+
+
+@pytest.mark.parametrize("adapter,tools", MODES)
+def test_llama_cpp_patterns_rewrites_the_patterns_sent(adapter, tools, mini_copy, tmp_path):
+    """`llama_cpp_patterns` (llama-cpp-python's server dies on a grammar from `\\d`): the tool
+    schema the framework sends, as a function tool or over MCP, has the pattern in the subset
+    its translation takes, same constraint; without the option it goes out as written."""
+    from bench.world.suite import load_suite
+
+    domain = mini_copy / "domain.py"
+    domain.write_text(domain.read_text().replace(
+        'params={"order_id": {"type": "string"}})', 'params={"order_id": {"type": "string", "pattern": "^O\\\\d+$"}})', 1))
+    suite = load_suite(mini_copy)
+    sent = {}
+    for option in ((True, False) if tools == "functions" else (True,)):
+        with FakeChatServer(shop) as server:
+            log = run(suite, spec_file(tmp_path, adapter, server.base_url, name=f"p{option}", tools=tools,
+                                       llama_cpp_patterns=option), tmp_path / f"r{option}")
+        params = {t["function"]["name"]: t["function"]["parameters"] for t in server.requests[0]["tools"]}
+        sent[option] = params["cancel_order"]["properties"]["order_id"]["pattern"]
+        assert "cancel_order" in [tool for tool, _ in tool_steps(log, next(iter(log.summaries)))]
+    assert sent[True] == "^O[0-9]+$"
+    assert sent.get(False, "^O\\d+$") == "^O\\d+$"
+
+
+# (pattern, what llama_cpp_patterns sends: None = dropped, strings it must match, must not match)
+PATTERNS = [
+    (r"^EV\d{4}$", r"^EV[0-9]{4}$", ["EV0042"], ["EV042", "EVabcd"]),
+    (r"^[\w.-]+@[\w-]+\.\w+$", r"^[a-zA-Z0-9_.-]+@[a-zA-Z0-9_-]+[.][a-zA-Z0-9_]+$", ["a.b@c-d.io"], ["a@b_c", "a@b.c!"]),
+    (r"^(?:ab|cd)\/\d$", r"^(ab|cd)[/][0-9]$", ["cd/7"], ["ab7", "ef/1"]),
+    (r"^[^\d\s]+\S$", r"^[^0-9 \t\n\r]+[^ \t\n\r]$", ["ab", "a1"], ["1a", "a b"]),
+    (r"^\D\W\(x\)\x41$", r"^[^0-9][^a-zA-Z0-9_]\(x\)\x41$", ["a-(x)A"], ["1-(x)A", "ab(x)A"]),
+    (r"^a\$\[\]$", r"^a[$]\[\]$", ["a$[]"], ["a"]),
+    (r"^[A-Z]{2}$", r"^[A-Z]{2}$", ["AB"], ["A"]),
+    (r"EV\d+", None, [], []), (r"^\bx$", None, [], []), (r"^(a)\1$", None, [], []), (r"^(?=a)a$", None, [], []),
+    (r"^[\w\-]$", None, [], []), (r"^a^b$", None, [], []), (r"^[]a]$", None, [], []), (r"^[ab$", None, [], []),
+    (r"^\p{L}$", None, [], []), (r"^\xZZ$", None, [], []),
+]
+
+
+@pytest.mark.parametrize("pattern,safe,matches,rejects", PATTERNS)
+def test_grammar_safe_pattern_keeps_the_constraint(pattern, safe, matches, rejects):
+    """Each rewrite matches what the pattern matches (Python's re as the judge), and the grammar
+    llama-cpp-python's own translation makes of it uses only the escapes its grammar parser
+    knows (\\x \\u \\U \\t \\n \\r \\\\ \\" \\[ \\]; any other is the "unknown escape" that kills the server)."""
+    import re
+
+    from bench.adapters.frameworks import grammar_safe_pattern
+
+    assert grammar_safe_pattern(pattern) == safe
+    if safe is None:
+        return
+    for text in matches + rejects:
+        assert bool(re.fullmatch(safe[1:-1], text)) == bool(re.fullmatch(pattern[1:-1], text)) == (text in matches)
+    gbnf = pytest.importorskip("llama_cpp.llama_grammar")
+    grammar = gbnf.json_schema_to_gbnf(json.dumps({"type": "string", "pattern": safe}))
+    assert not re.findall(r'\\[^xuUtnr"\[\]]', grammar.replace("\\\\", ""))
+    try:  # and the pattern as written would not have done (or is left as it is)
+        original = gbnf.json_schema_to_gbnf(json.dumps({"type": "string", "pattern": pattern}))
+        takes = not re.findall(r'\\[^xuUtnr"\[\]]', original.replace("\\\\", ""))
+    except (AssertionError, ValueError):
+        takes = False
+    assert not takes or safe == pattern
+
+
+def test_grammar_safe_patterns_reaches_nested_patterns():
+    from bench.adapters.frameworks import grammar_safe_patterns, with_tool_schemas
+
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": r"^\d$"},
+                                               "b": {"type": "array", "items": {"type": "string", "pattern": r"\d"}},
+                                               "c": {"anyOf": [{"type": "string", "pattern": r"^\w$"}, {"type": "null"}]}}}
+    out = grammar_safe_patterns(schema)["properties"]
+    assert out["a"]["pattern"] == "^[0-9]$" and "pattern" not in out["b"]["items"]
+    assert out["c"]["anyOf"][0]["pattern"] == "^[a-zA-Z0-9_]$" and schema["properties"]["a"]["pattern"] == r"^\d$"
+    body = json.dumps({"tools": [{"type": "function", "function": {"name": "t", "parameters": schema}}]}).encode()
+    sent = json.loads(with_tool_schemas(body, {"llama_cpp_patterns": True, "string_max_length": 4}))
+    assert sent["tools"][0]["function"]["parameters"]["properties"]["a"] == {"type": "string", "pattern": "^[0-9]$", "maxLength": 4}
+    assert with_tool_schemas(body, {}) is body and with_tool_schemas(b"not json", {"llama_cpp_patterns": True}) == b"not json"
 
 
 def test_the_mcp_agent_bounds_strings_by_the_same_rule():
@@ -267,7 +345,7 @@ def test_the_mcp_agent_bounds_strings_by_the_same_rule():
     a copy of bound_strings: the two must agree."""
     import importlib.util
 
-    from bench.adapters.frameworks import bound_strings
+    from bench.adapters.frameworks import bound_strings, grammar_safe_pattern, grammar_safe_patterns
 
     path = Path(__file__).resolve().parent.parent / "agents" / "mcp_chat_agent.py"
     module_spec = importlib.util.spec_from_file_location("mcp_chat_agent_under_test", path)
@@ -276,4 +354,8 @@ def test_the_mcp_agent_bounds_strings_by_the_same_rule():
     schema = {"type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "array", "items": {"type": "string"}},
                                                "o": {"oneOf": [{"type": "string"}, {"type": "string", "enum": ["x"]}]}}}
     assert module.bound_strings(schema, 7) == bound_strings(schema, 7)
-    assert module.bound_strings(schema, None) == schema
+    assert module.tool_schema(schema, None, False) == schema
+    for pattern, *_ in PATTERNS:
+        assert module.grammar_safe_pattern(pattern) == grammar_safe_pattern(pattern)
+    patterned = {"type": "object", "properties": {"e": {"type": "string", "pattern": r"^EV\d{4}$"}}}
+    assert module.tool_schema(patterned, 7, True) == bound_strings(grammar_safe_patterns(patterned), 7)

@@ -15,6 +15,15 @@ only where their frameworks do.
   under a grammar from the schema with no `max_tokens`, so an argument string the model never
   closes runs to the end of the context — minutes on a CPU, with the one-slot server held; a
   `maxLength` bounds it in the grammar. Off by default (it changes the schemas the model reads).
+- `llama_cpp_patterns`: each `pattern` of the tools' schemas rewritten into the regex subset that
+  llama-cpp-python's schema-to-grammar translation turns into a grammar its parser takes, or
+  dropped when it has no such form. The translation copies regex escapes into the grammar as
+  they are, and the grammar parser knows only \\x \\u \\t \\n \\r \\\\ \\" \\[ \\]: calendar's `^EV\\d{4}$` gives
+  "unknown escape" and the server process exits, taking every later trial with it. `\\d` `\\w` `\\s`
+  become classes (`[0-9]` ...), an escaped punctuation mark a one-character class, `(?:` a group,
+  so the constraint stays; a pattern with anchors or escapes it cannot express (`\\b`, a back
+  reference, a lookahead, an unanchored pattern) goes, and the domain still checks the argument.
+  Off by default (only a llama.cpp server needs it).
 - Errors: the OpenAI client's connection, timeout, rate-limit and 5xx errors (after its own
   retries), and a bad key / unknown model, are infrastructure (`InfraError`: the trial is
   retried, then recorded as `error`), as is any other HTTP error but a context overflow, which
@@ -25,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -49,6 +58,7 @@ FRAMEWORK_OPTIONS: dict[str, OptionSpec] = {
     "timeout_s": OptionSpec("float", 60.0, minimum=0.001),
     "retries": OptionSpec("int", 2, minimum=0),
     "string_max_length": OptionSpec("int", None, minimum=1),
+    "llama_cpp_patterns": OptionSpec("bool", False),
     "input_cost_per_mtok": OptionSpec("float", 0.0, minimum=0.0),
     "output_cost_per_mtok": OptionSpec("float", 0.0, minimum=0.0),
 }
@@ -131,9 +141,7 @@ def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
 
         async def handle_async_request(self, request: Any) -> Any:
             if request.method == "POST" and request.url.path.endswith("/chat/completions"):
-                body = without_null_content(await request.aread())
-                if opts.get("string_max_length"):
-                    body = with_bounded_strings(body, opts["string_max_length"])
+                body = with_tool_schemas(without_null_content(await request.aread()), opts)
                 headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
                 request = httpx2.Request("POST", request.url, headers=headers, content=body, extensions=request.extensions)
             return await self.inner.handle_async_request(request)
@@ -145,9 +153,13 @@ def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
                        max_retries=opts["retries"], http_client=DefaultAsyncHttpxClient(trust_env=False, transport=Transport()))
 
 
-def with_bounded_strings(body: bytes, max_length: int) -> bytes:
-    """A chat-completions body whose tools' string parameters carry `maxLength` (see
-    `string_max_length` in the module doc); a body that is not such JSON is left as it is."""
+def with_tool_schemas(body: bytes, opts: dict[str, Any]) -> bytes:
+    """A chat-completions body whose tools' parameter schemas went through the options that
+    rewrite them (`string_max_length`, `llama_cpp_patterns`: see the module doc); a body that is
+    not such JSON, or options that rewrite nothing, leave it as it is."""
+    max_length, patterns = opts.get("string_max_length"), opts.get("llama_cpp_patterns")
+    if not max_length and not patterns:
+        return body
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -158,30 +170,118 @@ def with_bounded_strings(body: bytes, max_length: int) -> bytes:
     for tool in tools:
         function = tool.get("function") if isinstance(tool, dict) else None
         if isinstance(function, dict) and isinstance(function.get("parameters"), dict):
-            function["parameters"] = bound_strings(function["parameters"], max_length)
+            schema = function["parameters"]
+            if max_length:
+                schema = bound_strings(schema, max_length)
+            if patterns:
+                schema = grammar_safe_patterns(schema)
+            function["parameters"] = schema
     return orjson.dumps(data)
 
 
-def bound_strings(schema: Any, max_length: int) -> Any:
-    """The JSON schema with `maxLength` on each string node that has no length bound, enum or
-    const, through every place a schema nests subschemas."""
+def map_schema(schema: Any, node: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """The JSON schema with `node` applied to each schema object (a copy: the input is not
+    changed), through every place a schema nests subschemas."""
     if not isinstance(schema, dict):
         return schema
     out = dict(schema)
     for key in ("properties", "patternProperties", "$defs", "definitions"):
         if isinstance(schema.get(key), dict):
-            out[key] = {name: bound_strings(sub, max_length) for name, sub in schema[key].items()}
+            out[key] = {name: map_schema(sub, node) for name, sub in schema[key].items()}
     for key in ("items", "additionalProperties", "contains", "not", "if", "then", "else"):
         if isinstance(schema.get(key), dict):
-            out[key] = bound_strings(schema[key], max_length)
+            out[key] = map_schema(schema[key], node)
     for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
         if isinstance(schema.get(key), list):
-            out[key] = [bound_strings(sub, max_length) for sub in schema[key]]
-    types = schema.get("type")
-    if (types == "string" or (isinstance(types, list) and "string" in types)) \
-            and not {"maxLength", "enum", "const"} & schema.keys():
-        out["maxLength"] = max_length
-    return out
+            out[key] = [map_schema(sub, node) for sub in schema[key]]
+    return node(out)
+
+
+def bound_strings(schema: Any, max_length: int) -> Any:
+    """The JSON schema with `maxLength` on each string node that has no length bound, enum or
+    const."""
+    def bound(node: dict[str, Any]) -> dict[str, Any]:
+        types = node.get("type")
+        if (types == "string" or (isinstance(types, list) and "string" in types)) \
+                and not {"maxLength", "enum", "const"} & node.keys():
+            node["maxLength"] = max_length
+        return node
+    return map_schema(schema, bound)
+
+
+def grammar_safe_patterns(schema: Any) -> Any:
+    """The JSON schema with each string `pattern` rewritten by `grammar_safe_pattern`, or
+    removed when that has no form for it."""
+    def rewrite(node: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(node.get("pattern"), str):
+            safe = grammar_safe_pattern(node["pattern"])
+            if safe is None:
+                del node["pattern"]
+            else:
+                node["pattern"] = safe
+        return node
+    return map_schema(schema, rewrite)
+
+
+CLASS_ESCAPES = {"d": "0-9", "w": "a-zA-Z0-9_", "s": " \\t\\n\\r"}  # \\f \\v: no grammar escape
+GRAMMAR_ESCAPES = set("tnr\\[]")  # kept as they are (the parser's own escapes)
+REGEX_OPERATORS = set("()|{}*+?")  # escaped outside a class: the translation unescapes them
+
+
+def grammar_safe_pattern(pattern: str) -> str | None:
+    """`pattern` in the regex subset whose llama-cpp-python translation parses as a grammar (see
+    `llama_cpp_patterns` in the module doc), matching the same strings; None when there is none.
+    The translation wants `^...$`; it copies `\\X` into the grammar."""
+    if len(pattern) < 2 or not pattern.startswith("^") or not pattern.endswith("$") or pattern.endswith("\\$"):
+        return None
+    body, out, i, in_class = pattern[1:-1], [], 0, False
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            piece = _escape(body, i, in_class)
+            if piece is None:
+                return None
+            out.append(piece[0])
+            i = piece[1]
+            continue
+        if in_class:
+            in_class = c != "]"  # the translation ends a class at its first bare "]"
+        elif c == "[":
+            if body.startswith(("[]", "[^]"), i):
+                return None
+            in_class = True
+        elif c in "^$":
+            return None  # an anchor inside: no grammar form
+        elif body.startswith("(?", i):
+            if not body.startswith("(?:", i):
+                return None  # lookaround, named group, flags
+            out.append("(")
+            i += 3
+            continue
+        out.append(c)
+        i += 1
+    return None if in_class else "^" + "".join(out) + "$"
+
+
+def _escape(body: str, i: int, in_class: bool) -> tuple[str, int] | None:
+    """The grammar-safe form of the escape at `body[i]` and the index after it, or None."""
+    if i + 1 >= len(body):
+        return None
+    e = body[i + 1]
+    if e in ("x", "u"):
+        width = 2 if e == "x" else 4
+        digits = body[i + 2:i + 2 + width]
+        ok = len(digits) == width and all(d in "0123456789abcdefABCDEF" for d in digits)
+        return ("\\" + e + digits, i + 2 + width) if ok else None
+    if e in GRAMMAR_ESCAPES or (e in REGEX_OPERATORS and not in_class):
+        return "\\" + e, i + 2
+    if e in CLASS_ESCAPES:
+        return (CLASS_ESCAPES[e] if in_class else f"[{CLASS_ESCAPES[e]}]"), i + 2
+    if e.lower() in CLASS_ESCAPES and not in_class:
+        return f"[^{CLASS_ESCAPES[e.lower()]}]", i + 2
+    if e.isalnum() or e.isspace() or e == "^" or (in_class and e == "-"):
+        return None  # \\b, \\1, \\p, \\D inside a class, a caret, a hyphen that would make a range
+    return (e if in_class else f"[{e}]"), i + 2
 
 
 def without_null_content(body: bytes) -> bytes:
