@@ -32,7 +32,7 @@ def test_on_the_real_llama_server(adapter, llama, mini_suite, tmp_path):
     if adapter == "command":
         path = tmp_path / "mcp.toml"
         path.write_text(f'name = "mcp"\nadapter = "command"\n[options]\ncommand = ["{sys.executable}", '
-                        f'"{ROOT / "agents" / "mcp_chat_agent.py"}"]\nbase_url = "{llama.base_url}"\nmodel = "{llama.alias}"\n')
+                        f'"{ROOT / "agents" / "mcp_chat_agent.py"}", "--string-max-length", "128", "--llama-cpp-patterns"]\nbase_url = "{llama.base_url}"\nmodel = "{llama.alias}"\n')
     else:
         extra = {"reset_tool_choice": False} if adapter == "agents-sdk" else {}
         path = spec_file(tmp_path, adapter, llama.base_url, model=llama.alias, **SAMPLING, **extra)
