@@ -139,7 +139,7 @@ def test_unreadable_body_and_auth_errors_are_infrastructure(mini_suite, tmp_path
 
 
 def test_connection_refused_is_an_error(mini_suite, tmp_path):
-    from bench.adapters.openai_compat import free_port
+    from bench.adapters.llama_server import free_port
 
     spec = spec_file(tmp_path, f"http://127.0.0.1:{free_port()}/v1", retries=1)
     log = run(mini_suite, spec, tmp_path / "r", k=1, retries=0)

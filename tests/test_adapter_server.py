@@ -6,12 +6,14 @@ when llama-cpp-python's server extra or the model package is missing; CI install
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
-from bench.adapters.openai_compat import LlamaServer
+from bench.adapters.llama_server import LlamaServer
 from bench.adapters.spec import AgentSpec
+from bench.errors import InfraError
 from bench.runs.rundir import read_run
 from bench.runs.runner import RunConfig, run_benchmark
 
@@ -79,3 +81,62 @@ def test_server_gone_is_an_infrastructure_error(mini_suite, tmp_path):
     log = run(mini_suite, spec(server, retries=1, backoff_s=0.01, timeout_s=5.0), tmp_path / "r", k=1, tasks=["cancel-pending"])
     (summary,) = log.summaries.values()
     assert summary["outcome"] == "error" and "connection failed" in summary["reason"]
+
+
+def test_a_server_that_dies_is_restarted_on_the_same_port(tmp_path, capfd):
+    """kill -9 of the server process: the watchdog says why it died and starts it again where
+    every client's base_url points; a client that saw the connection error waits for it."""
+    import httpx
+
+    server = LlamaServer("smollm2", n_ctx=1024, log_path=str(tmp_path / "server.log"), max_restarts=1)
+    try:
+        first = server.process
+        first.kill()
+        first.wait()
+        server.wait_alive(120)
+        assert server.process is not first and server.process.poll() is None
+        assert httpx.get(server.base_url + "/models", timeout=10, trust_env=False).status_code == 200
+        assert server.restarts == 1 and "exited with status -9" in server.deaths[0]
+        assert "restarting it on the same port" in capfd.readouterr().err
+        server.process.kill()  # a second death is past max_restarts: wait_alive says so, at once
+        with pytest.raises(InfraError, match="not restarted again"):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                server.wait_alive(120)
+                time.sleep(0.2)
+    finally:
+        server.stop()
+    assert server.process.poll() is not None
+
+
+def test_a_run_goes_on_after_its_server_dies(mini_suite, tmp_path):
+    """The openai adapter with launch = "llama_cpp": the server is killed (-9) once it has
+    answered its first chat completion, mid-trial; the run goes on on the restarted server and
+    no trial is an infrastructure error."""
+    import threading
+
+    log_path = tmp_path / "server.log"
+    options = {"n_ctx": 2048, "log_path": str(log_path)}
+    agent = AgentSpec("smollm2-launch-test", "openai", {
+        "launch": "llama_cpp", "launch_options": options, "mode": "structured", "response_format": "json_object",
+        "temperature": 0.0, "max_tokens": 96, "max_concurrency": 1, "timeout_s": 300.0, "retries": 2, "backoff_s": 0.01})
+    server = LlamaServer.shared("smollm2", **options)  # the one the run's agent gets
+    first = server.process
+
+    def kill_after_first_answer():
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and b"POST /v1/chat/completions HTTP/1.1\" 200" not in log_path.read_bytes():
+            time.sleep(0.1)
+        first.kill()
+
+    killer = threading.Thread(target=kill_after_first_answer, daemon=True)
+    killer.start()
+    try:
+        config = RunConfig(k=3, out=tmp_path / "a", progress=False, retry_backoff_s=0.0, max_steps=6, concurrency=1)
+        run_benchmark(mini_suite, agent, ["cancel-pending"], config)
+        killer.join(5)
+        log = read_run(tmp_path / "a")
+        assert len(log.summaries) == 3 and {s["outcome"] for s in log.summaries.values()} <= {"success", "failure"}
+        assert first.poll() == -9 and server.restarts == 1
+    finally:
+        server.stop()

@@ -20,7 +20,7 @@ SAMPLING = {"tool_choice": "auto", "temperature": 0.8, "max_tokens": 48, "timeou
 
 @pytest.fixture(scope="module")
 def llama():
-    from bench.adapters.openai_compat import LlamaServer
+    from bench.adapters.llama_server import LlamaServer
 
     server = LlamaServer("smollm2", n_ctx=2048, chat_format="chatml-function-calling")
     yield server

@@ -36,13 +36,8 @@ loopback port for the agent's lifetime, serving `launch_model` (default: SmolLM2
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
 import random
-import socket
-import subprocess
-import sys
-import threading
 import time
 import weakref
 from contextlib import asynccontextmanager
@@ -51,6 +46,7 @@ from typing import Any, AsyncIterator, Protocol
 
 import orjson
 
+from bench.adapters.llama_server import LlamaServer
 from bench.adapters.options import OptionSpec, parse_options
 from bench.adapters.prompting import (
     AgentGaveUp,
@@ -178,6 +174,7 @@ class OpenAIAgent:
                     problem = f"no response within {self.opts['timeout_s']} s"
                 except httpx.TransportError as exc:
                     problem = f"connection failed: {type(exc).__name__}: {exc}"
+                    await self._server_back(problem)
                 else:
                     latency = time.perf_counter() - started
                     status = response.status_code
@@ -203,6 +200,17 @@ class OpenAIAgent:
                 delay = min(self.opts["backoff_max_s"], self.opts["backoff_s"] * 2 ** attempt) * random.uniform(0.5, 1.0)
                 await asyncio.sleep(max(delay, min(retry_after or 0.0, self.opts["backoff_max_s"])))
         raise InfraError(f"{problem} (from {self.url}, after {self.opts['retries'] + 1} attempts)")
+
+    async def _server_back(self, problem: str) -> None:
+        """After a connection error to a server started here: wait for its watchdog to restart
+        it (bench.adapters.llama_server) rather than spend the retries while it starts; raise
+        InfraError, saying why it died, when it will not be back."""
+        if self.server is None:
+            return
+        try:
+            await asyncio.to_thread(self.server.wait_alive, self.server.startup_timeout_s)
+        except InfraError as down:
+            raise InfraError(f"{problem} (from {self.url}); {down}") from None
 
     def _body(self, messages: list[dict[str, Any]], seed: int) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.opts["model"], "messages": messages}
@@ -391,7 +399,7 @@ class Endpoint:
     base_url: str
     model: str
     api_key: str | None
-    server: "LlamaServer | None" = None
+    server: LlamaServer | None = None
 
 
 ENDPOINT_OPTIONS: dict[str, OptionSpec] = {key: OPTIONS[key] for key in
@@ -408,7 +416,7 @@ def resolve_endpoint(opts: dict[str, Any], source: str, adapter: str) -> Endpoin
     if opts["launch"] == "llama_cpp":
         if base_url:
             raise BenchError("give either base_url or launch, not both", file=source, field="options.launch")
-        allowed = {"n_ctx", "n_threads", "alias", "startup_timeout_s", "log_path", "chat_format"}
+        allowed = {"n_ctx", "n_threads", "alias", "startup_timeout_s", "log_path", "chat_format", "max_restarts"}
         unknown = sorted(set(opts["launch_options"]) - allowed)
         if unknown:
             raise BenchError(f"unknown launch_options {unknown}; allowed: {sorted(allowed)}", file=source, field="options.launch_options")
@@ -430,98 +438,3 @@ def resolve_endpoint(opts: dict[str, Any], source: str, adapter: str) -> Endpoin
 
 def build_openai(spec: Any) -> OpenAIAgent:
     return OpenAIAgent(spec.name, spec.options, spec.source)
-
-
-# -- a llama-cpp-python server on loopback ----------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LlamaServer:
-    """`python -m llama_cpp.server` serving a GGUF model on 127.0.0.1:<free port>, stopped at exit
-    (or by `stop()`). Used by `launch = "llama_cpp"`, the tests and the benchmarks."""
-
-    _shared: dict[tuple, "LlamaServer"] = {}
-    _lock = threading.Lock()
-
-    @classmethod
-    def shared(cls, model: str = "smollm2", source: str = "--agent", **options: Any) -> "LlamaServer":
-        key = (model, tuple(sorted(options.items())))
-        with cls._lock:
-            server = cls._shared.get(key)
-            if server is None or server.process.poll() is not None:
-                server = cls._shared[key] = cls(model, source=source, **options)
-            return server
-
-    def __init__(self, model: str = "smollm2", *, source: str = "--agent", n_ctx: int = 4096, n_threads: int = 0,
-                 alias: str = "smollm2", startup_timeout_s: float = 180.0, log_path: str | None = None,
-                 chat_format: str | None = None):
-        from bench.adapters.local import require_llama, resolve_model
-
-        require_llama(source)
-        try:
-            import uvicorn  # noqa: F401
-        except ImportError:
-            raise BenchError("launch = \"llama_cpp\" needs llama-cpp-python's server extra: pip install 'trajbench[server]'",
-                             file=source, field="options.launch") from None
-        self.model_path = resolve_model(model, source)
-        self.alias = alias
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        command = [sys.executable, "-m", "llama_cpp.server", "--model", self.model_path, "--model_alias", alias,
-                   "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(n_ctx)]
-        if n_threads:
-            command += ["--n_threads", str(n_threads)]
-        if chat_format:  # e.g. "chatml-function-calling": native tool calls for a ChatML model
-            command += ["--chat_format", chat_format]
-        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL,
-                                        env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"},
-                                        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-        self._finalizer = weakref.finalize(self, _terminate, self.process)
-        atexit.register(self._finalizer)
-        self._wait_ready(startup_timeout_s)
-
-    def _wait_ready(self, timeout_s: float) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise InfraError(f"the llama.cpp server exited with status {self.process.returncode} before it was ready")
-            try:
-                if httpx.get(self.base_url + "/models", timeout=2.0, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise InfraError(f"the llama.cpp server did not answer within {timeout_s:.0f} s")
-
-    def stop(self) -> None:
-        self._finalizer()
-
-
-def _die_with_parent() -> None:
-    """In the server's process, before exec: ask Linux to SIGTERM it when the process that started
-    it dies — even by a signal that skips `atexit` — so that no server outlives its run."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def _terminate(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
