@@ -14,7 +14,10 @@ for the arguments: see `string_max_length` in bench/adapters/frameworks.py, whos
 translation takes (`llama_cpp_patterns` there, copied too: a `\\d` kills that server). Each turn sends the MCP tools as OpenAI `tools`; tool
 calls run over MCP (an MCP tool error goes back to the model as the tool's result); the first reply
 without tool calls is the answer, given to the server's `final_answer` tool. The per-turn seed is
-the trial seed plus the turn index. Exit status 0 on an answer, 1 when the endpoint fails.
+the trial seed plus the turn index. Each model turn is reported on TRAJBENCH_TURNS (one JSON line:
+tokens from the response's `usage`, latency, the messages new this turn and the reply), written
+before the turn's tool calls, so the harness logs it in its place (bench/adapters/turn_report.py).
+Exit status 0 on an answer, 1 when the endpoint fails.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -154,12 +158,29 @@ def result_text(result: Any) -> str:
     return f"Error: {text}" if result.is_error and not text.startswith("Error") else text
 
 
-async def chat(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+async def chat(http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """One chat-completions request: (the reply message, the whole response, seconds taken)."""
     headers = {"Authorization": f"Bearer {os.environ['TRAJBENCH_MODEL_API_KEY']}"} if os.environ.get("TRAJBENCH_MODEL_API_KEY") else {}
+    started = time.perf_counter()
     response = await http.post(os.environ["TRAJBENCH_MODEL_BASE_URL"].rstrip("/") + "/chat/completions", json=body, headers=headers)
     response.raise_for_status()
-    message: dict[str, Any] = response.json()["choices"][0]["message"]
-    return message
+    data: dict[str, Any] = response.json()
+    return data["choices"][0]["message"], data, time.perf_counter() - started
+
+
+def report_turn(tool_calls_before: int, data: dict[str, Any], latency_s: float, messages: list[Any], output: Any) -> None:
+    """Append the model turn to TRAJBENCH_TURNS (one JSON line, written and closed before the
+    turn's tool calls: the harness logs it before them), if the harness asked for the report."""
+    path = os.environ.get("TRAJBENCH_TURNS")
+    if not path:
+        return
+    usage = data.get("usage") or {}
+    tokens = {key: usage[field] if isinstance(usage.get(field), int) else None
+              for key, field in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens"))}
+    line = {"tool_calls_before": tool_calls_before, "model": data.get("model") or os.environ["TRAJBENCH_MODEL"], **tokens,
+            "latency_s": latency_s, "messages": messages, "output": output}
+    with open(path, "a", encoding="utf-8") as report:
+        report.write(json.dumps(line) + "\n")
 
 
 def string_max_length() -> int | None:
@@ -175,6 +196,7 @@ async def main() -> int:
                                       {"role": "user", "content": os.environ["TRAJBENCH_INSTRUCTION"]}]
     async with Client(os.environ["TRAJBENCH_MCP_URL"]) as client, httpx.AsyncClient(timeout=300, trust_env=False) as http:
         tools = openai_tools((await client.list_tools()).tools, string_max_length(), "--llama-cpp-patterns" in sys.argv[1:])
+        calls_made = logged = 0  # tool calls sent over MCP; messages already in a reported turn
         for turn in range(max_steps + 1):
             body = {"model": os.environ["TRAJBENCH_MODEL"], "messages": messages, "tools": tools, "tool_choice": "auto",
                     "seed": (seed + turn) % 2_147_483_647, "temperature": float(os.environ.get("AGENT_TEMPERATURE", "0.8")),
@@ -183,21 +205,24 @@ async def main() -> int:
                     "top_k": int(os.environ.get("AGENT_TOP_K", "40")),
                     "repeat_penalty": float(os.environ.get("AGENT_REPEAT_PENALTY", "1.0"))}
             try:
-                message = await chat(http, body)
-            except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+                message, data, latency = await chat(http, body)
+            except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
                 print(f"the model endpoint failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 return 1
+            report_turn(calls_made, data, latency, messages[logged:], message)
             calls = message.get("tool_calls") or []
             if not calls:
                 await client.call_tool(FINAL_ANSWER, {"answer": message.get("content") or ""})
                 return 0
             messages.append({"role": "assistant", "content": message.get("content") or "", "tool_calls": calls})
+            logged = len(messages)  # the reply is the turn's output; the next turn's messages start after it
             for call in calls:
                 try:
                     args = json.loads(call["function"].get("arguments") or "{}")
                 except json.JSONDecodeError:
                     args = None
                 if isinstance(args, dict):
+                    calls_made += 1
                     text = result_text(await client.call_tool(call["function"]["name"], args))
                 else:
                     text = "Error: the arguments are not a JSON object"
