@@ -247,7 +247,8 @@ def test_string_max_length_bounds_the_tools_string_parameters(adapter, mini_suit
 
 
 def test_bound_strings_reaches_every_nested_string():
-    from bench.adapters.frameworks import bound_strings, with_tool_schemas
+    from bench.adapters.frameworks import with_tool_schemas
+    from bench.adapters.tool_schema import bound_strings
 
     schema = {"type": "object", "properties": {
         "a": {"type": "string"}, "b": {"type": "string", "enum": ["x"]}, "c": {"type": "array", "items": {"type": "string"}},
@@ -307,7 +308,7 @@ def test_grammar_safe_pattern_keeps_the_constraint(pattern, safe, matches, rejec
     knows (\\x \\u \\U \\t \\n \\r \\\\ \\" \\[ \\]; any other is the "unknown escape" that kills the server)."""
     import re
 
-    from bench.adapters.frameworks import grammar_safe_pattern
+    from bench.adapters.tool_schema import grammar_safe_pattern
 
     assert grammar_safe_pattern(pattern) == safe
     if safe is None:
@@ -326,7 +327,8 @@ def test_grammar_safe_pattern_keeps_the_constraint(pattern, safe, matches, rejec
 
 
 def test_grammar_safe_patterns_reaches_nested_patterns():
-    from bench.adapters.frameworks import grammar_safe_patterns, with_tool_schemas
+    from bench.adapters.frameworks import with_tool_schemas
+    from bench.adapters.tool_schema import grammar_safe_patterns
 
     schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": r"^\d$"},
                                                "b": {"type": "array", "items": {"type": "string", "pattern": r"\d"}},
@@ -340,22 +342,28 @@ def test_grammar_safe_patterns_reaches_nested_patterns():
     assert with_tool_schemas(body, {}) is body and with_tool_schemas(b"not json", {"llama_cpp_patterns": True}) == b"not json"
 
 
-def test_the_mcp_agent_bounds_strings_by_the_same_rule():
-    """agents/mcp_chat_agent.py imports nothing from trajbench (an agent of its own), so it keeps
-    a copy of bound_strings: the two must agree."""
-    import importlib.util
+def test_the_mcp_agent_sends_the_rewritten_schemas(mini_copy, tmp_path):
+    """agents/mcp_chat_agent.py in its own process, on the scripted server, with the roster's
+    flags: the tools it sends have their strings bounded and their patterns rewritten (the
+    framework options' code, `bench.adapters.tool_schema`); without the flags, as written."""
+    import sys
 
-    from bench.adapters.frameworks import bound_strings, grammar_safe_pattern, grammar_safe_patterns
+    from bench.world.suite import load_suite
 
-    path = Path(__file__).resolve().parent.parent / "agents" / "mcp_chat_agent.py"
-    module_spec = importlib.util.spec_from_file_location("mcp_chat_agent_under_test", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    schema = {"type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "array", "items": {"type": "string"}},
-                                               "o": {"oneOf": [{"type": "string"}, {"type": "string", "enum": ["x"]}]}}}
-    assert module.bound_strings(schema, 7) == bound_strings(schema, 7)
-    assert module.tool_schema(schema, None, False) == schema
-    for pattern, *_ in PATTERNS:
-        assert module.grammar_safe_pattern(pattern) == grammar_safe_pattern(pattern)
-    patterned = {"type": "object", "properties": {"e": {"type": "string", "pattern": r"^EV\d{4}$"}}}
-    assert module.tool_schema(patterned, 7, True) == bound_strings(grammar_safe_patterns(patterned), 7)
+    domain = mini_copy / "domain.py"
+    domain.write_text(domain.read_text().replace(
+        'params={"order_id": {"type": "string"}})', 'params={"order_id": {"type": "string", "pattern": "^O\\\\d+$"}})', 1))
+    suite = load_suite(mini_copy)
+    agent = Path(__file__).resolve().parent.parent / "agents" / "mcp_chat_agent.py"
+    sent = {}
+    for flags in (["--string-max-length", "32", "--llama-cpp-patterns"], []):
+        path = tmp_path / f"mcp{len(flags)}.toml"
+        with FakeChatServer(shop) as server:
+            path.write_text(f'name = "mcp"\nadapter = "command"\n[options]\ncommand = {json.dumps([sys.executable, str(agent), *flags])}\n'
+                            f'base_url = "{server.base_url}"\nmodel = "fake-model"\n')
+            log = run(suite, path, tmp_path / f"r{len(flags)}")
+        assert next(iter(log.summaries.values()))["agent_info"]["exit_status"] == 0
+        params = {t["function"]["name"]: t["function"]["parameters"] for t in server.requests[0]["tools"]}
+        sent[bool(flags)] = params["cancel_order"]["properties"]["order_id"]
+    assert sent[True] == {"type": "string", "pattern": "^O[0-9]+$", "maxLength": 32}
+    assert sent[False] == {"type": "string", "pattern": "^O\\d+$"}

@@ -10,20 +10,11 @@ only where their frameworks do.
   step is logged (as in the `openai` adapter).
 - The episode's end (budget spent, time limit) is checked before each model turn, so that a
   framework whose tool errors do not stop it (MCP) does not keep asking the model.
-- `string_max_length`: a `maxLength` on every string parameter of the tools sent to the model
-  that has none (and no `enum`). llama-cpp-python's native tool calls generate the arguments
-  under a grammar from the schema with no `max_tokens`, so an argument string the model never
-  closes runs to the end of the context — minutes on a CPU, with the one-slot server held; a
-  `maxLength` bounds it in the grammar. Off by default (it changes the schemas the model reads).
-- `llama_cpp_patterns`: each `pattern` of the tools' schemas rewritten into the regex subset that
-  llama-cpp-python's schema-to-grammar translation turns into a grammar its parser takes, or
-  dropped when it has no such form. The translation copies regex escapes into the grammar as
-  they are, and the grammar parser knows only \\x \\u \\t \\n \\r \\\\ \\" \\[ \\]: calendar's `^EV\\d{4}$` gives
-  "unknown escape" and the server process exits, taking every later trial with it. `\\d` `\\w` `\\s`
-  become classes (`[0-9]` ...), an escaped punctuation mark a one-character class, `(?:` a group,
-  so the constraint stays; a pattern with anchors or escapes it cannot express (`\\b`, a back
-  reference, a lookahead, an unanchored pattern) goes, and the domain still checks the argument.
-  Off by default (only a llama.cpp server needs it).
+- `string_max_length` (a `maxLength` on the tools' unbounded string parameters) and
+  `llama_cpp_patterns` (their `pattern`s rewritten into what llama-cpp-python's grammar
+  translation takes): rewrites of the tool schemas sent to the model, for a llama.cpp server
+  (the why, and the rules: `bench.adapters.tool_schema`). Off by default: they change the
+  schemas the model reads.
 - Errors: the OpenAI client's connection, timeout, rate-limit and 5xx errors (after its own
   retries), and a bad key / unknown model, are infrastructure (`InfraError`: the trial is
   retried, then recorded as `error`), as is any other HTTP error but a context overflow, which
@@ -34,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -43,6 +34,7 @@ import orjson
 from bench.adapters.openai_compat import ENDPOINT_OPTIONS, TOOLS_NOTE, _is_context_error, _parse_call
 from bench.adapters.options import OptionSpec
 from bench.adapters.prompting import AgentGaveUp
+from bench.adapters.tool_schema import rewrite_schema
 from bench.episode import EpisodeOver, EpisodeTimeout, StepBudgetExhausted
 from bench.errors import BenchError, InfraError
 
@@ -170,118 +162,8 @@ def with_tool_schemas(body: bytes, opts: dict[str, Any]) -> bytes:
     for tool in tools:
         function = tool.get("function") if isinstance(tool, dict) else None
         if isinstance(function, dict) and isinstance(function.get("parameters"), dict):
-            schema = function["parameters"]
-            if max_length:
-                schema = bound_strings(schema, max_length)
-            if patterns:
-                schema = grammar_safe_patterns(schema)
-            function["parameters"] = schema
+            function["parameters"] = rewrite_schema(function["parameters"], max_length, bool(patterns))
     return orjson.dumps(data)
-
-
-def map_schema(schema: Any, node: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
-    """The JSON schema with `node` applied to each schema object (a copy: the input is not
-    changed), through every place a schema nests subschemas."""
-    if not isinstance(schema, dict):
-        return schema
-    out = dict(schema)
-    for key in ("properties", "patternProperties", "$defs", "definitions"):
-        if isinstance(schema.get(key), dict):
-            out[key] = {name: map_schema(sub, node) for name, sub in schema[key].items()}
-    for key in ("items", "additionalProperties", "contains", "not", "if", "then", "else"):
-        if isinstance(schema.get(key), dict):
-            out[key] = map_schema(schema[key], node)
-    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
-        if isinstance(schema.get(key), list):
-            out[key] = [map_schema(sub, node) for sub in schema[key]]
-    return node(out)
-
-
-def bound_strings(schema: Any, max_length: int) -> Any:
-    """The JSON schema with `maxLength` on each string node that has no length bound, enum or
-    const."""
-    def bound(node: dict[str, Any]) -> dict[str, Any]:
-        types = node.get("type")
-        if (types == "string" or (isinstance(types, list) and "string" in types)) \
-                and not {"maxLength", "enum", "const"} & node.keys():
-            node["maxLength"] = max_length
-        return node
-    return map_schema(schema, bound)
-
-
-def grammar_safe_patterns(schema: Any) -> Any:
-    """The JSON schema with each string `pattern` rewritten by `grammar_safe_pattern`, or
-    removed when that has no form for it."""
-    def rewrite(node: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(node.get("pattern"), str):
-            safe = grammar_safe_pattern(node["pattern"])
-            if safe is None:
-                del node["pattern"]
-            else:
-                node["pattern"] = safe
-        return node
-    return map_schema(schema, rewrite)
-
-
-CLASS_ESCAPES = {"d": "0-9", "w": "a-zA-Z0-9_", "s": " \\t\\n\\r"}  # \\f \\v: no grammar escape
-GRAMMAR_ESCAPES = set("tnr\\[]")  # kept as they are (the parser's own escapes)
-REGEX_OPERATORS = set("()|{}*+?")  # escaped outside a class: the translation unescapes them
-
-
-def grammar_safe_pattern(pattern: str) -> str | None:
-    """`pattern` in the regex subset whose llama-cpp-python translation parses as a grammar (see
-    `llama_cpp_patterns` in the module doc), matching the same strings; None when there is none.
-    The translation wants `^...$`; it copies `\\X` into the grammar."""
-    if len(pattern) < 2 or not pattern.startswith("^") or not pattern.endswith("$") or pattern.endswith("\\$"):
-        return None
-    body, out, i, in_class = pattern[1:-1], [], 0, False
-    while i < len(body):
-        c = body[i]
-        if c == "\\":
-            piece = _escape(body, i, in_class)
-            if piece is None:
-                return None
-            out.append(piece[0])
-            i = piece[1]
-            continue
-        if in_class:
-            in_class = c != "]"  # the translation ends a class at its first bare "]"
-        elif c == "[":
-            if body.startswith(("[]", "[^]"), i):
-                return None
-            in_class = True
-        elif c in "^$":
-            return None  # an anchor inside: no grammar form
-        elif body.startswith("(?", i):
-            if not body.startswith("(?:", i):
-                return None  # lookaround, named group, flags
-            out.append("(")
-            i += 3
-            continue
-        out.append(c)
-        i += 1
-    return None if in_class else "^" + "".join(out) + "$"
-
-
-def _escape(body: str, i: int, in_class: bool) -> tuple[str, int] | None:
-    """The grammar-safe form of the escape at `body[i]` and the index after it, or None."""
-    if i + 1 >= len(body):
-        return None
-    e = body[i + 1]
-    if e in ("x", "u"):
-        width = 2 if e == "x" else 4
-        digits = body[i + 2:i + 2 + width]
-        ok = len(digits) == width and all(d in "0123456789abcdefABCDEF" for d in digits)
-        return ("\\" + e + digits, i + 2 + width) if ok else None
-    if e in GRAMMAR_ESCAPES or (e in REGEX_OPERATORS and not in_class):
-        return "\\" + e, i + 2
-    if e in CLASS_ESCAPES:
-        return (CLASS_ESCAPES[e] if in_class else f"[{CLASS_ESCAPES[e]}]"), i + 2
-    if e.lower() in CLASS_ESCAPES and not in_class:
-        return f"[^{CLASS_ESCAPES[e.lower()]}]", i + 2
-    if e.isalnum() or e.isspace() or e == "^" or (in_class and e == "-"):
-        return None  # \\b, \\1, \\p, \\D inside a class, a caret, a hyphen that would make a range
-    return (e if in_class else f"[{e}]"), i + 2
 
 
 def without_null_content(body: bytes) -> bytes:
