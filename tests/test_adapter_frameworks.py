@@ -215,15 +215,47 @@ def test_missing_framework_names_the_extra(adapter, module, extra, tmp_path, mon
 
 def test_assistant_null_content_becomes_empty_for_llama_cpp():
     """llama-cpp-python's server rejects `content: null` beside tool calls; it becomes "", nothing else changes."""
-    from bench.adapters.frameworks import without_null_content
+    from bench.adapters.frameworks import request_body
 
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"},
                                        {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]},
                                        {"role": "assistant", "content": None}]}
-    out = json.loads(without_null_content(json.dumps(body).encode()))
+    out = json.loads(request_body(json.dumps(body).encode(), {}))
     assert out["messages"][1] == {"role": "assistant", "content": "", "tool_calls": [{"id": "c"}]}
     assert out["messages"][0] == body["messages"][0] and out["messages"][2] == body["messages"][2]
-    assert without_null_content(b"not json") == b"not json"
+    assert request_body(b"not json", {}) == b"not json"
+    unchanged = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+    assert request_body(unchanged, {}) is unchanged and request_body(b"[1]", {"string_max_length": 3}) == b"[1]"
+
+
+def test_request_body_parses_once_for_both_rewrites(monkeypatch):
+    """The transport's rewrites (null content, tool schemas) share one parse and one dump."""
+    import bench.adapters.frameworks as frameworks
+
+    calls = {"loads": 0, "dumps": 0}
+    real_loads, real_dumps = frameworks.orjson.loads, frameworks.orjson.dumps
+
+    class Counting:
+        JSONDecodeError = frameworks.orjson.JSONDecodeError
+
+        @staticmethod
+        def loads(data):
+            calls["loads"] += 1
+            return real_loads(data)
+
+        @staticmethod
+        def dumps(data):
+            calls["dumps"] += 1
+            return real_dumps(data)
+
+    monkeypatch.setattr(frameworks, "orjson", Counting)
+    body = {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}],
+            "tools": [{"type": "function", "function": {"name": "t", "parameters": {"type": "object", "properties": {
+                "a": {"type": "string", "pattern": "^\\d$"}}}}}]}
+    out = json.loads(frameworks.request_body(json.dumps(body).encode(), {"string_max_length": 5, "llama_cpp_patterns": True}))
+    assert calls == {"loads": 1, "dumps": 1}
+    assert out["messages"][0]["content"] == ""
+    assert out["tools"][0]["function"]["parameters"]["properties"]["a"] == {"type": "string", "pattern": "^[0-9]$", "maxLength": 5}
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
@@ -247,7 +279,7 @@ def test_string_max_length_bounds_the_tools_string_parameters(adapter, mini_suit
 
 
 def test_bound_strings_reaches_every_nested_string():
-    from bench.adapters.frameworks import with_tool_schemas
+    from bench.adapters.frameworks import request_body
     from bench.adapters.tool_schema import bound_strings
 
     schema = {"type": "object", "properties": {
@@ -259,8 +291,8 @@ def test_bound_strings_reaches_every_nested_string():
     assert out["g"]["anyOf"][0]["maxLength"] == 9 and "maxLength" not in out["g"]["anyOf"][1]
     assert "maxLength" not in out["b"] and "maxLength" not in out["e"] and out["f"]["maxLength"] == 5
     assert schema["properties"]["a"] == {"type": "string"}  # the input is not changed
-    assert with_tool_schemas(b"not json", {"string_max_length": 9}) == b"not json"
-    assert json.loads(with_tool_schemas(json.dumps({"messages": []}).encode(), {"string_max_length": 9})) == {"messages": []}
+    assert request_body(b"not json", {"string_max_length": 9}) == b"not json"
+    assert json.loads(request_body(json.dumps({"messages": []}).encode(), {"string_max_length": 9})) == {"messages": []}
 
 
 @pytest.mark.parametrize("adapter,tools", MODES)
@@ -327,7 +359,7 @@ def test_grammar_safe_pattern_keeps_the_constraint(pattern, safe, matches, rejec
 
 
 def test_grammar_safe_patterns_reaches_nested_patterns():
-    from bench.adapters.frameworks import with_tool_schemas
+    from bench.adapters.frameworks import request_body
     from bench.adapters.tool_schema import grammar_safe_patterns
 
     schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": r"^\d$"},
@@ -337,9 +369,9 @@ def test_grammar_safe_patterns_reaches_nested_patterns():
     assert out["a"]["pattern"] == "^[0-9]$" and "pattern" not in out["b"]["items"]
     assert out["c"]["anyOf"][0]["pattern"] == "^[a-zA-Z0-9_]$" and schema["properties"]["a"]["pattern"] == r"^\d$"
     body = json.dumps({"tools": [{"type": "function", "function": {"name": "t", "parameters": schema}}]}).encode()
-    sent = json.loads(with_tool_schemas(body, {"llama_cpp_patterns": True, "string_max_length": 4}))
+    sent = json.loads(request_body(body, {"llama_cpp_patterns": True, "string_max_length": 4}))
     assert sent["tools"][0]["function"]["parameters"]["properties"]["a"] == {"type": "string", "pattern": "^[0-9]$", "maxLength": 4}
-    assert with_tool_schemas(body, {}) is body and with_tool_schemas(b"not json", {"llama_cpp_patterns": True}) == b"not json"
+    assert request_body(body, {}) is body and request_body(b"not json", {"llama_cpp_patterns": True}) == b"not json"
 
 
 def test_the_mcp_agent_sends_the_rewritten_schemas(mini_copy, tmp_path):

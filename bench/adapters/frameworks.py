@@ -123,7 +123,7 @@ async def served(episode: Any) -> AsyncIterator[str]:
 def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
     """An `AsyncOpenAI` client on the endpoint, for one trial (closed by the caller): the
     request timeout and retries are the client's own; no proxy from the environment; requests
-    pass through `without_null_content`."""
+    pass through `request_body`."""
     import httpx2
     from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
@@ -133,7 +133,7 @@ def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
 
         async def handle_async_request(self, request: Any) -> Any:
             if request.method == "POST" and request.url.path.endswith("/chat/completions"):
-                body = with_tool_schemas(without_null_content(await request.aread()), opts)
+                body = request_body(await request.aread(), opts)
                 headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
                 request = httpx2.Request("POST", request.url, headers=headers, content=body, extensions=request.extensions)
             return await self.inner.handle_async_request(request)
@@ -145,46 +145,48 @@ def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
                        max_retries=opts["retries"], http_client=DefaultAsyncHttpxClient(trust_env=False, transport=Transport()))
 
 
-def with_tool_schemas(body: bytes, opts: dict[str, Any]) -> bytes:
-    """A chat-completions body whose tools' parameter schemas went through the options that
-    rewrite them (`string_max_length`, `llama_cpp_patterns`: see the module doc); a body that is
-    not such JSON, or options that rewrite nothing, leave it as it is."""
-    max_length, patterns = opts.get("string_max_length"), opts.get("llama_cpp_patterns")
-    if not max_length and not patterns:
-        return body
+def request_body(body: bytes, opts: dict[str, Any]) -> bytes:
+    """A chat-completions body as the framework's client sends it, parsed once and rewritten by
+    `fill_null_content` and `rewrite_tools`; a body that is not a JSON object, or that neither
+    changes, goes out as it came (the same bytes)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return body
-    tools = data.get("tools") if isinstance(data, dict) else None
-    if not isinstance(tools, list):
+    if not isinstance(data, dict):
         return body
+    changed = fill_null_content(data)
+    changed = rewrite_tools(data, opts) or changed
+    return orjson.dumps(data) if changed else body
+
+
+def rewrite_tools(data: dict[str, Any], opts: dict[str, Any]) -> bool:
+    """Put the tools' parameter schemas of a request through the options that rewrite them
+    (`string_max_length`, `llama_cpp_patterns`: see the module doc); True when there was any to."""
+    max_length, patterns = opts.get("string_max_length"), opts.get("llama_cpp_patterns")
+    tools = data.get("tools")
+    if not (max_length or patterns) or not isinstance(tools, list):
+        return False
     for tool in tools:
         function = tool.get("function") if isinstance(tool, dict) else None
         if isinstance(function, dict) and isinstance(function.get("parameters"), dict):
             function["parameters"] = rewrite_schema(function["parameters"], max_length, bool(patterns))
-    return orjson.dumps(data)
+    return True
 
 
-def without_null_content(body: bytes) -> bytes:
-    """A chat-completions body with `"content": ""` instead of `null` on assistant messages that
-    carry tool calls. The SDKs send that null (valid in the OpenAI API), and llama-cpp-python's
+def fill_null_content(data: dict[str, Any]) -> bool:
+    """`"content": ""` instead of `null` on a request's assistant messages that carry tool calls;
+    True when one changed. The SDKs send that null (valid in the OpenAI API), and llama-cpp-python's
     server rejects it with a 500 (its schema wants a string; its chat template reads the key): an
     empty text means the same to every server, so the frameworks run on llama.cpp unmodified."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
-    messages = data.get("messages") if isinstance(data, dict) else None
-    if not isinstance(messages, list):
-        return body
+    messages = data.get("messages")
     changed = False
-    for message in messages:
+    for message in messages if isinstance(messages, list) else []:
         if isinstance(message, dict) and message.get("role") == "assistant" and message.get("tool_calls") \
                 and "content" in message and message["content"] is None:
             message["content"] = ""
             changed = True
-    return orjson.dumps(data) if changed else body
+    return changed
 
 
 def classify(exc: BaseException) -> BaseException:
