@@ -1,9 +1,10 @@
 """An agent that brings its own process: a chat-completions tool loop whose tools come from an MCP
 server, written against the official `mcp` SDK client and httpx, as any team's agent would be;
-of trajbench it imports only `bench/adapters/tool_schema.py`, a standard-library-only module
-(the roster spec runs it with trajbench's own interpreter, `{python}`; elsewhere, install
-trajbench or copy that one file and its import). The `smollm2-mcp` roster spec runs it on the
-local model.
+of trajbench it imports two rules it shares with the in-process adapters, so that the board
+compares loops, not these: `rewrite_schema` (bench/adapters/tool_schema.py, standard library
+only) and `turn_seed` (the per-turn seed). The roster spec runs it with trajbench's own
+interpreter (`{python}`); elsewhere, install trajbench. The `smollm2-mcp` roster spec runs it on
+the local model.
 
 It reads what the `command` adapter gives every agent: TRAJBENCH_MCP_URL, TRAJBENCH_INSTRUCTION,
 TRAJBENCH_POLICY, TRAJBENCH_SEED, TRAJBENCH_MAX_STEPS, and the model endpoint
@@ -17,7 +18,8 @@ llama-cpp-python's grammar translation takes (a `\\d` kills that server): the fr
 options `string_max_length` and `llama_cpp_patterns`, by the same code (`rewrite_schema`). Each
 turn sends the MCP tools as OpenAI `tools`; tool calls run over MCP (an MCP tool error goes back
 to the model as the tool's result); the first reply without tool calls is the answer, given to
-the server's `final_answer` tool. The per-turn seed is the trial seed plus the turn index. Each model turn is reported on TRAJBENCH_TURNS (one JSON line:
+the server's `final_answer` tool. Each turn's seed is `turn_seed(TRAJBENCH_SEED, turn index)`,
+the rule of every in-process loop. Each model turn is reported on TRAJBENCH_TURNS (one JSON line:
 tokens from the response's `usage`, latency, the messages new this turn and the reply), written
 before the turn's tool calls, so the harness logs it in its place (bench/adapters/turn_report.py).
 Exit status 0 on an answer, 1 when the endpoint fails.
@@ -35,6 +37,7 @@ import anyio
 import httpx
 from mcp import Client
 
+from bench.adapters.prompting import turn_seed
 from bench.adapters.tool_schema import rewrite_schema
 
 FINAL_ANSWER = "final_answer"
@@ -92,7 +95,7 @@ async def main() -> int:
         calls_made = logged = 0  # tool calls sent over MCP; messages already in a reported turn
         for turn in range(max_steps + 1):
             body = {"model": os.environ["TRAJBENCH_MODEL"], "messages": messages, "tools": tools, "tool_choice": "auto",
-                    "seed": (seed + turn) % 2_147_483_647, "temperature": float(os.environ.get("AGENT_TEMPERATURE", "0.8")),
+                    "seed": turn_seed(seed, turn), "temperature": float(os.environ.get("AGENT_TEMPERATURE", "0.8")),
                     "top_p": float(os.environ.get("AGENT_TOP_P", "0.95")),
                     "max_tokens": int(os.environ.get("AGENT_MAX_TOKENS", "256")),
                     "top_k": int(os.environ.get("AGENT_TOP_K", "40")),

@@ -74,15 +74,18 @@ def shop(body: dict[str, Any], n: int) -> Reply:
 @pytest.mark.parametrize("adapter,tools", MODES)
 def test_k_concurrent_trials_each_follow_their_own_seed(adapter, tools, mini_suite, tmp_path):
     """4 trials at once through one agent: each trial's steps, world and answer follow its own
-    seed (odd seeds make the scripted model cancel the wrong order), so no trial sees another's
-    state; model turns carry the server's token counts; the run replays under `verify`."""
+    seed (an odd seed at the third turn makes the scripted model cancel the wrong order), so no
+    trial sees another's state; each turn's seed is trajbench's per-turn rule; model turns carry
+    the server's token counts; the run replays under `verify`."""
+    from bench.adapters.prompting import turn_seed
+
     with FakeChatServer(shop) as server:
         log = run(mini_suite, spec_file(tmp_path, adapter, server.base_url, tools=tools, input_cost_per_mtok=1.0),
                   tmp_path / "r", k=4, concurrency=4)
     assert len(log.summaries) == 4 and server.max_in_flight >= 1
     outcomes = set()
     for trial_id, summary in log.summaries.items():
-        wrong = summary["seed"] % 2_147_483_647 % 2 == 1
+        wrong = turn_seed(summary["seed"], 2) % 2 == 1
         assert tool_steps(log, trial_id) == [("find_customer", {"email": "ada@example.com"}), ("list_orders", {"customer_id": "C1"}),
                                              ("cancel_order", {"order_id": "O3" if wrong else "O1"})]
         assert summary["outcome"] == ("failure" if wrong else "success"), summary["checks"]
@@ -92,11 +95,39 @@ def test_k_concurrent_trials_each_follow_their_own_seed(adapter, tools, mini_sui
         assert summary["input_tokens"] == sum(m["input_tokens"] for m in models)
         assert summary["cost"] == pytest.approx(summary["input_tokens"] / 1e6)
         outcomes.add(summary["outcome"])
-    seeds = {r.get("seed") for r in server.requests}
-    assert seeds == {s["seed"] % 2_147_483_647 for s in log.summaries.values()}
+    seeds = sorted(r.get("seed") for r in server.requests)
+    assert seeds == sorted(turn_seed(s["seed"], turn) for s in log.summaries.values() for turn in range(4))
     offered = {t["function"]["name"] for t in server.requests[0]["tools"]}
     assert ("final_answer" in offered) == (tools == "mcp") and {"find_customer", "cancel_order"} <= offered
     assert verify_run(tmp_path / "r").ok
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_the_same_seed_sends_the_same_requests(adapter, mini_suite, tmp_path):
+    """Seeds follow the one per-turn rule of every in-process loop (`frameworks.TurnSeeds`): each
+    turn its own seed, the same run seed the same requests, byte for byte in what matters; a
+    request the client retries keeps its turn's seed; `seed = false` sends none."""
+    from bench.adapters.prompting import turn_seed
+    from tests.servers.fake_chat import Reply
+
+    def flaky(body: dict[str, Any], n: int) -> Reply:  # the first request fails once: the client retries it
+        return Reply(500, {"error": "busy"}) if n == 0 else shop(body, n)
+
+    sent = {}
+    for name, seed, options, behaviour in (("a", 5, {}, shop), ("b", 5, {}, shop), ("c", 6, {}, shop),
+                                           ("retry", 5, {"retries": 1}, flaky), ("off", 5, {"seed": False}, shop)):
+        with FakeChatServer(behaviour) as server:
+            log = run(mini_suite, spec_file(tmp_path, adapter, server.base_url, name=name, **options), tmp_path / name, seed=seed)
+        sent[name] = server.requests
+        trial_seed = next(iter(log.summaries.values()))["seed"]
+        expected = [turn_seed(trial_seed, turn) for turn in range(4)]
+        if name == "off":
+            assert [r.get("seed") for r in server.requests] == [None] * 4
+        elif name == "retry":
+            assert [r["seed"] for r in server.requests] == [expected[0], *expected]
+        else:
+            assert [r["seed"] for r in server.requests] == expected and len(set(expected)) == 4
+    assert sent["a"] == sent["b"] and sent["a"] != sent["c"]
 
 
 def looping(body: dict[str, Any], n: int) -> Reply:

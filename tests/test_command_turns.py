@@ -160,7 +160,8 @@ def _mcp_agent_spec(tmp_path: Path, base_url: str) -> Path:
 def test_the_mcp_agent_reports_its_turns_from_the_usage(mini_suite: Any, tmp_path: Path) -> None:
     """agents/mcp_chat_agent.py on the scripted server: each of its four model turns is logged
     before the call it made, with the server's `usage` tokens, the messages new that turn and the
-    reply; the run replays under `verify`."""
+    reply; its seeds follow the in-process loops' per-turn rule; the run replays under `verify`."""
+    from bench.adapters.prompting import turn_seed
     from bench.analysis.replay import verify_run
 
     with FakeChatServer(shop_agent) as server:
@@ -181,4 +182,5 @@ def test_the_mcp_agent_reports_its_turns_from_the_usage(mini_suite: Any, tmp_pat
     assert models[0]["output"]["tool_calls"][0]["function"]["name"] == "find_customer"
     assert summary["input_tokens"] == sum(sizes) and summary["cost"] == pytest.approx(sum(sizes) / 1e6)
     assert summary["agent_info"]["exit_status"] == 0
+    assert [r["seed"] for r in server.requests] == [turn_seed(summary["seed"], turn) for turn in range(4)]
     assert verify_run(out).ok

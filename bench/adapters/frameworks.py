@@ -33,7 +33,7 @@ import orjson
 
 from bench.adapters.openai_compat import ENDPOINT_OPTIONS, TOOLS_NOTE, _is_context_error, _parse_call
 from bench.adapters.options import OptionSpec
-from bench.adapters.prompting import AgentGaveUp
+from bench.adapters.prompting import AgentGaveUp, turn_seed
 from bench.adapters.tool_schema import rewrite_schema
 from bench.episode import EpisodeOver, EpisodeTimeout, StepBudgetExhausted
 from bench.errors import BenchError, InfraError
@@ -73,10 +73,28 @@ def instructions(episode: Any) -> str:
     return "\n\n".join(p for p in (episode.policy.strip(), TOOLS_NOTE) if p)
 
 
-def sampling_seed(episode: Any) -> int:
-    """The trial's seed, sent with every request of the trial (31 bits, what llama.cpp takes):
-    the frameworks build each request themselves, so the seed cannot vary by turn."""
-    return int(episode.seed) % 2_147_483_647
+class TurnSeeds:
+    """The sampling seed of each model turn of one trial, by trajbench's one rule
+    (`bench.adapters.prompting.turn_seed`: the trial's seed and the turn's index), which its own
+    loop (`openai`) and LangGraph's built-in graph follow too, so that frameworks do not differ by
+    their seeds. A framework builds its requests itself, so the trial's HTTP client writes the seed
+    into each chat-completions body (`request_body`), and the recorder starts each model turn
+    (`begin_turn`): a request the client retries keeps its turn's seed. `seed` None: the `seed`
+    option is off, and no seed is sent."""
+
+    def __init__(self, seed: int | None, first_turn: int = 0):
+        self.seed, self.turn = seed, first_turn - 1
+
+    def start(self) -> None:
+        self.turn += 1
+
+    @property
+    def current(self) -> int | None:
+        return None if self.seed is None else turn_seed(self.seed, max(self.turn, 0))
+
+
+def trial_seeds(episode: Any, opts: dict[str, Any]) -> TurnSeeds:
+    return TurnSeeds(int(episode.seed) if opts["seed"] else None)
 
 
 def cost(opts: dict[str, Any], tokens_in: int | None, tokens_out: int | None) -> float:
@@ -90,6 +108,13 @@ def call_tool(episode: Any, name: str, raw_args: Any) -> str:
         episode.annotations["malformed_tool_calls"] = episode.annotations.get("malformed_tool_calls", 0) + 1
         return f"Error: {problem}"
     return str(episode.call(tool, args).text())
+
+
+def begin_turn(episode: Any, seeds: TurnSeeds) -> None:
+    """Before a model turn: the episode's end stops the framework (`check_open`), else the turn's
+    seed is the next one."""
+    check_open(episode)
+    seeds.start()
 
 
 def check_open(episode: Any) -> None:
@@ -120,10 +145,10 @@ async def served(episode: Any) -> AsyncIterator[str]:
         await asyncio.to_thread(server.__exit__, None, None, None)
 
 
-def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
+def openai_client(endpoint: Any, opts: dict[str, Any], seeds: TurnSeeds) -> Any:
     """An `AsyncOpenAI` client on the endpoint, for one trial (closed by the caller): the
     request timeout and retries are the client's own; no proxy from the environment; requests
-    pass through `request_body`."""
+    pass through `request_body`, with the current turn's seed."""
     import httpx2
     from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
@@ -133,7 +158,7 @@ def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
 
         async def handle_async_request(self, request: Any) -> Any:
             if request.method == "POST" and request.url.path.endswith("/chat/completions"):
-                body = request_body(await request.aread(), opts)
+                body = request_body(await request.aread(), opts, seeds.current)
                 headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
                 request = httpx2.Request("POST", request.url, headers=headers, content=body, extensions=request.extensions)
             return await self.inner.handle_async_request(request)
@@ -145,17 +170,20 @@ def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
                        max_retries=opts["retries"], http_client=DefaultAsyncHttpxClient(trust_env=False, transport=Transport()))
 
 
-def request_body(body: bytes, opts: dict[str, Any]) -> bytes:
-    """A chat-completions body as the framework's client sends it, parsed once and rewritten by
-    `fill_null_content` and `rewrite_tools`; a body that is not a JSON object, or that neither
-    changes, goes out as it came (the same bytes)."""
+def request_body(body: bytes, opts: dict[str, Any], seed: int | None = None) -> bytes:
+    """A chat-completions body as the framework's client sends it, parsed once: with the turn's
+    `seed` (`TurnSeeds`; None: none set), rewritten by `fill_null_content` and `rewrite_tools`; a
+    body that is not a JSON object, or that nothing changes, goes out as it came (the same bytes)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return body
     if not isinstance(data, dict):
         return body
-    changed = fill_null_content(data)
+    changed = seed is not None and data.get("seed") != seed
+    if seed is not None:
+        data["seed"] = seed
+    changed = fill_null_content(data) or changed
     changed = rewrite_tools(data, opts) or changed
     return orjson.dumps(data) if changed else body
 

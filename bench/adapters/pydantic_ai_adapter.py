@@ -12,7 +12,8 @@ shared with the `agents-sdk` adapter are described in `bench.adapters.frameworks
   tool error reaches the model as a failed tool result in both modes (PydanticAI's default,
   "retry", would spend the tool's retry budget on domain errors).
 - The model: `OpenAIChatModel` with an `OpenAIProvider` over an `AsyncOpenAI` client on
-  `base_url`; `ModelSettings` from the sampling options and the trial's seed.
+  `base_url`; `ModelSettings` from the sampling options; each request's seed is its turn's
+  (`frameworks.TurnSeeds`).
 - Model turns are recorded by iterating the agent's graph (`Agent.iter`): each model-request
   node's request parts, then the model response (its parts, `usage` tokens), the latency between.
 - The step budget maps to `UsageLimits(request_limit = max_steps + 1)` (or `request_limit`);
@@ -57,21 +58,23 @@ class PydanticAIAgent:
         limit = self.opts["request_limit"] or episode.max_steps + 1
         episode.annotations["model"] = self.endpoint.model
         episode.annotations["pydantic_ai"] = {"tools": self.opts["tools"], "request_limit": limit}
-        client = frameworks.openai_client(self.endpoint, self.opts)
+        seeds = frameworks.trial_seeds(episode, self.opts)
+        client = frameworks.openai_client(self.endpoint, self.opts, seeds)
         try:
             if self.opts["tools"] == "mcp":
                 from pydantic_ai.mcp import MCPToolset
 
                 async with frameworks.served(episode) as url:
                     toolset = MCPToolset(url, tool_error_behavior="failed", read_timeout=self.opts["timeout_s"])
-                    output = await self._run(episode, client, limit, tools=[], toolsets=[toolset])
+                    output = await self._run(episode, client, limit, seeds, tools=[], toolsets=[toolset])
             else:
-                output = await self._run(episode, client, limit, tools=function_tools(episode), toolsets=[])
+                output = await self._run(episode, client, limit, seeds, tools=function_tools(episode), toolsets=[])
         finally:
             await client.close()
         return episode.answer if episode.answer is not None else output
 
-    async def _run(self, episode: Any, client: Any, limit: int, *, tools: list[Any], toolsets: list[Any]) -> str | None:
+    async def _run(self, episode: Any, client: Any, limit: int, seeds: frameworks.TurnSeeds, *,
+                   tools: list[Any], toolsets: list[Any]) -> str | None:
         from pydantic_ai import Agent
         from pydantic_ai.exceptions import UsageLimitExceeded
         from pydantic_ai.models.openai import OpenAIChatModel
@@ -80,11 +83,11 @@ class PydanticAIAgent:
 
         model = OpenAIChatModel(self.endpoint.model, provider=OpenAIProvider(openai_client=client))
         agent = Agent(model, name=self.name, instructions=frameworks.instructions(episode), tools=tools, toolsets=toolsets,
-                      model_settings=self._settings(episode), retries=self.opts["tool_retries"])
+                      model_settings=self._settings(), retries=self.opts["tool_retries"])
         agent.instrument = False  # whatever Agent.instrument_all says elsewhere in the process
         try:
             async with agent.iter(episode.instruction, usage_limits=UsageLimits(request_limit=limit)) as run:
-                await _record(run, episode, self.opts, self.endpoint.model)
+                await _record(run, episode, self.opts, self.endpoint.model, seeds)
                 result = run.result
         except UsageLimitExceeded as exc:
             reason = f"the run reached request_limit = {limit} model requests after {episode.tool_calls} tool calls ({exc})"
@@ -97,17 +100,16 @@ class PydanticAIAgent:
             raise mapped from exc
         return None if result is None else str(result.output)
 
-    def _settings(self, episode: Any) -> Any:  # a pydantic_ai ModelSettings (a TypedDict)
+    def _settings(self) -> Any:  # a pydantic_ai ModelSettings (a TypedDict)
+        """The sampling options as PydanticAI's settings (the seed is the client's: `TurnSeeds`)."""
         settings: dict[str, Any] = {key: self.opts[key] for key in ("temperature", "top_p", "max_tokens", "tool_choice")
                                     if self.opts[key] is not None}
-        if self.opts["seed"]:
-            settings["seed"] = frameworks.sampling_seed(episode)
         if self.opts["extra_body"]:
             settings["extra_body"] = self.opts["extra_body"]
         return settings
 
 
-async def _record(run: Any, episode: Any, opts: dict[str, Any], model: str) -> None:
+async def _record(run: Any, episode: Any, opts: dict[str, Any], model: str, seeds: frameworks.TurnSeeds) -> None:
     """Walk the agent's graph to its end, logging each model turn: the request node's parts
     (what was sent new this turn), then the response and its usage when the next node comes."""
     from pydantic_ai import Agent
@@ -115,7 +117,7 @@ async def _record(run: Any, episode: Any, opts: dict[str, Any], model: str) -> N
     pending: tuple[Any, float] | None = None
     async for node in run:
         if Agent.is_model_request_node(node):
-            frameworks.check_open(episode)
+            frameworks.begin_turn(episode, seeds)
             pending = (node.request, time.perf_counter())
         elif Agent.is_call_tools_node(node) and pending is not None:
             request, started = pending
