@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.adapters.spec import load_agent_file
+from bench.adapters.spec import load_agent_file, parse_agent_spec
 from bench.analysis.replay import verify_run
 from bench.errors import BenchError
 from bench.runs.rundir import read_run
@@ -430,3 +430,37 @@ def test_the_mcp_agent_sends_the_rewritten_schemas(mini_copy, tmp_path):
         sent[bool(flags)] = params["cancel_order"]["properties"]["order_id"]
     assert sent[True] == {"type": "string", "pattern": "^O[0-9]+$", "maxLength": 32}
     assert sent[False] == {"type": "string", "pattern": "^O\\d+$"}
+
+
+@pytest.mark.parametrize("adapter,tools", MODES)
+def test_the_frameworks_resume_from_a_restored_prefix(adapter, tools, mini_suite, tmp_path):
+    """Causal replay through each framework's own loop: the continuation's first request holds
+    the restored calls and their logged results as the framework's message history (the Agents
+    SDK's input items, PydanticAI's `message_history`), the restored calls are not made again,
+    and the scripted model goes on from there (cancel_order next, O1 or O3 by the turn's seed)."""
+    from bench.adapters.prompting import turn_seed
+    from bench.analysis.causal import Sampler
+    from bench.analysis.prefix import prefix_of
+
+    run_benchmark(mini_suite, parse_agent_spec("sim:oracle"), ["cancel-pending"],
+                  RunConfig(k=1, out=tmp_path / "run", progress=False))
+    log = read_run(tmp_path / "run")
+    trial = next(iter(log.summaries))
+    events: list[dict[str, Any]] = []
+    with FakeChatServer(shop) as server:
+        agent = load_agent_file(spec_file(tmp_path, adapter, server.base_url, tools=tools)).build()
+        node = Sampler(mini_suite, agent, 20, sink=events.append).arm(prefix_of(log, mini_suite, trial, 2), None, None, 4,
+                                                                       role="node").as_dict()
+    first = server.requests[0]["messages"]
+    logged = [e["observation"] for e in log.trial_steps(trial)[:2]]
+    assert [json.loads(mcp_text(m["content"])) for m in first if m["role"] == "tool"] == logged
+    assert [c["function"]["name"] for m in first if m["role"] == "assistant" for c in m["tool_calls"]] == \
+        ["find_customer", "list_orders"]
+    assert len(server.requests) == 4 * 2  # per continuation: the cancel turn, then the answer
+    fresh = [e for e in events if e.get("type") == "step" and not e.get("restored")]
+    assert [e["tool"] for e in fresh if e["kind"] == "tool"] == ["cancel_order"] * 4
+    assert len([e for e in fresh if e["kind"] == "model"]) == 8
+    trial_seeds = [e["seed"] for e in events if e.get("type") == "trial"]
+    firsts = [r["seed"] for r in server.requests if sum(m["role"] == "tool" for m in r["messages"]) == 2]
+    assert sorted(firsts) == sorted(turn_seed(seed, 2) for seed in trial_seeds)  # numbered after the restored calls
+    assert node["n"] == 4 and 0 < node["successes"] < 4  # the turn's seed decides O1 or O3

@@ -35,6 +35,8 @@ import os
 import time
 from typing import Any
 
+import orjson
+
 from bench.adapters import frameworks
 from bench.adapters.options import OptionSpec, parse_options
 from bench.adapters.prompting import AgentGaveUp
@@ -75,6 +77,11 @@ class AgentsSdkAgent:
     def run(self, episode: Any) -> str | None:
         return asyncio.run(self.arun(episode))
 
+    def resume(self, episode: Any, prefix: list[str]) -> str | None:
+        """Continue from a restored prefix (docs/divergence.md, "Causal replay"): the run's input
+        is the conversation up to it (`run_input`), and the SDK's loop goes on from there."""
+        return self.run(episode)
+
     async def arun(self, episode: Any) -> str | None:
         max_turns = self.opts["max_turns"] or episode.max_steps + 1
         episode.annotations["model"] = self.endpoint.model
@@ -110,9 +117,10 @@ class AgentsSdkAgent:
                       mcp_servers=mcp_servers, model_settings=self._settings(),
                       reset_tool_choice=self.opts["reset_tool_choice"])
         config = RunConfig(tracing_disabled=True, tool_not_found_behavior=self.opts["tool_not_found"])
+        given = run_input(episode)
+        recorder = _Recorder(episode, self.opts, self.endpoint.model, seeds, seen=0 if isinstance(given, str) else len(given))
         try:
-            result = await Runner.run(agent, episode.instruction, max_turns=max_turns,
-                                      hooks=_Recorder(episode, self.opts, self.endpoint.model, seeds), run_config=config)
+            result = await Runner.run(agent, given, max_turns=max_turns, hooks=recorder, run_config=config)  # type: ignore[arg-type]
         except MaxTurnsExceeded:
             reason = f"the run reached max_turns = {max_turns} model turns after {episode.tool_calls} tool calls"
             episode.annotations["stop_reason"] = reason
@@ -131,6 +139,20 @@ class AgentsSdkAgent:
         return ModelSettings(temperature=self.opts["temperature"], top_p=self.opts["top_p"], max_tokens=self.opts["max_tokens"],
                              parallel_tool_calls=self.opts["parallel_tool_calls"], tool_choice=self.opts["tool_choice"],
                              extra_body=self.opts["extra_body"] or None)
+
+
+def run_input(episode: Any) -> str | list[dict[str, Any]]:
+    """What `Runner.run` starts from: the instruction; in a continuation, the instruction then
+    each restored call as the model's `function_call` item and its logged result as the
+    `function_call_output` (the SDK turns them into the chat messages it would have sent)."""
+    calls = frameworks.restored_calls(episode)
+    if not calls:
+        return str(episode.instruction)
+    items: list[dict[str, Any]] = [{"role": "user", "content": episode.instruction}]
+    for call_id, tool, args, text in calls:
+        items += [{"type": "function_call", "call_id": call_id, "name": tool, "arguments": orjson.dumps(args).decode()},
+                  {"type": "function_call_output", "call_id": call_id, "output": text}]
+    return items
 
 
 def function_tools(episode: Any) -> list[Any]:
@@ -152,9 +174,9 @@ class _Recorder(RunHooks):
     """The SDK's run hooks as a trajbench model-turn recorder (see the module doc); one per
     trial, so concurrent trials never share one."""
 
-    def __init__(self, episode: Any, opts: dict[str, Any], model: str, seeds: frameworks.TurnSeeds):
+    def __init__(self, episode: Any, opts: dict[str, Any], model: str, seeds: frameworks.TurnSeeds, seen: int = 0):
         self.episode, self.opts, self.model, self.seeds = episode, opts, model, seeds
-        self.seen = 0           # input items already logged (the SDK hands the whole history each turn)
+        self.seen = seen        # input items already logged (the SDK hands the whole history each turn)
         self.started = 0.0
         self.pending: list[Any] = []
 

@@ -94,7 +94,17 @@ class TurnSeeds:
 
 
 def trial_seeds(episode: Any, opts: dict[str, Any]) -> TurnSeeds:
-    return TurnSeeds(int(episode.seed) if opts["seed"] else None)
+    """The trial's seeds; a continuation's first turn is numbered after its restored calls (one
+    per turn, as the `openai` adapter counts them when it resumes)."""
+    return TurnSeeds(int(episode.seed) if opts["seed"] else None, len(episode.restored_calls))
+
+
+def restored_calls(episode: Any) -> list[tuple[str, str, Any, str]]:
+    """A continuation's restored calls (docs/divergence.md, "Causal replay") as (call id, tool,
+    arguments, the result text the model read), for the framework's own message history: the
+    same ids and texts as the `openai` adapter's restored conversation. Empty in a fresh trial."""
+    return [(f"call_restored_{i}", tool, args, observation.text())
+            for i, (tool, args, observation) in enumerate(episode.restored_calls)]
 
 
 def cost(opts: dict[str, Any], tokens_in: int | None, tokens_out: int | None) -> float:

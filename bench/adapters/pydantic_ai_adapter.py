@@ -54,6 +54,11 @@ class PydanticAIAgent:
     def run(self, episode: Any) -> str | None:
         return asyncio.run(self.arun(episode))
 
+    def resume(self, episode: Any, prefix: list[str]) -> str | None:
+        """Continue from a restored prefix (docs/divergence.md, "Causal replay"): the run starts
+        from the conversation up to it as PydanticAI's `message_history` (`history`)."""
+        return self.run(episode)
+
     async def arun(self, episode: Any) -> str | None:
         limit = self.opts["request_limit"] or episode.max_steps + 1
         episode.annotations["model"] = self.endpoint.model
@@ -86,7 +91,9 @@ class PydanticAIAgent:
                       model_settings=self._settings(), retries=self.opts["tool_retries"])
         agent.instrument = False  # whatever Agent.instrument_all says elsewhere in the process
         try:
-            async with agent.iter(episode.instruction, usage_limits=UsageLimits(request_limit=limit)) as run:
+            past = history(episode)
+            prompt = None if past else episode.instruction
+            async with agent.iter(prompt, message_history=past, usage_limits=UsageLimits(request_limit=limit)) as run:
                 await _record(run, episode, self.opts, self.endpoint.model, seeds)
                 result = run.result
         except UsageLimitExceeded as exc:
@@ -127,6 +134,22 @@ async def _record(run: Any, episode: Any, opts: dict[str, Any], model: str, seed
             episode.log_model_turn(messages=_plain(request.parts), output=_plain(response.parts), input_tokens=tokens_in,
                                    output_tokens=tokens_out, latency_s=time.perf_counter() - started,
                                    cost=frameworks.cost(opts, tokens_in, tokens_out), model=model)
+
+
+def history(episode: Any) -> list[Any] | None:
+    """A continuation's conversation up to its restored prefix, as PydanticAI messages: the
+    instruction, then each restored call as the model's tool call and its logged result as the
+    tool's return; the run goes on from the last return. None in a fresh trial."""
+    from pydantic_ai.messages import ModelRequest, ModelResponse, ToolCallPart, ToolReturnPart, UserPromptPart
+
+    calls = frameworks.restored_calls(episode)
+    if not calls:
+        return None
+    past: list[Any] = [ModelRequest(parts=[UserPromptPart(episode.instruction)])]
+    for call_id, tool, args, text in calls:
+        past += [ModelResponse(parts=[ToolCallPart(tool, args, call_id)]),
+                 ModelRequest(parts=[ToolReturnPart(tool, text, call_id)])]
+    return past
 
 
 def function_tools(episode: Any) -> list[Any]:
