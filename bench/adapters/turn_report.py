@@ -9,8 +9,8 @@ creates it); the child appends one JSON object per model turn, one line each, e.
      "latency_s": 1.9, "messages": [...], "output": {...}}
 
 `tool_calls_before` (required) is how many tool calls the child had made in this trial before
-the turn's request (`final_answer` is not a tool call; in a `replay` continuation the restored
-prefix's calls do not count). The other keys are optional: tokens (whole numbers >= 0, or null
+the turn's request (`ask_user` is one, `final_answer` is not; in a `replay` continuation the
+restored prefix's calls do not count). The other keys are optional: tokens (whole numbers >= 0, or null
 when unknown), `latency_s` (seconds >= 0), `model` (default: the spec's model), `messages` (what
 was sent new this turn) and `output` (the reply), any JSON. Any other key is an error: a
 misspelt `input_token` would lose the tokens without a word.
