@@ -163,18 +163,25 @@ def test_the_mcp_agent_reports_its_turns_from_the_usage(mini_suite: Any, tmp_pat
     reply; its seeds follow the in-process loops' per-turn rule; the run replays under `verify`."""
     from bench.adapters.prompting import turn_seed
     from bench.analysis.replay import verify_run
+    from tests.test_adapter_openai import spec_file as openai_spec
 
     with FakeChatServer(shop_agent) as server:
         out = tmp_path / "r"
         run_benchmark(mini_suite, load_agent_file(_mcp_agent_spec(tmp_path, server.base_url)), ["cancel-pending"],
                       RunConfig(k=1, out=out, progress=False, seed=0))
+        requests = list(server.requests)
+        run_benchmark(mini_suite, load_agent_file(openai_spec(tmp_path, server.base_url)), ["cancel-pending"],
+                      RunConfig(k=1, out=tmp_path / "in-process", progress=False, seed=0))
+    in_process = read_run(tmp_path / "in-process")
+    in_process_model = next(e for e in in_process.trial_steps(next(iter(in_process.summaries))) if e["kind"] == "model")
     log = read_run(out)
     (trial_id, summary), = log.summaries.items()
     events = log.trial_steps(trial_id)
     assert [e.get("tool") or e["kind"] for e in events] == \
         ["model", "find_customer", "model", "list_orders", "model", "cancel_order", "model"]
     models = [e for e in events if e["kind"] == "model"]
-    sizes = [sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + 1 for body in server.requests]
+    assert all(m.keys() == in_process_model.keys() for m in models)  # the in-process adapters' record, field for field
+    sizes = [sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + 1 for body in requests]
     assert [m["input_tokens"] for m in models] == sizes and [m["output_tokens"] for m in models] == [9] * 4
     assert all(m["model"] == "fake-model" and m["latency_s"] > 0 for m in models)
     assert [m["role"] for m in models[0]["messages"]] == ["system", "user"]
@@ -182,5 +189,5 @@ def test_the_mcp_agent_reports_its_turns_from_the_usage(mini_suite: Any, tmp_pat
     assert models[0]["output"]["tool_calls"][0]["function"]["name"] == "find_customer"
     assert summary["input_tokens"] == sum(sizes) and summary["cost"] == pytest.approx(sum(sizes) / 1e6)
     assert summary["agent_info"]["exit_status"] == 0
-    assert [r["seed"] for r in server.requests] == [turn_seed(summary["seed"], turn) for turn in range(4)]
+    assert [r["seed"] for r in requests] == [turn_seed(summary["seed"], turn) for turn in range(4)]
     assert verify_run(out).ok
