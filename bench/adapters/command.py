@@ -75,7 +75,7 @@ class CommandAgent:
     model_env: dict[str, str] = field(default_factory=dict)  # the model endpoint, if the spec names one
     resume_mode: str = "prefix"  # "prefix": the child reads TRAJBENCH_PREFIX; "none": it cannot resume
     model: str | None = None  # the spec's model: the reported turns' default
-    prices: tuple[float, float] = (0.0, 0.0)  # per million input / output tokens of the reported turns
+    prices: dict[str, float] = field(default_factory=dict)  # input_cost_per_mtok, output_cost_per_mtok of the reported turns
 
     @property
     def resume_supported(self) -> bool:
@@ -106,7 +106,9 @@ class CommandAgent:
                 raise InfraError(str(exc)) from exc
 
     def _cost(self, tokens_in: int | None, tokens_out: int | None) -> float:
-        return ((tokens_in or 0) * self.prices[0] + (tokens_out or 0) * self.prices[1]) / 1e6
+        from bench.adapters.frameworks import cost
+
+        return cost({"input_cost_per_mtok": 0.0, "output_cost_per_mtok": 0.0, **self.prices}, tokens_in, tokens_out)
 
     def _run_child(self, episode: Episode, url: str, extra_env: dict[str, str], turns: TurnReport) -> str | None:
         env = {**_child_env(episode, url), **self.model_env, **extra_env}
@@ -195,8 +197,8 @@ def build_command(spec: Any) -> CommandAgent:
     spec_dir = str(Path(spec.source).resolve().parent) if spec.source != "--agent" else os.getcwd()
     argv = [a.replace("{python}", sys.executable).replace("{spec_dir}", spec_dir) for a in argv]
     model_env = _model_env(opts, spec.source)
-    return CommandAgent(spec.name, argv, opts["timeout_s"], model_env, opts["resume"], model_env.get("TRAJBENCH_MODEL"),
-                        (opts["input_cost_per_mtok"], opts["output_cost_per_mtok"]))
+    prices = {key: opts[key] for key in ("input_cost_per_mtok", "output_cost_per_mtok")}
+    return CommandAgent(spec.name, argv, opts["timeout_s"], model_env, opts["resume"], model_env.get("TRAJBENCH_MODEL"), prices)
 
 
 def _model_env(opts: dict[str, Any], source: str) -> dict[str, str]:
