@@ -10,6 +10,10 @@ only where their frameworks do.
   step is logged (as in the `openai` adapter).
 - The episode's end (budget spent, time limit) is checked before each model turn, so that a
   framework whose tool errors do not stop it (MCP) does not keep asking the model.
+- Seeds: each model turn's, by the rule of every in-process loop (`TurnSeeds`), written into the
+  request by the trial's HTTP client, since the frameworks build their requests themselves.
+- Resuming from a restored prefix (`trajbench replay`): the restored calls become the
+  framework's own message history (`restored_calls`), and its loop goes on from there.
 - `string_max_length` (a `maxLength` on the tools' unbounded string parameters) and
   `llama_cpp_patterns` (their `pattern`s rewritten into what llama-cpp-python's grammar
   translation takes): rewrites of the tool schemas sent to the model, for a llama.cpp server
