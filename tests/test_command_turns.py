@@ -150,6 +150,14 @@ def test_a_misplaced_line_stops_the_report(tmp_path: Path) -> None:
     assert report.read() == error  # nothing more is read
 
 
+def test_a_report_that_is_not_a_file_is_the_agents_error(tmp_path: Path) -> None:
+    events: list[dict[str, Any]] = []
+    (tmp_path / "turns.jsonl").mkdir()
+    report = TurnReport(_episode(events), tmp_path / "turns.jsonl", model=None, cost=lambda i, o: 0.0)
+    error = report.read()
+    assert error is not None and "the file cannot be read (IsADirectoryError" in error and events == []
+
+
 def _mcp_agent_spec(tmp_path: Path, base_url: str) -> Path:
     path = tmp_path / "mcp.toml"
     path.write_text(f'name = "mcp"\nadapter = "command"\n[options]\ncommand = {json.dumps([sys.executable, str(MCP_AGENT)])}\n'

@@ -50,6 +50,10 @@ class TurnLineError(ValueError):
     """One line of the report is not a model turn (the message names the field)."""
 
 
+class TurnFileError(TurnLineError):
+    """The report cannot be read at all."""
+
+
 @dataclass(frozen=True)
 class ReportedTurn:
     tool_calls_before: int
@@ -125,7 +129,8 @@ class TurnReport:
                 try:
                     self._read(final)
                 except TurnLineError as exc:
-                    self.error = f"{ENV} line {self._line}: {exc}"
+                    where = str(self.path) if isinstance(exc, TurnFileError) else f"line {self._line}"
+                    self.error = f"{ENV} {where}: {exc}"
                     self.on_error()
             return self.error
 
@@ -136,6 +141,8 @@ class TurnReport:
                 data = handle.read()
         except FileNotFoundError:
             return  # no turns reported (yet)
+        except OSError as exc:  # the child put something else there (a folder, an unreadable file)
+            raise TurnFileError(f"the file cannot be read ({type(exc).__name__}: {exc})") from None
         end = len(data) if final else data.rfind(b"\n") + 1
         self._offset += end
         for line in data[:end].splitlines():
