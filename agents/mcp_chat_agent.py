@@ -1,6 +1,10 @@
 """An agent that brings its own process: a chat-completions tool loop whose tools come from an MCP
-server, written against the official `mcp` SDK client and httpx only (no trajbench import), as any
-team's agent would be. The `smollm2-mcp` roster spec runs it on the local model.
+server, written against the official `mcp` SDK client and httpx, as any team's agent would be;
+of trajbench it imports two rules it shares with the in-process adapters, so that the board
+compares loops, not these: `rewrite_schema` (bench/adapters/tool_schema.py, standard library
+only) and `turn_seed` (the per-turn seed). The roster spec runs it with trajbench's own
+interpreter (`{python}`); elsewhere, install trajbench. The `smollm2-mcp` roster spec runs it on
+the local model.
 
 It reads what the `command` adapter gives every agent: TRAJBENCH_MCP_URL, TRAJBENCH_INSTRUCTION,
 TRAJBENCH_POLICY, TRAJBENCH_SEED, TRAJBENCH_MAX_STEPS, and the model endpoint
@@ -9,12 +13,16 @@ from AGENT_TEMPERATURE / AGENT_TOP_P / AGENT_MAX_TOKENS and llama.cpp's AGENT_TO
 AGENT_REPEAT_PENALTY, whose defaults are the other smollm2-* roster specs' (0.8, 0.95, 256, 40, 1.0),
 so the board compares frameworks, not sampling. `--string-max-length N` puts a `maxLength` on the
 tools' string parameters that have none (llama-cpp-python's native tool calls ignore max_tokens
-for the arguments: see `string_max_length` in bench/adapters/frameworks.py, whose rule this copies);
-`--llama-cpp-patterns` rewrites the tools' `pattern`s into what llama-cpp-python's grammar
-translation takes (`llama_cpp_patterns` there, copied too: a `\\d` kills that server). Each turn sends the MCP tools as OpenAI `tools`; tool
-calls run over MCP (an MCP tool error goes back to the model as the tool's result); the first reply
-without tool calls is the answer, given to the server's `final_answer` tool. The per-turn seed is
-the trial seed plus the turn index. Exit status 0 on an answer, 1 when the endpoint fails.
+for the arguments) and `--llama-cpp-patterns` rewrites the tools' `pattern`s into what
+llama-cpp-python's grammar translation takes (a `\\d` kills that server): the framework adapters'
+options `string_max_length` and `llama_cpp_patterns`, by the same code (`rewrite_schema`). Each
+turn sends the MCP tools as OpenAI `tools`; tool calls run over MCP (an MCP tool error goes back
+to the model as the tool's result); the first reply without tool calls is the answer, given to
+the server's `final_answer` tool. Each turn's seed is `turn_seed(TRAJBENCH_SEED, turn index)`,
+the rule of every in-process loop. Each model turn is reported on TRAJBENCH_TURNS (one JSON line:
+tokens from the response's `usage`, latency, the messages new this turn and the reply), written
+before the turn's tool calls, so the harness logs it in its place (bench/adapters/turn_report.py).
+Exit status 0 on an answer, 1 when the endpoint fails.
 """
 
 from __future__ import annotations
@@ -22,131 +30,23 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+import time
 from typing import Any
 
 import anyio
 import httpx
 from mcp import Client
 
+from bench.adapters.prompting import turn_seed
+from bench.adapters.tool_schema import rewrite_schema
+
 FINAL_ANSWER = "final_answer"
 
 
 def openai_tools(tools: Any, string_max_length: int | None = None, llama_cpp_patterns: bool = False) -> list[dict[str, Any]]:
     return [{"type": "function", "function": {"name": t.name, "description": t.description or "",
-                                              "parameters": tool_schema(t.input_schema, string_max_length, llama_cpp_patterns)}}
+                                              "parameters": rewrite_schema(t.input_schema, string_max_length, llama_cpp_patterns)}}
             for t in tools if t.name != FINAL_ANSWER]
-
-
-def tool_schema(schema: Any, string_max_length: int | None, llama_cpp_patterns: bool) -> Any:
-    if string_max_length is not None:
-        schema = bound_strings(schema, string_max_length)
-    return grammar_safe_patterns(schema) if llama_cpp_patterns else schema
-
-
-def map_schema(schema: Any, node: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
-    """The JSON schema with `node` applied to each schema object (a copy: the input is not
-    changed), through every place a schema nests subschemas."""
-    if not isinstance(schema, dict):
-        return schema
-    out = dict(schema)
-    for key in ("properties", "patternProperties", "$defs", "definitions"):
-        if isinstance(schema.get(key), dict):
-            out[key] = {name: map_schema(sub, node) for name, sub in schema[key].items()}
-    for key in ("items", "additionalProperties", "contains", "not", "if", "then", "else"):
-        if isinstance(schema.get(key), dict):
-            out[key] = map_schema(schema[key], node)
-    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
-        if isinstance(schema.get(key), list):
-            out[key] = [map_schema(sub, node) for sub in schema[key]]
-    return node(out)
-
-
-def bound_strings(schema: Any, max_length: int) -> Any:
-    """The JSON schema with `maxLength` on each string node that has no length bound, enum or
-    const."""
-    def bound(node: dict[str, Any]) -> dict[str, Any]:
-        types = node.get("type")
-        if (types == "string" or (isinstance(types, list) and "string" in types)) \
-                and not {"maxLength", "enum", "const"} & node.keys():
-            node["maxLength"] = max_length
-        return node
-    return map_schema(schema, bound)
-
-
-def grammar_safe_patterns(schema: Any) -> Any:
-    """The JSON schema with each string `pattern` rewritten by `grammar_safe_pattern`, or
-    removed when that has no form for it."""
-    def rewrite(node: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(node.get("pattern"), str):
-            safe = grammar_safe_pattern(node["pattern"])
-            if safe is None:
-                del node["pattern"]
-            else:
-                node["pattern"] = safe
-        return node
-    return map_schema(schema, rewrite)
-
-
-CLASS_ESCAPES = {"d": "0-9", "w": "a-zA-Z0-9_", "s": " \\t\\n\\r"}  # \\f \\v: no grammar escape
-GRAMMAR_ESCAPES = set("tnr\\[]")  # kept as they are (the parser's own escapes)
-REGEX_OPERATORS = set("()|{}*+?")  # escaped outside a class: the translation unescapes them
-
-
-def grammar_safe_pattern(pattern: str) -> str | None:
-    """`pattern` in the regex subset whose llama-cpp-python translation parses as a grammar (see
-    `llama_cpp_patterns` in the module doc), matching the same strings; None when there is none.
-    The translation wants `^...$`; it copies `\\X` into the grammar."""
-    if len(pattern) < 2 or not pattern.startswith("^") or not pattern.endswith("$") or pattern.endswith("\\$"):
-        return None
-    body, out, i, in_class = pattern[1:-1], [], 0, False
-    while i < len(body):
-        c = body[i]
-        if c == "\\":
-            piece = _escape(body, i, in_class)
-            if piece is None:
-                return None
-            out.append(piece[0])
-            i = piece[1]
-            continue
-        if in_class:
-            in_class = c != "]"  # the translation ends a class at its first bare "]"
-        elif c == "[":
-            if body.startswith(("[]", "[^]"), i):
-                return None
-            in_class = True
-        elif c in "^$":
-            return None  # an anchor inside: no grammar form
-        elif body.startswith("(?", i):
-            if not body.startswith("(?:", i):
-                return None  # lookaround, named group, flags
-            out.append("(")
-            i += 3
-            continue
-        out.append(c)
-        i += 1
-    return None if in_class else "^" + "".join(out) + "$"
-
-
-def _escape(body: str, i: int, in_class: bool) -> tuple[str, int] | None:
-    """The grammar-safe form of the escape at `body[i]` and the index after it, or None."""
-    if i + 1 >= len(body):
-        return None
-    e = body[i + 1]
-    if e in ("x", "u"):
-        width = 2 if e == "x" else 4
-        digits = body[i + 2:i + 2 + width]
-        ok = len(digits) == width and all(d in "0123456789abcdefABCDEF" for d in digits)
-        return ("\\" + e + digits, i + 2 + width) if ok else None
-    if e in GRAMMAR_ESCAPES or (e in REGEX_OPERATORS and not in_class):
-        return "\\" + e, i + 2
-    if e in CLASS_ESCAPES:
-        return (CLASS_ESCAPES[e] if in_class else f"[{CLASS_ESCAPES[e]}]"), i + 2
-    if e.lower() in CLASS_ESCAPES and not in_class:
-        return f"[^{CLASS_ESCAPES[e.lower()]}]", i + 2
-    if e.isalnum() or e.isspace() or e == "^" or (in_class and e == "-"):
-        return None  # \\b, \\1, \\p, \\D inside a class, a caret, a hyphen that would make a range
-    return (e if in_class else f"[{e}]"), i + 2
 
 
 def result_text(result: Any) -> str:
@@ -154,12 +54,29 @@ def result_text(result: Any) -> str:
     return f"Error: {text}" if result.is_error and not text.startswith("Error") else text
 
 
-async def chat(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+async def chat(http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """One chat-completions request: (the reply message, the whole response, seconds taken)."""
     headers = {"Authorization": f"Bearer {os.environ['TRAJBENCH_MODEL_API_KEY']}"} if os.environ.get("TRAJBENCH_MODEL_API_KEY") else {}
+    started = time.perf_counter()
     response = await http.post(os.environ["TRAJBENCH_MODEL_BASE_URL"].rstrip("/") + "/chat/completions", json=body, headers=headers)
     response.raise_for_status()
-    message: dict[str, Any] = response.json()["choices"][0]["message"]
-    return message
+    data: dict[str, Any] = response.json()
+    return data["choices"][0]["message"], data, time.perf_counter() - started
+
+
+def report_turn(tool_calls_before: int, data: dict[str, Any], latency_s: float, messages: list[Any], output: Any) -> None:
+    """Append the model turn to TRAJBENCH_TURNS (one JSON line, written and closed before the
+    turn's tool calls: the harness logs it before them), if the harness asked for the report."""
+    path = os.environ.get("TRAJBENCH_TURNS")
+    if not path:
+        return
+    usage = data.get("usage") or {}
+    tokens = {key: usage[field] if isinstance(usage.get(field), int) else None
+              for key, field in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens"))}
+    line = {"tool_calls_before": tool_calls_before, "model": data.get("model") or os.environ["TRAJBENCH_MODEL"], **tokens,
+            "latency_s": latency_s, "messages": messages, "output": output}
+    with open(path, "a", encoding="utf-8") as report:
+        report.write(json.dumps(line) + "\n")
 
 
 def string_max_length() -> int | None:
@@ -175,29 +92,33 @@ async def main() -> int:
                                       {"role": "user", "content": os.environ["TRAJBENCH_INSTRUCTION"]}]
     async with Client(os.environ["TRAJBENCH_MCP_URL"]) as client, httpx.AsyncClient(timeout=300, trust_env=False) as http:
         tools = openai_tools((await client.list_tools()).tools, string_max_length(), "--llama-cpp-patterns" in sys.argv[1:])
+        calls_made = logged = 0  # tool calls sent over MCP; messages already in a reported turn
         for turn in range(max_steps + 1):
             body = {"model": os.environ["TRAJBENCH_MODEL"], "messages": messages, "tools": tools, "tool_choice": "auto",
-                    "seed": (seed + turn) % 2_147_483_647, "temperature": float(os.environ.get("AGENT_TEMPERATURE", "0.8")),
+                    "seed": turn_seed(seed, turn), "temperature": float(os.environ.get("AGENT_TEMPERATURE", "0.8")),
                     "top_p": float(os.environ.get("AGENT_TOP_P", "0.95")),
                     "max_tokens": int(os.environ.get("AGENT_MAX_TOKENS", "256")),
                     "top_k": int(os.environ.get("AGENT_TOP_K", "40")),
                     "repeat_penalty": float(os.environ.get("AGENT_REPEAT_PENALTY", "1.0"))}
             try:
-                message = await chat(http, body)
-            except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+                message, data, latency = await chat(http, body)
+            except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
                 print(f"the model endpoint failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 return 1
+            report_turn(calls_made, data, latency, messages[logged:], message)
             calls = message.get("tool_calls") or []
             if not calls:
                 await client.call_tool(FINAL_ANSWER, {"answer": message.get("content") or ""})
                 return 0
             messages.append({"role": "assistant", "content": message.get("content") or "", "tool_calls": calls})
+            logged = len(messages)  # the reply is the turn's output; the next turn's messages start after it
             for call in calls:
                 try:
                     args = json.loads(call["function"].get("arguments") or "{}")
                 except json.JSONDecodeError:
                     args = None
                 if isinstance(args, dict):
+                    calls_made += 1
                     text = result_text(await client.call_tool(call["function"]["name"], args))
                 else:
                     text = "Error: the arguments are not a JSON object"

@@ -107,7 +107,7 @@ def test_cmd_specs_build_and_bad_ones_get_one_clear_error() -> None:
 def test_a_server_that_cannot_start_is_an_infrastructure_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import bench.adapters.mcp_server as mcp_server
 
-    def no_server(episode: Episode) -> Any:
+    def no_server(episode: Episode, **kw: Any) -> Any:
         raise mcp_server.ServerStartError("the MCP server for the trial did not start on loopback")
 
     monkeypatch.setattr(mcp_server, "serve_http", no_server)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.adapters.spec import load_agent_file
+from bench.adapters.spec import load_agent_file, parse_agent_spec
 from bench.analysis.replay import verify_run
 from bench.errors import BenchError
 from bench.runs.rundir import read_run
@@ -74,15 +74,18 @@ def shop(body: dict[str, Any], n: int) -> Reply:
 @pytest.mark.parametrize("adapter,tools", MODES)
 def test_k_concurrent_trials_each_follow_their_own_seed(adapter, tools, mini_suite, tmp_path):
     """4 trials at once through one agent: each trial's steps, world and answer follow its own
-    seed (odd seeds make the scripted model cancel the wrong order), so no trial sees another's
-    state; model turns carry the server's token counts; the run replays under `verify`."""
+    seed (an odd seed at the third turn makes the scripted model cancel the wrong order), so no
+    trial sees another's state; each turn's seed is trajbench's per-turn rule; model turns carry
+    the server's token counts; the run replays under `verify`."""
+    from bench.adapters.prompting import turn_seed
+
     with FakeChatServer(shop) as server:
         log = run(mini_suite, spec_file(tmp_path, adapter, server.base_url, tools=tools, input_cost_per_mtok=1.0),
                   tmp_path / "r", k=4, concurrency=4)
     assert len(log.summaries) == 4 and server.max_in_flight >= 1
     outcomes = set()
     for trial_id, summary in log.summaries.items():
-        wrong = summary["seed"] % 2_147_483_647 % 2 == 1
+        wrong = turn_seed(summary["seed"], 2) % 2 == 1
         assert tool_steps(log, trial_id) == [("find_customer", {"email": "ada@example.com"}), ("list_orders", {"customer_id": "C1"}),
                                              ("cancel_order", {"order_id": "O3" if wrong else "O1"})]
         assert summary["outcome"] == ("failure" if wrong else "success"), summary["checks"]
@@ -92,11 +95,39 @@ def test_k_concurrent_trials_each_follow_their_own_seed(adapter, tools, mini_sui
         assert summary["input_tokens"] == sum(m["input_tokens"] for m in models)
         assert summary["cost"] == pytest.approx(summary["input_tokens"] / 1e6)
         outcomes.add(summary["outcome"])
-    seeds = {r.get("seed") for r in server.requests}
-    assert seeds == {s["seed"] % 2_147_483_647 for s in log.summaries.values()}
+    seeds = sorted(r.get("seed") for r in server.requests)
+    assert seeds == sorted(turn_seed(s["seed"], turn) for s in log.summaries.values() for turn in range(4))
     offered = {t["function"]["name"] for t in server.requests[0]["tools"]}
     assert ("final_answer" in offered) == (tools == "mcp") and {"find_customer", "cancel_order"} <= offered
     assert verify_run(tmp_path / "r").ok
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_the_same_seed_sends_the_same_requests(adapter, mini_suite, tmp_path):
+    """Seeds follow the one per-turn rule of every in-process loop (`frameworks.TurnSeeds`): each
+    turn its own seed, the same run seed the same requests, byte for byte in what matters; a
+    request the client retries keeps its turn's seed; `seed = false` sends none."""
+    from bench.adapters.prompting import turn_seed
+    from tests.servers.fake_chat import Reply
+
+    def flaky(body: dict[str, Any], n: int) -> Reply:  # the first request fails once: the client retries it
+        return Reply(500, {"error": "busy"}) if n == 0 else shop(body, n)
+
+    sent = {}
+    for name, seed, options, behaviour in (("a", 5, {}, shop), ("b", 5, {}, shop), ("c", 6, {}, shop),
+                                           ("retry", 5, {"retries": 1}, flaky), ("off", 5, {"seed": False}, shop)):
+        with FakeChatServer(behaviour) as server:
+            log = run(mini_suite, spec_file(tmp_path, adapter, server.base_url, name=name, **options), tmp_path / name, seed=seed)
+        sent[name] = server.requests
+        trial_seed = next(iter(log.summaries.values()))["seed"]
+        expected = [turn_seed(trial_seed, turn) for turn in range(4)]
+        if name == "off":
+            assert [r.get("seed") for r in server.requests] == [None] * 4
+        elif name == "retry":
+            assert [r["seed"] for r in server.requests] == [expected[0], *expected]
+        else:
+            assert [r["seed"] for r in server.requests] == expected and len(set(expected)) == 4
+    assert sent["a"] == sent["b"] and sent["a"] != sent["c"]
 
 
 def looping(body: dict[str, Any], n: int) -> Reply:
@@ -215,15 +246,47 @@ def test_missing_framework_names_the_extra(adapter, module, extra, tmp_path, mon
 
 def test_assistant_null_content_becomes_empty_for_llama_cpp():
     """llama-cpp-python's server rejects `content: null` beside tool calls; it becomes "", nothing else changes."""
-    from bench.adapters.frameworks import without_null_content
+    from bench.adapters.frameworks import request_body
 
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"},
                                        {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]},
                                        {"role": "assistant", "content": None}]}
-    out = json.loads(without_null_content(json.dumps(body).encode()))
+    out = json.loads(request_body(json.dumps(body).encode(), {}))
     assert out["messages"][1] == {"role": "assistant", "content": "", "tool_calls": [{"id": "c"}]}
     assert out["messages"][0] == body["messages"][0] and out["messages"][2] == body["messages"][2]
-    assert without_null_content(b"not json") == b"not json"
+    assert request_body(b"not json", {}) == b"not json"
+    unchanged = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+    assert request_body(unchanged, {}) is unchanged and request_body(b"[1]", {"string_max_length": 3}) == b"[1]"
+
+
+def test_request_body_parses_once_for_both_rewrites(monkeypatch):
+    """The transport's rewrites (null content, tool schemas) share one parse and one dump."""
+    import bench.adapters.frameworks as frameworks
+
+    calls = {"loads": 0, "dumps": 0}
+    real_loads, real_dumps = frameworks.orjson.loads, frameworks.orjson.dumps
+
+    class Counting:
+        JSONDecodeError = frameworks.orjson.JSONDecodeError
+
+        @staticmethod
+        def loads(data):
+            calls["loads"] += 1
+            return real_loads(data)
+
+        @staticmethod
+        def dumps(data):
+            calls["dumps"] += 1
+            return real_dumps(data)
+
+    monkeypatch.setattr(frameworks, "orjson", Counting)
+    body = {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}],
+            "tools": [{"type": "function", "function": {"name": "t", "parameters": {"type": "object", "properties": {
+                "a": {"type": "string", "pattern": "^\\d$"}}}}}]}
+    out = json.loads(frameworks.request_body(json.dumps(body).encode(), {"string_max_length": 5, "llama_cpp_patterns": True}))
+    assert calls == {"loads": 1, "dumps": 1}
+    assert out["messages"][0]["content"] == ""
+    assert out["tools"][0]["function"]["parameters"]["properties"]["a"] == {"type": "string", "pattern": "^[0-9]$", "maxLength": 5}
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
@@ -247,7 +310,8 @@ def test_string_max_length_bounds_the_tools_string_parameters(adapter, mini_suit
 
 
 def test_bound_strings_reaches_every_nested_string():
-    from bench.adapters.frameworks import bound_strings, with_tool_schemas
+    from bench.adapters.frameworks import request_body
+    from bench.adapters.tool_schema import bound_strings
 
     schema = {"type": "object", "properties": {
         "a": {"type": "string"}, "b": {"type": "string", "enum": ["x"]}, "c": {"type": "array", "items": {"type": "string"}},
@@ -258,8 +322,8 @@ def test_bound_strings_reaches_every_nested_string():
     assert out["g"]["anyOf"][0]["maxLength"] == 9 and "maxLength" not in out["g"]["anyOf"][1]
     assert "maxLength" not in out["b"] and "maxLength" not in out["e"] and out["f"]["maxLength"] == 5
     assert schema["properties"]["a"] == {"type": "string"}  # the input is not changed
-    assert with_tool_schemas(b"not json", {"string_max_length": 9}) == b"not json"
-    assert json.loads(with_tool_schemas(json.dumps({"messages": []}).encode(), {"string_max_length": 9})) == {"messages": []}
+    assert request_body(b"not json", {"string_max_length": 9}) == b"not json"
+    assert json.loads(request_body(json.dumps({"messages": []}).encode(), {"string_max_length": 9})) == {"messages": []}
 
 
 @pytest.mark.parametrize("adapter,tools", MODES)
@@ -307,7 +371,7 @@ def test_grammar_safe_pattern_keeps_the_constraint(pattern, safe, matches, rejec
     knows (\\x \\u \\U \\t \\n \\r \\\\ \\" \\[ \\]; any other is the "unknown escape" that kills the server)."""
     import re
 
-    from bench.adapters.frameworks import grammar_safe_pattern
+    from bench.adapters.tool_schema import grammar_safe_pattern
 
     assert grammar_safe_pattern(pattern) == safe
     if safe is None:
@@ -326,7 +390,8 @@ def test_grammar_safe_pattern_keeps_the_constraint(pattern, safe, matches, rejec
 
 
 def test_grammar_safe_patterns_reaches_nested_patterns():
-    from bench.adapters.frameworks import grammar_safe_patterns, with_tool_schemas
+    from bench.adapters.frameworks import request_body
+    from bench.adapters.tool_schema import grammar_safe_patterns
 
     schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": r"^\d$"},
                                                "b": {"type": "array", "items": {"type": "string", "pattern": r"\d"}},
@@ -335,27 +400,67 @@ def test_grammar_safe_patterns_reaches_nested_patterns():
     assert out["a"]["pattern"] == "^[0-9]$" and "pattern" not in out["b"]["items"]
     assert out["c"]["anyOf"][0]["pattern"] == "^[a-zA-Z0-9_]$" and schema["properties"]["a"]["pattern"] == r"^\d$"
     body = json.dumps({"tools": [{"type": "function", "function": {"name": "t", "parameters": schema}}]}).encode()
-    sent = json.loads(with_tool_schemas(body, {"llama_cpp_patterns": True, "string_max_length": 4}))
+    sent = json.loads(request_body(body, {"llama_cpp_patterns": True, "string_max_length": 4}))
     assert sent["tools"][0]["function"]["parameters"]["properties"]["a"] == {"type": "string", "pattern": "^[0-9]$", "maxLength": 4}
-    assert with_tool_schemas(body, {}) is body and with_tool_schemas(b"not json", {"llama_cpp_patterns": True}) == b"not json"
+    assert request_body(body, {}) is body and request_body(b"not json", {"llama_cpp_patterns": True}) == b"not json"
 
 
-def test_the_mcp_agent_bounds_strings_by_the_same_rule():
-    """agents/mcp_chat_agent.py imports nothing from trajbench (an agent of its own), so it keeps
-    a copy of bound_strings: the two must agree."""
-    import importlib.util
+def test_the_mcp_agent_sends_the_rewritten_schemas(mini_copy, tmp_path):
+    """agents/mcp_chat_agent.py in its own process, on the scripted server, with the roster's
+    flags: the tools it sends have their strings bounded and their patterns rewritten (the
+    framework options' code, `bench.adapters.tool_schema`); without the flags, as written."""
+    import sys
 
-    from bench.adapters.frameworks import bound_strings, grammar_safe_pattern, grammar_safe_patterns
+    from bench.world.suite import load_suite
 
-    path = Path(__file__).resolve().parent.parent / "agents" / "mcp_chat_agent.py"
-    module_spec = importlib.util.spec_from_file_location("mcp_chat_agent_under_test", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    schema = {"type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "array", "items": {"type": "string"}},
-                                               "o": {"oneOf": [{"type": "string"}, {"type": "string", "enum": ["x"]}]}}}
-    assert module.bound_strings(schema, 7) == bound_strings(schema, 7)
-    assert module.tool_schema(schema, None, False) == schema
-    for pattern, *_ in PATTERNS:
-        assert module.grammar_safe_pattern(pattern) == grammar_safe_pattern(pattern)
-    patterned = {"type": "object", "properties": {"e": {"type": "string", "pattern": r"^EV\d{4}$"}}}
-    assert module.tool_schema(patterned, 7, True) == bound_strings(grammar_safe_patterns(patterned), 7)
+    domain = mini_copy / "domain.py"
+    domain.write_text(domain.read_text().replace(
+        'params={"order_id": {"type": "string"}})', 'params={"order_id": {"type": "string", "pattern": "^O\\\\d+$"}})', 1))
+    suite = load_suite(mini_copy)
+    agent = Path(__file__).resolve().parent.parent / "agents" / "mcp_chat_agent.py"
+    sent = {}
+    for flags in (["--string-max-length", "32", "--llama-cpp-patterns"], []):
+        path = tmp_path / f"mcp{len(flags)}.toml"
+        with FakeChatServer(shop) as server:
+            path.write_text(f'name = "mcp"\nadapter = "command"\n[options]\ncommand = {json.dumps([sys.executable, str(agent), *flags])}\n'
+                            f'base_url = "{server.base_url}"\nmodel = "fake-model"\n')
+            log = run(suite, path, tmp_path / f"r{len(flags)}")
+        assert next(iter(log.summaries.values()))["agent_info"]["exit_status"] == 0
+        params = {t["function"]["name"]: t["function"]["parameters"] for t in server.requests[0]["tools"]}
+        sent[bool(flags)] = params["cancel_order"]["properties"]["order_id"]
+    assert sent[True] == {"type": "string", "pattern": "^O[0-9]+$", "maxLength": 32}
+    assert sent[False] == {"type": "string", "pattern": "^O\\d+$"}
+
+
+@pytest.mark.parametrize("adapter,tools", MODES)
+def test_the_frameworks_resume_from_a_restored_prefix(adapter, tools, mini_suite, tmp_path):
+    """Causal replay through each framework's own loop: the continuation's first request holds
+    the restored calls and their logged results as the framework's message history (the Agents
+    SDK's input items, PydanticAI's `message_history`), the restored calls are not made again,
+    and the scripted model goes on from there (cancel_order next, O1 or O3 by the turn's seed)."""
+    from bench.adapters.prompting import turn_seed
+    from bench.analysis.causal import Sampler
+    from bench.analysis.prefix import prefix_of
+
+    run_benchmark(mini_suite, parse_agent_spec("sim:oracle"), ["cancel-pending"],
+                  RunConfig(k=1, out=tmp_path / "run", progress=False))
+    log = read_run(tmp_path / "run")
+    trial = next(iter(log.summaries))
+    events: list[dict[str, Any]] = []
+    with FakeChatServer(shop) as server:
+        agent = load_agent_file(spec_file(tmp_path, adapter, server.base_url, tools=tools)).build()
+        node = Sampler(mini_suite, agent, 20, sink=events.append).arm(prefix_of(log, mini_suite, trial, 2), None, None, 4,
+                                                                       role="node").as_dict()
+    first = server.requests[0]["messages"]
+    logged = [e["observation"] for e in log.trial_steps(trial)[:2]]
+    assert [json.loads(mcp_text(m["content"])) for m in first if m["role"] == "tool"] == logged
+    assert [c["function"]["name"] for m in first if m["role"] == "assistant" for c in m["tool_calls"]] == \
+        ["find_customer", "list_orders"]
+    assert len(server.requests) == 4 * 2  # per continuation: the cancel turn, then the answer
+    fresh = [e for e in events if e.get("type") == "step" and not e.get("restored")]
+    assert [e["tool"] for e in fresh if e["kind"] == "tool"] == ["cancel_order"] * 4
+    assert len([e for e in fresh if e["kind"] == "model"]) == 8
+    trial_seeds = [e["seed"] for e in events if e.get("type") == "trial"]
+    firsts = [r["seed"] for r in server.requests if sum(m["role"] == "tool" for m in r["messages"]) == 2]
+    assert sorted(firsts) == sorted(turn_seed(seed, 2) for seed in trial_seeds)  # numbered after the restored calls
+    assert node["n"] == 4 and 0 < node["successes"] < 4  # the turn's seed decides O1 or O3

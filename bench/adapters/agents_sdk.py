@@ -10,7 +10,7 @@ with the `pydantic-ai` adapter are described in `bench.adapters.frameworks`; the
   model then also sees `final_answer`.
 - The model: `OpenAIChatCompletionsModel` over an `AsyncOpenAI` client on `base_url` (chat
   completions, which every OpenAI-compatible server speaks), with `ModelSettings` from the
-  sampling options and the trial's seed.
+  sampling options; each request's seed is its turn's (`frameworks.TurnSeeds`).
 - Model turns are recorded from the SDK's own `RunHooks`: `on_llm_start` (the input items new
   since the previous turn, the start time) and `on_llm_end` (the output items, the response's
   `usage` tokens, the latency).
@@ -34,6 +34,8 @@ import asyncio
 import os
 import time
 from typing import Any
+
+import orjson
 
 from bench.adapters import frameworks
 from bench.adapters.options import OptionSpec, parse_options
@@ -75,42 +77,50 @@ class AgentsSdkAgent:
     def run(self, episode: Any) -> str | None:
         return asyncio.run(self.arun(episode))
 
+    def resume(self, episode: Any, prefix: list[str]) -> str | None:
+        """Continue from a restored prefix (docs/divergence.md, "Causal replay"): the run's input
+        is the conversation up to it (`run_input`), and the SDK's loop goes on from there."""
+        return self.run(episode)
+
     async def arun(self, episode: Any) -> str | None:
         max_turns = self.opts["max_turns"] or episode.max_steps + 1
         episode.annotations["model"] = self.endpoint.model
         episode.annotations["agents_sdk"] = {"tools": self.opts["tools"], "max_turns": max_turns}
-        client = frameworks.openai_client(self.endpoint, self.opts)
+        seeds = frameworks.trial_seeds(episode, self.opts)
+        client = frameworks.openai_client(self.endpoint, self.opts, seeds)
         try:
             if self.opts["tools"] == "mcp":
-                output = await self._run_over_mcp(episode, client, max_turns)
+                output = await self._run_over_mcp(episode, client, max_turns, seeds)
             else:
-                output = await self._run(episode, client, max_turns, tools=function_tools(episode), mcp_servers=[])
+                output = await self._run(episode, client, max_turns, seeds, tools=function_tools(episode), mcp_servers=[])
         finally:
             await client.close()
         return episode.answer if episode.answer is not None else _text(output)
 
-    async def _run_over_mcp(self, episode: Any, client: Any, max_turns: int) -> Any:
+    async def _run_over_mcp(self, episode: Any, client: Any, max_turns: int, seeds: frameworks.TurnSeeds) -> Any:
         from agents.mcp import MCPServerStreamableHttp
 
         async with frameworks.served(episode) as url:
             params = {"url": url, "timeout": self.opts["timeout_s"]}
             async with MCPServerStreamableHttp(params=params, cache_tools_list=True, name="trajbench",  # type: ignore[arg-type]
                                                client_session_timeout_seconds=self.opts["timeout_s"]) as server:
-                return await self._run(episode, client, max_turns, tools=[], mcp_servers=[server])
+                return await self._run(episode, client, max_turns, seeds, tools=[], mcp_servers=[server])
 
-    async def _run(self, episode: Any, client: Any, max_turns: int, *, tools: list[Any], mcp_servers: list[Any]) -> Any:
+    async def _run(self, episode: Any, client: Any, max_turns: int, seeds: frameworks.TurnSeeds, *,
+                   tools: list[Any], mcp_servers: list[Any]) -> Any:
         from agents import Agent, RunConfig, Runner
         from agents.exceptions import MaxTurnsExceeded
         from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 
         model = OpenAIChatCompletionsModel(self.endpoint.model, client)
         agent = Agent(name=self.name, instructions=frameworks.instructions(episode), model=model, tools=tools,
-                      mcp_servers=mcp_servers, model_settings=self._settings(episode),
+                      mcp_servers=mcp_servers, model_settings=self._settings(),
                       reset_tool_choice=self.opts["reset_tool_choice"])
         config = RunConfig(tracing_disabled=True, tool_not_found_behavior=self.opts["tool_not_found"])
+        given = run_input(episode)
+        recorder = _Recorder(episode, self.opts, self.endpoint.model, seeds, seen=0 if isinstance(given, str) else len(given))
         try:
-            result = await Runner.run(agent, episode.instruction, max_turns=max_turns,
-                                      hooks=_Recorder(episode, self.opts, self.endpoint.model), run_config=config)
+            result = await Runner.run(agent, given, max_turns=max_turns, hooks=recorder, run_config=config)  # type: ignore[arg-type]
         except MaxTurnsExceeded:
             reason = f"the run reached max_turns = {max_turns} model turns after {episode.tool_calls} tool calls"
             episode.annotations["stop_reason"] = reason
@@ -122,13 +132,27 @@ class AgentsSdkAgent:
             raise mapped from exc
         return result.final_output
 
-    def _settings(self, episode: Any) -> Any:
+    def _settings(self) -> Any:
+        """The sampling options as the SDK's settings (the seed is the client's: `TurnSeeds`)."""
         from agents import ModelSettings
 
-        extra_args = {"seed": frameworks.sampling_seed(episode)} if self.opts["seed"] else None
         return ModelSettings(temperature=self.opts["temperature"], top_p=self.opts["top_p"], max_tokens=self.opts["max_tokens"],
-                             parallel_tool_calls=self.opts["parallel_tool_calls"], tool_choice=self.opts["tool_choice"], extra_body=self.opts["extra_body"] or None,
-                             extra_args=extra_args)
+                             parallel_tool_calls=self.opts["parallel_tool_calls"], tool_choice=self.opts["tool_choice"],
+                             extra_body=self.opts["extra_body"] or None)
+
+
+def run_input(episode: Any) -> str | list[dict[str, Any]]:
+    """What `Runner.run` starts from: the instruction; in a continuation, the instruction then
+    each restored call as the model's `function_call` item and its logged result as the
+    `function_call_output` (the SDK turns them into the chat messages it would have sent)."""
+    calls = frameworks.restored_calls(episode)
+    if not calls:
+        return str(episode.instruction)
+    items: list[dict[str, Any]] = [{"role": "user", "content": episode.instruction}]
+    for call_id, tool, args, text in calls:
+        items += [{"type": "function_call", "call_id": call_id, "name": tool, "arguments": orjson.dumps(args).decode()},
+                  {"type": "function_call_output", "call_id": call_id, "output": text}]
+    return items
 
 
 def function_tools(episode: Any) -> list[Any]:
@@ -150,14 +174,14 @@ class _Recorder(RunHooks):
     """The SDK's run hooks as a trajbench model-turn recorder (see the module doc); one per
     trial, so concurrent trials never share one."""
 
-    def __init__(self, episode: Any, opts: dict[str, Any], model: str):
-        self.episode, self.opts, self.model = episode, opts, model
-        self.seen = 0           # input items already logged (the SDK hands the whole history each turn)
+    def __init__(self, episode: Any, opts: dict[str, Any], model: str, seeds: frameworks.TurnSeeds, seen: int = 0):
+        self.episode, self.opts, self.model, self.seeds = episode, opts, model, seeds
+        self.seen = seen        # input items already logged (the SDK hands the whole history each turn)
         self.started = 0.0
         self.pending: list[Any] = []
 
     async def on_llm_start(self, context: Any, agent: Any, system_prompt: Any, input_items: Any) -> None:
-        frameworks.check_open(self.episode)
+        frameworks.begin_turn(self.episode, self.seeds)
         items = list(input_items or [])
         self.pending = [_plain(i) for i in items[self.seen:]]
         if self.seen == 0 and system_prompt:

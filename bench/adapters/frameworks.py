@@ -10,20 +10,15 @@ only where their frameworks do.
   step is logged (as in the `openai` adapter).
 - The episode's end (budget spent, time limit) is checked before each model turn, so that a
   framework whose tool errors do not stop it (MCP) does not keep asking the model.
-- `string_max_length`: a `maxLength` on every string parameter of the tools sent to the model
-  that has none (and no `enum`). llama-cpp-python's native tool calls generate the arguments
-  under a grammar from the schema with no `max_tokens`, so an argument string the model never
-  closes runs to the end of the context — minutes on a CPU, with the one-slot server held; a
-  `maxLength` bounds it in the grammar. Off by default (it changes the schemas the model reads).
-- `llama_cpp_patterns`: each `pattern` of the tools' schemas rewritten into the regex subset that
-  llama-cpp-python's schema-to-grammar translation turns into a grammar its parser takes, or
-  dropped when it has no such form. The translation copies regex escapes into the grammar as
-  they are, and the grammar parser knows only \\x \\u \\t \\n \\r \\\\ \\" \\[ \\]: calendar's `^EV\\d{4}$` gives
-  "unknown escape" and the server process exits, taking every later trial with it. `\\d` `\\w` `\\s`
-  become classes (`[0-9]` ...), an escaped punctuation mark a one-character class, `(?:` a group,
-  so the constraint stays; a pattern with anchors or escapes it cannot express (`\\b`, a back
-  reference, a lookahead, an unanchored pattern) goes, and the domain still checks the argument.
-  Off by default (only a llama.cpp server needs it).
+- Seeds: each model turn's, by the rule of every in-process loop (`TurnSeeds`), written into the
+  request by the trial's HTTP client, since the frameworks build their requests themselves.
+- Resuming from a restored prefix (`trajbench replay`): the restored calls become the
+  framework's own message history (`restored_calls`), and its loop goes on from there.
+- `string_max_length` (a `maxLength` on the tools' unbounded string parameters) and
+  `llama_cpp_patterns` (their `pattern`s rewritten into what llama-cpp-python's grammar
+  translation takes): rewrites of the tool schemas sent to the model, for a llama.cpp server
+  (the why, and the rules: `bench.adapters.tool_schema`). Off by default: they change the
+  schemas the model reads.
 - Errors: the OpenAI client's connection, timeout, rate-limit and 5xx errors (after its own
   retries), and a bad key / unknown model, are infrastructure (`InfraError`: the trial is
   retried, then recorded as `error`), as is any other HTTP error but a context overflow, which
@@ -34,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -42,7 +37,8 @@ import orjson
 
 from bench.adapters.openai_compat import ENDPOINT_OPTIONS, TOOLS_NOTE, _is_context_error, _parse_call
 from bench.adapters.options import OptionSpec
-from bench.adapters.prompting import AgentGaveUp
+from bench.adapters.prompting import AgentGaveUp, turn_seed
+from bench.adapters.tool_schema import rewrite_schema
 from bench.episode import EpisodeOver, EpisodeTimeout, StepBudgetExhausted
 from bench.errors import BenchError, InfraError
 
@@ -81,10 +77,38 @@ def instructions(episode: Any) -> str:
     return "\n\n".join(p for p in (episode.policy.strip(), TOOLS_NOTE) if p)
 
 
-def sampling_seed(episode: Any) -> int:
-    """The trial's seed, sent with every request of the trial (31 bits, what llama.cpp takes):
-    the frameworks build each request themselves, so the seed cannot vary by turn."""
-    return int(episode.seed) % 2_147_483_647
+class TurnSeeds:
+    """The sampling seed of each model turn of one trial, by trajbench's one rule
+    (`bench.adapters.prompting.turn_seed`: the trial's seed and the turn's index), which its own
+    loop (`openai`) and LangGraph's built-in graph follow too, so that frameworks do not differ by
+    their seeds. A framework builds its requests itself, so the trial's HTTP client writes the seed
+    into each chat-completions body (`request_body`), and the recorder starts each model turn
+    (`begin_turn`): a request the client retries keeps its turn's seed. `seed` None: the `seed`
+    option is off, and no seed is sent."""
+
+    def __init__(self, seed: int | None, first_turn: int = 0):
+        self.seed, self.turn = seed, first_turn - 1
+
+    def start(self) -> None:
+        self.turn += 1
+
+    @property
+    def current(self) -> int | None:
+        return None if self.seed is None else turn_seed(self.seed, max(self.turn, 0))
+
+
+def trial_seeds(episode: Any, opts: dict[str, Any]) -> TurnSeeds:
+    """The trial's seeds; a continuation's first turn is numbered after its restored calls (one
+    per turn, as the `openai` adapter counts them when it resumes)."""
+    return TurnSeeds(int(episode.seed) if opts["seed"] else None, len(episode.restored_calls))
+
+
+def restored_calls(episode: Any) -> list[tuple[str, str, Any, str]]:
+    """A continuation's restored calls (docs/divergence.md, "Causal replay") as (call id, tool,
+    arguments, the result text the model read), for the framework's own message history: the
+    same ids and texts as the `openai` adapter's restored conversation. Empty in a fresh trial."""
+    return [(f"call_restored_{i}", tool, args, observation.text())
+            for i, (tool, args, observation) in enumerate(episode.restored_calls)]
 
 
 def cost(opts: dict[str, Any], tokens_in: int | None, tokens_out: int | None) -> float:
@@ -98,6 +122,13 @@ def call_tool(episode: Any, name: str, raw_args: Any) -> str:
         episode.annotations["malformed_tool_calls"] = episode.annotations.get("malformed_tool_calls", 0) + 1
         return f"Error: {problem}"
     return str(episode.call(tool, args).text())
+
+
+def begin_turn(episode: Any, seeds: TurnSeeds) -> None:
+    """Before a model turn: the episode's end stops the framework (`check_open`), else the turn's
+    seed is the next one."""
+    check_open(episode)
+    seeds.start()
 
 
 def check_open(episode: Any) -> None:
@@ -128,10 +159,10 @@ async def served(episode: Any) -> AsyncIterator[str]:
         await asyncio.to_thread(server.__exit__, None, None, None)
 
 
-def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
+def openai_client(endpoint: Any, opts: dict[str, Any], seeds: TurnSeeds) -> Any:
     """An `AsyncOpenAI` client on the endpoint, for one trial (closed by the caller): the
     request timeout and retries are the client's own; no proxy from the environment; requests
-    pass through `without_null_content`."""
+    pass through `request_body`, with the current turn's seed."""
     import httpx2
     from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
@@ -141,7 +172,7 @@ def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
 
         async def handle_async_request(self, request: Any) -> Any:
             if request.method == "POST" and request.url.path.endswith("/chat/completions"):
-                body = with_tool_schemas(without_null_content(await request.aread()), opts)
+                body = request_body(await request.aread(), opts, seeds.current)
                 headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
                 request = httpx2.Request("POST", request.url, headers=headers, content=body, extensions=request.extensions)
             return await self.inner.handle_async_request(request)
@@ -153,156 +184,51 @@ def openai_client(endpoint: Any, opts: dict[str, Any]) -> Any:
                        max_retries=opts["retries"], http_client=DefaultAsyncHttpxClient(trust_env=False, transport=Transport()))
 
 
-def with_tool_schemas(body: bytes, opts: dict[str, Any]) -> bytes:
-    """A chat-completions body whose tools' parameter schemas went through the options that
-    rewrite them (`string_max_length`, `llama_cpp_patterns`: see the module doc); a body that is
-    not such JSON, or options that rewrite nothing, leave it as it is."""
-    max_length, patterns = opts.get("string_max_length"), opts.get("llama_cpp_patterns")
-    if not max_length and not patterns:
-        return body
+def request_body(body: bytes, opts: dict[str, Any], seed: int | None = None) -> bytes:
+    """A chat-completions body as the framework's client sends it, parsed once: with the turn's
+    `seed` (`TurnSeeds`; None: none set), rewritten by `fill_null_content` and `rewrite_tools`; a
+    body that is not a JSON object, or that nothing changes, goes out as it came (the same bytes)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return body
-    tools = data.get("tools") if isinstance(data, dict) else None
-    if not isinstance(tools, list):
+    if not isinstance(data, dict):
         return body
+    changed = seed is not None and data.get("seed") != seed
+    if seed is not None:
+        data["seed"] = seed
+    changed = fill_null_content(data) or changed
+    changed = rewrite_tools(data, opts) or changed
+    return orjson.dumps(data) if changed else body
+
+
+def rewrite_tools(data: dict[str, Any], opts: dict[str, Any]) -> bool:
+    """Put the tools' parameter schemas of a request through the options that rewrite them
+    (`string_max_length`, `llama_cpp_patterns`: see the module doc); True when there was any to."""
+    max_length, patterns = opts.get("string_max_length"), opts.get("llama_cpp_patterns")
+    tools = data.get("tools")
+    if not (max_length or patterns) or not isinstance(tools, list):
+        return False
     for tool in tools:
         function = tool.get("function") if isinstance(tool, dict) else None
         if isinstance(function, dict) and isinstance(function.get("parameters"), dict):
-            schema = function["parameters"]
-            if max_length:
-                schema = bound_strings(schema, max_length)
-            if patterns:
-                schema = grammar_safe_patterns(schema)
-            function["parameters"] = schema
-    return orjson.dumps(data)
+            function["parameters"] = rewrite_schema(function["parameters"], max_length, bool(patterns))
+    return True
 
 
-def map_schema(schema: Any, node: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
-    """The JSON schema with `node` applied to each schema object (a copy: the input is not
-    changed), through every place a schema nests subschemas."""
-    if not isinstance(schema, dict):
-        return schema
-    out = dict(schema)
-    for key in ("properties", "patternProperties", "$defs", "definitions"):
-        if isinstance(schema.get(key), dict):
-            out[key] = {name: map_schema(sub, node) for name, sub in schema[key].items()}
-    for key in ("items", "additionalProperties", "contains", "not", "if", "then", "else"):
-        if isinstance(schema.get(key), dict):
-            out[key] = map_schema(schema[key], node)
-    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
-        if isinstance(schema.get(key), list):
-            out[key] = [map_schema(sub, node) for sub in schema[key]]
-    return node(out)
-
-
-def bound_strings(schema: Any, max_length: int) -> Any:
-    """The JSON schema with `maxLength` on each string node that has no length bound, enum or
-    const."""
-    def bound(node: dict[str, Any]) -> dict[str, Any]:
-        types = node.get("type")
-        if (types == "string" or (isinstance(types, list) and "string" in types)) \
-                and not {"maxLength", "enum", "const"} & node.keys():
-            node["maxLength"] = max_length
-        return node
-    return map_schema(schema, bound)
-
-
-def grammar_safe_patterns(schema: Any) -> Any:
-    """The JSON schema with each string `pattern` rewritten by `grammar_safe_pattern`, or
-    removed when that has no form for it."""
-    def rewrite(node: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(node.get("pattern"), str):
-            safe = grammar_safe_pattern(node["pattern"])
-            if safe is None:
-                del node["pattern"]
-            else:
-                node["pattern"] = safe
-        return node
-    return map_schema(schema, rewrite)
-
-
-CLASS_ESCAPES = {"d": "0-9", "w": "a-zA-Z0-9_", "s": " \\t\\n\\r"}  # \\f \\v: no grammar escape
-GRAMMAR_ESCAPES = set("tnr\\[]")  # kept as they are (the parser's own escapes)
-REGEX_OPERATORS = set("()|{}*+?")  # escaped outside a class: the translation unescapes them
-
-
-def grammar_safe_pattern(pattern: str) -> str | None:
-    """`pattern` in the regex subset whose llama-cpp-python translation parses as a grammar (see
-    `llama_cpp_patterns` in the module doc), matching the same strings; None when there is none.
-    The translation wants `^...$`; it copies `\\X` into the grammar."""
-    if len(pattern) < 2 or not pattern.startswith("^") or not pattern.endswith("$") or pattern.endswith("\\$"):
-        return None
-    body, out, i, in_class = pattern[1:-1], [], 0, False
-    while i < len(body):
-        c = body[i]
-        if c == "\\":
-            piece = _escape(body, i, in_class)
-            if piece is None:
-                return None
-            out.append(piece[0])
-            i = piece[1]
-            continue
-        if in_class:
-            in_class = c != "]"  # the translation ends a class at its first bare "]"
-        elif c == "[":
-            if body.startswith(("[]", "[^]"), i):
-                return None
-            in_class = True
-        elif c in "^$":
-            return None  # an anchor inside: no grammar form
-        elif body.startswith("(?", i):
-            if not body.startswith("(?:", i):
-                return None  # lookaround, named group, flags
-            out.append("(")
-            i += 3
-            continue
-        out.append(c)
-        i += 1
-    return None if in_class else "^" + "".join(out) + "$"
-
-
-def _escape(body: str, i: int, in_class: bool) -> tuple[str, int] | None:
-    """The grammar-safe form of the escape at `body[i]` and the index after it, or None."""
-    if i + 1 >= len(body):
-        return None
-    e = body[i + 1]
-    if e in ("x", "u"):
-        width = 2 if e == "x" else 4
-        digits = body[i + 2:i + 2 + width]
-        ok = len(digits) == width and all(d in "0123456789abcdefABCDEF" for d in digits)
-        return ("\\" + e + digits, i + 2 + width) if ok else None
-    if e in GRAMMAR_ESCAPES or (e in REGEX_OPERATORS and not in_class):
-        return "\\" + e, i + 2
-    if e in CLASS_ESCAPES:
-        return (CLASS_ESCAPES[e] if in_class else f"[{CLASS_ESCAPES[e]}]"), i + 2
-    if e.lower() in CLASS_ESCAPES and not in_class:
-        return f"[^{CLASS_ESCAPES[e.lower()]}]", i + 2
-    if e.isalnum() or e.isspace() or e == "^" or (in_class and e == "-"):
-        return None  # \\b, \\1, \\p, \\D inside a class, a caret, a hyphen that would make a range
-    return (e if in_class else f"[{e}]"), i + 2
-
-
-def without_null_content(body: bytes) -> bytes:
-    """A chat-completions body with `"content": ""` instead of `null` on assistant messages that
-    carry tool calls. The SDKs send that null (valid in the OpenAI API), and llama-cpp-python's
+def fill_null_content(data: dict[str, Any]) -> bool:
+    """`"content": ""` instead of `null` on a request's assistant messages that carry tool calls;
+    True when one changed. The SDKs send that null (valid in the OpenAI API), and llama-cpp-python's
     server rejects it with a 500 (its schema wants a string; its chat template reads the key): an
     empty text means the same to every server, so the frameworks run on llama.cpp unmodified."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
-    messages = data.get("messages") if isinstance(data, dict) else None
-    if not isinstance(messages, list):
-        return body
+    messages = data.get("messages")
     changed = False
-    for message in messages:
+    for message in messages if isinstance(messages, list) else []:
         if isinstance(message, dict) and message.get("role") == "assistant" and message.get("tool_calls") \
                 and "content" in message and message["content"] is None:
             message["content"] = ""
             changed = True
-    return orjson.dumps(data) if changed else body
+    return changed
 
 
 def classify(exc: BaseException) -> BaseException:

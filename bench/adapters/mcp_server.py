@@ -7,13 +7,17 @@ state-hashed exactly as an in-process call. A tool's error observation becomes a
 (`is_error`), and so does a call after the episode ended (budget, time limit): the server never
 dies under the agent. Each trial gets its own server and its own world, so concurrent trials never
 share state. `serve_http` serves it as streamable HTTP on a free loopback port.
+
+`before_call`, when given, runs before each call is served (in the call's worker thread): the
+`command` adapter reads the child's model-turn report there (`bench.adapters.turn_report`), so
+that a turn is logged before the calls it made; a text it returns refuses the call with it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,7 +50,10 @@ def _result(text: str, error: bool) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(text=text)], is_error=error)
 
 
-def episode_server(episode: Episode) -> Server[Any]:
+BeforeCall = Callable[[], "str | None"]
+
+
+def episode_server(episode: Episode, before_call: BeforeCall | None = None) -> Server[Any]:
     """An MCP server whose tools are this episode's tools plus `final_answer`."""
     tools = [_tool(spec) for spec in [*episode.tool_specs, FINAL_ANSWER_SPEC]]
 
@@ -54,14 +61,18 @@ def episode_server(episode: Episode) -> Server[Any]:
         return types.ListToolsResult(tools=tools)
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        return await anyio.to_thread.run_sync(_call, episode, params.name, params.arguments)
+        return await anyio.to_thread.run_sync(_call, episode, params.name, params.arguments, before_call)
 
     return Server("trajbench-episode", version="1", instructions=episode.instruction,
                   on_list_tools=list_tools, on_call_tool=call_tool)
 
 
-def _call(episode: Episode, name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
+def _call(episode: Episode, name: str, arguments: dict[str, Any] | None,
+          before_call: BeforeCall | None = None) -> types.CallToolResult:
     """One MCP call in a worker thread: `episode.call` blocks (it holds the episode's lock)."""
+    refused = before_call() if before_call is not None else None
+    if refused is not None:
+        return _result(f"Error: the call was refused: {refused}", True)
     if name == FINAL_ANSWER:
         answer = (arguments or {}).get("answer")
         if not isinstance(answer, str):
@@ -80,9 +91,10 @@ class ServerStartError(RuntimeError):
 
 
 @contextmanager
-def serve_http(episode: Episode, *, start_timeout_s: float = 10.0) -> Iterator[str]:
+def serve_http(episode: Episode, *, before_call: BeforeCall | None = None,
+               start_timeout_s: float = 10.0) -> Iterator[str]:
     """Serve the episode as streamable HTTP on a free loopback port; yields the endpoint URL."""
-    app = episode_server(episode).streamable_http_app(host="127.0.0.1")
+    app = episode_server(episode, before_call).streamable_http_app(host="127.0.0.1")
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=2)  # a killed agent may leave a stream open
     server = uvicorn.Server(config)

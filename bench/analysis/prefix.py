@@ -91,7 +91,7 @@ def resumable(agent: Any) -> Any:
     if not callable(getattr(agent, "resume", None)):
         raise BenchError(f"agent {getattr(agent, 'name', agent)!r} cannot continue from a prefix: a replayed agent must have "
                          f"a method {RESUME_PROTOCOL} (docs/divergence.md, 'Causal replay'); built-in: sim, local, openai, "
-                         "langgraph, command (cmd:, whose child reads TRAJBENCH_PREFIX)", field="agent")
+                         "langgraph, agents-sdk, pydantic-ai, command (cmd:, whose child reads TRAJBENCH_PREFIX)", field="agent")
     if getattr(agent, "resume_supported", True) is False:
         raise BenchError(f"agent {getattr(agent, 'name', agent)!r} declares that it cannot continue from a prefix "
                          "(resume = \"none\"): a command agent resumes by reading the restored calls from the JSON file "
