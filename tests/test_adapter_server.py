@@ -83,32 +83,6 @@ def test_server_gone_is_an_infrastructure_error(mini_suite, tmp_path):
     assert summary["outcome"] == "error" and "connection failed" in summary["reason"]
 
 
-def test_a_server_that_dies_is_restarted_on_the_same_port(tmp_path, capfd):
-    """kill -9 of the server process: the watchdog says why it died and starts it again where
-    every client's base_url points; a client that saw the connection error waits for it."""
-    import httpx
-
-    server = LlamaServer("smollm2", n_ctx=1024, log_path=str(tmp_path / "server.log"), max_restarts=1)
-    try:
-        first = server.process
-        first.kill()
-        first.wait()
-        server.wait_alive(120)
-        assert server.process is not first and server.process.poll() is None
-        assert httpx.get(server.base_url + "/models", timeout=10, trust_env=False).status_code == 200
-        assert server.restarts == 1 and "exited with status -9" in server.deaths[0]
-        assert "restarting it on the same port" in capfd.readouterr().err
-        server.process.kill()  # a second death is past max_restarts: wait_alive says so, at once
-        with pytest.raises(InfraError, match="not restarted again"):
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                server.wait_alive(120)
-                time.sleep(0.2)
-    finally:
-        server.stop()
-    assert server.process.poll() is not None
-
-
 def test_a_run_goes_on_after_its_server_dies(mini_suite, tmp_path):
     """The openai adapter with launch = "llama_cpp": the server is killed (-9) once it has
     answered its first chat completion, mid-trial; the run goes on on the restarted server and
@@ -140,3 +114,45 @@ def test_a_run_goes_on_after_its_server_dies(mini_suite, tmp_path):
         assert first.poll() == -9 and server.restarts == 1
     finally:
         server.stop()
+
+
+def test_the_framework_client_waits_for_a_restarted_server(tmp_path, capfd):
+    """kill -9 of a launched server: the watchdog says why it died and starts it again on the
+    same port; the Agents SDK / PydanticAI client (frameworks.openai_client) that met the dead
+    server waits for the restart and sends the request again; a server that will not be back
+    is an InfraError that says why it died, not a bare 'Connection error.'."""
+    import asyncio
+
+    pytest.importorskip("openai")
+    from bench.adapters.frameworks import TurnSeeds, classify, openai_client
+    from bench.adapters.openai_compat import Endpoint
+
+    server = LlamaServer("smollm2", n_ctx=1024, log_path=str(tmp_path / "server.log"), max_restarts=1)
+    endpoint = Endpoint(server.base_url, server.alias, None, server)
+    opts = {"timeout_s": 60.0, "retries": 0, "string_max_length": None, "llama_cpp_patterns": False}
+
+    async def models() -> list[str]:
+        client = openai_client(endpoint, opts, TurnSeeds(None))
+        try:
+            return [m.id async for m in client.models.list()]
+        finally:
+            await client.close()
+
+    try:
+        first = server.process
+        first.kill()
+        first.wait()
+        assert asyncio.run(models()) == ["smollm2"]  # the same base_url: the same port
+        assert server.restarts == 1 and server.process is not first and "exited with status -9" in server.deaths[0]
+        assert "restarting it on the same port" in capfd.readouterr().err
+        server.process.kill()  # past max_restarts
+        server.process.wait()
+        with pytest.raises(Exception) as raised:
+            asyncio.run(models())
+        infra = classify(raised.value)
+        assert isinstance(infra, InfraError) and "not restarted again" in str(infra) and "status -9" in str(infra)
+        with pytest.raises(InfraError, match="not restarted again"):
+            server.wait_alive(1)
+    finally:
+        server.stop()
+    assert server.process.poll() is not None

@@ -175,7 +175,14 @@ def openai_client(endpoint: Any, opts: dict[str, Any], seeds: TurnSeeds) -> Any:
                 body = request_body(await request.aread(), opts, seeds.current)
                 headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
                 request = httpx2.Request("POST", request.url, headers=headers, content=body, extensions=request.extensions)
-            return await self.inner.handle_async_request(request)
+            try:
+                return await self.inner.handle_async_request(request)
+            except (httpx2.NetworkError, httpx2.RemoteProtocolError):
+                server = endpoint.server  # a server started here that died: wait for its restart, send again
+                if server is None or server.alive():
+                    raise
+                await asyncio.to_thread(server.wait_alive, server.startup_timeout_s)
+                return await self.inner.handle_async_request(request)
 
         async def aclose(self) -> None:
             await self.inner.aclose()
@@ -239,9 +246,15 @@ def classify(exc: BaseException) -> BaseException:
         import openai
     except ImportError:  # pragma: no cover - both frameworks depend on it
         return exc
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, openai.OpenAIError):
-        cause = cause.__cause__
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None:
+        chain.append(link)
+        link = link.__cause__
+    infra = next((link for link in chain if isinstance(link, InfraError)), None)
+    if infra is not None:  # e.g. the transport's word on why the launched server is gone
+        return infra
+    cause = next((link for link in chain if isinstance(link, openai.OpenAIError)), None)
     if cause is None:
         return exc
     if isinstance(cause, openai.APIConnectionError):  # includes APITimeoutError

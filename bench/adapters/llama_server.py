@@ -129,6 +129,12 @@ class LlamaServer:
     def stop(self) -> None:
         self._finalizer()
 
+    def alive(self) -> bool:
+        """Up and answering as far as anyone knows (not dead, restarting, given up or stopped)."""
+        proc = self._proc
+        return proc.ready.is_set() and self.failure is None and not proc.stopping.is_set() \
+            and proc.popen is not None and proc.popen.poll() is None
+
     def wait_alive(self, timeout_s: float) -> None:
         """Return once the server answers (at once when it is up); raise InfraError, saying why
         it died, when it is stopped, gave up restarting, or is not back within `timeout_s`."""
