@@ -21,33 +21,25 @@ from typing import Any, Iterator, Mapping, Sequence
 import orjson
 
 from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials
-from bench.canonical import canonical_json, digest, step_key
 from bench.runs.rundir import RunLog, TrialSummary, read_run
+from bench.runs.runindex import (  # noqa: F401 - looks_read_only, read_only_of, LOOKUP_VERBS: their import path before runindex
+    ERR,
+    HAS_STATE,
+    K_MODEL,
+    K_TOOL,
+    K_USER,
+    LOOKUP_VERBS,
+    RO,
+    Columns,
+    action_label,
+    looks_read_only,
+    model_label,
+    raw_args,
+    read_indexed,
+    read_only_of,
+)
 from bench.world.suite import Suite
 from bench.world.task import Task
-
-# Verbs that name a lookup, for logs that do not say whether a call was read-only (imports: τ-bench
-# and most other formats record no such flag). A native run's logged flag always wins.
-LOOKUP_VERBS = ("get", "list", "search", "find", "lookup", "look", "read", "fetch", "query", "check", "view",
-                "show", "describe", "calculate", "compute", "think", "count", "inspect", "retrieve")
-
-
-def looks_read_only(tool: str) -> bool:
-    """Whether a tool whose log has no read-only flag is taken for a lookup: its name's first
-    word (snake_case, camelCase or dotted) is one of LOOKUP_VERBS."""
-    head = tool.rsplit(".", 1)[-1].replace("-", "_")
-    word = head.split("_", 1)[0]
-    for i, ch in enumerate(word[1:], 1):  # camelCase: getReservation -> get
-        if ch.isupper():
-            word = word[:i]
-            break
-    return word.lower() in LOOKUP_VERBS
-
-
-def read_only_of(ev: Mapping[str, Any]) -> bool:
-    """A tool step's read-only flag: the logged one, else `looks_read_only` of its tool."""
-    flag = ev.get("read_only")
-    return bool(flag) if flag is not None else looks_read_only(str(ev.get("tool")))
 
 
 def writes_anywhere(lookup_flags: Sequence[Sequence[bool]]) -> bool:
@@ -72,7 +64,7 @@ def tool_of(key: str) -> str | None:
 
 
 
-_DUMPS_OPT = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+_DUMPS_OPT = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS  # `raw_args`'s
 
 
 class AttemptKeys:
@@ -210,18 +202,11 @@ class Keyer:
         return i
 
     def action_id(self, tool: str, args: Any) -> int:
-        try:
-            raw = orjson.dumps(args, option=_DUMPS_OPT)
-        except TypeError:
-            raw = repr(args).encode()
+        raw = raw_args(args)
         i = self._cache.get((tool, raw))
         if i is None:
-            try:
-                label = step_key(tool, args)
-            except TypeError:
-                label = step_key(tool, repr(args))
             # kept as a compact copy: the bytes orjson returns hold on to its ~4 KB write buffer
-            i = self._cache[(tool, bytes(memoryview(raw)))] = self.intern(label)
+            i = self._cache[(tool, bytes(memoryview(raw)))] = self.intern(action_label(tool, args))
         return i
 
     def feed_record(self, ev: Mapping[str, Any]) -> None:
@@ -265,7 +250,7 @@ class Keyer:
             tool = str(get("tool") or "ask_user")
             key = self.action_id(tool, get("args")) if self.include_user else None
         elif kind == "model" and self.include_model and not self.state_mode:
-            key = self.intern("model:" + digest(canonical_json(_jsonable(get("output"))))[:16])
+            key = self.intern(model_label(get("output")))
         else:
             return
         if key is not None:
@@ -277,7 +262,7 @@ class Keyer:
         get = ev.get
         tool, args = str(get("tool")), get("args")
         try:  # `action_id`, its cache hit inline
-            action = self._cache.get((tool, orjson.dumps(args, option=_DUMPS_OPT)))
+            action = self._cache.get((tool, orjson.dumps(args, option=_DUMPS_OPT)))  # raw_args's fast path
         except TypeError:
             action = None
         if action is None:
@@ -306,13 +291,6 @@ class Keyer:
         for ev in events:
             self.feed(tk, ev)
         return tk
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        return orjson.loads(orjson.dumps(value))
-    except TypeError:
-        return repr(value)
 
 
 def step_keys(events: Sequence[Mapping[str, Any]], options: DivergenceOptions | None = None) -> list[str]:
@@ -531,16 +509,142 @@ class KeyedRun:
         return self.keys(summary).actions
 
 
-def read_keyed(run_dir: str | Path, options: DivergenceOptions | None = None) -> KeyedRun:
-    """Read a run directory in one pass, keying each step as it is read and keeping none
-    (`bench.runs.rundir.read_run`'s reading rules: a torn last line is skipped, the first summary of a
-    trial counts, steps of attempts without a summary are ignored). Memory grows with the
-    number of steps, not with the log's size; nothing is parsed or keyed twice."""
+def read_keyed(run_dir: str | Path, options: DivergenceOptions | None = None, *, index: bool = True) -> KeyedRun:
+    """Read a run directory, keying each step (`bench.runs.rundir.read_run`'s reading rules: a
+    torn last line is skipped, the first summary of a trial counts, steps of attempts without a
+    summary are ignored). With `index` (the default) from the run's verified index
+    (`bench.runs.runindex`: columns, keyed with numpy, no line parsed), rebuilt from the log if
+    it is missing or stale; without it (`verify`, which trusts no derived file), or when the log
+    holds what the index cannot represent, from the log in one pass, keying each step as it is
+    read and keeping none. Both give the same keys."""
     o = options or DivergenceOptions()
+    if index:
+        found = read_indexed(run_dir)
+        if found is not None:
+            log, columns = found
+            return KeyedRun(log, o, keyer_of_columns(columns, o))
     keyer = Keyer(o, {END: 0})
     log = read_run(run_dir, on_step=keyer.feed_record)
     keyer.finish()
     return KeyedRun(log, o, keyer)
+
+
+def keyer_of_columns(c: Columns, options: DivergenceOptions) -> Keyer:
+    """The `Keyer` that `Keyer.feed_record` over the log's steps gives, from the run index's
+    columns: the same keys, event positions, calls, actions and read-only ids per attempt (the
+    rules of `Keyer.feed`, as array operations), packed alike. Key ids differ from the reading
+    pass's when the options leave some calls out (every call's key is in the vocabulary here),
+    which no output depends on: the analysis renumbers keys by first appearance (`Numbering`)."""
+    import numpy as np
+
+    vocab: dict[str, int] = {END: 0}
+    for text in c.labels:
+        vocab.setdefault(text, len(vocab))
+    keyer = Keyer(options, vocab)
+    kid = np.fromiter((vocab[text] for text in c.labels), dtype=np.int64, count=len(c.labels))
+    # the steps, grouped by attempt (in order of first appearance), each attempt's in log order
+    has = c.nsteps > 0
+    ids = [a for a, h in zip(c.attempts, has.tolist()) if h]
+    counts = c.nsteps[has].astype(np.int64)
+    flags, step, label = c.flags, c.step.astype(np.int64), c.label.astype(np.int64)
+    state_of = None
+    if options.key == "state":
+        states = c.states()
+        sid = np.full(len(flags), -1, dtype=np.int64)
+        where_state = np.flatnonzero(flags & HAS_STATE)
+        if len(states):
+            uniq, inverse = np.unique(np.array(states, dtype=object).astype(str), return_inverse=True)
+            skid = np.fromiter((keyer.intern("state:" + str(u)) for u in uniq.tolist()), dtype=np.int64, count=len(uniq))
+            sid[where_state] = skid[inverse.reshape(-1)]
+        state_of = sid
+    if len(set(ids)) < len(ids):  # an attempt written in pieces (an old log's interleaved attempts)
+        number: dict[str, int] = {}
+        entry_att = np.fromiter((number.setdefault(a, len(number)) for a in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(np.repeat(entry_att, counts), kind="stable")
+        flags, step, label = flags[order], step[order], label[order]
+        state_of = state_of[order] if state_of is not None else None
+        ids = list(number)
+        counts = np.bincount(entry_att, weights=counts, minlength=len(ids)).astype(np.int64)
+    n_att, n = len(ids), len(flags)
+    att = np.repeat(np.arange(n_att, dtype=np.int64), counts)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64) if n_att else np.zeros(0, dtype=np.int64)
+    pos = np.arange(n, dtype=np.int64) - starts[att]
+    kind = flags & 3
+    tool, user, model = kind == K_TOOL, kind == K_USER, kind == K_MODEL
+    ro = (flags & RO) != 0
+    value = np.where(label >= 0, kid[np.maximum(label, 0)] if len(kid) else 0, -1)
+    keyer.read_only_ids = set(np.unique(value[tool & ro]).tolist())
+    if options.key == "state":
+        assert state_of is not None
+        live = tool & ~(ro & options.ignore_read_only)  # the tool steps that update the last state
+        ti = np.flatnonzero(live)
+        ts, ta = state_of[ti], att[ti]
+        prev = np.full(len(ti), -1, dtype=np.int64)
+        if len(ti) > 1:
+            same = ta[1:] == ta[:-1]
+            prev[1:] = np.where(same, ts[:-1], -1)
+        changed = ~ro[ti] & ((flags[ti] & ERR) == 0) & (ts != prev) & (ts >= 0)
+        key_value = np.full(n, -1, dtype=np.int64)
+        key_value[ti[changed]] = ts[changed]
+        if options.include_user:
+            key_value[user] = value[user]
+        kept = np.flatnonzero(key_value >= 0)
+        keys = key_value[kept]
+    else:
+        cand = (tool & ~(ro & options.ignore_read_only)) | (user & options.include_user) | (model & options.include_model)
+        ci = np.flatnonzero(cand)
+        cv = value[ci]
+        drop = np.zeros(len(ci), dtype=bool)
+        if options.collapse_repeats and len(ci) > 1:
+            drop[1:] = (att[ci][1:] == att[ci][:-1]) & (cv[1:] == cv[:-1])
+            drop &= tool[ci] & ro[ci]
+        kept, keys = ci[~drop], cv[~drop]
+    calls_at = np.flatnonzero(tool | user)
+    actions_at = np.flatnonzero(tool)
+    keyer.attempts = keyer._packed = _packed(ids, counts, att, keys, pos[kept], att[kept], step[calls_at], att[calls_at],
+                                             value[actions_at], att[actions_at])
+    return keyer
+
+
+def _packed(ids: list[str], events: Any, att: Any, keys: Any, where: Any, key_att: Any, calls: Any, call_att: Any,
+            actions: Any, action_att: Any) -> PackedAttempts:
+    """`PackedAttempts` laid out from per-element arrays (each sorted by attempt): `_pack`'s
+    layout, every attempt at once."""
+    import numpy as np
+
+    n_att = len(ids)
+
+    def count(of: Any) -> Any:
+        return np.bincount(of, minlength=n_att).astype(np.int64)
+
+    def rank(of: Any, sizes: Any) -> Any:
+        first = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        return np.arange(len(of), dtype=np.int64) - first[of]
+
+    nk, nc, na = count(key_att), count(call_att), count(action_att)
+    key_rank, call_rank, action_rank = rank(key_att, nk), rank(call_att, nc), rank(action_att, na)
+    where_plain = np.ones(n_att, dtype=bool)
+    where_plain[key_att[where != key_rank]] = False
+    calls_plain = np.ones(n_att, dtype=bool)
+    calls_plain[call_att[calls != call_rank]] = False
+    where_len = np.where(where_plain, 0, nk)
+    calls_len = np.where(calls_plain, 0, nc)
+    sizes = 5 + nk + where_len + calls_len + na
+    off = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+    data = np.empty(int(sizes.sum()), dtype=np.int64)
+    for i, column in enumerate((nk, nc, na, np.asarray(events, dtype=np.int64),
+                                where_plain.astype(np.int64) | calls_plain.astype(np.int64) << 1)):
+        data[off + i] = column
+    data[off[key_att] + 5 + key_rank] = keys
+    m = ~where_plain[key_att]
+    data[off[key_att[m]] + 5 + nk[key_att[m]] + key_rank[m]] = where[m]
+    m = ~calls_plain[call_att]
+    data[(off + 5 + nk + where_len)[call_att[m]] + call_rank[m]] = calls[m]
+    data[(off + 5 + nk + where_len + calls_len)[action_att] + action_rank] = actions
+    packed = PackedAttempts()
+    packed._data.frombytes(data.astype(np.int32).tobytes())
+    packed._at = dict(zip(ids, off.tolist()))
+    return packed
 
 
 def key_parsed(log: RunLog, options: DivergenceOptions | None = None) -> KeyedRun:
