@@ -273,10 +273,14 @@ class SummaryIndex(Mapping[str, TrialSummary]):
         for trial, task, family, valid in zip(self._rows, self._task, self._family, self._valid):
             yield trial, TrialCore(names[task], names[family], bool(valid))
 
-    def __getitem__(self, trial: str) -> TrialSummary:
+    def span(self, trial: str) -> tuple[int, int]:
+        """Where the trial's summary line lies: its positions in the log (`LogFile.read`)."""
         row = self._rows[trial]
         start = self._hi[row] << 32 | self._lo[row]
-        return load_line(self._log.read(start, start + self._len[row]))
+        return start, start + self._len[row]
+
+    def __getitem__(self, trial: str) -> TrialSummary:
+        return load_line(self._log.read(*self.span(trial)))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._rows)

@@ -27,6 +27,7 @@ log that keeps its size and resets its mtime (`touch -r`) — `verify` never rea
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import struct
 import zlib
@@ -114,8 +115,12 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _join(items: list[bytes]) -> bytes:
-    return b"\0".join(items)
+def _join(items: list[str]) -> bytes | None:
+    """The strings NUL-separated, or None when one holds a NUL itself (unindexable)."""
+    blob = "\0".join(items)
+    if items and blob.count("\0") != len(items) - 1:
+        return None
+    return _utf8(blob)
 
 
 def _split(blob: bytes | memoryview, n: int) -> list[str]:
@@ -138,13 +143,16 @@ class Meta:
 
 class IndexBuilder:
     """Log records (in log order, with their positions) -> index blocks. Interns call keys and
-    task/family names in order of first appearance (ids continue across blocks)."""
+    task/family names in order of first appearance (ids continue across blocks). Runs once per
+    step of a run (`IndexWriter`) or of a log being indexed: kept short."""
 
     def __init__(self) -> None:
-        self._raw_ids: dict[bytes, int] = {}  # digest of (tool, raw arguments) -> label id
+        self._raw_ids: dict[bytes, int] = {}  # digest of (raw arguments, tool) -> label id
         self._label_ids: dict[bytes, int] = {}  # digest of a label -> its id
         self._name_ids: dict[str, int] = {}
-        self._pending: dict[str, tuple[bytearray, array, array, list[bytes]]] = {}  # attempt -> its step rows
+        self._tools: dict[str, bytes] = {}  # tool -> its name's bytes (for the digest)
+        self._pending: dict[str, tuple[bytearray, array, array, list[str]]] = {}  # attempt -> its step rows
+        self._current: tuple[str | None, Any] = (None, None)  # the attempt last added to, its rows
         self.indexable = True
         self._new_block()
 
@@ -156,7 +164,7 @@ class IndexBuilder:
             self._name_ids[name] = len(self._name_ids)
 
     def _new_block(self) -> None:
-        self.e_attempt: list[bytes] = []
+        self.e_attempt: list[str] = []
         self.e_nsteps = array("I")
         self.e_end = bytearray()
         self.e_outcome = bytearray()
@@ -166,13 +174,13 @@ class IndexBuilder:
         self.e_len = array("I")
         self.e_task = array("i")
         self.e_family = array("i")
-        self.e_trial: list[bytes] = []
+        self.e_trial: list[str] = []
         self.s_flags = bytearray()
         self.s_step = array("i")
         self.s_label = array("i")
-        self.s_states: list[bytes] = []
-        self.new_labels: list[bytes] = []
-        self.new_names: list[bytes] = []
+        self.s_states: list[str] = []
+        self.new_labels: list[str] = []
+        self.new_names: list[str] = []
 
     @property
     def idle(self) -> bool:
@@ -182,11 +190,12 @@ class IndexBuilder:
     def add(self, rec: Mapping[str, Any], start: int, end: int) -> None:
         kind = rec["type"]
         attempt = rec.get("attempt")
+        if kind == "step" and type(attempt) is str:
+            self._step(attempt, rec)
+            return
         code = TRIAL if kind == "trial" else ERROR if kind == "attempt_error" else OTHER
         if type(attempt) is not str:  # a record of another kind without an attempt: readers ignore it
-            self.indexable = self.indexable and kind not in ("step", "trial", "attempt_error")
-        elif kind == "step":
-            self._step(attempt, rec)
+            self.indexable = self.indexable and code == OTHER
         elif code != OTHER or attempt in self._pending:  # another kind: only where it ends an attempt's write
             self._entry(attempt, code, rec if code == TRIAL else None, start, end)
 
@@ -197,13 +206,14 @@ class IndexBuilder:
 
     def _entry(self, attempt: str, code: int, rec: Mapping[str, Any] | None, start: int, end: int) -> None:
         rows = self._pending.pop(attempt, None)
+        self._current = (None, None)
         if rows is not None:
             flags, steps, labels, states = rows
             self.s_flags += flags
             self.s_step += steps
             self.s_label += labels
             self.s_states += states
-        self.e_attempt.append(self._id(attempt))
+        self.e_attempt.append(attempt)
         self.e_nsteps.append(0 if rows is None else len(rows[0]))
         self.e_end.append(code)
         self.e_hi.append(start >> 32)
@@ -214,7 +224,7 @@ class IndexBuilder:
             self.e_valid.append(0)
             self.e_task.append(-1)
             self.e_family.append(-1)
-            self.e_trial.append(b"")
+            self.e_trial.append("")
             return
         task = rec["task"] if isinstance(rec["task"], str) else repr(rec["task"])
         family = variant_family(rec)
@@ -223,88 +233,99 @@ class IndexBuilder:
         if type(trial) is not str or end - start > 0xFFFFFFFF:
             self.indexable = False
             trial = ""
-        self.e_outcome.append(OUTCOME.get(rec["outcome"], 3) if isinstance(rec["outcome"], str) else 3)
+        outcome = rec["outcome"]
+        self.e_outcome.append(OUTCOME.get(outcome, 3) if isinstance(outcome, str) else 3)
         self.e_valid.append(is_valid(rec))
         self.e_task.append(self._name(task))
         self.e_family.append(self._name(family))
-        self.e_trial.append(self._id(trial))
-
-    def _id(self, text: str) -> bytes:
-        raw = _utf8(text)
-        if b"\0" in raw:
-            self.indexable = False
-        return raw
+        self.e_trial.append(trial)
 
     def _name(self, name: str) -> int:
         i = self._name_ids.get(name)
         if i is None:
             i = self._name_ids[name] = len(self._name_ids)
-            self.new_names.append(self._id(name))
+            self.new_names.append(name)
         return i
 
     def _step(self, attempt: str, rec: Mapping[str, Any]) -> None:
-        rows = self._pending.get(attempt)
-        if rows is None:
-            rows = self._pending[attempt] = (bytearray(), array("i"), array("i"), [])
+        current, rows = self._current
+        if current != attempt:
+            rows = self._pending.get(attempt)
+            if rows is None:
+                rows = self._pending[attempt] = (bytearray(), array("i"), array("i"), [])
+            self._current = (attempt, rows)
         get = rec.get
         step, kind = rec["step"], rec["kind"]
         if type(step) is not int or not -0x80000000 <= step <= 0x7FFFFFFF:
             self.indexable = False
             step = 0
-        label, flags = -1, K_OTHER
         if kind == "tool":
-            tool, args = str(get("tool")), get("args")
-            label = self._action(tool, args)
-            flags = K_TOOL | (RO if read_only_of(rec) else 0) | (ERR if get("error") is not None else 0)
+            tool = get("tool")
+            tool = tool if type(tool) is str else str(tool)
+            label = self._action(tool, get("args"))
+            flag = get("read_only")
+            read_only = bool(flag) if flag is not None else looks_read_only(tool)
+            flags = K_TOOL | (RO if read_only else 0) | (ERR if get("error") is not None else 0)
             state = get("state_hash")
             if state is not None:
                 if type(state) is not str:
                     self.indexable = False
                     state = ""
                 flags |= HAS_STATE
-                rows[3].append(self._id(state))
+                rows[3].append(state)
         elif kind == "user":
             label, flags = self._action(str(get("tool") or "ask_user"), get("args")), K_USER
         elif kind == "model":
             label, flags = self._label(model_label(get("output"))), K_MODEL
+        else:
+            label, flags = -1, K_OTHER
         rows[0].append(flags)
         rows[1].append(step)
         rows[2].append(label)
 
     def _action(self, tool: str, args: Any) -> int:
-        h = hashlib.blake2b(_utf8(tool), digest_size=16)
-        h.update(b"\0")
-        h.update(raw_args(args))
-        key = h.digest()
+        name = self._tools.get(tool)
+        if name is None:
+            name = self._tools[tool] = b"\0" + _utf8(tool)
+        key = hashlib.blake2b(raw_args(args) + name, digest_size=16).digest()
         i = self._raw_ids.get(key)
         if i is None:
             i = self._raw_ids[key] = self._label(action_label(tool, args))
         return i
 
     def _label(self, label: str) -> int:
-        raw = self._id(label)
-        key = hashlib.blake2b(raw, digest_size=16).digest()
+        key = hashlib.blake2b(_utf8(label), digest_size=16).digest()
         i = self._label_ids.get(key)
         if i is None:
             i = self._label_ids[key] = len(self._label_ids)
-            self.new_labels.append(raw)
+            self.new_labels.append(label)
         return i
 
     def block(self, meta: Meta) -> bytes:
         """The block of what was added since the last one (then forgotten), covering the log up to
-        `meta.log_end`."""
-        meta.entries, meta.steps = len(self.e_end), len(self.s_flags)
-        meta.labels, meta.names = len(self.new_labels), len(self.new_names)
-        meta.flags = 0 if self.indexable else UNINDEXABLE
-        parts = [_META.pack(meta.log_start, meta.log_end, meta.last_start, meta.mtime_ns, meta.tail, meta.entries,
-                            meta.steps, meta.labels, meta.names, meta.flags),
-                 self.e_nsteps.tobytes(), bytes(self.e_end), bytes(self.e_outcome), bytes(self.e_valid),
-                 self.e_hi.tobytes(), self.e_lo.tobytes(), self.e_len.tobytes(), self.e_task.tobytes(),
-                 self.e_family.tobytes(), bytes(self.s_flags), self.s_step.tobytes(), self.s_label.tobytes()]
-        for blob in (_join(self.e_attempt), _join(self.e_trial), _join(self.new_labels), _join(self.new_names)):
-            parts += [struct.pack("<Q", len(blob)), blob]
-        main = b"".join(parts)
+        `meta.log_end`. Once the log is found unindexable, blocks hold only their `_META`."""
+        blobs = [_join(self.e_attempt), _join(self.e_trial), _join(self.new_labels), _join(self.new_names)]
         states = _join(self.s_states)
+        if states is None or any(blob is None for blob in blobs):  # a NUL in an id, a name or a key
+            self.indexable = False
+        parts: list[bytes] = []
+        if self.indexable:
+            meta.entries, meta.steps = len(self.e_end), len(self.s_flags)
+            meta.labels, meta.names = len(self.new_labels), len(self.new_names)
+            parts = [self.e_nsteps.tobytes(), bytes(self.e_end), bytes(self.e_outcome), bytes(self.e_valid),
+                     self.e_hi.tobytes(), self.e_lo.tobytes(), self.e_len.tobytes(), self.e_task.tobytes(),
+                     self.e_family.tobytes(), bytes(self.s_flags), self.s_step.tobytes(), self.s_label.tobytes()]
+            for blob in blobs:
+                assert blob is not None
+                parts += [struct.pack("<Q", len(blob)), blob]
+        else:
+            meta.entries = meta.steps = meta.labels = meta.names = 0
+            parts = [struct.pack("<Q", 0)] * 4
+            states = b""
+        meta.flags = 0 if self.indexable else UNINDEXABLE
+        main = _META.pack(meta.log_start, meta.log_end, meta.last_start, meta.mtime_ns, meta.tail, meta.entries,
+                          meta.steps, meta.labels, meta.names, meta.flags) + b"".join(parts)
+        assert states is not None
         self._new_block()
         return _BLOCK.pack(len(main), zlib.crc32(main), len(states), zlib.crc32(states)) + main + states
 
@@ -354,12 +375,11 @@ class IndexStale(Exception):
     """The index does not describe the log (or cannot be read): rebuild it."""
 
 
-def _decode(data: bytes | memoryview, pos: int) -> tuple[list[tuple[Meta, dict[str, Any]]], int]:
-    """The whole, sound blocks from `pos` (as (meta, columns)) and where they end; stops at the
-    first torn or damaged block."""
+def _decode(data: bytes | memoryview, pos: int, prev_end: int = 0) -> tuple[list[tuple[Meta, dict[str, Any]]], int]:
+    """The whole, sound blocks from `pos` (as (meta, columns)), the first covering the log from
+    byte `prev_end`, and where they end; stops at the first torn or damaged block."""
     out: list[tuple[Meta, dict[str, Any]]] = []
     view = memoryview(data)
-    prev_end = 0
     while pos + _BLOCK.size <= len(view):
         main_len, main_crc, states_len, states_crc = _BLOCK.unpack_from(view, pos)
         body = pos + _BLOCK.size
@@ -441,11 +461,12 @@ def _read_index(run_dir: Path, log: Path) -> tuple[list[tuple[Meta, dict[str, An
     IndexStale when there is no usable index."""
     path = run_dir / INDEX
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:  # mapped: the state hashes' pages are read only if used (key="state")
+            data: Any = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(fh.fileno()).st_size else b""
     except FileNotFoundError:
         raise IndexStale("no index") from None
-    except OSError as exc:
-        raise IndexStale(f"cannot be read ({exc.strerror})") from None
+    except (OSError, ValueError) as exc:
+        raise IndexStale(f"cannot be read ({exc})") from None
     if data[:_HEAD.size] != _header(log):
         raise IndexStale("another version, another log encoding, or not a trajbench index")
     blocks, end = _decode(data, _HEAD.size)
@@ -465,13 +486,15 @@ class Loaded:
     written: bool  # ... and written beside it
 
 
-def load(run_dir: Path, *, write: bool = True) -> Loaded:
+def load(run_dir: Path, *, write: bool = True, rebuild: bool = False) -> Loaded:
     """The run's index, verified against the log, extended in memory by what the log holds past
     it (a killed run's last writes), or rebuilt from the whole log when missing or stale — and
     then, with `write`, saved beside the log (atomically; a read-only run folder keeps it in
     memory). An index that is merely behind is never rewritten here: a live run appends to it."""
     log = log_path(run_dir)
     try:
+        if rebuild:  # as if there were none (benchmarks/memory.py: the first report of an old run)
+            raise IndexStale("rebuild asked for")
         blocks, _, _ = _read_index(run_dir, log)
         state = _check(log, blocks[-1][0])
     except IndexStale:
@@ -494,7 +517,7 @@ def load(run_dir: Path, *, write: bool = True) -> Loaded:
         out = []
         last = blocks[-1][0]
         _, torn = _index_log(log, builder, last.log_end, out.append, last.log_end)
-        extra, _ = _decode(b"".join(out), 0) if out else ([], 0)
+        extra, _ = _decode(b"".join(out), 0, last.log_end) if out else ([], 0)
         blocks = blocks + extra
     indexable = all(not m.flags & UNINDEXABLE for m, _ in blocks)
     return Loaded(_columns([b for _, b in blocks]), indexable, torn, rebuilt, written)
@@ -656,13 +679,13 @@ def drop_index(run_dir: Path) -> None:
     _drop(run_dir / INDEX)
 
 
-def read_indexed(run_dir: str | Path, *, write: bool = True) -> tuple[RunLog, Columns] | None:
+def read_indexed(run_dir: str | Path, *, write: bool = True, rebuild: bool = False) -> tuple[RunLog, Columns] | None:
     """`read_run(run_dir, on_step=...)`'s RunLog (summaries indexed; steps not kept) built from
     the index, with the index's step columns for keying (bench.analysis.divergence.keys); None
     when the log holds what the index cannot represent (then read the log itself)."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    loaded = load(run_dir, write=write)
+    loaded = load(run_dir, write=write, rebuild=rebuild)
     if not loaded.indexable:
         return None
     c = loaded.columns

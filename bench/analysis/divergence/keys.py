@@ -534,29 +534,22 @@ def keyer_of_columns(c: Columns, options: DivergenceOptions) -> Keyer:
     columns: the same keys, event positions, calls, actions and read-only ids per attempt (the
     rules of `Keyer.feed`, as array operations), packed alike. Key ids differ from the reading
     pass's when the options leave some calls out (every call's key is in the vocabulary here),
-    which no output depends on: the analysis renumbers keys by first appearance (`Numbering`)."""
+    which no output depends on: the analysis renumbers keys by first appearance (`Numbering`).
+    Lean in temporaries (int32, boolean masks): fresh memory is what this costs most."""
     import numpy as np
 
     vocab: dict[str, int] = {END: 0}
     for text in c.labels:
         vocab.setdefault(text, len(vocab))
     keyer = Keyer(options, vocab)
-    kid = np.fromiter((vocab[text] for text in c.labels), dtype=np.int64, count=len(c.labels))
+    kid = np.fromiter((vocab[text] for text in c.labels), dtype=np.int32, count=len(c.labels))
+    kid = np.concatenate((np.array([-1], dtype=np.int32), kid))  # label -1 (no call) -> -1
     # the steps, grouped by attempt (in order of first appearance), each attempt's in log order
     has = c.nsteps > 0
     ids = [a for a, h in zip(c.attempts, has.tolist()) if h]
     counts = c.nsteps[has].astype(np.int64)
-    flags, step, label = c.flags, c.step.astype(np.int64), c.label.astype(np.int64)
-    state_of = None
-    if options.key == "state":
-        states = c.states()
-        sid = np.full(len(flags), -1, dtype=np.int64)
-        where_state = np.flatnonzero(flags & HAS_STATE)
-        if len(states):
-            uniq, inverse = np.unique(np.array(states, dtype=object).astype(str), return_inverse=True)
-            skid = np.fromiter((keyer.intern("state:" + str(u)) for u in uniq.tolist()), dtype=np.int64, count=len(uniq))
-            sid[where_state] = skid[inverse.reshape(-1)]
-        state_of = sid
+    flags, step, label = c.flags, c.step, c.label
+    state_of = _state_keys(c, keyer) if options.key == "state" else None
     if len(set(ids)) < len(ids):  # an attempt written in pieces (an old log's interleaved attempts)
         number: dict[str, int] = {}
         entry_att = np.fromiter((number.setdefault(a, len(number)) for a in ids), dtype=np.int64, count=len(ids))
@@ -565,48 +558,63 @@ def keyer_of_columns(c: Columns, options: DivergenceOptions) -> Keyer:
         state_of = state_of[order] if state_of is not None else None
         ids = list(number)
         counts = np.bincount(entry_att, weights=counts, minlength=len(ids)).astype(np.int64)
-    n_att, n = len(ids), len(flags)
-    att = np.repeat(np.arange(n_att, dtype=np.int64), counts)
+    n_att = len(ids)
+    att = np.repeat(np.arange(n_att, dtype=np.int32), counts)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64) if n_att else np.zeros(0, dtype=np.int64)
-    pos = np.arange(n, dtype=np.int64) - starts[att]
     kind = flags & 3
-    tool, user, model = kind == K_TOOL, kind == K_USER, kind == K_MODEL
-    ro = (flags & RO) != 0
-    value = np.where(label >= 0, kid[np.maximum(label, 0)] if len(kid) else 0, -1)
-    keyer.read_only_ids = set(np.unique(value[tool & ro]).tolist())
-    if options.key == "state":
-        assert state_of is not None
-        live = tool & ~(ro & options.ignore_read_only)  # the tool steps that update the last state
-        ti = np.flatnonzero(live)
-        ts, ta = state_of[ti], att[ti]
-        prev = np.full(len(ti), -1, dtype=np.int64)
-        if len(ti) > 1:
-            same = ta[1:] == ta[:-1]
-            prev[1:] = np.where(same, ts[:-1], -1)
-        changed = ~ro[ti] & ((flags[ti] & ERR) == 0) & (ts != prev) & (ts >= 0)
-        key_value = np.full(n, -1, dtype=np.int64)
-        key_value[ti[changed]] = ts[changed]
+    tool, user = kind == K_TOOL, kind == K_USER
+    ro_tool = tool & ((flags & RO) != 0)
+    value = kid[label + 1]
+    keyer.read_only_ids = set(np.unique(value[ro_tool]).tolist())
+    skipped = ro_tool if options.ignore_read_only else np.zeros(len(flags), dtype=bool)
+    if state_of is not None:
+        live = tool & ~skipped  # the tool steps that update the last state
+        ts, ta = state_of[live], att[live]
+        prev = np.full(len(ts), -1, dtype=np.int32)
+        if len(ts) > 1:
+            prev[1:] = np.where(ta[1:] == ta[:-1], ts[:-1], -1)
+        changed = ~ro_tool[live] & ((flags[live] & ERR) == 0) & (ts != prev) & (ts >= 0)
+        key_value = np.full(len(flags), -1, dtype=np.int32)
+        key_value[np.flatnonzero(live)[changed]] = ts[changed]
         if options.include_user:
             key_value[user] = value[user]
-        kept = np.flatnonzero(key_value >= 0)
+        kept = key_value >= 0
         keys = key_value[kept]
     else:
-        cand = (tool & ~(ro & options.ignore_read_only)) | (user & options.include_user) | (model & options.include_model)
-        ci = np.flatnonzero(cand)
-        cv = value[ci]
-        drop = np.zeros(len(ci), dtype=bool)
-        if options.collapse_repeats and len(ci) > 1:
-            drop[1:] = (att[ci][1:] == att[ci][:-1]) & (cv[1:] == cv[:-1])
-            drop &= tool[ci] & ro[ci]
-        kept, keys = ci[~drop], cv[~drop]
-    calls_at = np.flatnonzero(tool | user)
-    actions_at = np.flatnonzero(tool)
-    keyer.attempts = keyer._packed = _packed(ids, counts, att, keys, pos[kept], att[kept], step[calls_at], att[calls_at],
-                                             value[actions_at], att[actions_at])
+        kept = tool & ~skipped
+        if options.include_user:
+            kept |= user
+        if options.include_model:
+            kept |= kind == K_MODEL
+        cv, ca = value[kept], att[kept]
+        if options.collapse_repeats and len(cv) > 1:
+            drop = np.zeros(len(cv), dtype=bool)
+            drop[1:] = (ca[1:] == ca[:-1]) & (cv[1:] == cv[:-1]) & ro_tool[kept][1:]
+            kept[np.flatnonzero(kept)[drop]] = False
+            cv = cv[~drop]
+        keys = cv
+    key_att = att[kept]
+    where = np.flatnonzero(kept) - starts[key_att]
+    calls = tool | user
+    keyer.attempts = keyer._packed = _packed(ids, counts, keys, where, key_att, step[calls], att[calls],
+                                             value[tool], att[tool])
     return keyer
 
 
-def _packed(ids: list[str], events: Any, att: Any, keys: Any, where: Any, key_att: Any, calls: Any, call_att: Any,
+def _state_keys(c: Columns, keyer: Keyer) -> Any:
+    """key="state": per step the key id of "state:" + its state hash (-1: no state)."""
+    import numpy as np
+
+    states = c.states()
+    sid = np.full(len(c.flags), -1, dtype=np.int32)
+    if states:
+        uniq, inverse = np.unique(np.array(states, dtype=object).astype(str), return_inverse=True)
+        skid = np.fromiter((keyer.intern("state:" + str(u)) for u in uniq.tolist()), dtype=np.int32, count=len(uniq))
+        sid[(c.flags & HAS_STATE) != 0] = skid[inverse.reshape(-1)]
+    return sid
+
+
+def _packed(ids: list[str], events: Any, keys: Any, where: Any, key_att: Any, calls: Any, call_att: Any,
             actions: Any, action_att: Any) -> PackedAttempts:
     """`PackedAttempts` laid out from per-element arrays (each sorted by attempt): `_pack`'s
     layout, every attempt at once."""
@@ -618,8 +626,8 @@ def _packed(ids: list[str], events: Any, att: Any, keys: Any, where: Any, key_at
         return np.bincount(of, minlength=n_att).astype(np.int64)
 
     def rank(of: Any, sizes: Any) -> Any:
-        first = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
-        return np.arange(len(of), dtype=np.int64) - first[of]
+        first = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int32)
+        return np.arange(len(of), dtype=np.int32) - first[of]
 
     nk, nc, na = count(key_att), count(call_att), count(action_att)
     key_rank, call_rank, action_rank = rank(key_att, nk), rank(call_att, nc), rank(action_att, na)
@@ -631,18 +639,19 @@ def _packed(ids: list[str], events: Any, att: Any, keys: Any, where: Any, key_at
     calls_len = np.where(calls_plain, 0, nc)
     sizes = 5 + nk + where_len + calls_len + na
     off = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
-    data = np.empty(int(sizes.sum()), dtype=np.int64)
+    data = np.empty(int(sizes.sum()), dtype=np.int32)
     for i, column in enumerate((nk, nc, na, np.asarray(events, dtype=np.int64),
                                 where_plain.astype(np.int64) | calls_plain.astype(np.int64) << 1)):
         data[off + i] = column
-    data[off[key_att] + 5 + key_rank] = keys
+    body = off + 5
+    data[body[key_att] + key_rank] = keys
     m = ~where_plain[key_att]
-    data[off[key_att[m]] + 5 + nk[key_att[m]] + key_rank[m]] = where[m]
+    data[(body + nk)[key_att[m]] + key_rank[m]] = where[m]
     m = ~calls_plain[call_att]
-    data[(off + 5 + nk + where_len)[call_att[m]] + call_rank[m]] = calls[m]
-    data[(off + 5 + nk + where_len + calls_len)[action_att] + action_rank] = actions
+    data[(body + nk + where_len)[call_att[m]] + call_rank[m]] = calls[m]
+    data[(body + nk + where_len + calls_len)[action_att] + action_rank] = actions
     packed = PackedAttempts()
-    packed._data.frombytes(data.astype(np.int32).tobytes())
+    packed._data.frombytes(data.view(np.uint8).data)
     packed._at = dict(zip(ids, off.tolist()))
     return packed
 
