@@ -582,7 +582,7 @@ class IndexWriter:
         self._builder = builder
         self._start = covered  # the log bytes the file's blocks cover
         self._last: tuple[int, bytes] = (covered, b"")  # the last write: where it starts, its bytes
-        self._pending_blocks: list[bytes] = []
+        self._packed = is_packed(log)
         self._fh: Any = None
 
     @classmethod
@@ -628,13 +628,19 @@ class IndexWriter:
         if self._fh is None:
             return
         b = self._builder
-        for line in steps:
-            b.add(load_line(line), 0, 0)
-        if end:
-            position = end_at << 32 if is_packed(self._log) else end_at
-            b.add(load_line(end), position, position + len(end))
-        else:
-            b.finish()
+        try:
+            for line in steps:  # the records as a reader will see them: parsed back from their lines
+                b.add(load_line(line), 0, 0)
+            if end:
+                position = end_at << 32 if self._packed else end_at
+                b.add(load_line(end), position, position + len(end))
+            else:
+                b.finish()
+        except Exception:  # noqa: BLE001 - the index must never stop a run: dropped, readers rebuild it
+            self._fh.close()
+            self._fh = None
+            _drop(self._path)
+            return
         self._last = (start, data)
         if len(b.e_end) >= FLUSH_ENTRIES:
             self._flush(fd)
