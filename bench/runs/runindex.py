@@ -502,14 +502,16 @@ def load(run_dir: Path, *, write: bool = True, rebuild: bool = False) -> Loaded:
     torn = 0
     rebuilt = written = False
     if state == "stale":
-        builder = IndexBuilder()
-        out: list[bytes] = []
-        meta_end, torn = _index_log(log, builder, 0, out.append)
         rebuilt = True
-        payload = _header(log) + b"".join(out)
-        blocks, _ = _decode(payload, _HEAD.size)
-        if write:
-            written = _save(run_dir, payload)
+        saved = _rebuild_file(run_dir, log) if write else None
+        written = saved is not None
+        if saved is not None:
+            torn = saved
+            blocks, _, _ = _read_index(run_dir, log) if (run_dir / INDEX).stat().st_size > _HEAD.size else ([], 0, b"")
+        else:  # a folder that cannot be written: the index in memory
+            out: list[bytes] = []
+            _, torn = _index_log(log, IndexBuilder(), 0, out.append)
+            blocks, _ = _decode(_header(log) + b"".join(out), _HEAD.size)
     elif state == "prefix":
         builder = IndexBuilder()
         cols = _columns([b for _, b in blocks])
@@ -557,18 +559,20 @@ def _index_log(log: Path, builder: IndexBuilder, start: int, emit: Any, log_star
     return state["covered"], state["torn"]
 
 
-def _save(run_dir: Path, payload: bytes) -> bool:
+def _rebuild_file(run_dir: Path, log: Path) -> int | None:
+    """Index the whole log into a new index file, block by block (memory stays one block's),
+    replacing the old one atomically; the torn tail's bytes, or None if the folder cannot be
+    written."""
     tmp = run_dir / (INDEX + ".tmp")
     try:
-        tmp.write_bytes(payload)
+        with open(tmp, "wb") as fh:
+            fh.write(_header(log))
+            _, torn = _index_log(log, IndexBuilder(), 0, fh.write)
         os.replace(tmp, run_dir / INDEX)
-        return True
+        return torn
     except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        return False
+        _drop(tmp)
+        return None
 
 
 class IndexWriter:
@@ -596,12 +600,11 @@ class IndexWriter:
             except IndexStale:
                 blocks, end, state = [], 0, "stale"
             if state == "stale":
-                out: list[bytes] = []
-                covered, _ = _index_log(log, builder, 0, out.append)
-                _save_or_raise(run_dir, _header(log) + b"".join(out))
-                blocks, _ = _decode(_header(log) + b"".join(out), _HEAD.size)
-                builder = IndexBuilder()
-                end = path.stat().st_size
+                if _rebuild_file(run_dir, log) is None:
+                    raise OSError("cannot write the index")
+                blocks, end = [], _HEAD.size
+                if path.stat().st_size > _HEAD.size:
+                    blocks, end, _ = _read_index(run_dir, log)
             cols = _columns([b for _, b in blocks])
             builder.seed(cols.labels, cols.names)
             last = blocks[-1][0] if blocks else Meta(0, 0, 0, 0, b"")
@@ -613,7 +616,7 @@ class IndexWriter:
             writer = cls(path, log, builder, last.log_end)
             writer._fh = fh
             if state == "prefix":  # the log's writes past the index: indexed now
-                out = []
+                out: list[bytes] = []
                 covered, _ = _index_log(log, builder, last.log_end, out.append, last.log_end)
                 fh.write(b"".join(out))
                 writer._start, writer._last = covered, (covered, b"")
@@ -666,11 +669,6 @@ class IndexWriter:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-
-
-def _save_or_raise(run_dir: Path, payload: bytes) -> None:
-    if not _save(run_dir, payload):
-        raise OSError("cannot write the index")
 
 
 def _drop(path: Path) -> None:
