@@ -460,6 +460,7 @@ class LogWriter:
         self._encode: Callable[[list[bytes], bytes], tuple[bytes, bytes]] = \
             _packed_parts() if is_packed(self.path) else _plain
         self._pending: dict[Any, list[bytes]] = {}
+        self._views: dict[Any, list[Any]] = {}  # per pending line, what the index needs of its record
         self._ended: set[Any] = set()  # attempts whose trial summary is written: sealed
         self.dropped = 0  # records refused: of a sealed attempt, or after close
         # the derived index beside the log (bench/runs/runindex.py imports this module: imported here)
@@ -472,6 +473,7 @@ class LogWriter:
         A record of an attempt whose summary is written (an abandoned agent thread still running) or
         arriving after close is dropped: nothing can follow a trial's summary into the log."""
         line = dump_line(record)
+        view = self._index.view(record) if self._index is not None else None  # what the index needs of it
         attempt = record.get("attempt")
         kind = record.get("type")
         with self._lock:
@@ -482,11 +484,12 @@ class LogWriter:
                 pending = self._pending.get(attempt)
                 if pending is None:
                     self._pending[attempt] = [line]
+                    self._views[attempt] = [view]
                 else:
                     pending.append(line)
+                    self._views[attempt].append(view)
                 return
-            steps = self._pending.pop(attempt, [])
-            self._write(steps, line)
+            self._write(self._pending.pop(attempt, []), line, self._views.pop(attempt, []), view)
             if kind == "trial":
                 self._ended.add(attempt)
                 if self._fsync:
@@ -496,22 +499,23 @@ class LogWriter:
         """Steps of attempts that never ended (an exception escaped the runner) are kept, as before."""
         with self._lock:
             try:
-                for lines in self._pending.values():
-                    self._write(lines, b"")
+                for attempt, lines in self._pending.items():
+                    self._write(lines, b"", self._views.get(attempt, []), None)
             finally:
                 self._pending.clear()
                 self._fh.close()
                 if self._index is not None:
                     self._index.close()
 
-    def _write(self, steps: list[bytes], end: bytes) -> None:
-        """One attempt's lines in one write (`_write_all`), then handed to the index."""
+    def _write(self, steps: list[bytes], end: bytes, views: list[Any], end_view: Any) -> None:
+        """One attempt's lines in one write (`_write_all`), then handed to the index with what it
+        needs of their records (`IndexWriter.view`)."""
         head, tail = self._encode(steps, end)
         start = self._size
         data = head + tail
         self._write_all(data)
         if self._index is not None:
-            self._index.wrote(steps, end, start, start + len(head), data, self._fh.fileno())
+            self._index.wrote(views, end_view, len(end), start, start + len(head), data, self._fh.fileno())
 
     def _write_all(self, data: bytes) -> None:
         """All of `data`, or nothing: an unbuffered write may write part (a full disk, a signal),

@@ -39,7 +39,7 @@ from typing import Any, Mapping
 import numpy as np
 import orjson
 
-from bench.canonical import canonical_json, digest, load_line, step_key
+from bench.canonical import canonical_json, digest, dump_line, load_line, step_key
 from bench.errors import BenchError
 from bench.runs.logfile import LogFile, is_packed, log_path, log_records
 from bench.runs.rundir import RunLog, StepIndex, SummaryIndex, is_valid, read_manifest, variant_family
@@ -60,6 +60,10 @@ NONE, TRIAL, ERROR, OTHER = 0, 1, 2, 3
 K_OTHER, K_TOOL, K_USER, K_MODEL = 0, 1, 2, 3
 RO, ERR, HAS_STATE = 4, 8, 16
 OUTCOME = {"success": 0, "failure": 1, "error": 2}  # 3: anything else
+# the fields of a record the index reads (`IndexWriter.view`; a model turn's output too)
+_STEP_VIEW = ("type", "attempt", "step", "kind", "tool", "args", "read_only", "error", "state_hash")
+_TRIAL_VIEW = ("type", "trial", "attempt", "task", "variant_family", "outcome")
+_OTHER_VIEW = ("type", "attempt")
 
 # Verbs that name a lookup, for logs that do not say whether a call was read-only (imports: τ-bench
 # and most other formats record no such flag). A native run's logged flag always wins.
@@ -625,18 +629,36 @@ class IndexWriter:
             _drop(path)
             return None
 
-    def wrote(self, steps: list[bytes], end: bytes, start: int, end_at: int, data: bytes, fd: int) -> None:
-        """The log just received `data` at byte `start`: the attempt's step lines, then `end`
-        (its end record or b"") at position `end_at` (a frame's start in a compressed log)."""
+    def view(self, record: Mapping[str, Any]) -> Any:
+        """What the index needs of a record the writer logs, as a reader will see it: its fields
+        that the index holds (not a step's observation, a model turn's messages, a summary's
+        checks), written and read back as the log's line is (`dump_line`, `load_line`: the same
+        values, for a fraction of parsing the whole line back). Taken when the record is logged
+        (a caller may change the dict afterwards)."""
+        kind = record.get("type")
+        keys = _STEP_VIEW if kind == "step" else _TRIAL_VIEW if kind == "trial" else _OTHER_VIEW
+        view = {key: record[key] for key in keys if key in record}
+        if kind == "step" and record.get("kind") == "model" and "output" in record:
+            view["output"] = record["output"]
+        try:
+            return load_line(dump_line(view))
+        except Exception:  # noqa: BLE001 - the index must never stop a run: `wrote` drops it
+            return None
+
+    def wrote(self, views: list[Any], end_view: Any, end_len: int, start: int, end_at: int, data: bytes,
+              fd: int) -> None:
+        """The log just received `data` at byte `start`: an attempt's steps (`views`: `view` of
+        each), then its end record (`end_view`; None: none, `end_len` bytes long) at position
+        `end_at` (a frame's start in a compressed log)."""
         if self._fh is None:
             return
         b = self._builder
         try:
-            for line in steps:  # the records as a reader will see them: parsed back from their lines
-                b.add(load_line(line), 0, 0)
-            if end:
+            for rec in views:
+                b.add(rec, 0, 0)
+            if end_len:
                 position = end_at << 32 if self._packed else end_at
-                b.add(load_line(end), position, position + len(end))
+                b.add(end_view, position, position + end_len)
             else:
                 b.finish()
         except Exception:  # noqa: BLE001 - the index must never stop a run: dropped, readers rebuild it
