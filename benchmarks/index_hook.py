@@ -6,8 +6,8 @@ index hook and without it (`LogWriter(index=False)`), in one process, interleave
 Prints per round the CPU seconds of each run (`time.process_time()`: every thread, user and
 system), the step records it logged, the CPU per step, and the cost of the hook per step two
 ways: the difference of the two runs ((with − without) / steps: noisy on a loaded machine) and
-the CPU time spent inside the hook itself (`IndexWriter.wrote` and its blocks, timed with
-`time.thread_time()` around each call), with the ratio of the two runs' CPU; then the medians,
+the CPU time spent inside the hook itself (`IndexWriter.view` of each record, `wrote` after each
+write and its blocks, timed with `time.thread_time()` around each call), with the ratio of the two runs' CPU; then the medians,
 and the index's size beside the log's.
 """
 
@@ -34,8 +34,9 @@ _INSIDE = [0.0]  # CPU seconds spent in the hook
 
 
 def _timed_hook() -> None:
-    """Wrap `IndexWriter.wrote` and `close` to add their thread CPU time to _INSIDE."""
-    for name in ("wrote", "close"):
+    """Wrap the hook's methods (`view` of each record, `wrote` after each write, `close`) to add
+    their thread CPU time to _INSIDE."""
+    for name in ("view", "wrote", "close"):
         original = getattr(IndexWriter, name)
 
         def timed(self, *args, _original=original, **kwargs):

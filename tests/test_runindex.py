@@ -4,6 +4,7 @@ without it, and whatever was done to it or to the log."""
 
 import os
 import struct
+import zlib
 
 import orjson
 import pytest
@@ -108,6 +109,18 @@ def _tamper_cases():
         data[len(data) // 2] ^= 0xFF
         (out / INDEX).write_bytes(bytes(data))
 
+    def crafted(out):  # a block whose crc holds but whose call keys point past the key table
+        data = bytearray((out / INDEX).read_bytes())
+        at = runindex._HEAD.size
+        main_len = struct.unpack_from("<I", data, at)[0]
+        main = at + runindex._BLOCK.size
+        meta = runindex.Meta(*runindex._META.unpack_from(data, main))
+        labels = main + runindex._META.size + meta.entries * 31 + meta.steps * 5
+        struct.pack_into("<i", data, labels, 10 ** 6)
+        struct.pack_into("<I", data, at + 4, zlib.crc32(bytes(data[main:main + main_len])))
+        (out / INDEX).write_bytes(bytes(data))
+        assert load(out, write=False).rebuilt
+
     def version(out):
         data = bytearray((out / INDEX).read_bytes())
         struct.pack_into("<I", data, 8, runindex.VERSION + 1)
@@ -123,7 +136,7 @@ def _tamper_cases():
         orphan = b'{"type":"step","trial":"x/base/9","attempt":"orphan","step":0,"kind":"tool","tool":"get_x"}\n'
         write_log(out, data + line + orphan, "zstd")
 
-    return {f.__name__: f for f in (resumed, edited, truncated, garbage, garbage_block, version, torn_log, duplicate)}
+    return {f.__name__: f for f in (resumed, edited, truncated, garbage, garbage_block, crafted, version, torn_log, duplicate)}
 
 
 @pytest.mark.parametrize("case", list(_tamper_cases()))

@@ -526,7 +526,40 @@ def load(run_dir: Path, *, write: bool = True, rebuild: bool = False) -> Loaded:
         extra, _ = _decode(b"".join(out), 0, last.log_end) if out else ([], 0)
         blocks = blocks + extra
     indexable = all(not m.flags & UNINDEXABLE for m, _ in blocks)
-    return Loaded(_columns([b for _, b in blocks]), indexable, torn, rebuilt, written)
+    columns = _columns([b for _, b in blocks])
+    problem = _unsound(columns, blocks[-1][0].log_end if blocks else 0, is_packed(log)) if indexable else None
+    if problem is not None:  # sound blocks whose columns contradict each other (not written by trajbench)
+        if rebuilt:
+            raise BenchError(f"the run index rebuilt from the log is inconsistent ({problem}): please report this",
+                             file=str(run_dir / INDEX))
+        return load(run_dir, write=write, rebuild=True)
+    return Loaded(columns, indexable, torn, rebuilt, written)
+
+
+def _unsound(c: Columns, log_end: int, packed: bool) -> str | None:
+    """Why the columns cannot be a trajbench index of a log of `log_end` bytes (None: they can):
+    every id in range, the steps' count, positions inside the log. Cheap array checks, so a
+    damaged or crafted index is rebuilt rather than read into an error deep in the analysis."""
+    trial = c.end == TRIAL
+    kind = c.flags & 3
+    checks = (
+        (int(c.nsteps.sum()) == len(c.flags), "step counts"),
+        (bool(((c.label >= 0) == (kind != K_OTHER)).all()) and (len(c.label) == 0 or int(c.label.max()) < len(c.labels)),
+         "call keys"),
+        (bool((c.end <= OTHER).all() and (c.outcome <= 3).all() and (c.valid <= 1).all()), "codes"),
+        (not trial.any() or (int(c.task[trial].min()) >= 0 and int(c.family[trial].min()) >= 0
+                             and max(int(c.task[trial].max()), int(c.family[trial].max())) < len(c.names)), "names"),
+    )
+    for ok, what in checks:
+        if not ok:
+            return what
+    ends = (c.end == TRIAL) | (c.end == ERROR)
+    if ends.any():
+        hi, lo, length = c.hi[ends], c.lo[ends].astype(np.uint64), c.length[ends].astype(np.uint64)
+        inside = hi < log_end if packed else (hi << np.uint64(32)) + lo + length <= log_end
+        if not bool(np.all(inside)):
+            return "positions"
+    return None
 
 
 def _index_log(log: Path, builder: IndexBuilder, start: int, emit: Any, log_start: int = 0) -> tuple[int, int]:
