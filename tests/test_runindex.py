@@ -72,7 +72,7 @@ def test_a_run_writes_its_index_and_report_reads_the_same_from_it(tmp_path, log_
 
 @pytest.mark.slow
 def test_the_built_in_suites_report_the_same_with_and_without_the_index(tmp_path):
-    for suite in ("retail", "airline", "mood"):
+    for suite in ("retail", "calendar", "incident"):
         out = _run(tmp_path, suite, suite=suite, agent="sim:noisy?p=0.2..0.95", k="2")
         text = run_cli("report", str(out)).stdout
         assert _fast(out) == _slow(out)
@@ -121,6 +121,13 @@ def _tamper_cases():
         (out / INDEX).write_bytes(bytes(data))
         assert load(out, write=False).rebuilt
 
+    def states(out):  # a damaged section of state hashes (read only for key="state")
+        data = bytearray((out / INDEX).read_bytes())
+        at = runindex._HEAD.size
+        main_len, _, states_len, _ = runindex._BLOCK.unpack_from(data, at)
+        data[at + runindex._BLOCK.size + main_len + states_len // 2] ^= 0x01
+        (out / INDEX).write_bytes(bytes(data))
+
     def version(out):
         data = bytearray((out / INDEX).read_bytes())
         struct.pack_into("<I", data, 8, runindex.VERSION + 1)
@@ -136,7 +143,7 @@ def _tamper_cases():
         orphan = b'{"type":"step","trial":"x/base/9","attempt":"orphan","step":0,"kind":"tool","tool":"get_x"}\n'
         write_log(out, data + line + orphan, "zstd")
 
-    return {f.__name__: f for f in (resumed, edited, truncated, garbage, garbage_block, crafted, version, torn_log, duplicate)}
+    return {f.__name__: f for f in (resumed, edited, truncated, garbage, garbage_block, crafted, states, version, torn_log, duplicate)}
 
 
 @pytest.mark.parametrize("case", list(_tamper_cases()))
@@ -234,3 +241,16 @@ def test_read_run_is_unchanged_by_the_index(tmp_path):
     (out / INDEX).unlink()
     b = read_run(out)
     assert list(a.summaries.items()) == list(b.summaries.items())
+
+
+def test_run_writes_the_index_without_importing_numpy(tmp_path):
+    code = ("import sys; from bench.cli import main; sys.argv = ['trajbench', 'run', sys.argv[1], '--agent', 'sim:oracle', "
+            "'-k', '1', '--out', sys.argv[2], '--quiet']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('numpy' in sys.modules)")
+    import subprocess
+    import sys
+
+    for _ in range(2):  # a new run, then a resume (the index reopened)
+        proc = subprocess.run([sys.executable, "-c", code, str(MINI), str(tmp_path / "r")], capture_output=True, text=True)
+        assert proc.stdout.strip().splitlines()[-1] == "False", proc.stderr
+    assert (tmp_path / "r" / INDEX).is_file()

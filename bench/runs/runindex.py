@@ -34,15 +34,17 @@ import zlib
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import numpy as np
 import orjson
 
 from bench.canonical import canonical_json, digest, dump_line, load_line, step_key
 from bench.errors import BenchError
 from bench.runs.logfile import LogFile, is_packed, log_path, log_records
 from bench.runs.rundir import RunLog, StepIndex, SummaryIndex, is_valid, read_manifest, variant_family
+
+if TYPE_CHECKING:
+    import numpy as np
 
 INDEX = "trajectories.index"
 VERSION = 1
@@ -53,6 +55,7 @@ _BLOCK = struct.Struct("<IIII")  # main length, main crc32, states length, state
 # log_start, log_end, last write start, log mtime_ns, digest of the last write, entries, steps, new labels, new names, flags
 _META = struct.Struct("<QQQQ16sIIIII")
 UNINDEXABLE = 1  # _META flags
+_ITEMSIZE = {"u1": 1, "<u4": 4, "<i4": 4, "<u8": 8}
 
 # an entry's end record
 NONE, TRIAL, ERROR, OTHER = 0, 1, 2, 3
@@ -362,16 +365,19 @@ class Columns:
     label: np.ndarray
     labels: list[str]
     names: list[str]
-    _states: list[tuple[bytes | memoryview, int, int]] = field(default_factory=list)  # (blob, crc, count) per block
+    _states: list[tuple[Any, int, Any]] = field(default_factory=list)  # (blob, crc, step flags) per block
 
     def states(self) -> list[str]:
         """The state hashes of the steps flagged HAS_STATE, in step order (checked: a bad section
         raises IndexStale)."""
+        import numpy as np
+
         out: list[str] = []
-        for blob, crc, n in self._states:
-            if zlib.crc32(blob) != crc:
+        for blob, crc, flags in self._states:
+            n = int(np.count_nonzero(np.frombuffer(flags, dtype="u1") & HAS_STATE))
+            if zlib.crc32(blob) != crc or len(got := _split(blob, n)) != n:
                 raise IndexStale("a damaged section of state hashes")
-            out += _split(blob, n)
+            out += got
         return out
 
 
@@ -381,7 +387,8 @@ class IndexStale(Exception):
 
 def _decode(data: bytes | memoryview, pos: int, prev_end: int = 0) -> tuple[list[tuple[Meta, dict[str, Any]]], int]:
     """The whole, sound blocks from `pos` (as (meta, columns)), the first covering the log from
-    byte `prev_end`, and where they end; stops at the first torn or damaged block."""
+    byte `prev_end`, and where they end; stops at the first torn or damaged block. The numeric
+    columns stay bytes (`_columns` reads them with numpy: `run` reopens an index without it)."""
     out: list[tuple[Meta, dict[str, Any]]] = []
     view = memoryview(data)
     while pos + _BLOCK.size <= len(view):
@@ -401,8 +408,8 @@ def _decode(data: bytes | memoryview, pos: int, prev_end: int = 0) -> tuple[list
         for name, dtype, n in (("nsteps", "<u4", ne), ("end", "u1", ne), ("outcome", "u1", ne), ("valid", "u1", ne),
                                ("hi", "<u8", ne), ("lo", "<u4", ne), ("length", "<u4", ne), ("task", "<i4", ne),
                                ("family", "<i4", ne), ("flags", "u1", ns), ("step", "<i4", ns), ("label", "<i4", ns)):
-            size = np.dtype(dtype).itemsize * n
-            cols[name] = np.frombuffer(main[at:at + size], dtype=dtype)
+            size = _ITEMSIZE[dtype] * n
+            cols[name] = main[at:at + size]
             at += size
         for name, n in (("attempts", ne), ("trials", ne), ("labels", meta.labels), ("names", meta.names)):
             (size,) = struct.unpack_from("<Q", main, at)
@@ -411,8 +418,7 @@ def _decode(data: bytes | memoryview, pos: int, prev_end: int = 0) -> tuple[list
         if at != main_len or any(len(cols[k]) != n for k, n in (("attempts", ne), ("trials", ne),
                                                                   ("labels", meta.labels), ("names", meta.names))):
             break
-        cols["states"] = (view[body + main_len:body + main_len + states_len], states_crc,
-                          int(np.count_nonzero(cols["flags"] & HAS_STATE)))
+        cols["states"] = (view[body + main_len:body + main_len + states_len], states_crc, cols["flags"])
         out.append((meta, cols))
         prev_end = meta.log_end
         pos = body + main_len + states_len
@@ -420,8 +426,10 @@ def _decode(data: bytes | memoryview, pos: int, prev_end: int = 0) -> tuple[list
 
 
 def _columns(blocks: list[dict[str, Any]]) -> Columns:
+    import numpy as np  # here: `run` writes the index without numpy
+
     def cat(name: str, dtype: str) -> np.ndarray:
-        parts = [b[name] for b in blocks]
+        parts = [np.frombuffer(b[name], dtype=dtype) for b in blocks]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
     def lists(name: str) -> list[str]:
@@ -540,6 +548,8 @@ def _unsound(c: Columns, log_end: int, packed: bool) -> str | None:
     """Why the columns cannot be a trajbench index of a log of `log_end` bytes (None: they can):
     every id in range, the steps' count, positions inside the log. Cheap array checks, so a
     damaged or crafted index is rebuilt rather than read into an error deep in the analysis."""
+    import numpy as np  # here: `run` writes the index without numpy
+
     trial = c.end == TRIAL
     kind = c.flags & 3
     checks = (
@@ -642,8 +652,7 @@ class IndexWriter:
                 blocks, end = [], _HEAD.size
                 if path.stat().st_size > _HEAD.size:
                     blocks, end, _ = _read_index(run_dir, log)
-            cols = _columns([b for _, b in blocks])
-            builder.seed(cols.labels, cols.names)
+            builder.seed([x for _, b in blocks for x in b["labels"]], [x for _, b in blocks for x in b["names"]])
             last = blocks[-1][0] if blocks else Meta(0, 0, 0, 0, b"")
             fh = open(path, "r+b" if path.exists() else "w+b")
             fh.truncate(end if blocks else 0)

@@ -31,6 +31,7 @@ from bench.runs.runindex import (  # noqa: F401 - looks_read_only, read_only_of,
     LOOKUP_VERBS,
     RO,
     Columns,
+    IndexStale,
     action_label,
     looks_read_only,
     model_label,
@@ -522,7 +523,12 @@ def read_keyed(run_dir: str | Path, options: DivergenceOptions | None = None, *,
         found = read_indexed(run_dir)
         if found is not None:
             log, columns = found
-            return KeyedRun(log, o, keyer_of_columns(columns, o))
+            try:
+                return KeyedRun(log, o, keyer_of_columns(columns, o))
+            except IndexStale:  # its section of state hashes is damaged (read only now): rebuilt
+                found = read_indexed(run_dir, rebuild=True)
+                if found is not None:
+                    return KeyedRun(found[0], o, keyer_of_columns(found[1], o))
     keyer = Keyer(o, {END: 0})
     log = read_run(run_dir, on_step=keyer.feed_record)
     keyer.finish()
