@@ -155,9 +155,11 @@ def inprocess(args: argparse.Namespace) -> None:
         if not (run / INDEX).exists():
             phases.append(("write the missing index (rebuild + save)", timed(lambda: via_index(False))))
         phases.append(("read with the index", timed(lambda: via_index(False))))
-        phases.append(("read, rebuilding the index (not saved)", timed(lambda: via_index(True))))
-        phases.append(("read without the index (reading pass)", timed(lambda: read_keyed(run, o, index=False))))
-    phases.append(("build_report", timed(lambda: build_report(run))))
+        if not args.index_only:
+            phases.append(("read, rebuilding the index (not saved)", timed(lambda: via_index(True))))
+            phases.append(("read without the index (reading pass)", timed(lambda: read_keyed(run, o, index=False))))
+    if not args.index_only:
+        phases.append(("build_report", timed(lambda: build_report(run))))
     phases.append(("bare parse again", timed(parse)))
     pw = min(w for name, (w, _) in phases if "parse" in name)
     pc = min(c for name, (_, c) in phases if "parse" in name)
@@ -190,6 +192,9 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("run_dir")
         p.add_argument("--code", default=str(ROOT), help="the checkout to import bench from (default: this one)")
+        if name == "inprocess":
+            p.add_argument("--index-only", action="store_true",
+                           help="only the parse and the reading phase with the index (a large run: minutes less)")
         if name == "measure":
             p.add_argument("--commands", nargs="+", default=["parse", "report", "verify", "diff", "export"],
                            choices=["parse", "report", "verify", "diff", "export", "export-hf"])

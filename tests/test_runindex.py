@@ -9,6 +9,7 @@ import zlib
 import orjson
 import pytest
 
+from bench.analysis.divergence import keys
 from bench.analysis.divergence.keys import read_keyed
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.report import build_report
@@ -61,6 +62,7 @@ def test_a_run_writes_its_index_and_report_reads_the_same_from_it(tmp_path, log_
     assert (out / INDEX).is_file()
     loaded = load(out, write=False)
     assert not loaded.rebuilt and loaded.indexable  # the run's own index, used as it is
+    monkeypatch.setattr(keys, "KEY_CHUNK", 4)  # attempts keyed in chunks, as on a large run
     for options in OPTIONS:
         _same_keys(out, options)
         assert _fast(out, options) == _slow(out, options)

@@ -564,14 +564,42 @@ def keyer_of_columns(c: Columns, options: DivergenceOptions) -> Keyer:
         state_of = state_of[order] if state_of is not None else None
         ids = list(number)
         counts = np.bincount(entry_att, weights=counts, minlength=len(ids)).astype(np.int64)
-    n_att = len(ids)
+    # in chunks of whole attempts: each chunk's temporaries reuse the memory the last one freed
+    # (fresh memory, page-faulted in, is what array work on ten million steps costs most)
+    starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    packed = PackedAttempts()
+    offsets: list[Any] = []
+    read_only: set[int] = set()
+    for a0 in range(0, len(ids), KEY_CHUNK):
+        a1 = min(a0 + KEY_CHUNK, len(ids))
+        s0, s1 = int(starts[a0]), int(starts[a1])
+        part = _key_chunk(flags[s0:s1], step[s0:s1], kid[label[s0:s1] + 1],
+                          None if state_of is None else state_of[s0:s1], counts[a0:a1], options)
+        offsets.append(part[1] + len(packed._data))
+        packed._data.frombytes(part[0].view(np.uint8).data)
+        read_only |= part[2]
+    keyer.read_only_ids = read_only
+    packed._at = dict(zip(ids, np.concatenate(offsets).tolist() if offsets else []))
+    keyer.attempts = keyer._packed = packed
+    return keyer
+
+
+KEY_CHUNK = 1 << 16  # attempts keyed at once by `keyer_of_columns`
+
+
+def _key_chunk(flags: Any, step: Any, value: Any, state_of: Any, counts: Any,
+               options: DivergenceOptions) -> tuple[Any, Any, set[int]]:
+    """`keyer_of_columns` for some whole attempts: their packed int32 data, each one's offset in
+    it, and the action ids of their read-only calls. `value`: each step's key id (-1: no call)."""
+    import numpy as np
+
+    n_att = len(counts)
     att = np.repeat(np.arange(n_att, dtype=np.int32), counts)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64) if n_att else np.zeros(0, dtype=np.int64)
     kind = flags & 3
     tool, user = kind == K_TOOL, kind == K_USER
     ro_tool = tool & ((flags & RO) != 0)
-    value = kid[label + 1]
-    keyer.read_only_ids = set(np.unique(value[ro_tool]).tolist())
+    read_only = set(np.unique(value[ro_tool]).tolist())
     skipped = ro_tool if options.ignore_read_only else np.zeros(len(flags), dtype=bool)
     if state_of is not None:
         live = tool & ~skipped  # the tool steps that update the last state
@@ -602,9 +630,8 @@ def keyer_of_columns(c: Columns, options: DivergenceOptions) -> Keyer:
     key_att = att[kept]
     where = np.flatnonzero(kept) - starts[key_att]
     calls = tool | user
-    keyer.attempts = keyer._packed = _packed(ids, counts, keys, where, key_att, step[calls], att[calls],
-                                             value[tool], att[tool])
-    return keyer
+    data, off = _packed(n_att, counts, keys, where, key_att, step[calls], att[calls], value[tool], att[tool])
+    return data, off, read_only
 
 
 def _state_keys(c: Columns, keyer: Keyer) -> Any:
@@ -620,13 +647,12 @@ def _state_keys(c: Columns, keyer: Keyer) -> Any:
     return sid
 
 
-def _packed(ids: list[str], events: Any, keys: Any, where: Any, key_att: Any, calls: Any, call_att: Any,
-            actions: Any, action_att: Any) -> PackedAttempts:
-    """`PackedAttempts` laid out from per-element arrays (each sorted by attempt): `_pack`'s
-    layout, every attempt at once."""
+def _packed(n_att: int, events: Any, keys: Any, where: Any, key_att: Any, calls: Any, call_att: Any,
+            actions: Any, action_att: Any) -> tuple[Any, Any]:
+    """`PackedAttempts._pack`'s layout from per-element arrays (each sorted by attempt), every
+    attempt at once: the int32 data and each attempt's offset in it."""
     import numpy as np
 
-    n_att = len(ids)
 
     def count(of: Any) -> Any:
         return np.bincount(of, minlength=n_att).astype(np.int64)
@@ -656,10 +682,7 @@ def _packed(ids: list[str], events: Any, keys: Any, where: Any, key_att: Any, ca
     m = ~calls_plain[call_att]
     data[(body + nk + where_len)[call_att[m]] + call_rank[m]] = calls[m]
     data[(body + nk + where_len + calls_len)[action_att] + action_rank] = actions
-    packed = PackedAttempts()
-    packed._data.frombytes(data.view(np.uint8).data)
-    packed._at = dict(zip(ids, off.tolist()))
-    return packed
+    return data, off
 
 
 def key_parsed(log: RunLog, options: DivergenceOptions | None = None) -> KeyedRun:
