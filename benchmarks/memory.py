@@ -12,9 +12,11 @@ command's alone: `report --json`, `verify`, `diff RUN RUN` (the run against itse
 line of the log and keeps nothing. `--code DIR` puts another checkout first on the import path
 (e.g. /work/main, to measure the code before a change beside the code after it).
 
-`inprocess` times, in one process, the bare parse, `build_report` (metrics and divergence,
-B = 2000) and the parse again on the same log, and prints the ratio of CPU seconds (robust on
-a busy machine; the target: ≤ 2×) and of wall seconds.
+`inprocess` times, in one process, the bare parse, the reading phase (with the run index,
+rebuilding it, without it), `build_report` (metrics and divergence, B = 2000) and the parse
+again on the same log, and prints the ratios of CPU seconds (robust on a busy machine; the
+target: ≤ 2×) and of wall seconds to the parse. It writes the index beside the log when
+it is missing (timed: the first report of an old run).
 """
 
 from __future__ import annotations
@@ -114,6 +116,11 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def inprocess(args: argparse.Namespace) -> None:
+    """Parse, the reading phase three ways, the whole report, parse again: CPU and wall seconds,
+    ratios to the lower parse. The reading phase is what `build_report` does before its analysis
+    (`read_keyed`): through the index beside the log (written first if missing: its cost is the
+    rebuild's), rebuilding the index from the log without writing it (the first report of a run
+    made before the index), and the reading pass without the index (the code before it)."""
     run = Path(args.run_dir)
     sys.path.insert(0, str(Path(args.code).resolve()))
     from bench.analysis.report import build_report
@@ -130,12 +137,37 @@ def inprocess(args: argparse.Namespace) -> None:
         phase()  # type: ignore[operator]
         return time.perf_counter() - wall, time.process_time() - cpu
 
-    p1 = timed(parse)  # parse, report, parse: the page cache is warm for both; the lower parse counts
-    rep = timed(lambda: build_report(run))
-    p2 = timed(parse)
-    pw, pc = min(p1[0], p2[0]), min(p1[1], p2[1])
-    print(f"{_size(run)}\nin one process: bare parse {pc:.2f} s CPU ({pw:.2f} s wall), build_report {rep[1]:.2f} s CPU "
-          f"({rep[0]:.2f} s wall) = {rep[1] / pc:.2f}× the parse's CPU ({rep[0] / pw:.2f}× its wall time)")
+    phases: list[tuple[str, tuple[float, float]]] = [("bare parse", timed(parse))]
+    try:
+        from bench.analysis.divergence.keys import keyer_of_columns, read_keyed
+        from bench.analysis.divergence.options import DivergenceOptions
+        from bench.runs.runindex import INDEX, read_indexed
+    except ImportError:  # a checkout before the index (--code): the whole report only
+        pass
+    else:
+        o = DivergenceOptions()
+
+        def via_index(rebuild: bool) -> None:
+            found = read_indexed(run, write=not rebuild, rebuild=rebuild)
+            assert found is not None, "the log holds what the index cannot represent"
+            keyer_of_columns(found[1], o)
+
+        if not (run / INDEX).exists():
+            phases.append(("write the missing index (rebuild + save)", timed(lambda: via_index(False))))
+        phases.append(("read with the index", timed(lambda: via_index(False))))
+        if not args.index_only:
+            phases.append(("read, rebuilding the index (not saved)", timed(lambda: via_index(True))))
+            phases.append(("read without the index (reading pass)", timed(lambda: read_keyed(run, o, index=False))))
+    if not args.index_only:
+        phases.append(("build_report", timed(lambda: build_report(run))))
+    phases.append(("bare parse again", timed(parse)))
+    pw = min(w for name, (w, _) in phases if "parse" in name)
+    pc = min(c for name, (_, c) in phases if "parse" in name)
+    print(f"{_size(run)}; load {open('/proc/loadavg').read().split()[0]}")
+    print("| phase (one process) | CPU s | wall s | CPU / parse | wall / parse |")
+    print("|---|---|---|---|---|")
+    for name, (wall, cpu) in phases:
+        print(f"| {name} | {cpu:.2f} | {wall:.2f} | {cpu / pc:.2f}× | {wall / pw:.2f}× |")
 
 
 def make_sim(args: argparse.Namespace) -> None:
@@ -160,6 +192,9 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("run_dir")
         p.add_argument("--code", default=str(ROOT), help="the checkout to import bench from (default: this one)")
+        if name == "inprocess":
+            p.add_argument("--index-only", action="store_true",
+                           help="only the parse and the reading phase with the index (a large run: minutes less)")
         if name == "measure":
             p.add_argument("--commands", nargs="+", default=["parse", "report", "verify", "diff", "export"],
                            choices=["parse", "report", "verify", "diff", "export", "export-hf"])

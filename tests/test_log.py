@@ -84,7 +84,7 @@ def test_a_compressed_log_is_frames_per_attempt_and_decompresses_to_the_plain_li
 def test_positions_in_a_compressed_log_name_a_frame_and_an_offset_in_it(tmp_path):
     out = make_run(tmp_path, k="1")
     log = read_run(out)
-    reader, (start, end) = LogFile(out / PACKED_LOG), _unpacked(next(iter(log.summaries._spans.values())))
+    reader, (start, end) = LogFile(out / PACKED_LOG), log.summaries.span(next(iter(log.summaries)))
     assert start >> 32 > 0 and start & 0xFFFFFFFF == 0  # a frame of its own, after its attempt's steps' frame
     line = reader.read(start, end)
     assert orjson.loads(line) == log.summaries[next(iter(log.summaries))]

@@ -78,10 +78,13 @@ def _resource_cv(per_task: Sequence[Mapping[str, float | None]]) -> dict[str, fl
 
 @gc_paused()  # a large run's summaries and keys are millions of objects the collector need not rescan
 def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
-                 divergence: DivergenceOptions | None = None, replays: Sequence[str | Path] = ()) -> dict[str, Any]:
+                 divergence: DivergenceOptions | None = None, replays: Sequence[str | Path] = (),
+                 index: bool = True) -> dict[str, Any]:
+    """With `index`, the run is read through its verified index (bench.runs.runindex); without, from
+    the log alone (`verify`). The same report either way."""
     if replay_info(read_manifest(Path(run_dir)), Path(run_dir)) is not None:
         return replay_report(run_dir)
-    run = read_keyed(run_dir, divergence)  # one pass over the log: summaries kept, steps keyed and dropped
+    run = read_keyed(run_dir, divergence, index=index)  # the index's columns, or one pass over the log
     log = run.log
     manifest = log.manifest
     k = int(manifest["k"])

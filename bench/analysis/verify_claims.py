@@ -111,7 +111,7 @@ def check_metrics(run_dir: Path, log: RunLog, replayed: dict[str, str | None], o
     """The figures `trajbench report` computes from the logged outcomes against the same figures
     from the replayed outcomes (suite means; intervals follow from the same per-task counts)."""
     try:
-        report = build_report(run_dir, bootstrap=1)
+        report = build_report(run_dir, bootstrap=1, index=False)  # from the log itself: verify trusts no derived file
     except Exception as exc:  # noqa: BLE001 - a hostile log must give a mismatch, never a traceback
         out.append(Mismatch(None, None, "metrics", f"`trajbench report` cannot compute the run's figures from this log "
                             f"({type(exc).__name__}: {shorten(str(exc))})"))

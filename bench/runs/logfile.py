@@ -291,20 +291,28 @@ def _next_chain(buf: bytes, start: int) -> int | None:
     return None
 
 
-def frames(fh: BinaryIO, path: Path) -> Iterator[Segment]:
-    """The segments of a compressed log, read in large chunks, for the readers: a bad segment
-    raises (and points to repair); a torn last frame comes last."""
-    for segment in walk_frames(fh.read, resync=False):
+def frames(fh: BinaryIO, path: Path, start: int = 0) -> Iterator[Segment]:
+    """The segments of a compressed log from byte `start` (where `fh` is), read in large chunks,
+    for the readers: a bad segment raises (and points to repair); a torn last frame comes last."""
+    for segment in walk_frames(fh.read, start, resync=False):
         if segment.problem is not None:
             raise BenchError(f"byte {segment.start}: {segment.problem}; {_REPAIR_HINT.format(path.parent)}",
                              file=str(path), field=f"byte {segment.start}")
         yield segment
 
 
-def contents(path: Path) -> Iterator[tuple[int, bytes | None, int]]:
+def contents(path: Path, start: int = 0) -> Iterator[tuple[int, bytes | None, int]]:
     """The log (either encoding) as runs of whole lines: (position of the first byte, the lines,
-    end position) — a plain log in ~1 MiB pieces, a compressed one a frame at a time. A torn last
-    line or frame comes last as (start, None, end), `end - start` its bytes on disk."""
+    end position) — a plain log in ~1 MiB pieces, a compressed one a frame at a time — from byte
+    `start` on disk (0, or the end of a whole write: `bench.runs.runindex` reads only what its index
+    does not cover). A torn last line or frame comes last as (start, None, end), `end - start`
+    its bytes on disk."""
+    for base, content, end, _ in _chunks(path, start):
+        yield base, content, end
+
+
+def _chunks(path: Path, start: int = 0) -> Iterator[tuple[int, bytes | None, int, int]]:
+    """`contents`, each run of lines with the byte on disk where it ends."""
     if not path.exists():
         return
     try:
@@ -312,32 +320,37 @@ def contents(path: Path) -> Iterator[tuple[int, bytes | None, int]]:
     except OSError as exc:
         raise BenchError(f"cannot be read: {exc.strerror}", file=str(path)) from None
     with fh:
+        fh.seek(start)
         if is_packed(path):
-            for start, end, frame, _, torn in frames(fh, path):
+            for first, end, frame, _, torn in frames(fh, path, start):
                 if torn:
-                    yield start, None, end
+                    yield first, None, end, end
                     return
-                content = _decompress(frame, path, start)
-                base = start << _OFFSET_BITS
-                yield base, content, base + len(content)
+                content = _decompress(frame, path, first)
+                base = first << _OFFSET_BITS
+                yield base, content, base + len(content), end
             return
-        offset, rest = 0, b""
+        offset, rest = start, b""
         while chunk := fh.read(1 << 20):
             data = rest + chunk if rest else chunk
             cut = data.rfind(b"\n") + 1
             if cut:
-                yield offset, data[:cut], offset + cut
+                yield offset, data[:cut], offset + cut, offset + cut
                 offset += cut
             rest = data[cut:]
         if rest:
-            yield offset, None, offset + len(rest)
+            yield offset, None, offset + len(rest), offset + len(rest)
 
 
-def log_records(path: Path) -> Iterator[tuple[dict[str, Any] | None, int, int]]:
-    """The log's records, checked, each with the positions of its line (its newline included);
-    a torn last line or frame is yielded as (None, start, end), `end - start` its bytes on disk."""
+def log_records(path: Path, start: int = 0,
+                on_chunk: Callable[[int], None] | None = None) -> Iterator[tuple[dict[str, Any] | None, int, int]]:
+    """The log's records, checked, each with the positions of its line (its newline included),
+    from byte `start` on disk (`contents`); a torn last line or frame is yielded as (None, start,
+    end), `end - start` its bytes on disk. `on_chunk(byte)` is told, once the records of each run
+    of lines have been yielded, the byte on disk where that run ends (the index builder's
+    safe points)."""
     loads, required_of = orjson.loads, _REQUIRED.get  # local names: this loop runs once per line
-    for base, content, last in contents(path):
+    for base, content, last, disk_end in _chunks(path, start):
         if content is None:  # the last write was cut short
             yield None, base, last
             return
@@ -361,6 +374,8 @@ def log_records(path: Path) -> Iterator[tuple[dict[str, Any] | None, int, int]]:
                 raise BenchError(f"line {number}: {problem}; {_REPAIR_HINT.format(path.parent)}",
                                  file=str(path), field=f"line {number}")
             yield rec, start, end
+        if on_chunk is not None:
+            on_chunk(disk_end)
 
 
 def _line_number(path: Path, position: int) -> int:
@@ -428,9 +443,11 @@ class LogWriter:
     write). A killed process loses only unfinished attempts, which resume re-runs anyway, and
     at most the write under way. `fsync_summaries` also survives power loss, at a cost per
     trial. A run directory that has a log keeps its encoding; a new log is written in
-    `log_format` ("zstd" or "jsonl")."""
+    `log_format` ("zstd" or "jsonl"). With `index` (the default) each write is also handed to
+    the run's derived index (`bench.runs.runindex.IndexWriter`: what `report` reads instead of
+    parsing every line); the log stays the only source of truth."""
 
-    def __init__(self, run_dir: Path, fsync_summaries: bool = False, log_format: str = "zstd"):
+    def __init__(self, run_dir: Path, fsync_summaries: bool = False, log_format: str = "zstd", index: bool = True):
         if log_format not in FORMATS:
             raise BenchError(f"unknown log format {log_format!r}: expected one of {', '.join(FORMATS)}", field="--log-format")
         path = log_path(run_dir)
@@ -440,16 +457,23 @@ class LogWriter:
         self._size = self._fh.seek(0, os.SEEK_END)  # where the next write starts (the writer is the only one)
         self._lock = threading.Lock()
         self._fsync = fsync_summaries
-        self._encode: Callable[[list[bytes], bytes], bytes] = packed_writer() if is_packed(self.path) else _plain
+        self._encode: Callable[[list[bytes], bytes], tuple[bytes, bytes]] = \
+            _packed_parts() if is_packed(self.path) else _plain
         self._pending: dict[Any, list[bytes]] = {}
+        self._views: dict[Any, list[Any]] = {}  # per pending line, what the index needs of its record
         self._ended: set[Any] = set()  # attempts whose trial summary is written: sealed
         self.dropped = 0  # records refused: of a sealed attempt, or after close
+        # the derived index beside the log (bench/runs/runindex.py imports this module: imported here)
+        from bench.runs.runindex import IndexWriter
+
+        self._index: IndexWriter | None = IndexWriter.open(run_dir, self.path) if index else None
 
     def append(self, record: dict[str, Any]) -> None:
         """Never fails on the record's values (`bench.canonical.dump_line`: every string is kept).
         A record of an attempt whose summary is written (an abandoned agent thread still running) or
         arriving after close is dropped: nothing can follow a trial's summary into the log."""
         line = dump_line(record)
+        view = self._index.view(record) if self._index is not None else None  # what the index needs of it
         attempt = record.get("attempt")
         kind = record.get("type")
         with self._lock:
@@ -460,10 +484,12 @@ class LogWriter:
                 pending = self._pending.get(attempt)
                 if pending is None:
                     self._pending[attempt] = [line]
+                    self._views[attempt] = [view]
                 else:
                     pending.append(line)
+                    self._views[attempt].append(view)
                 return
-            self._write(self._encode(self._pending.pop(attempt, []), line))
+            self._write(self._pending.pop(attempt, []), line, self._views.pop(attempt, []), view)
             if kind == "trial":
                 self._ended.add(attempt)
                 if self._fsync:
@@ -473,13 +499,25 @@ class LogWriter:
         """Steps of attempts that never ended (an exception escaped the runner) are kept, as before."""
         with self._lock:
             try:
-                for lines in self._pending.values():
-                    self._write(self._encode(lines, b""))
+                for attempt, lines in self._pending.items():
+                    self._write(lines, b"", self._views.get(attempt, []), None)
             finally:
                 self._pending.clear()
                 self._fh.close()
+                if self._index is not None:
+                    self._index.close()
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, steps: list[bytes], end: bytes, views: list[Any], end_view: Any) -> None:
+        """One attempt's lines in one write (`_write_all`), then handed to the index with what it
+        needs of their records (`IndexWriter.view`)."""
+        head, tail = self._encode(steps, end)
+        start = self._size
+        data = head + tail
+        self._write_all(data)
+        if self._index is not None:
+            self._index.wrote(views, end_view, len(end), start, start + len(head), data, self._fh.fileno())
+
+    def _write_all(self, data: bytes) -> None:
         """All of `data`, or nothing: an unbuffered write may write part (a full disk, a signal),
         and a part left in the log followed by later frames would be a corruption in the middle
         of it, not a torn tail. On an error the log is cut back to where it was, and the run stops
@@ -500,8 +538,8 @@ class LogWriter:
                              file=str(self.path)) from None
 
 
-def _plain(steps: list[bytes], end: bytes) -> bytes:
-    return b"".join(steps) + end
+def _plain(steps: list[bytes], end: bytes) -> tuple[bytes, bytes]:
+    return b"".join(steps), end
 
 
 def packed_writer() -> Callable[[list[bytes], bytes], bytes]:
@@ -509,9 +547,15 @@ def packed_writer() -> Callable[[list[bytes], bytes], bytes]:
     content size and checksum: the steps in one frame (a long attempt: one per ~1 MiB of lines),
     the end record in a frame of its own, so that reading a trial's summary again decompresses
     only the summary. Called under the writer's lock (a compressor is not thread-safe)."""
+    encode = _packed_parts()
+    return lambda steps, end: b"".join(encode(steps, end))
+
+
+def _packed_parts() -> Callable[[list[bytes], bytes], tuple[bytes, bytes]]:
+    """`packed_writer`'s frames as (the steps' frames, the end record's frame)."""
     compress = zstandard.ZstdCompressor(level=_LEVEL, write_checksum=True, write_content_size=True).compress
 
-    def encode(steps: list[bytes], end: bytes) -> bytes:
+    def encode(steps: list[bytes], end: bytes) -> tuple[bytes, bytes]:
         out: list[bytes] = []
         group: list[bytes] = []
         size = 0
@@ -523,9 +567,7 @@ def packed_writer() -> Callable[[list[bytes], bytes], bytes]:
             size += len(line)
         if group:
             out.append(compress(b"".join(group)))
-        if end:
-            out.append(compress(end))
-        return b"".join(out)
+        return b"".join(out), compress(end) if end else b""
 
     return encode
 

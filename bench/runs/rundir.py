@@ -193,14 +193,18 @@ class TrialCore(NamedTuple):
 class SummaryIndex(Mapping[str, TrialSummary]):
     """trial id -> its summary (the first one logged), read from the log when asked for: a
     parsed summary is ~3.5 KB of Python objects, a million of them would not fit. What is kept
-    per trial is where its line lies (one int) and, in columns in the same order, its
+    per trial is its row number and, in columns in that order, where its line lies and its
     `TrialCore` (a task and a family number, a valid flag): ~100 bytes with the trial's id. Each
-    lookup parses the line again and returns a fresh dict."""
+    lookup parses the line again and returns a fresh dict. Built record by record (`add`, the
+    reading pass) or from the run index's columns at once (`from_columns`)."""
 
     def __init__(self, log: LogFile) -> None:
         self._log = log
-        self._spans: dict[str, int] = {}  # trial -> start << 32 | length of its summary's line, in log order
-        self._task = array("i")  # per trial, in the same order: index into _names
+        self._rows: dict[str, int] = {}  # trial -> its row, in log order
+        self._hi = array("Q")  # per row: its summary's position >> 32, & 0xFFFFFFFF, its length
+        self._lo = array("I")
+        self._len = array("I")
+        self._task = array("i")  # per row: index into _names
         self._family = array("i")
         self._valid = bytearray()
         self._names: list[str] = []
@@ -213,10 +217,48 @@ class SummaryIndex(Mapping[str, TrialSummary]):
         task = rec["task"] if isinstance(rec["task"], str) else repr(rec["task"])
         family = variant_family(rec)
         family = family if isinstance(family, str) else repr(family)
-        self._spans[rec["trial"]] = start << 32 | (end - start)
+        self._rows[rec["trial"]] = len(self._rows)
+        self._hi.append(start >> 32)
+        self._lo.append(start & _LOW32)
+        self._len.append(end - start)
         self._task.append(self._name_id(task))
         self._family.append(self._name_id(family))
         self._valid.append(is_valid(rec))
+
+    @classmethod
+    def from_columns(cls, log: LogFile, trials: list[str], is_trial: Any, hi: Any, lo: Any, length: Any, task: Any,
+                     family: Any, valid: Any, names: list[str]) -> tuple[SummaryIndex, list[str], list[int]]:
+        """The index of the summaries among `trials` (per entry of bench.runs.runindex's columns:
+        numpy arrays, `is_trial` the entries that are summaries, task and family numbers into
+        `names`): the first summary of each trial counts, as in `add`. Returns it, the trials
+        summarised again (in log order) and the entries it kept."""
+        import numpy as np
+
+        out = cls(log)
+        rows = np.flatnonzero(is_trial)
+        ids = [trials[i] for i in rows.tolist()]
+        first = dict(zip(ids, range(len(ids))))  # the last row of each trial: see below
+        duplicates: list[str] = []
+        if len(first) < len(ids):  # a trial summarised twice (rare): keep its first row
+            first, seen = {}, set()
+            for j, t in enumerate(ids):
+                if t in seen:
+                    duplicates.append(t)
+                else:
+                    seen.add(t)
+                    first[t] = j
+            rows = rows[np.fromiter(first.values(), dtype=np.int64, count=len(first))]
+            first = {t: j for j, t in enumerate(first)}
+        out._rows = first
+        out._hi.frombytes(hi[rows].astype("<u8").tobytes())
+        out._lo.frombytes(lo[rows].astype("<u4").tobytes())
+        out._len.frombytes(length[rows].astype("<u4").tobytes())
+        out._task.frombytes(task[rows].astype(np.int32).tobytes())
+        out._family.frombytes(family[rows].astype(np.int32).tobytes())
+        out._valid = bytearray(valid[rows].astype(np.uint8).tobytes())
+        out._names = list(names)
+        out._name_ids = {name: i for i, name in enumerate(names)}
+        return out, duplicates, rows.tolist()
 
     def _name_id(self, name: str) -> int:
         i = self._name_ids.get(name)
@@ -228,22 +270,26 @@ class SummaryIndex(Mapping[str, TrialSummary]):
     def cores(self) -> Iterator[tuple[str, TrialCore]]:
         """(trial, its core), in log order."""
         names = self._names
-        for trial, task, family, valid in zip(self._spans, self._task, self._family, self._valid):
+        for trial, task, family, valid in zip(self._rows, self._task, self._family, self._valid):
             yield trial, TrialCore(names[task], names[family], bool(valid))
 
+    def span(self, trial: str) -> tuple[int, int]:
+        """Where the trial's summary line lies: its positions in the log (`LogFile.read`)."""
+        row = self._rows[trial]
+        start = self._hi[row] << 32 | self._lo[row]
+        return start, start + self._len[row]
+
     def __getitem__(self, trial: str) -> TrialSummary:
-        span = self._spans[trial]
-        start = span >> 32
-        return load_line(self._log.read(start, start + (span & _LOW32)))
+        return load_line(self._log.read(*self.span(trial)))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._spans)
+        return iter(self._rows)
 
     def __len__(self) -> int:
-        return len(self._spans)
+        return len(self._rows)
 
     def __contains__(self, trial: object) -> bool:
-        return trial in self._spans
+        return trial in self._rows
 
 
 @dataclass

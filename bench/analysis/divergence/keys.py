@@ -21,33 +21,26 @@ from typing import Any, Iterator, Mapping, Sequence
 import orjson
 
 from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials
-from bench.canonical import canonical_json, digest, step_key
 from bench.runs.rundir import RunLog, TrialSummary, read_run
+from bench.runs.runindex import (  # noqa: F401 - looks_read_only, read_only_of, LOOKUP_VERBS: their import path before runindex
+    ERR,
+    HAS_STATE,
+    K_MODEL,
+    K_TOOL,
+    K_USER,
+    LOOKUP_VERBS,
+    RO,
+    Columns,
+    IndexStale,
+    action_label,
+    looks_read_only,
+    model_label,
+    raw_args,
+    read_indexed,
+    read_only_of,
+)
 from bench.world.suite import Suite
 from bench.world.task import Task
-
-# Verbs that name a lookup, for logs that do not say whether a call was read-only (imports: τ-bench
-# and most other formats record no such flag). A native run's logged flag always wins.
-LOOKUP_VERBS = ("get", "list", "search", "find", "lookup", "look", "read", "fetch", "query", "check", "view",
-                "show", "describe", "calculate", "compute", "think", "count", "inspect", "retrieve")
-
-
-def looks_read_only(tool: str) -> bool:
-    """Whether a tool whose log has no read-only flag is taken for a lookup: its name's first
-    word (snake_case, camelCase or dotted) is one of LOOKUP_VERBS."""
-    head = tool.rsplit(".", 1)[-1].replace("-", "_")
-    word = head.split("_", 1)[0]
-    for i, ch in enumerate(word[1:], 1):  # camelCase: getReservation -> get
-        if ch.isupper():
-            word = word[:i]
-            break
-    return word.lower() in LOOKUP_VERBS
-
-
-def read_only_of(ev: Mapping[str, Any]) -> bool:
-    """A tool step's read-only flag: the logged one, else `looks_read_only` of its tool."""
-    flag = ev.get("read_only")
-    return bool(flag) if flag is not None else looks_read_only(str(ev.get("tool")))
 
 
 def writes_anywhere(lookup_flags: Sequence[Sequence[bool]]) -> bool:
@@ -72,7 +65,7 @@ def tool_of(key: str) -> str | None:
 
 
 
-_DUMPS_OPT = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+_DUMPS_OPT = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS  # `raw_args`'s
 
 
 class AttemptKeys:
@@ -210,18 +203,11 @@ class Keyer:
         return i
 
     def action_id(self, tool: str, args: Any) -> int:
-        try:
-            raw = orjson.dumps(args, option=_DUMPS_OPT)
-        except TypeError:
-            raw = repr(args).encode()
+        raw = raw_args(args)
         i = self._cache.get((tool, raw))
         if i is None:
-            try:
-                label = step_key(tool, args)
-            except TypeError:
-                label = step_key(tool, repr(args))
             # kept as a compact copy: the bytes orjson returns hold on to its ~4 KB write buffer
-            i = self._cache[(tool, bytes(memoryview(raw)))] = self.intern(label)
+            i = self._cache[(tool, bytes(memoryview(raw)))] = self.intern(action_label(tool, args))
         return i
 
     def feed_record(self, ev: Mapping[str, Any]) -> None:
@@ -265,7 +251,7 @@ class Keyer:
             tool = str(get("tool") or "ask_user")
             key = self.action_id(tool, get("args")) if self.include_user else None
         elif kind == "model" and self.include_model and not self.state_mode:
-            key = self.intern("model:" + digest(canonical_json(_jsonable(get("output"))))[:16])
+            key = self.intern(model_label(get("output")))
         else:
             return
         if key is not None:
@@ -277,7 +263,7 @@ class Keyer:
         get = ev.get
         tool, args = str(get("tool")), get("args")
         try:  # `action_id`, its cache hit inline
-            action = self._cache.get((tool, orjson.dumps(args, option=_DUMPS_OPT)))
+            action = self._cache.get((tool, orjson.dumps(args, option=_DUMPS_OPT)))  # raw_args's fast path
         except TypeError:
             action = None
         if action is None:
@@ -306,13 +292,6 @@ class Keyer:
         for ev in events:
             self.feed(tk, ev)
         return tk
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        return orjson.loads(orjson.dumps(value))
-    except TypeError:
-        return repr(value)
 
 
 def step_keys(events: Sequence[Mapping[str, Any]], options: DivergenceOptions | None = None) -> list[str]:
@@ -531,16 +510,179 @@ class KeyedRun:
         return self.keys(summary).actions
 
 
-def read_keyed(run_dir: str | Path, options: DivergenceOptions | None = None) -> KeyedRun:
-    """Read a run directory in one pass, keying each step as it is read and keeping none
-    (`bench.runs.rundir.read_run`'s reading rules: a torn last line is skipped, the first summary of a
-    trial counts, steps of attempts without a summary are ignored). Memory grows with the
-    number of steps, not with the log's size; nothing is parsed or keyed twice."""
+def read_keyed(run_dir: str | Path, options: DivergenceOptions | None = None, *, index: bool = True) -> KeyedRun:
+    """Read a run directory, keying each step (`bench.runs.rundir.read_run`'s reading rules: a
+    torn last line is skipped, the first summary of a trial counts, steps of attempts without a
+    summary are ignored). With `index` (the default) from the run's verified index
+    (`bench.runs.runindex`: columns, keyed with numpy, no line parsed), rebuilt from the log if
+    it is missing or stale; without it (`verify`, which trusts no derived file), or when the log
+    holds what the index cannot represent, from the log in one pass, keying each step as it is
+    read and keeping none. Both give the same keys."""
     o = options or DivergenceOptions()
+    if index:
+        found = read_indexed(run_dir)
+        if found is not None:
+            log, columns = found
+            try:
+                return KeyedRun(log, o, keyer_of_columns(columns, o))
+            except IndexStale:  # its section of state hashes is damaged (read only now): rebuilt
+                found = read_indexed(run_dir, rebuild=True)
+                if found is not None:
+                    return KeyedRun(found[0], o, keyer_of_columns(found[1], o))
     keyer = Keyer(o, {END: 0})
     log = read_run(run_dir, on_step=keyer.feed_record)
     keyer.finish()
     return KeyedRun(log, o, keyer)
+
+
+def keyer_of_columns(c: Columns, options: DivergenceOptions) -> Keyer:
+    """The `Keyer` that `Keyer.feed_record` over the log's steps gives, from the run index's
+    columns: the same keys, event positions, calls, actions and read-only ids per attempt (the
+    rules of `Keyer.feed`, as array operations), packed alike. Key ids differ from the reading
+    pass's when the options leave some calls out (every call's key is in the vocabulary here),
+    which no output depends on: the analysis renumbers keys by first appearance (`Numbering`).
+    Lean in temporaries (int32, boolean masks): fresh memory is what this costs most."""
+    import numpy as np
+
+    vocab: dict[str, int] = {END: 0}
+    for text in c.labels:
+        vocab.setdefault(text, len(vocab))
+    keyer = Keyer(options, vocab)
+    kid = np.fromiter((vocab[text] for text in c.labels), dtype=np.int32, count=len(c.labels))
+    kid = np.concatenate((np.array([-1], dtype=np.int32), kid))  # label -1 (no call) -> -1
+    # the steps, grouped by attempt (in order of first appearance), each attempt's in log order
+    has = c.nsteps > 0
+    ids = [a for a, h in zip(c.attempts, has.tolist()) if h]
+    counts = c.nsteps[has].astype(np.int64)
+    flags, step, label = c.flags, c.step, c.label
+    state_of = _state_keys(c, keyer) if options.key == "state" else None
+    if len(set(ids)) < len(ids):  # an attempt written in pieces (an old log's interleaved attempts)
+        number: dict[str, int] = {}
+        entry_att = np.fromiter((number.setdefault(a, len(number)) for a in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(np.repeat(entry_att, counts), kind="stable")
+        flags, step, label = flags[order], step[order], label[order]
+        state_of = state_of[order] if state_of is not None else None
+        ids = list(number)
+        counts = np.bincount(entry_att, weights=counts, minlength=len(ids)).astype(np.int64)
+    # in chunks of whole attempts: each chunk's temporaries reuse the memory the last one freed
+    # (fresh memory, page-faulted in, is what array work on ten million steps costs most)
+    starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    packed = PackedAttempts()
+    offsets: list[Any] = []
+    read_only: set[int] = set()
+    for a0 in range(0, len(ids), KEY_CHUNK):
+        a1 = min(a0 + KEY_CHUNK, len(ids))
+        s0, s1 = int(starts[a0]), int(starts[a1])
+        part = _key_chunk(flags[s0:s1], step[s0:s1], kid[label[s0:s1] + 1],
+                          None if state_of is None else state_of[s0:s1], counts[a0:a1], options)
+        offsets.append(part[1] + len(packed._data))
+        packed._data.frombytes(part[0].view(np.uint8).data)
+        read_only |= part[2]
+    keyer.read_only_ids = read_only
+    packed._at = dict(zip(ids, np.concatenate(offsets).tolist() if offsets else []))
+    keyer.attempts = keyer._packed = packed
+    return keyer
+
+
+KEY_CHUNK = 1 << 16  # attempts keyed at once by `keyer_of_columns`
+
+
+def _key_chunk(flags: Any, step: Any, value: Any, state_of: Any, counts: Any,
+               options: DivergenceOptions) -> tuple[Any, Any, set[int]]:
+    """`keyer_of_columns` for some whole attempts: their packed int32 data, each one's offset in
+    it, and the action ids of their read-only calls. `value`: each step's key id (-1: no call)."""
+    import numpy as np
+
+    n_att = len(counts)
+    att = np.repeat(np.arange(n_att, dtype=np.int32), counts)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64) if n_att else np.zeros(0, dtype=np.int64)
+    kind = flags & 3
+    tool, user = kind == K_TOOL, kind == K_USER
+    ro_tool = tool & ((flags & RO) != 0)
+    read_only = set(np.unique(value[ro_tool]).tolist())
+    skipped = ro_tool if options.ignore_read_only else np.zeros(len(flags), dtype=bool)
+    if state_of is not None:
+        live = tool & ~skipped  # the tool steps that update the last state
+        ts, ta = state_of[live], att[live]
+        prev = np.full(len(ts), -1, dtype=np.int32)
+        if len(ts) > 1:
+            prev[1:] = np.where(ta[1:] == ta[:-1], ts[:-1], -1)
+        changed = ~ro_tool[live] & ((flags[live] & ERR) == 0) & (ts != prev) & (ts >= 0)
+        key_value = np.full(len(flags), -1, dtype=np.int32)
+        key_value[np.flatnonzero(live)[changed]] = ts[changed]
+        if options.include_user:
+            key_value[user] = value[user]
+        kept = key_value >= 0
+        keys = key_value[kept]
+    else:
+        kept = tool & ~skipped
+        if options.include_user:
+            kept |= user
+        if options.include_model:
+            kept |= kind == K_MODEL
+        cv, ca = value[kept], att[kept]
+        if options.collapse_repeats and len(cv) > 1:
+            drop = np.zeros(len(cv), dtype=bool)
+            drop[1:] = (ca[1:] == ca[:-1]) & (cv[1:] == cv[:-1]) & ro_tool[kept][1:]
+            kept[np.flatnonzero(kept)[drop]] = False
+            cv = cv[~drop]
+        keys = cv
+    key_att = att[kept]
+    where = np.flatnonzero(kept) - starts[key_att]
+    calls = tool | user
+    data, off = _packed(n_att, counts, keys, where, key_att, step[calls], att[calls], value[tool], att[tool])
+    return data, off, read_only
+
+
+def _state_keys(c: Columns, keyer: Keyer) -> Any:
+    """key="state": per step the key id of "state:" + its state hash (-1: no state)."""
+    import numpy as np
+
+    states = c.states()
+    sid = np.full(len(c.flags), -1, dtype=np.int32)
+    if states:
+        uniq, inverse = np.unique(np.array(states, dtype=object).astype(str), return_inverse=True)
+        skid = np.fromiter((keyer.intern("state:" + str(u)) for u in uniq.tolist()), dtype=np.int32, count=len(uniq))
+        sid[(c.flags & HAS_STATE) != 0] = skid[inverse.reshape(-1)]
+    return sid
+
+
+def _packed(n_att: int, events: Any, keys: Any, where: Any, key_att: Any, calls: Any, call_att: Any,
+            actions: Any, action_att: Any) -> tuple[Any, Any]:
+    """`PackedAttempts._pack`'s layout from per-element arrays (each sorted by attempt), every
+    attempt at once: the int32 data and each attempt's offset in it."""
+    import numpy as np
+
+
+    def count(of: Any) -> Any:
+        return np.bincount(of, minlength=n_att).astype(np.int64)
+
+    def rank(of: Any, sizes: Any) -> Any:
+        first = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int32)
+        return np.arange(len(of), dtype=np.int32) - first[of]
+
+    nk, nc, na = count(key_att), count(call_att), count(action_att)
+    key_rank, call_rank, action_rank = rank(key_att, nk), rank(call_att, nc), rank(action_att, na)
+    where_plain = np.ones(n_att, dtype=bool)
+    where_plain[key_att[where != key_rank]] = False
+    calls_plain = np.ones(n_att, dtype=bool)
+    calls_plain[call_att[calls != call_rank]] = False
+    where_len = np.where(where_plain, 0, nk)
+    calls_len = np.where(calls_plain, 0, nc)
+    sizes = 5 + nk + where_len + calls_len + na
+    off = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+    data = np.empty(int(sizes.sum()), dtype=np.int32)
+    for i, column in enumerate((nk, nc, na, np.asarray(events, dtype=np.int64),
+                                where_plain.astype(np.int64) | calls_plain.astype(np.int64) << 1)):
+        data[off + i] = column
+    body = off + 5
+    data[body[key_att] + key_rank] = keys
+    m = ~where_plain[key_att]
+    data[(body + nk)[key_att[m]] + key_rank[m]] = where[m]
+    m = ~calls_plain[call_att]
+    data[(body + nk + where_len)[call_att[m]] + call_rank[m]] = calls[m]
+    data[(body + nk + where_len + calls_len)[action_att] + action_rank] = actions
+    return data, off
 
 
 def key_parsed(log: RunLog, options: DivergenceOptions | None = None) -> KeyedRun:
