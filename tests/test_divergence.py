@@ -181,6 +181,32 @@ def test_exact_test_matches_scipy_and_brute_force():
         assert pmin == pytest.approx(sum(prob(xs) for xs in tables if prob(xs) <= low * (1 + 1e-7)), rel=1e-9)
 
 
+def test_exact_test_of_a_large_node_in_bounded_memory():
+    """A node of thousands of trials in three alternatives is enumerated exactly in a few MB
+    (it held 1.1 GB: every partial table met every count of the last child at once); the
+    p-value equals a direct sum over the tables (the last child's count fixed by the total)."""
+    import tracemalloc
+
+    sizes, succ = (180, 95, 1200), (60, 50, 1100)
+    N, S = sum(sizes), sum(succ)
+    lognorm = math.lgamma(N + 1) - math.lgamma(S + 1) - math.lgamma(N - S + 1)
+
+    def logp(xs):
+        return sum(math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1) for n, x in zip(sizes, xs)) - lognorm
+    obs = logp(succ)
+    expect = sum(math.exp(lp) for x1 in range(sizes[0] + 1) for x2 in range(sizes[1] + 1)
+                 if 0 <= S - x1 - x2 <= sizes[2] and (lp := logp((x1, x2, S - x1 - x2))) <= obs + math.log1p(1e-7))
+    exact_tests._exact_cached.cache_clear()
+    tracemalloc.start()
+    try:
+        p, _, how = exact_test(list(sizes), list(succ))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert how == "exact" and p == pytest.approx(expect, rel=1e-6)
+    assert peak < 64e6
+
+
 def test_permutation_fallback_agrees_with_exact_enumeration(monkeypatch):
     sizes, succ = [5, 4, 6, 3], [5, 1, 2, 0]
     exact, _, _ = exact_test(sizes, succ)

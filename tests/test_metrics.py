@@ -563,3 +563,22 @@ def test_coefficient_of_variation():
     assert M.coefficient_of_variation([]) is None
     assert M.coefficient_of_variation([0, 0]) is None
     assert M.coefficient_of_variation([-1, 1]) is None
+
+
+def test_trajectory_consistency_samples_beyond_the_cap(monkeypatch):
+    """Past MAX_DISTINCT_COMPARED distinct sequences the figure is the mean over a seeded sample
+    of trials: reproducible, and unbiased for the all-pairs mean (computed here pair by pair
+    with an independent Levenshtein)."""
+    rng = np.random.default_rng(7)
+    seqs = [list(rng.integers(0, 4, size=int(rng.integers(1, 7)))) for _ in range(240)]
+    n = len(seqs)
+    truth = sum(ref_levenshtein(seqs[i], seqs[j]) / max(len(seqs[i]), len(seqs[j]))
+                for i in range(n) for j in range(i + 1, n)) / (n * (n - 1) / 2)
+    assert M.trajectory_consistency(seqs) == pytest.approx(truth)  # under the cap: exact
+    monkeypatch.setattr(M, "MAX_DISTINCT_COMPARED", 40)
+    assert len({tuple(s) for s in seqs}) > 40
+    estimates = np.array([M.trajectory_consistency(seqs, seed=s) for s in range(300)])
+    assert M.trajectory_consistency(seqs, seed=3) == estimates[3]  # seeded: the same figure again
+    assert estimates.std() > 0  # a sample, not the exact figure
+    se = estimates.std() / np.sqrt(estimates.size)
+    assert abs(estimates.mean() - truth) < 4 * se + 1e-9

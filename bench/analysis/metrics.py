@@ -17,6 +17,7 @@ import operator
 import warnings
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,7 @@ def flip_probability(n: int, c: int) -> float:
     return 2.0 * c * (n - c) / (n * (n - 1))
 
 
+@lru_cache(maxsize=64)  # a report asks for the same z once per task: scipy's ppf costs ~0.1 ms a call
 def _z(confidence: float) -> float:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -328,17 +330,29 @@ def normalized_edit_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> fl
     return Levenshtein.distance(ia, ib) / max(la, lb)
 
 
-def trajectory_consistency(seqs: Sequence[Sequence[Hashable]]) -> float | None:
+MAX_DISTINCT_COMPARED = 1000  # distinct sequences compared exactly; beyond, a seeded sample of trials
+
+
+def trajectory_consistency(seqs: Sequence[Sequence[Hashable]], *, seed: int = 0) -> float | None:
     """Mean pairwise normalized edit distance over all pairs of trials (0 = identical
     action sequences; higher = less consistent). None with fewer than 2 sequences. Apply
-    separately to successful and to failed trials."""
+    separately to successful and to failed trials.
+
+    Exact while the trials hold at most MAX_DISTINCT_COMPARED distinct sequences (their d × d
+    distances: ≤ 8 MB). Beyond, the same mean over the pairs of a uniform sample, without
+    replacement, of MAX_DISTINCT_COMPARED of the trials (seeded: the same trials give the same
+    figure) — an unbiased estimate of the all-pairs mean, in bounded memory and time however
+    many trials a task has (all-pairs over 27,780 distinct trials would be 6 GB)."""
     if len(seqs) < 2:
         return None
+    groups = Counter(map(tuple, seqs))
+    if len(groups) > MAX_DISTINCT_COMPARED:
+        pick = np.random.default_rng(seed).choice(len(seqs), size=MAX_DISTINCT_COMPARED, replace=False)
+        return trajectory_consistency([seqs[i] for i in np.sort(pick).tolist()])
     # Identical sequences are common (consistent agents): compare each distinct pair once and
     # weight it by how many trial pairs it stands for (identical pairs contribute 0). Items of
     # the distinct sequences are mapped to dense integer ids, as in normalized_edit_distance,
     # and rapidfuzz's cdist computes the distinct pairs' distances in one call.
-    groups = Counter(map(tuple, seqs))
     ids: dict[Hashable, int] = {}
     distinct = [[ids.setdefault(x, len(ids)) for x in g] for g in groups]
     weights = np.array(list(groups.values()), dtype=np.float64)
