@@ -14,7 +14,7 @@ import numpy as np
 
 from bench.adapters.spec import is_simulated
 from bench.analysis import metrics
-from bench.analysis.divergence.keys import KeyedRun, read_keyed
+from bench.analysis.divergence.keys import KeyedRun, TaskRows, TrialTable, read_keyed
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.divergence.section import divergence_section
 from bench.analysis.replays import arm_rows, causal_section, original_of, replay_info
@@ -76,6 +76,26 @@ def _resource_cv(per_task: Sequence[Mapping[str, float | None]]) -> dict[str, fl
     return out
 
 
+def task_rows(run: KeyedRun) -> tuple[list[dict[str, Any]], list[dict[str, float | None]]]:
+    """The headline rows (the unperturbed input; errors reported, not scored) and each task's
+    resource CVs, one task's summaries in memory at a time. The divergence analysis reads the
+    same summaries' valid trials: unless it pools the input variants, its `TrialTable` is
+    collected on the way, so each summary is read once per report."""
+    k = int(run.log.manifest["k"])
+    rows, cvs = [], []
+    collect = not run.options.pool_variants and False not in run.tables
+    found: dict[str, TaskRows] = {}
+    for task_id, trials in run.log.by_task(base_only=True):
+        rows.append(_task_row(task_id, trials, run, k))
+        cvs.append(_task_cvs(trials))
+        valid = [t for t in trials if is_valid(t)] if collect else []
+        if valid:
+            found[task_id] = TaskRows.of(task_id, valid, run.keyer.attempts)
+    if collect:  # in the order the analysis walks its tasks (`RunLog.by_task` of the valid trials)
+        run.tables[False] = TrialTable([found[t] for t in run.log.task_ids(base_only=True, valid_only=True)])
+    return rows, cvs
+
+
 @gc_paused()  # a large run's summaries and keys are millions of objects the collector need not rescan
 def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
                  divergence: DivergenceOptions | None = None, replays: Sequence[str | Path] = ()) -> dict[str, Any]:
@@ -85,10 +105,7 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     log = run.log
     manifest = log.manifest
     k = int(manifest["k"])
-    rows, cvs = [], []
-    for task_id, trials in log.by_task(base_only=True):  # the headline figures: the unperturbed input (errors reported, not scored)
-        rows.append(_task_row(task_id, trials, run, k))  # one task's summaries in memory at a time
-        cvs.append(_task_cvs(trials))
+    rows, cvs = task_rows(run)
     counts = [(r["n"], r["successes"]) for r in rows]
     suite = metrics.suite_summary(counts, B=bootstrap, seed=seed)
     expected = len(log.summaries) if manifest.get("perturbations") else len(manifest.get("tasks", [])) * k

@@ -377,7 +377,7 @@ def _lookup_context(ctx: _Context, idx: np.ndarray, v: int, at: str) -> dict[str
     with fork="raw" (the tree then holds the lookups itself), or when their calls part at a
     decision first."""
     a, c = ctx.a, ctx.c
-    if not c.raw:
+    if not c.has_raw():
         return None
     trials = idx.tolist()
     if v >= 0:
@@ -387,7 +387,7 @@ def _lookup_context(ctx: _Context, idx: np.ndarray, v: int, at: str) -> dict[str
             if (a.graph_before[lo:lo + int(a.lengths[tr])] == v).any():
                 through.add(tr)
         trials = [tr for tr in trials if tr in through]
-    seqs = [c.raw[tr] + [0] for tr in trials]  # 0 = <end>
+    seqs = [c.raw_of(tr) + [0] for tr in trials]  # 0 = <end>
     d = 0
     while len(seqs) > 1 and all(len(sq) > d for sq in seqs) and len({sq[d] for sq in seqs}) == 1:
         if seqs[0][d] == 0:
@@ -487,17 +487,14 @@ def _survival(leave: np.ndarray, success: np.ndarray, L: int) -> dict[str, Any]:
 
 
 def _milestone_curves(c: Corpus, t: int, idx: np.ndarray, success: np.ndarray) -> dict[str, Any] | None:
-    names = list(c.milestones[t])
-    reached = [c.trial_milestones[tr] for tr in idx.tolist()]
-    if not names:
-        names = sorted({m for r in reached if r for m in r})
+    names, table = c.milestone_table(t, idx)
     if not names:
         return None
-    horizon = max([c.tool_calls[tr] for tr in idx.tolist()] + [1])
+    horizon = max(int(np.max(np.asarray(c.tool_calls)[idx])) if idx.size else 0, 1)
     steps = np.arange(horizon)
     out: dict[str, Any] = {"step": steps.tolist(), "curves": {}}
-    for name in names:
-        at = np.array([(r or {}).get(name) if (r or {}).get(name) is not None else -1 for r in reached], dtype=np.int64)
+    for j, name in enumerate(names):
+        at = table[:, j]
         hit = np.where(at >= 0, at, np.iinfo(np.int64).max)
         curves = {}
         for label, mask in (("success", success[idx]), ("failure", ~success[idx])):
