@@ -16,7 +16,7 @@ from scipy import stats
 from bench.adapters.spec import parse_agent_spec
 from bench.analysis import exact as exact_tests
 from bench.analysis.divergence import section as section_module
-from bench.analysis.divergence.keys import Keyer, read_keyed, step_keys
+from bench.analysis.divergence.keys import AttemptKeys, Keyer, PackedAttempts, read_keyed, step_keys
 from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials, TrialPath
 from bench.analysis.divergence.section import analyse, analyse_run, divergence_section
 from bench.analysis.exact import boschloo_test, exact_test, information_gain
@@ -392,8 +392,31 @@ def test_a_run_analysed_in_chunks_reads_as_analysed_whole(noisy_run, monkeypatch
     whole = analyse_run(noisy_run, options).section
     assert whole["suite"]["tested_nodes"] > 0 and whole["suite"]["tasks"] >= 3
     monkeypatch.setattr(section_module, "CHUNK_TRIALS", 13)  # 12 trials a task: one task, sometimes two, a chunk
-    chunked = divergence_section(noisy_run, options)
+    chunked = divergence_section(noisy_run, options)  # the first pass's chunks kept for the second
     assert orjson.dumps(chunked) == orjson.dumps(whole)
+    monkeypatch.setattr(section_module, "KEEP_KEYS", 0)  # each chunk built again for the second pass
+    assert orjson.dumps(divergence_section(noisy_run, options)) == orjson.dumps(whole)
+
+
+def test_packed_attempts_gather_as_their_lists(noisy_run):
+    """`PackedAttempts.gather` (numpy over the packed array) gives each attempt's sequences as
+    its unpacked lists do, with attempts without steps and attempts held unpacked among them."""
+    run = read_keyed(noisy_run, DivergenceOptions(key="state"))
+    packed = run.keyer.attempts
+    assert isinstance(packed, PackedAttempts)
+    attempts = sorted(packed)[:40]
+    loose = AttemptKeys()
+    loose.keys, loose.where, loose.calls, loose.actions = [1, 2], [0, 5], [3, 2 ** 40], [7]
+    packed._loose["beyond-int32"] = loose
+    for handles in ([packed.handle_of(a) for a in attempts] + [None],
+                    [packed.handle_of(a) for a in attempts[:5]] + ["beyond-int32", None]):
+        got = packed.gather(handles)
+        want = [packed[h] if isinstance(h, str) else (AttemptKeys() if h is None else packed._unpack(h)) for h in handles]
+        for name, lengths in (("keys", got.n_keys), ("where", got.n_keys), ("calls", got.n_calls), ("actions", got.n_actions)):
+            flat = getattr(got, name).tolist()
+            cut = np.cumsum([0] + lengths.tolist())
+            assert [flat[cut[i]:cut[i + 1]] for i in range(len(handles))] == [getattr(tk, name) for tk in want]
+        assert [list(packed.actions_of(h)) for h in handles] == [tk.actions for tk in want]
 
 
 def test_packed_keys_of_interleaved_attempts_read_as_built_whole(noisy_run):

@@ -483,6 +483,10 @@ class Corpus:
         if numbering is not None:
             self.labels = numbering.labels
 
+    def n_keys(self) -> int:
+        """How many keys the corpus holds (its size in memory: ~30 bytes a key)."""
+        return int(self.flat[0].sum()) if self.flat is not None else sum(map(len, self.keys))
+
     def has_raw(self) -> bool:
         """Whether the decision rule's raw sequences are held (fork="decision")."""
         return bool(self.raw) or self.raw_flat is not None
