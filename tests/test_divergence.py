@@ -534,3 +534,13 @@ def test_only_unperturbed_inputs_unless_pooled(tmp_path):
     base = divergence_section(log)
     pooled = divergence_section(log, DivergenceOptions(pool_variants=True))
     assert base["suite"]["trials"] == 6 and pooled["suite"]["trials"] == sum(families.values())
+
+
+def test_keys_given_as_a_plain_mapping_read_as_packed(noisy_run):
+    """A keyer whose attempts are a plain mapping (keys given, not packed while read) gives the
+    section the packed keys give."""
+    packed = read_keyed(noisy_run)
+    want = orjson.dumps(divergence_section(packed))
+    plain = read_keyed(noisy_run)
+    plain.keyer.attempts = {a: plain.keyer.attempts[a] for a in plain.keyer.attempts}
+    assert orjson.dumps(divergence_section(plain)) == want

@@ -627,8 +627,9 @@ def _chunk_corpus(run: KeyedRun, tasks: list[TaskRows], references: dict[str, tu
     raw_too = run.options.fork == "decision"
     c = Corpus(numbering)
     handles = [h for rows in tasks for h in rows.handles]
-    ka = keyer.attempts.gather(handles) if isinstance(keyer.attempts, PackedAttempts) else KeyArrays.of(
-        [AttemptKeys() for _ in handles])
+    attempts = keyer.attempts
+    ka = attempts.gather(handles) if isinstance(attempts, PackedAttempts) else KeyArrays.of(
+        [AttemptKeys() if h is None else attempts[str(h)] for h in handles])  # keys given as a plain mapping
     n_trials = np.array([len(rows.trials) for rows in tasks], dtype=np.int64)
     trial_task = np.repeat(np.arange(len(tasks)), n_trials)
     key_task = np.repeat(trial_task, ka.n_keys)
@@ -754,7 +755,7 @@ class TaskRows:
     @classmethod
     def of(cls, task: str, summaries: list[TrialSummary], attempts: Mapping[str, AttemptKeys]) -> TaskRows:
         rows = sorted(summaries, key=lambda s: (str(s.get("variant", "")), s.get("index", 0), s["trial"]))
-        handle = attempts.handle_of if isinstance(attempts, PackedAttempts) else (lambda _: None)
+        handle = attempts.handle_of if isinstance(attempts, PackedAttempts) else (lambda a: a if a in attempts else None)
         names: dict[str, int] = {}
         reached = []
         for r in rows:
