@@ -552,6 +552,8 @@ def test_trajectory_consistency():
     assert M.trajectory_consistency([["a"]]) is None
     assert M.trajectory_consistency([]) is None
     assert M.trajectory_consistency([["x", "y"]] * 5) == 0.0
+    ints = [[3, 9, 4], [3, 9, 4], [3, 4], [2 ** 31 - 1, 0, 3, 4]]  # key ids compared as they are: the same figure
+    assert M.trajectory_consistency(ints, ids=True) == M.trajectory_consistency(ints)
 
 
 def test_coefficient_of_variation():

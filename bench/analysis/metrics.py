@@ -357,7 +357,7 @@ def normalized_edit_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> fl
 MAX_DISTINCT_COMPARED = 1000  # distinct sequences compared exactly; beyond, a seeded sample of trials
 
 
-def trajectory_consistency(seqs: Sequence[Sequence[Hashable]], *, seed: int = 0) -> float | None:
+def trajectory_consistency(seqs: Sequence[Sequence[Hashable]], *, seed: int = 0, ids: bool = False) -> float | None:
     """Mean pairwise normalized edit distance over all pairs of trials (0 = identical
     action sequences; higher = less consistent). None with fewer than 2 sequences. Apply
     separately to successful and to failed trials.
@@ -366,19 +366,20 @@ def trajectory_consistency(seqs: Sequence[Sequence[Hashable]], *, seed: int = 0)
     distances: ≤ 8 MB). Beyond, the same mean over the pairs of a uniform sample, without
     replacement, of MAX_DISTINCT_COMPARED of the trials (seeded: the same trials give the same
     figure) — an unbiased estimate of the all-pairs mean, in bounded memory and time however
-    many trials a task has (all-pairs over 27,780 distinct trials would be 6 GB)."""
+    many trials a task has (all-pairs over 27,780 distinct trials would be 6 GB). With `ids`, the
+    items are already small non-negative ints (key ids: the report's), compared as they are."""
     if len(seqs) < 2:
         return None
     groups = Counter(map(tuple, seqs))
     if len(groups) > MAX_DISTINCT_COMPARED:
         pick = np.random.default_rng(seed).choice(len(seqs), size=MAX_DISTINCT_COMPARED, replace=False)
-        return trajectory_consistency([seqs[i] for i in np.sort(pick).tolist()])
+        return trajectory_consistency([seqs[i] for i in np.sort(pick).tolist()], ids=ids)
     # Identical sequences are common (consistent agents): compare each distinct pair once and
     # weight it by how many trial pairs it stands for (identical pairs contribute 0). Items of
     # the distinct sequences are mapped to dense integer ids, as in normalized_edit_distance,
     # and rapidfuzz's cdist computes the distinct pairs' distances in one call.
-    ids: dict[Hashable, int] = {}
-    distinct = [[ids.setdefault(x, len(ids)) for x in g] for g in groups]
+    dense: dict[Hashable, int] = {}
+    distinct = list(groups) if ids else [[dense.setdefault(x, len(dense)) for x in g] for g in groups]
     weights = np.array(list(groups.values()), dtype=np.float64)
     if len(distinct) < 2:
         return 0.0

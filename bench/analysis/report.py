@@ -52,7 +52,8 @@ def _task_row(task_id: str, trials: list[TrialSummary], run: KeyedRun, k: int) -
         "flip": metrics.flip_probability(n, c) if n >= 2 else None,
         "end_states": metrics.end_state_agreement(hashes) if n else None,
         "mean_steps": float(np.mean(steps)) if n else None,
-        "trajectory_distance": {"success": metrics.trajectory_consistency(ok), "failure": metrics.trajectory_consistency(bad)},
+        "trajectory_distance": {"success": metrics.trajectory_consistency(ok, ids=True),
+                                "failure": metrics.trajectory_consistency(bad, ids=True)},
         "failed_checks": dict(failed_checks.most_common()),
         "milestones": _milestone_shares(reached),
     }
