@@ -568,7 +568,7 @@ def analyse_run(run: str | Path | RunLog | KeyedRun, options: DivergenceOptions 
 
 
 CHUNK_TRIALS = 20_000  # trials per chunk of `divergence_section` (whole tasks)
-KEEP_KEYS = 4_000_000  # the first pass's chunks are kept for the second while they hold at most this many keys (~100 MB)
+KEEP_KEYS = 2_000_000  # the first pass's chunks are kept for the second while they hold at most this many keys (~60 MB)
 
 
 @gc_paused()
