@@ -8,7 +8,8 @@ rows and suite metrics (`bench.analysis.report.task_rows` and `suite_summary`, B
 divergence section (`divergence_section`) — and `build_report` whole, then the parse again (the
 lower parse counts; the page cache is warm for both). Prints CPU and wall seconds of each and
 their ratio to the parse's CPU (the robust figure on a shared machine; issue 16's target: the
-whole report ≤ 2× the parse). `--code DIR` imports another checkout first (e.g. /work/main: the
+whole report ≤ 2× the parse). The exact tests' caches are cleared before each phase (each
+starts cold, as in a fresh process). `--code DIR` imports another checkout first (e.g. /work/main: the
 code before a change, measured with the same script); code without `task_rows` gets the rows
 phase as `build_report` computed it there.
 """
@@ -39,7 +40,18 @@ def _parse(log: Path) -> None:
             orjson.loads(line)
 
 
+def _cold() -> None:
+    """Clear the exact tests' caches, so that each phase and round starts as a process does."""
+    from bench.analysis import exact
+
+    for name in ("_exact_cached", "_boschloo_cached", "_boschloo_space", "_bernstein_basis"):
+        cached = getattr(exact, name, None)
+        if cached is not None and hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+
+
 def _timed(phase: Callable[[], Any]) -> tuple[float, float, Any]:
+    _cold()
     gc.collect()
     wall, cpu = time.perf_counter(), time.process_time()
     out = phase()
