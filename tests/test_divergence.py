@@ -16,7 +16,7 @@ from scipy import stats
 from bench.adapters.spec import parse_agent_spec
 from bench.analysis import exact as exact_tests
 from bench.analysis.divergence import section as section_module
-from bench.analysis.divergence.keys import Keyer, read_keyed, step_keys
+from bench.analysis.divergence.keys import AttemptKeys, Keyer, PackedAttempts, read_keyed, step_keys
 from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials, TrialPath
 from bench.analysis.divergence.section import analyse, analyse_run, divergence_section
 from bench.analysis.exact import boschloo_test, exact_test, information_gain
@@ -179,6 +179,32 @@ def test_exact_test_matches_scipy_and_brute_force():
         assert how == "exact" and p == pytest.approx(expect, rel=1e-9)
         low = min(prob(xs) for xs in tables)
         assert pmin == pytest.approx(sum(prob(xs) for xs in tables if prob(xs) <= low * (1 + 1e-7)), rel=1e-9)
+
+
+def test_exact_test_of_a_large_node_in_bounded_memory():
+    """A node of thousands of trials in three alternatives is enumerated exactly in a few MB
+    (it held 1.1 GB: every partial table met every count of the last child at once); the
+    p-value equals a direct sum over the tables (the last child's count fixed by the total)."""
+    import tracemalloc
+
+    sizes, succ = (180, 95, 1200), (60, 50, 1100)
+    N, S = sum(sizes), sum(succ)
+    lognorm = math.lgamma(N + 1) - math.lgamma(S + 1) - math.lgamma(N - S + 1)
+
+    def logp(xs):
+        return sum(math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1) for n, x in zip(sizes, xs)) - lognorm
+    obs = logp(succ)
+    expect = sum(math.exp(lp) for x1 in range(sizes[0] + 1) for x2 in range(sizes[1] + 1)
+                 if 0 <= S - x1 - x2 <= sizes[2] and (lp := logp((x1, x2, S - x1 - x2))) <= obs + math.log1p(1e-7))
+    exact_tests._exact_cached.cache_clear()
+    tracemalloc.start()
+    try:
+        p, _, how = exact_test(list(sizes), list(succ))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert how == "exact" and p == pytest.approx(expect, rel=1e-6)
+    assert peak < 64e6
 
 
 def test_permutation_fallback_agrees_with_exact_enumeration(monkeypatch):
@@ -366,8 +392,31 @@ def test_a_run_analysed_in_chunks_reads_as_analysed_whole(noisy_run, monkeypatch
     whole = analyse_run(noisy_run, options).section
     assert whole["suite"]["tested_nodes"] > 0 and whole["suite"]["tasks"] >= 3
     monkeypatch.setattr(section_module, "CHUNK_TRIALS", 13)  # 12 trials a task: one task, sometimes two, a chunk
-    chunked = divergence_section(noisy_run, options)
+    chunked = divergence_section(noisy_run, options)  # the first pass's chunks kept for the second
     assert orjson.dumps(chunked) == orjson.dumps(whole)
+    monkeypatch.setattr(section_module, "KEEP_KEYS", 0)  # each chunk built again for the second pass
+    assert orjson.dumps(divergence_section(noisy_run, options)) == orjson.dumps(whole)
+
+
+def test_packed_attempts_gather_as_their_lists(noisy_run):
+    """`PackedAttempts.gather` (numpy over the packed array) gives each attempt's sequences as
+    its unpacked lists do, with attempts without steps and attempts held unpacked among them."""
+    run = read_keyed(noisy_run, DivergenceOptions(key="state"))
+    packed = run.keyer.attempts
+    assert isinstance(packed, PackedAttempts)
+    attempts = sorted(packed)[:40]
+    loose = AttemptKeys()
+    loose.keys, loose.where, loose.calls, loose.actions = [1, 2], [0, 5], [3, 2 ** 40], [7]
+    packed._loose["beyond-int32"] = loose
+    for handles in ([packed.handle_of(a) for a in attempts] + [None],
+                    [packed.handle_of(a) for a in attempts[:5]] + ["beyond-int32", None]):
+        got = packed.gather(handles)
+        want = [packed[h] if isinstance(h, str) else (AttemptKeys() if h is None else packed._unpack(h)) for h in handles]
+        for name, lengths in (("keys", got.n_keys), ("where", got.n_keys), ("calls", got.n_calls), ("actions", got.n_actions)):
+            flat = getattr(got, name).tolist()
+            cut = np.cumsum([0] + lengths.tolist())
+            assert [flat[cut[i]:cut[i + 1]] for i in range(len(handles))] == [getattr(tk, name) for tk in want]
+        assert [list(packed.actions_of(h)) for h in handles] == [tk.actions for tk in want]
 
 
 def test_packed_keys_of_interleaved_attempts_read_as_built_whole(noisy_run):
@@ -485,3 +534,13 @@ def test_only_unperturbed_inputs_unless_pooled(tmp_path):
     base = divergence_section(log)
     pooled = divergence_section(log, DivergenceOptions(pool_variants=True))
     assert base["suite"]["trials"] == 6 and pooled["suite"]["trials"] == sum(families.values())
+
+
+def test_keys_given_as_a_plain_mapping_read_as_packed(noisy_run):
+    """A keyer whose attempts are a plain mapping (keys given, not packed while read) gives the
+    section the packed keys give."""
+    packed = read_keyed(noisy_run)
+    want = orjson.dumps(divergence_section(packed))
+    plain = read_keyed(noisy_run)
+    plain.keyer.attempts = {a: plain.keyer.attempts[a] for a in plain.keyer.attempts}
+    assert orjson.dumps(divergence_section(plain)) == want

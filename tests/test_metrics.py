@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from fractions import Fraction
 from math import comb
 
@@ -551,6 +552,8 @@ def test_trajectory_consistency():
     assert M.trajectory_consistency([["a"]]) is None
     assert M.trajectory_consistency([]) is None
     assert M.trajectory_consistency([["x", "y"]] * 5) == 0.0
+    ints = [[3, 9, 4], [3, 9, 4], [3, 4], [2 ** 31 - 1, 0, 3, 4]]  # key ids compared as they are: the same figure
+    assert M.trajectory_consistency(ints, ids=True) == M.trajectory_consistency(ints)
 
 
 def test_coefficient_of_variation():
@@ -563,3 +566,37 @@ def test_coefficient_of_variation():
     assert M.coefficient_of_variation([]) is None
     assert M.coefficient_of_variation([0, 0]) is None
     assert M.coefficient_of_variation([-1, 1]) is None
+
+
+def test_trajectory_consistency_samples_beyond_the_cap(monkeypatch):
+    """Past MAX_DISTINCT_COMPARED distinct sequences the figure is the mean over a seeded sample
+    of trials: reproducible, and unbiased for the all-pairs mean (computed here pair by pair
+    with an independent Levenshtein)."""
+    rng = np.random.default_rng(7)
+    seqs = [list(rng.integers(0, 4, size=int(rng.integers(1, 7)))) for _ in range(240)]
+    n = len(seqs)
+    truth = sum(ref_levenshtein(seqs[i], seqs[j]) / max(len(seqs[i]), len(seqs[j]))
+                for i in range(n) for j in range(i + 1, n)) / (n * (n - 1) / 2)
+    assert M.trajectory_consistency(seqs) == pytest.approx(truth)  # under the cap: exact
+    monkeypatch.setattr(M, "MAX_DISTINCT_COMPARED", 40)
+    assert len({tuple(s) for s in seqs}) > 40
+    estimates = np.array([M.trajectory_consistency(seqs, seed=s) for s in range(300)])
+    assert M.trajectory_consistency(seqs, seed=3) == estimates[3]  # seeded: the same figure again
+    assert estimates.std() > 0  # a sample, not the exact figure
+    se = estimates.std() / np.sqrt(estimates.size)
+    assert abs(estimates.mean() - truth) < 4 * se + 1e-9
+
+
+def test_bootstrap_means_in_column_blocks_equal_the_whole_product(monkeypatch):
+    """A long pass^k curve is bootstrapped a block of columns at a time (bounded memory at any
+    k): the same intervals as the replicates formed at once, to rounding."""
+    rng = np.random.default_rng(3)
+    table = rng.random((30, 41))
+    table[rng.random(table.shape) < 0.2] = np.nan
+    reps = M.bootstrap_task_replicates(table, B=300, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.nanpercentile(reps, [2.5, 97.5], axis=0)
+    monkeypatch.setattr(M, "_CELLS_AT_ONCE", 300 * 7)  # blocks of 7 columns
+    lo, hi = M.bootstrap_task_means(table, B=300, seed=5)
+    assert np.allclose(lo, want[0], rtol=1e-12, equal_nan=True) and np.allclose(hi, want[1], rtol=1e-12, equal_nan=True)

@@ -17,6 +17,7 @@ import operator
 import warnings
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,7 @@ def flip_probability(n: int, c: int) -> float:
     return 2.0 * c * (n - c) / (n * (n - 1))
 
 
+@lru_cache(maxsize=64)  # a report asks for the same z once per task: scipy's ppf costs ~0.1 ms a call
 def _z(confidence: float) -> float:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -160,28 +162,40 @@ def bootstrap_task_replicates(
     Computed as (resample counts) @ values rather than materialising ``values[idx]``, so
     memory stays O(B*T + B*M) instead of O(B*T*M).
     """
+    arr = _bootstrap_input(values, B)
+    out_shape = (operator.index(B),) if arr.ndim == 1 else (operator.index(B), arr.shape[1])
+    if arr.shape[0] == 0:
+        return np.full(out_shape, np.nan)
+    return _replicate_means(_resample_counts(arr.shape[0], B, seed), arr.reshape(arr.shape[0], -1)).reshape(out_shape)
+
+
+def _bootstrap_input(values: np.ndarray, B: int) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim not in (1, 2):
         raise ValueError(f"values must be 1-D or 2-D, got shape {arr.shape}")
-    B = operator.index(B)
-    if B < 1:
+    if operator.index(B) < 1:
         raise ValueError(f"B must be >= 1, got {B}")
-    T = arr.shape[0]
-    out_shape = (B,) if arr.ndim == 1 else (B, arr.shape[1])
-    if T == 0:
-        return np.full(out_shape, np.nan)
-    mat = arr.reshape(T, -1)
+    return arr
+
+
+def _resample_counts(T: int, B: int, seed: int | np.random.Generator | None) -> np.ndarray:
+    """(B, T): how many times each task appears in each replicate (one index matrix drawn)."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, T, size=(B, T))
-    # counts[b, t] = how many times task t appears in replicate b
     counts = np.bincount((idx + T * np.arange(B)[:, None]).ravel(), minlength=B * T)
-    counts = counts.reshape(B, T).astype(np.float64)
+    return counts.reshape(B, T).astype(np.float64)
+
+
+def _replicate_means(counts: np.ndarray, mat: np.ndarray) -> np.ndarray:
+    """(B, M) nan-aware replicate means of the (T, M) columns `mat` under `counts`."""
     defined = ~np.isnan(mat)
     sums = counts @ np.where(defined, mat, 0.0)
     ns = counts @ defined.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(ns > 0, sums / np.where(ns > 0, ns, 1.0), np.nan)
-    return means.reshape(out_shape)
+        return np.where(ns > 0, sums / np.where(ns > 0, ns, 1.0), np.nan)
+
+
+_CELLS_AT_ONCE = 1_000_000  # cells of the (B, M) replicate matrix formed at once (8 MB)
 
 
 def bootstrap_task_means(
@@ -193,16 +207,28 @@ def bootstrap_task_means(
     """Percentile-bootstrap interval for the mean over tasks (see
     ``bootstrap_task_replicates``). Returns floats for 1-D input, arrays of length M for
     (T, M) input. Replicates where a column is undefined (no sampled task has it) are
-    dropped for that column; an all-undefined column gives nan."""
+    dropped for that column; an all-undefined column gives nan. The replicates are formed
+    `_CELLS_AT_ONCE` // B columns at a time from one draw of the index matrix: a suite's
+    pass^k curve has 2k + 1 columns, and (B, 2k + 1) replicates at k = 27,780 would be 900 MB.
+    (One block up to k = 249 at B = 2000; past it, a bound may differ from the one-block
+    product in its last bit: the matrix product rounds its blocks' edges differently.)"""
     _z(confidence)
-    reps = bootstrap_task_replicates(values, B=B, seed=seed)
+    arr = _bootstrap_input(values, B)
     tail = 100.0 * (1.0 - confidence) / 2.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-nan columns -> nan
-        lo, hi = np.nanpercentile(reps, [tail, 100.0 - tail], axis=0)
+    mat = arr[:, None] if arr.ndim == 1 else arr
+    M = mat.shape[1]
+    lo, hi = np.full(M, np.nan), np.full(M, np.nan)
+    counts = _resample_counts(mat.shape[0], B, seed) if mat.shape[0] else None
+    width = max(1, _CELLS_AT_ONCE // operator.index(B))
+    for a in range(0, M, width):
+        b = min(M, a + width)
+        reps = (np.full((operator.index(B), b - a), np.nan) if counts is None else _replicate_means(counts, mat[:, a:b]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-nan columns -> nan
+            lo[a:b], hi[a:b] = np.nanpercentile(reps, [tail, 100.0 - tail], axis=0)
     if np.ndim(values) == 1:
-        return (float(lo), float(hi))
-    return (np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64))
+        return (float(lo[0]), float(hi[0]))
+    return (lo, hi)
 
 
 def clustered_se(values: np.ndarray, clusters: Sequence[Hashable]) -> float:
@@ -328,19 +354,32 @@ def normalized_edit_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> fl
     return Levenshtein.distance(ia, ib) / max(la, lb)
 
 
-def trajectory_consistency(seqs: Sequence[Sequence[Hashable]]) -> float | None:
+MAX_DISTINCT_COMPARED = 1000  # distinct sequences compared exactly; beyond, a seeded sample of trials
+
+
+def trajectory_consistency(seqs: Sequence[Sequence[Hashable]], *, seed: int = 0, ids: bool = False) -> float | None:
     """Mean pairwise normalized edit distance over all pairs of trials (0 = identical
     action sequences; higher = less consistent). None with fewer than 2 sequences. Apply
-    separately to successful and to failed trials."""
+    separately to successful and to failed trials.
+
+    Exact while the trials hold at most MAX_DISTINCT_COMPARED distinct sequences (their d × d
+    distances: ≤ 8 MB). Beyond, the same mean over the pairs of a uniform sample, without
+    replacement, of MAX_DISTINCT_COMPARED of the trials (seeded: the same trials give the same
+    figure) — an unbiased estimate of the all-pairs mean, in bounded memory and time however
+    many trials a task has (all-pairs over 27,780 distinct trials would be 6 GB). With `ids`, the
+    items are already small non-negative ints (key ids: the report's), compared as they are."""
     if len(seqs) < 2:
         return None
+    groups = Counter(map(tuple, seqs))
+    if len(groups) > MAX_DISTINCT_COMPARED:
+        pick = np.random.default_rng(seed).choice(len(seqs), size=MAX_DISTINCT_COMPARED, replace=False)
+        return trajectory_consistency([seqs[i] for i in np.sort(pick).tolist()], ids=ids)
     # Identical sequences are common (consistent agents): compare each distinct pair once and
     # weight it by how many trial pairs it stands for (identical pairs contribute 0). Items of
     # the distinct sequences are mapped to dense integer ids, as in normalized_edit_distance,
     # and rapidfuzz's cdist computes the distinct pairs' distances in one call.
-    groups = Counter(map(tuple, seqs))
-    ids: dict[Hashable, int] = {}
-    distinct = [[ids.setdefault(x, len(ids)) for x in g] for g in groups]
+    dense: dict[Hashable, int] = {}
+    distinct = list(groups) if ids else [[dense.setdefault(x, len(dense)) for x in g] for g in groups]
     weights = np.array(list(groups.values()), dtype=np.float64)
     if len(distinct) < 2:
         return 0.0

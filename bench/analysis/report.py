@@ -14,7 +14,7 @@ import numpy as np
 
 from bench.adapters.spec import is_simulated
 from bench.analysis import metrics
-from bench.analysis.divergence.keys import KeyedRun, read_keyed
+from bench.analysis.divergence.keys import KeyedRun, TaskRows, TrialTable, read_keyed
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.divergence.section import divergence_section
 from bench.analysis.replays import arm_rows, causal_section, original_of, replay_info
@@ -27,34 +27,45 @@ REPORT_VERSION = 1
 
 
 def _task_row(task_id: str, trials: list[TrialSummary], run: KeyedRun, k: int) -> dict[str, Any]:
-    valid = [t for t in trials if is_valid(t)]
-    n, c = len(valid), sum(t["outcome"] == "success" for t in valid)
-    seqs = {t["trial"]: run.actions(t) for t in valid}  # tool calls as key ids: equal calls, equal ids
-    ok = [seqs[t["trial"]] for t in valid if t["outcome"] == "success"]
-    bad = [seqs[t["trial"]] for t in valid if t["outcome"] != "success"]
-    failed_checks = Counter(name for t in valid for name, chk in t.get("checks", {}).items() if not chk["passed"])
+    """One task's headline row, its valid trials' fields gathered in one pass over them."""
+    ok: list[Sequence[int]] = []  # tool calls as key ids (equal calls, equal ids), per outcome
+    bad: list[Sequence[int]] = []
+    hashes, steps, reached = [], [], []
+    failed_checks: Counter[str] = Counter()
+    true_p = None
+    for t in trials:
+        if not is_valid(t):
+            continue
+        (ok if t["outcome"] == "success" else bad).append(run.actions(t))
+        failed_checks.update(name for name, chk in t.get("checks", {}).items() if not chk["passed"])
+        hashes.append(t["final_state_hash"])
+        steps.append(t["steps"])
+        reached.append(t.get("milestones", {}))
+        if len(hashes) == 1:
+            true_p = t.get("agent_info", {}).get("sim", {}).get("true_p")
+    n, c = len(hashes), len(ok)
     row: dict[str, Any] = {
         "task": task_id, "n": n, "successes": c, "errors": len(trials) - n,
         "pass@1": c / n if n else None,
         "pass@1_interval": list(metrics.wilson_interval(c, n)) if n else None,
         "pass^k": metrics.pass_hat_k(n, c, k) if n >= k else None,
         "flip": metrics.flip_probability(n, c) if n >= 2 else None,
-        "end_states": metrics.end_state_agreement([t["final_state_hash"] for t in valid]) if n else None,
-        "mean_steps": float(np.mean([t["steps"] for t in valid])) if n else None,
-        "trajectory_distance": {"success": metrics.trajectory_consistency(ok), "failure": metrics.trajectory_consistency(bad)},
+        "end_states": metrics.end_state_agreement(hashes) if n else None,
+        "mean_steps": float(np.mean(steps)) if n else None,
+        "trajectory_distance": {"success": metrics.trajectory_consistency(ok, ids=True),
+                                "failure": metrics.trajectory_consistency(bad, ids=True)},
         "failed_checks": dict(failed_checks.most_common()),
-        "milestones": _milestone_shares(valid),
+        "milestones": _milestone_shares(reached),
     }
-    truths = [t.get("agent_info", {}).get("sim", {}).get("true_p") for t in valid]
-    if truths and truths[0] is not None:
-        row["true_p"] = truths[0]
+    if true_p is not None:
+        row["true_p"] = true_p
     return row
 
 
-def _milestone_shares(trials: list[TrialSummary]) -> dict[str, float]:
-    """Share of the task's valid trials that reached each milestone."""
-    names = {name for t in trials for name in t.get("milestones", {})}
-    return {name: sum(t.get("milestones", {}).get(name) is not None for t in trials) / len(trials) for name in sorted(names)}
+def _milestone_shares(reached: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Share of the task's valid trials (their summaries' `milestones`) that reached each milestone."""
+    names = {name for r in reached for name in r}
+    return {name: sum(r.get(name) is not None for r in reached) / len(reached) for name in sorted(names)}
 
 
 RESOURCE_FIELDS = ("steps", "duration_s", "input_tokens", "output_tokens", "cost")
@@ -62,8 +73,8 @@ RESOURCE_FIELDS = ("steps", "duration_s", "input_tokens", "output_tokens", "cost
 
 def _task_cvs(trials: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     """One task's within-task coefficient of variation of each resource (valid trials)."""
-    return {field: metrics.coefficient_of_variation([t.get(field) or 0 for t in trials if is_valid(t)])
-            for field in RESOURCE_FIELDS}
+    valid = [t for t in trials if is_valid(t)]
+    return {field: metrics.coefficient_of_variation([t.get(field) or 0 for t in valid]) for field in RESOURCE_FIELDS}
 
 
 def _resource_cv(per_task: Sequence[Mapping[str, float | None]]) -> dict[str, float | None]:
@@ -74,6 +85,26 @@ def _resource_cv(per_task: Sequence[Mapping[str, float | None]]) -> dict[str, fl
         defined = [v for v in (cvs[field] for cvs in per_task) if v is not None]
         out[field] = float(np.mean(defined)) if defined else None
     return out
+
+
+def task_rows(run: KeyedRun) -> tuple[list[dict[str, Any]], list[dict[str, float | None]]]:
+    """The headline rows (the unperturbed input; errors reported, not scored) and each task's
+    resource CVs, one task's summaries in memory at a time. The divergence analysis reads the
+    same summaries' valid trials: unless it pools the input variants, its `TrialTable` is
+    collected on the way, so each summary is read once per report."""
+    k = int(run.log.manifest["k"])
+    rows, cvs = [], []
+    collect = not run.options.pool_variants and False not in run.tables
+    found: dict[str, TaskRows] = {}
+    for task_id, trials in run.log.by_task(base_only=True):
+        rows.append(_task_row(task_id, trials, run, k))
+        cvs.append(_task_cvs(trials))
+        valid = [t for t in trials if is_valid(t)] if collect else []
+        if valid:
+            found[task_id] = TaskRows.of(task_id, valid, run.keyer.attempts)
+    if collect:  # in the order the analysis walks its tasks (`RunLog.by_task` of the valid trials)
+        run.tables[False] = TrialTable([found[t] for t in run.log.task_ids(base_only=True, valid_only=True)])
+    return rows, cvs
 
 
 @gc_paused()  # a large run's summaries and keys are millions of objects the collector need not rescan
@@ -88,10 +119,7 @@ def build_report(run_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0,
     log = run.log
     manifest = log.manifest
     k = int(manifest["k"])
-    rows, cvs = [], []
-    for task_id, trials in log.by_task(base_only=True):  # the headline figures: the unperturbed input (errors reported, not scored)
-        rows.append(_task_row(task_id, trials, run, k))  # one task's summaries in memory at a time
-        cvs.append(_task_cvs(trials))
+    rows, cvs = task_rows(run)
     counts = [(r["n"], r["successes"]) for r in rows]
     suite = metrics.suite_summary(counts, B=bootstrap, seed=seed)
     expected = len(log.summaries) if manifest.get("perturbations") else len(manifest.get("tasks", [])) * k

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from dataclasses import dataclass
-from itertools import islice
+from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import orjson
 
 from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials
@@ -80,6 +81,47 @@ class AttemptKeys:
         self.actions: list[int] = []  # action key id of every tool call, none dropped (the report's sequence)
         self.last_state: Any = None
         self.events = 0
+
+
+@dataclass
+class KeyArrays:
+    """The keys of several attempts laid end to end (`PackedAttempts.gather`): per attempt the
+    lengths of its sequences, and each sequence flat, attempt after attempt."""
+
+    n_keys: np.ndarray
+    n_calls: np.ndarray
+    n_actions: np.ndarray
+    keys: np.ndarray
+    where: np.ndarray
+    calls: np.ndarray
+    actions: np.ndarray
+
+    @classmethod
+    def of(cls, attempts: Sequence[AttemptKeys]) -> KeyArrays:
+        """The same arrays from unpacked attempts."""
+        def flat(name: str) -> np.ndarray:
+            return np.fromiter(chain.from_iterable(getattr(tk, name) for tk in attempts), dtype=np.int64)
+
+        def lens(name: str) -> np.ndarray:
+            return np.fromiter((len(getattr(tk, name)) for tk in attempts), dtype=np.int64, count=len(attempts))
+        return cls(lens("keys"), lens("calls"), lens("actions"), flat("keys"), flat("where"), flat("calls"), flat("actions"))
+
+
+def _segments(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, last: int,
+              plain: np.ndarray | None = None) -> np.ndarray:
+    """data[starts[i]:starts[i] + lengths[i]] for every i, end to end (int64); where `plain[i]`,
+    0, 1, 2, ... instead (what `PackedAttempts` leaves out)."""
+    total = int(lengths.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64)
+    seg_start = np.cumsum(lengths) - lengths
+    inner = np.arange(total, dtype=np.int64) - np.repeat(seg_start, lengths)
+    idx = np.minimum(np.repeat(starts, lengths) + inner, last)
+    out = data[idx].astype(np.int64)
+    if plain is not None and plain.any():
+        mask = np.repeat(plain, lengths)
+        out[mask] = inner[mask]
+    return out
 
 
 class PackedAttempts(Mapping[str, AttemptKeys]):
@@ -158,6 +200,51 @@ class PackedAttempts(Mapping[str, AttemptKeys]):
             i += nc
         tk.actions = data[i:i + na].tolist()
         return tk
+
+    def handle_of(self, attempt: str) -> int | str | None:
+        """What `gather` takes for an attempt: its offset in the packed array (an int: 8 bytes a
+        trial instead of its id), the id itself while it is held unpacked, None if it has no
+        steps."""
+        at = self._at.get(attempt)
+        if at is not None:
+            return at
+        return attempt if attempt in self._loose else None
+
+    def actions_of(self, handle: int | str | None) -> Sequence[int]:
+        """An attempt's action ids (`handle_of`), sliced from the packed array without
+        unpacking its other sequences."""
+        if handle is None:
+            return ()
+        if isinstance(handle, str):
+            return self._loose[handle].actions
+        data = self._data
+        nk, nc, na, _, plain = data[handle:handle + 5]
+        i = handle + 5 + nk * (1 + (not plain & 1)) + (0 if plain & 2 else nc)
+        return data[i:i + na]
+
+    def gather(self, handles: Sequence[int | str | None]) -> KeyArrays:
+        """The sequences of many attempts (`handle_of`) as flat int64 arrays, attempt after
+        attempt, cut from the packed array with numpy (no list per attempt). An attempt held
+        unpacked (a value beyond int32) is read through its lists."""
+        if any(isinstance(h, str) for h in handles):
+            return KeyArrays.of([self._loose[h] if isinstance(h, str) else
+                                 (AttemptKeys() if h is None else self._unpack(h)) for h in handles])
+        at = np.array([-1 if h is None else h for h in handles], dtype=np.int64)
+        present = at >= 0
+        data = np.frombuffer(self._data, dtype=np.int32) if len(self._data) else np.zeros(5, dtype=np.int32)
+        head = np.zeros((at.size, 5), dtype=np.int64)
+        if present.any():
+            head[present] = data[at[present, None] + np.arange(5)]
+        nk, nc, na, plain = head[:, 0], head[:, 1], head[:, 2], head[:, 4]
+        where_plain, calls_plain = (plain & 1).astype(bool), (plain & 2).astype(bool)
+        keys_at = at + 5
+        where_at = keys_at + nk
+        calls_at = where_at + np.where(where_plain, 0, nk)
+        actions_at = calls_at + np.where(calls_plain, 0, nc)
+        last = data.size - 1
+        return KeyArrays(nk, nc, na, _segments(data, keys_at, nk, last),
+                         _segments(data, where_at, nk, last, where_plain),
+                         _segments(data, calls_at, nc, last, calls_plain), _segments(data, actions_at, na, last))
 
     def __getitem__(self, attempt: str) -> AttemptKeys:
         tk = self._loose.get(attempt)
@@ -316,14 +403,32 @@ class Numbering:
         self.ids: dict[int, int] = {0: 0}  # END is 0 in both
         self.labels: list[str] = [END]  # corpus id -> label
         self._keyer_labels = keyer_labels
+        self._map = np.full(max(1, len(keyer_labels)), -1, dtype=np.int64)  # keyer id -> corpus id, -1: none yet
+        self._map[0] = 0
 
     def renumber(self, keys: list[int]) -> list[int]:
-        ids = self.ids
-        out = [ids.setdefault(k, len(ids)) for k in keys]
-        new = len(ids) - len(self.labels)
-        if new:  # the ids just added are the dict's last entries
-            fresh = list(islice(reversed(ids), new))[::-1]
-            self.labels.extend(self._keyer_labels[k] for k in fresh)
+        return self.renumber_array(np.asarray(keys, dtype=np.int64)).tolist()
+
+    def renumber_array(self, keys: np.ndarray) -> np.ndarray:
+        """`renumber` of a whole sequence at once: the keys not seen before get the next ids in
+        order of their first position."""
+        if not keys.size:
+            return keys.copy()
+        top = int(keys.max())
+        if top >= self._map.size:
+            grown = np.full(max(top + 1, 2 * self._map.size), -1, dtype=np.int64)
+            grown[:self._map.size] = self._map
+            self._map = grown
+        out = self._map[keys]
+        new = out < 0
+        if new.any():
+            uniq, first = np.unique(keys[new], return_index=True)
+            fresh = uniq[np.argsort(first, kind="stable")]
+            self._map[fresh] = np.arange(len(self.labels), len(self.labels) + fresh.size)
+            for k in fresh.tolist():
+                self.ids[k] = len(self.labels)
+                self.labels.append(self._keyer_labels[k])
+            out = self._map[keys]
         return out
 
 
@@ -340,7 +445,14 @@ class Corpus:
         self.keys: list[list[int]] = []
         self.steps: list[list[int]] = []
         self.trial_milestones: list[dict[str, int | None] | None] = []
-        self.tool_calls: list[int] = []
+        self.tool_calls: list[int] | np.ndarray = []
+        # a corpus of a run holds its keys flat (`corpora_of_run`): `keys` and `steps` stay empty,
+        # `flat` holds them end to end (corpus ids), `raw_flat` the raw sequences, and
+        # `milestone_at` each task's milestone table instead of `trial_milestones`
+        self.flat: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (lengths, keys, steps)
+        self.raw_flat: tuple[np.ndarray, np.ndarray] | None = None  # (offsets, raw keys)
+        # per task: names, its first trial's number, (trials × names) tool-call index reaching each, -1 none
+        self.milestone_at: list[tuple[list[str], int, np.ndarray]] = []
         # the decision rule's context (fork="decision"): every trial's tool calls, lookups included,
         # and which of their ids are lookups; empty otherwise
         self.raw: list[list[int]] = []
@@ -349,6 +461,41 @@ class Corpus:
         self.numbering = numbering
         if numbering is not None:
             self.labels = numbering.labels
+
+    def n_keys(self) -> int:
+        """How many keys the corpus holds (its size in memory: ~30 bytes a key)."""
+        return int(self.flat[0].sum()) if self.flat is not None else sum(map(len, self.keys))
+
+    def has_raw(self) -> bool:
+        """Whether the decision rule's raw sequences are held (fork="decision")."""
+        return bool(self.raw) or self.raw_flat is not None
+
+    def raw_of(self, trial: int) -> list[int]:
+        """A trial's raw sequence: its tool calls, lookups included (fork="decision")."""
+        if self.raw_flat is None:
+            return self.raw[trial]
+        offsets, raw = self.raw_flat
+        return raw[offsets[trial]:offsets[trial + 1]].tolist()
+
+    def milestone_table(self, t: int, rows: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Task t's milestone names (the suite's, else those its trials reached, sorted) and, for
+        its trials `rows` (corpus trial numbers), the tool-call index reaching each, -1 none."""
+        names = list(self.milestones[t])
+        if self.milestone_at:
+            have, first, at = self.milestone_at[t]
+            local = rows - first
+            names = names or sorted(have)
+            col = {name: i for i, name in enumerate(have)}
+            out = np.full((len(rows), len(names)), -1, dtype=np.int64)
+            for j, name in enumerate(names):
+                if name in col:
+                    out[:, j] = at[local, col[name]]
+            return names, out
+        reached = [self.trial_milestones[tr] for tr in rows.tolist()]
+        names = names or sorted({m for r in reached if r for m in r})
+        out = np.array([[-1 if (r or {}).get(name) is None else int((r or {})[name]) for name in names] for r in reached],
+                       dtype=np.int64).reshape(len(reached), len(names))
+        return names, out
 
     def renumber(self, keys: list[int]) -> list[int]:
         """Keyer ids as corpus ids (`Numbering`)."""
@@ -373,6 +520,7 @@ def corpus_of_tasks(tasks: Sequence[TaskTrials], decisions: bool = False) -> Cor
     keys in a task with writes (`writes_anywhere`) and kept in its raw sequence for the context;
     the task's reference is taken as given."""
     corpus = Corpus()
+    tool_calls: list[int] = []
     for task in tasks:
         t = len(corpus.task_ids)
         corpus.task_ids.append(task.task)
@@ -395,7 +543,8 @@ def corpus_of_tasks(tasks: Sequence[TaskTrials], decisions: bool = False) -> Cor
             corpus.keys.append(raw)
             corpus.steps.append(steps)
             corpus.trial_milestones.append(trial.milestones)
-            corpus.tool_calls.append(trial.tool_calls if trial.tool_calls is not None else len(trial.keys))
+            tool_calls.append(trial.tool_calls if trial.tool_calls is not None else len(trial.keys))
+    corpus.tool_calls = tool_calls
     return corpus
 
 
@@ -434,41 +583,115 @@ def corpora_of_run(run: KeyedRun, suite: Suite | None, pool_variants: bool = Fal
     split; None: one chunk), numbered alike (`Numbering`), built one at a time: the analysis of a
     million trials holds one chunk's keys and arrays, not the suite's. Every task's reference is
     keyed first, so which calls are lookups (`Keyer.read_only_ids`) is settled before any
-    trial is: a chunk reads the same wherever the run's chunks begin, and when built again."""
+    trial is: a chunk reads the same wherever the run's chunks begin, and when built again.
+    The trials come from the run's `TrialTable` (its summaries read once), their keys from the
+    packed attempts with numpy (`PackedAttempts.gather`)."""
     numbering = Numbering(run.keyer.labels)
-    decisions = run.options.fork == "decision"
     references = _references(run, suite, pool_variants)
+    chunk: list[TaskRows] = []
+    size = 0
+    for rows in run.trial_table(pool_variants).tasks:
+        if chunk_trials is not None and chunk and size + len(rows.trials) > chunk_trials:
+            yield _chunk_corpus(run, chunk, references, numbering)
+            chunk, size = [], 0
+        chunk.append(rows)
+        size += len(rows.trials)
+    yield _chunk_corpus(run, chunk, references, numbering)
+
+
+def _chunk_corpus(run: KeyedRun, tasks: list[TaskRows], references: dict[str, tuple[AttemptKeys, list[str]]],
+                  numbering: Numbering) -> Corpus:
+    """One chunk's corpus (`corpora_of_run`), its sequences as flat arrays."""
+    keyer = run.keyer
+    raw_too = run.options.fork == "decision"
     c = Corpus(numbering)
-    for task_id, rows in run.log.by_task(base_only=not pool_variants, valid_only=True):  # one task in memory at a time
-        if chunk_trials is not None and c.trial_ids and len(c.trial_ids) + len(rows) > chunk_trials:
-            yield _closed(c, run)
-            c = Corpus(numbering)
-        rows.sort(key=lambda s: (str(s.get("variant", "")), s.get("index", 0), s["trial"]))
-        t = len(c.task_ids)
-        c.task_ids.append(task_id)
-        ref_keys, names = references.get(task_id, (None, []))
-        attempts = [run.keys(summary) for summary in rows]
-        writes = writes_anywhere([run.keyer.lookups(tk) for tk in attempts + ([ref_keys] if ref_keys else [])])
-        c.writes.append(writes)
-        c.references.append(None if ref_keys is None else c.renumber(
-            decisions_of(ref_keys, run.keyer, writes)[0] if run.keyer.decisions else ref_keys.keys))
+    handles = [h for rows in tasks for h in rows.handles]
+    attempts = keyer.attempts
+    ka = attempts.gather(handles) if isinstance(attempts, PackedAttempts) else KeyArrays.of(
+        [AttemptKeys() if h is None else attempts[str(h)] for h in handles])  # keys given as a plain mapping
+    n_trials = np.array([len(rows.trials) for rows in tasks], dtype=np.int64)
+    trial_task = np.repeat(np.arange(len(tasks)), n_trials)
+    key_task = np.repeat(trial_task, ka.n_keys)
+    ro = np.zeros(max(len(keyer.labels), 1), dtype=bool)
+    ro[list(keyer.read_only_ids)] = True
+    lookup = ro[ka.keys]
+    writes = np.bincount(key_task[~lookup], minlength=len(tasks)) > 0  # `writes_anywhere` of its trials ...
+    refs: list[list[int] | None] = []
+    for t, rows in enumerate(tasks):
+        ref_keys, names = references.get(rows.task, (None, []))
+        if ref_keys is not None and not writes[t]:
+            writes[t] = writes_anywhere([keyer.lookups(ref_keys)])  # ... or of its reference
+        c.task_ids.append(rows.task)
         c.milestones.append(names)
-        for summary, tk in zip(rows, attempts):
-            c.trial_ids.append(summary["trial"])
-            c.trial_task.append(t)
-            c.success.append(summary["outcome"] == "success")
-            keys, where = decisions_of(tk, run.keyer, writes) if run.keyer.decisions else (tk.keys, tk.where)
-            c.keys.append(c.renumber(keys))
-            if decisions:
-                c.raw.append(c.renumber(tk.actions))
-            c.steps.append(where)
-            c.tool_calls.append(len(tk.calls))
-            reached = summary.get("milestones")
-            if reached:
-                # the tool-call index of the event that reached each milestone
-                reached = {name: (None if at is None else bisect_left(tk.calls, int(at))) for name, at in reached.items()}
-            c.trial_milestones.append(reached or None)
-    yield _closed(c, run)
+        refs.append(None if ref_keys is None else
+                    (decisions_of(ref_keys, keyer, bool(writes[t]))[0] if keyer.decisions else ref_keys.keys))
+    c.writes = writes.tolist()
+    keep = ~(writes[key_task] & lookup) if keyer.decisions else np.ones(ka.keys.size, dtype=bool)
+    keys, steps = ka.keys[keep], ka.where[keep]
+    key_trial = np.repeat(np.arange(trial_task.size), ka.n_keys)[keep]
+    n_keys = np.bincount(key_trial, minlength=trial_task.size)
+    # renumber in order of first appearance: per task its reference, then per trial its keys
+    # (and its raw tool calls, fork="decision"), as the corpus lists them
+    ref_len = np.array([0 if r is None else len(r) for r in refs], dtype=np.int64)
+    per_trial = n_keys + (ka.n_actions if raw_too else 0)
+    task_len = ref_len + np.bincount(trial_task, weights=per_trial, minlength=len(tasks)).astype(np.int64)
+    task_at = np.cumsum(task_len) - task_len  # where each task's reference begins
+    trial_at = (np.cumsum(per_trial) - per_trial) + np.cumsum(ref_len)[trial_task]
+    seq = np.zeros(int(task_len.sum()), dtype=np.int64)
+    ref_flat = np.fromiter(chain.from_iterable(r or [] for r in refs), dtype=np.int64, count=int(ref_len.sum()))
+    seq[np.repeat(task_at, ref_len) + _inner(ref_len)] = ref_flat
+    key_pos = np.repeat(trial_at, n_keys) + _inner(n_keys)
+    seq[key_pos] = keys
+    if raw_too:
+        seq[np.repeat(trial_at + n_keys, ka.n_actions) + _inner(ka.n_actions)] = ka.actions
+    ids = numbering.renumber_array(seq)
+    for t, r in enumerate(refs):
+        c.references.append(None if r is None else ids[task_at[t]:task_at[t] + ref_len[t]].tolist())
+    c.flat = (n_keys, ids[key_pos], steps)
+    if raw_too:
+        raw_pos = np.repeat(trial_at + n_keys, ka.n_actions) + _inner(ka.n_actions)
+        c.raw_flat = (np.concatenate([[0], np.cumsum(ka.n_actions)]), ids[raw_pos])
+    c.tool_calls = ka.n_calls
+    c.trial_task = trial_task.tolist()
+    for rows in tasks:
+        c.trial_ids.extend(rows.trials)
+        c.success.extend(rows.success.tolist())
+    _milestone_tables(c, tasks, ka)
+    return _closed(c, run)
+
+
+def _inner(lengths: np.ndarray) -> np.ndarray:
+    """0, 1, ..., lengths[i] - 1 for every i, end to end."""
+    total = int(lengths.sum())
+    return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
+_INT32 = 1 << 31
+
+
+def _milestone_tables(c: Corpus, tasks: list[TaskRows], ka: KeyArrays) -> None:
+    """Each task's milestones as the tool-call index of the event reaching them (`bisect_left`
+    of the summary's step among the attempt's call steps), -1 where none."""
+    if not tasks:
+        return
+    call_trial = np.repeat(np.arange(ka.n_calls.size), ka.n_calls)
+    shifted = (ka.calls + _INT32) + call_trial * (_INT32 << 2)  # each trial's call steps in a band of their own
+    call_at = np.cumsum(ka.n_calls) - ka.n_calls
+    ordered = bool(np.all(np.diff(shifted) >= 0)) if shifted.size > 1 else True
+    first = 0
+    for rows in tasks:
+        at = rows.milestones
+        trial = first + np.arange(at.shape[0])[:, None]
+        reached = at != NOT_REACHED
+        if ordered:
+            target = np.clip(at, -_INT32, _INT32) + _INT32 + trial * (_INT32 << 2)
+            index = np.searchsorted(shifted, target, side="left") - call_at[trial]
+        else:  # call steps out of order (an import): bisect each trial's own list, as before
+            index = np.array([[bisect_left(ka.calls[call_at[tr]:call_at[tr] + ka.n_calls[tr]].tolist(), int(x))
+                               for x in row] for tr, row in zip(trial[:, 0].tolist(), at.tolist())],
+                             dtype=np.int64).reshape(at.shape)
+        c.milestone_at.append((rows.milestone_names, first, np.where(reached, index, -1)))
+        first += len(rows.trials)
 
 
 def _references(run: KeyedRun, suite: Suite | None, pool_variants: bool) -> dict[str, tuple[AttemptKeys, list[str]]]:
@@ -492,6 +715,51 @@ def _closed(c: Corpus, run: KeyedRun) -> Corpus:
     return c
 
 
+NOT_REACHED = np.iinfo(np.int64).min  # a milestone's step in `TaskRows.milestones` when the trial did not reach it
+
+
+@dataclass
+class TaskRows:
+    """What the divergence analysis reads of one task's valid trials' summaries, in the order it
+    lists them (variant, index, trial id): their ids, their attempts' `PackedAttempts` handles,
+    outcomes, and the step at which each reached each milestone its trials name."""
+
+    task: str
+    trials: list[str]
+    handles: list[int | str | None]
+    success: np.ndarray
+    milestone_names: list[str]
+    milestones: np.ndarray  # (trials × names) step, NOT_REACHED where none
+
+    @classmethod
+    def of(cls, task: str, summaries: list[TrialSummary], attempts: Mapping[str, AttemptKeys]) -> TaskRows:
+        rows = sorted(summaries, key=lambda s: (str(s.get("variant", "")), s.get("index", 0), s["trial"]))
+        handle = attempts.handle_of if isinstance(attempts, PackedAttempts) else (lambda a: a if a in attempts else None)
+        names: dict[str, int] = {}
+        reached = []
+        for r in rows:
+            got = r.get("milestones") or {}
+            for name in got:
+                names.setdefault(name, len(names))
+            reached.append(got)
+        at = np.full((len(rows), len(names)), NOT_REACHED, dtype=np.int64)
+        for i, got in enumerate(reached):
+            for name, step in got.items():
+                if step is not None:
+                    at[i, names[name]] = int(step)
+        return cls(task, [r["trial"] for r in rows], [handle(r["attempt"]) for r in rows],
+                   np.array([r["outcome"] == "success" for r in rows], dtype=bool), list(names), at)
+
+
+@dataclass
+class TrialTable:
+    """The trials the divergence analysis counts, task by task (`TaskRows`): read from the
+    summaries once, then walked by both passes of `divergence_section` without reading a
+    summary again. ~20 bytes a trial besides its id (shared with the run's index)."""
+
+    tasks: list[TaskRows] = field(default_factory=list)
+
+
 @dataclass
 class KeyedRun:
     """A run with the steps of each attempt keyed (`read_keyed`, `key_parsed`): all that the
@@ -500,13 +768,27 @@ class KeyedRun:
     log: RunLog  # from `read_keyed`, without step records: they were keyed as read, then dropped
     options: DivergenceOptions
     keyer: Keyer
+    tables: dict[bool, TrialTable] = field(default_factory=dict)  # pool_variants -> `trial_table`, once built
+
+    def trial_table(self, pool_variants: bool = False) -> TrialTable:
+        """The valid trials on the base inputs (every input too with `pool_variants`), task by
+        task; read once (or handed over by the report, which reads the same summaries)."""
+        table = self.tables.get(pool_variants)
+        if table is None:
+            table = self.tables[pool_variants] = TrialTable([
+                TaskRows.of(task, rows, self.keyer.attempts)
+                for task, rows in self.log.by_task(base_only=not pool_variants, valid_only=True)])
+        return table
 
     def keys(self, summary: TrialSummary) -> AttemptKeys:
         """The keys of the attempt behind a trial summary (none if it logged no steps)."""
         return self.keyer.attempts.get(summary["attempt"]) or AttemptKeys()
 
-    def actions(self, summary: TrialSummary) -> list[int]:
+    def actions(self, summary: TrialSummary) -> Sequence[int]:
         """The trial's tool calls as key ids (equal calls, equal ids), in log order."""
+        attempts = self.keyer.attempts
+        if isinstance(attempts, PackedAttempts):
+            return attempts.actions_of(attempts.handle_of(summary["attempt"]))
         return self.keys(summary).actions
 
 

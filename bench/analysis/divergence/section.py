@@ -31,7 +31,7 @@ from bench.analysis.divergence.keys import (
 )
 from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials
 from bench.analysis.divergence.power import detectable_k, smallest_testable_n
-from bench.analysis.divergence.tree import Analysis, analyse_corpus, branch_tests
+from bench.analysis.divergence.tree import Analysis, BranchTests, analyse_corpus, branch_tests
 from bench.analysis.metrics import benjamini_hochberg
 from bench.runs.rundir import Manifest, RunLog, gc_paused, suite_of_run
 from bench.world.suite import Suite
@@ -377,27 +377,25 @@ def _lookup_context(ctx: _Context, idx: np.ndarray, v: int, at: str) -> dict[str
     with fork="raw" (the tree then holds the lookups itself), or when their calls part at a
     decision first."""
     a, c = ctx.a, ctx.c
-    if not c.raw:
+    if not c.has_raw():
         return None
+    if v >= 0 and idx.size:  # the trials with a position departing from v
+        lo, last = int(idx.min()), int(idx.max())
+        span = slice(int(a.offsets[lo]), int(a.offsets[last] + a.lengths[last]))
+        through = np.unique(ctx.pos_trial[span][a.graph_before[span] == v])
+        idx = idx[np.isin(idx, through)]
     trials = idx.tolist()
-    if v >= 0:
-        through = set()
-        for tr in trials:
-            lo = int(a.offsets[tr])
-            if (a.graph_before[lo:lo + int(a.lengths[tr])] == v).any():
-                through.add(tr)
-        trials = [tr for tr in trials if tr in through]
-    seqs = [c.raw[tr] + [0] for tr in trials]  # 0 = <end>
-    d = 0
-    while len(seqs) > 1 and all(len(sq) > d for sq in seqs) and len({sq[d] for sq in seqs}) == 1:
-        if seqs[0][d] == 0:
-            return None  # identical calls to the end
-        d += 1
-    if len(seqs) < 2:
+    if len(trials) < 2:
         return None
+    seqs = _raw_matrix(c, trials)  # one row per trial: its raw calls, 0 (<end>), then -1
+    agree = (seqs == seqs[0]).all(axis=0) & (seqs[0] >= 0)
+    d = int(np.argmin(agree)) if not agree.all() else seqs.shape[1]
+    if d >= seqs.shape[1] or (seqs[0, :d] == 0).any():
+        return None  # identical calls to the end
+    column = seqs[:, d].tolist()
     groups: dict[int, list[int]] = {}
-    for tr, sq in zip(trials, seqs):
-        groups.setdefault(sq[d], []).append(tr)
+    for tr, key in zip(trials, column):
+        groups.setdefault(key, []).append(tr)
     if not (c.writes[int(a.trial_task[trials[0]])] and all(k in c.read_only for k in groups)):
         return None  # a fork at a decision: a write or a stop is one of its ways (or, in a task
         # without writes, lookups are decisions)
@@ -405,6 +403,25 @@ def _lookup_context(ctx: _Context, idx: np.ndarray, v: int, at: str) -> dict[str
     alternatives = [{"action": _key_label(a, k), "end": k == 0, "read_only": k in c.read_only,
                      "n": len(members), "successes": int(a.success[members].sum())} for k, members in ranked]
     return {"at": at, "tool_call": d, "trials": len(trials), "alternatives": alternatives}
+
+
+def _raw_matrix(c: Corpus, trials: list[int]) -> np.ndarray:
+    """The trials' raw sequences (`Corpus.raw_of`) and their <end> (0) as rows, padded with -1."""
+    if c.raw_flat is None:
+        offsets = np.cumsum([0] + [len(c.raw[tr]) for tr in trials])
+        flat = np.fromiter(chain.from_iterable(c.raw[tr] for tr in trials), dtype=np.int64, count=int(offsets[-1]))
+        starts = offsets[:-1]
+    else:
+        offsets_all, flat = c.raw_flat
+        starts = offsets_all[trials]
+    rows = np.asarray(trials)
+    lens = (np.diff(offsets) if c.raw_flat is None else c.raw_flat[0][rows + 1] - starts).astype(np.int64)
+    out = np.full((len(trials), int(lens.max()) + 1), -1, dtype=np.int64)
+    row = np.repeat(np.arange(len(trials)), lens)
+    col = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+    out[row, col] = flat[np.repeat(starts, lens) + col]
+    out[np.arange(len(trials)), lens] = 0
+    return out
 
 
 @dataclass
@@ -487,17 +504,14 @@ def _survival(leave: np.ndarray, success: np.ndarray, L: int) -> dict[str, Any]:
 
 
 def _milestone_curves(c: Corpus, t: int, idx: np.ndarray, success: np.ndarray) -> dict[str, Any] | None:
-    names = list(c.milestones[t])
-    reached = [c.trial_milestones[tr] for tr in idx.tolist()]
-    if not names:
-        names = sorted({m for r in reached if r for m in r})
+    names, table = c.milestone_table(t, idx)
     if not names:
         return None
-    horizon = max([c.tool_calls[tr] for tr in idx.tolist()] + [1])
+    horizon = max(int(np.max(np.asarray(c.tool_calls)[idx])) if idx.size else 0, 1)
     steps = np.arange(horizon)
     out: dict[str, Any] = {"step": steps.tolist(), "curves": {}}
-    for name in names:
-        at = np.array([(r or {}).get(name) if (r or {}).get(name) is not None else -1 for r in reached], dtype=np.int64)
+    for j, name in enumerate(names):
+        at = table[:, j]
         hit = np.where(at >= 0, at, np.iinfo(np.int64).max)
         curves = {}
         for label, mask in (("success", success[idx]), ("failure", ~success[idx])):
@@ -553,7 +567,8 @@ def analyse_run(run: str | Path | RunLog | KeyedRun, options: DivergenceOptions 
     return analysis
 
 
-CHUNK_TRIALS = 20_000  # trials per chunk of `divergence_section` (whole tasks): ~100 MB of arrays and keys
+CHUNK_TRIALS = 20_000  # trials per chunk of `divergence_section` (whole tasks)
+KEEP_KEYS = 2_000_000  # the first pass's chunks are kept for the second while they hold at most this many keys (~60 MB)
 
 
 @gc_paused()
@@ -562,8 +577,10 @@ def divergence_section(run: str | Path | RunLog | KeyedRun, options: DivergenceO
     """The report's `divergence` section (JSON-serialisable; bench/schemas/divergence.schema.json),
     equal to `analyse_run(...).section` but holding one chunk of tasks at a time
     (`CHUNK_TRIALS`): a first pass tests each chunk's branch nodes and keeps only their
-    p-values; Benjamini–Hochberg runs over the suite's family; a second pass builds each
-    chunk again and writes its tasks' rows. A run of one chunk is analysed once."""
+    p-values; Benjamini–Hochberg runs over the suite's family; a second pass writes each chunk's
+    tasks' rows, from the first pass's chunks while they hold at most `KEEP_KEYS` keys together
+    (building them is a fifth of the analysis), else building each again. A run of one chunk is
+    analysed once."""
     if option_fields:
         base = asdict(options) if options is not None else {}
         options = DivergenceOptions(**{**base, **option_fields})
@@ -581,12 +598,19 @@ def divergence_section(run: str | Path | RunLog | KeyedRun, options: DivergenceO
         a = analyse_corpus(first, o)
         section = _section(o, iter([(a, first)]))
     else:
-        tests = [branch_tests(c, o) for c in chain([first, second], first_pass)]
+        tests: list[BranchTests] = []
+        kept: list[Corpus] | None = []
+        held = 0
+        for c in chain([first, second], first_pass):
+            tests.append(branch_tests(c, o))
+            held += c.n_keys()
+            kept = kept + [c] if kept is not None and held <= KEEP_KEYS else None  # past it: built again
         del first, second
         families = [bt.family(o.alpha) for bt in tests]
         q = benjamini_hochberg(np.concatenate(families)) if families else np.array([])
         bounds = np.cumsum([0] + [f.size for f in families])
-        parts = ((analyse_corpus(c, o, bt, q[lo:hi]), c) for c, bt, lo, hi in zip(chunks(), tests, bounds[:-1], bounds[1:]))
+        again = iter(kept) if kept is not None else chunks()
+        parts = ((analyse_corpus(c, o, bt, q[lo:hi]), c) for c, bt, lo, hi in zip(again, tests, bounds[:-1], bounds[1:]))
         section = _section(o, parts)
     section["reference"] = {"available": found is not None, "reason": reason}
     return section

@@ -129,7 +129,11 @@ class _Flat:
 
 def _flatten(c: Corpus) -> _Flat:
     T = len(c.trial_ids)
-    lengths = np.fromiter(map(len, c.keys), dtype=np.int64, count=T) + 1
+    if c.flat is not None:  # a corpus of a run: its keys already flat
+        n_keys, keys, steps = c.flat
+        lengths = n_keys.astype(np.int64) + 1
+    else:
+        lengths = np.fromiter(map(len, c.keys), dtype=np.int64, count=T) + 1
     offsets = np.zeros(T, dtype=np.int64)
     if T:
         offsets[1:] = np.cumsum(lengths)[:-1]
@@ -140,8 +144,11 @@ def _flatten(c: Corpus) -> _Flat:
     pos_index = np.arange(P) - np.repeat(offsets, lengths)
     if T:
         body = pos_index < np.repeat(lengths - 1, lengths)
-        flat_keys[body] = np.fromiter(chain.from_iterable(c.keys), dtype=np.int64, count=int(body.sum()))
-        flat_steps[body] = np.fromiter(chain.from_iterable(c.steps), dtype=np.int64, count=int(body.sum()))
+        if c.flat is not None:
+            flat_keys[body], flat_steps[body] = keys, steps
+        else:
+            flat_keys[body] = np.fromiter(chain.from_iterable(c.keys), dtype=np.int64, count=int(body.sum()))
+            flat_steps[body] = np.fromiter(chain.from_iterable(c.steps), dtype=np.int64, count=int(body.sum()))
     return _Flat(len(c.task_ids), len(c.labels) + 1, np.array(c.trial_task, dtype=np.int64), np.array(c.success, dtype=bool),
                  lengths, offsets, flat_keys, flat_steps, pos_trial, pos_index)
 
