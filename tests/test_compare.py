@@ -123,6 +123,22 @@ def test_permutation_p_value_matches_an_exact_enumeration():
     assert res["statistics"][0]["p_value"] == pytest.approx(exact, abs=0.01)
 
 
+def test_the_gate_drawn_in_blocks_of_permutations_is_the_gate_drawn_at_once(monkeypatch):
+    """The permutations are drawn and scored a block of rows at a time (memory bounded at
+    10k tasks); the result must not depend on where the blocks end."""
+    from bench.analysis import regression
+
+    rng = np.random.default_rng(7)
+    nA, nB = rng.integers(3, 9, 40), rng.integers(3, 9, 40)
+    p = rng.random(40)
+    pc = counts(nA, rng.binomial(nA, p), nB, rng.binomial(nB, np.clip(p - 0.1, 0, 1)))
+    whole = suite_test(pc, 3, permutations=500, seed=1)
+    monkeypatch.setattr(regression, "_BLOCK_CELLS", 40 * 7)  # blocks of 7 permutations: 500 is no multiple
+    assert suite_test(pc, 3, permutations=500, seed=1) == whole
+    monkeypatch.setattr(regression, "_BLOCK_CELLS", 1)  # one permutation per block
+    assert suite_test(pc, 3, permutations=500, seed=1) == whole
+
+
 def test_mde_against_the_closed_form_and_the_reference_table():
     """The textbook MDE of a paired mean change: T = 100 tasks, m = 10 runs, ω² = 0,
     E[p(1-p)] = 0.15, two-sided α = 0.05 (one-sided 0.025), 80% power: 4.9 pp. Our MDE also

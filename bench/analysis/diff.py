@@ -12,10 +12,13 @@ the CLI's (`trajbench diff` exits 1 when `exit_code` is 1).
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from bench.adapters.spec import is_simulated
+from bench.analysis.divergence.keys import read_keyed
+from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.divergence.section import divergence_section
 from bench.analysis.regression import (
     DEFAULT_ALPHA,
@@ -27,7 +30,8 @@ from bench.analysis.regression import (
 from bench.analysis.replays import refuse_as_benchmark
 from bench.analysis.stopping import sequential_diff
 from bench.errors import BenchError
-from bench.runs.rundir import Manifest, RunLog, is_valid, read_manifest, read_run
+from bench.runs.rundir import Manifest, RunLog, is_valid, iter_trials, read_manifest, read_run, variant_family
+from bench.world.variants import BASE
 
 DIFF_VERSION = 1
 
@@ -57,23 +61,96 @@ def _renames(manifest: Mapping[str, Any]) -> dict[str, str]:
     return dict(overlay.get("renamed") or {})
 
 
-def _tool_mix(log: RunLog, tasks: set[str]) -> tuple[Counter[str], Counter[str], int]:
-    """Calls per tool (under the suite's own names) and calls that got an error observation,
-    over the run's valid trials of the given tasks; and the number of those trials."""
-    back = {new: old for old, new in _renames(log.manifest).items()}
+@dataclass
+class _TaskMix:
+    """One task's tool calls over its valid unperturbed trials: calls per tool (the suite's own
+    names), calls that got an error observation, and the number of those trials."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    trials: int = 0
+
+
+def _task_mixes(run_dir: Path, manifest: Manifest) -> dict[str, _TaskMix]:
+    """Every task's `_TaskMix`, in one streaming pass over the log (`iter_trials`: only the
+    attempts in flight are held), so the mix costs no index of the run's steps."""
+    back = {new: old for old, new in _renames(manifest).items()}
+    out: dict[str, _TaskMix] = {}
+    for summary, steps in iter_trials(run_dir):
+        if variant_family(summary) != BASE or not is_valid(summary):
+            continue
+        task = summary["task"] if isinstance(summary["task"], str) else repr(summary["task"])
+        mix = out.get(task) or out.setdefault(task, _TaskMix())
+        mix.trials += 1
+        for step in steps:
+            if step.get("kind") in ("tool", "user") and step.get("tool"):
+                name = back.get(step["tool"], step["tool"])
+                mix.calls[name] += 1
+                mix.errors[name] += step.get("error") is not None
+    return out
+
+
+def _tool_mix(mixes: Mapping[str, _TaskMix], tasks: set[str]) -> tuple[Counter[str], Counter[str], int]:
+    """Calls per tool and calls that got an error observation over the given tasks' valid
+    trials; and the number of those trials."""
     calls: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     trials = 0
-    for task, summaries in log.by_task(base_only=True, valid_only=True):
-        if task not in tasks:
-            continue
-        trials += len(summaries)
-        for step in (step for summary in summaries for step in log.steps_of(summary)):
-            if step.get("kind") in ("tool", "user") and step.get("tool"):
-                name = back.get(step["tool"], step["tool"])
-                calls[name] += 1
-                errors[name] += step.get("error") is not None
+    for task in tasks & mixes.keys():
+        calls.update(mixes[task].calls)
+        errors.update(mixes[task].errors)
+        trials += mixes[task].trials
     return calls, errors, trials
+
+
+@dataclass
+class _Side:
+    """What the diff keeps of one run once it is read: its figures, not its index (the two runs
+    are read one after the other, never both held: at a million trials each index and its
+    divergence keys are hundreds of MB)."""
+
+    path: Path
+    manifest: Manifest
+    counts: dict[str, tuple[int, int, int]]
+    finished: int  # trials on the unperturbed input
+    perturbed: int
+    mixes: dict[str, _TaskMix]
+    points: dict[str, dict[str, Any] | None] | None  # `_divergence_points`, None when not computed
+    failure: str | None  # why the divergence analysis failed
+    log: RunLog | None  # the summaries, kept for the sequential gate only
+
+
+def _read_side(run_dir: str | Path, divergence: bool, keep_log: bool) -> _Side:
+    """Read one run for the diff: its summaries with each step keyed as it is read (the
+    divergence points), then its tool mix in a second streaming pass. A failure of the
+    (auxiliary) divergence analysis is kept as its reason, never raised; bad input is."""
+    path = Path(run_dir)
+    keyed, failure, points = None, None, None
+    if divergence:
+        try:  # the per-trial rows are not compared: not listing them keeps a million-trial section small
+            keyed = read_keyed(path, DivergenceOptions(max_trials_listed=0))
+        except BenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - report, never break the gate
+            failure = _failed(exc)
+    log = keyed.log if keyed is not None else read_run(path, on_step=_ignore)
+    if keyed is not None:
+        try:
+            points = _divergence_points(divergence_section(keyed, load_reference=False))
+        except Exception as exc:  # noqa: BLE001
+            failure = _failed(exc)
+        del keyed  # its keys: the largest part of the run in memory
+    finished = log.n_base_trials()
+    return _Side(path, log.manifest, _counts(log), finished, len(log.summaries) - finished,
+                 _task_mixes(path, log.manifest), points, failure, log if keep_log else None)
+
+
+def _ignore(step: Any) -> None:
+    """`read_run`'s step hook when the steps are not needed: nothing of them is indexed."""
+
+
+def _failed(exc: Exception) -> str:
+    return f"the divergence analysis failed: {type(exc).__name__}: {exc}"
 
 
 def _tool_changes(base: Mapping[str, Any], cand: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,11 +188,11 @@ def _overlay_brief(overlay: dict[str, Any]) -> dict[str, Any] | None:
     return {"name": overlay.get("name"), "hash": overlay.get("hash"), "source": overlay.get("source")}
 
 
-def _mix_section(base: RunLog, cand: RunLog, shared: set[str]) -> dict[str, Any]:
+def _mix_section(base: _Side, cand: _Side, shared: set[str]) -> dict[str, Any]:
     """How the mix of tool calls moved: each tool's share of all calls, calls per trial, and the
     share of its calls that got an error observation (invalid arguments, domain refusals)."""
-    ca, ea, ta = _tool_mix(base, shared)
-    cb, eb, tb = _tool_mix(cand, shared)
+    ca, ea, ta = _tool_mix(base.mixes, shared)
+    cb, eb, tb = _tool_mix(cand.mixes, shared)
     total_a, total_b = sum(ca.values()), sum(cb.values())
     names_b = _renames(cand.manifest)
     rows: list[dict[str, Any]] = []
@@ -133,9 +210,8 @@ def _mix_section(base: RunLog, cand: RunLog, shared: set[str]) -> dict[str, Any]
             "tools": rows}
 
 
-def _divergence_points(log: RunLog) -> dict[str, dict[str, Any] | None]:
-    # the per-trial rows are not compared: not listing them keeps a million-trial section small
-    section = divergence_section(log, load_reference=False, max_trials_listed=0)
+def _divergence_points(section: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """Per task of a divergence section, where its trials branch into failure (None: nowhere)."""
     out: dict[str, dict[str, Any] | None] = {}
     for row in section.get("tasks", []):
         # the task's divergence point when one is significant, else its top-scoring branch node
@@ -152,13 +228,13 @@ def _divergence_points(log: RunLog) -> dict[str, dict[str, Any] | None]:
     return out
 
 
-def _divergence_diff(base: RunLog, cand: RunLog, shared: list[str]) -> dict[str, Any]:
+def _divergence_diff(a: dict[str, dict[str, Any] | None], b: dict[str, dict[str, Any] | None],
+                     shared: list[str]) -> dict[str, Any]:
     """Per shared task, where its runs branch into failure in each run — the divergence point
     when the divergence analysis finds a significant one, else the top-scoring branch node
     (marked not significant) — and whether it appeared, was resolved, moved (another step or
     another failing action) or stayed. A task with no mixed outcomes has no branch into
     failure. Labels use the names the agent saw, so an overlay's renames show as a move."""
-    a, b = _divergence_points(base), _divergence_points(cand)
     rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
     for task in shared:
@@ -180,16 +256,18 @@ def _divergence_diff(base: RunLog, cand: RunLog, shared: list[str]) -> dict[str,
     return {"available": True, "counts": {c: counts[c] for c in order}, "tasks": rows}
 
 
-def _divergence_or_reason(base: RunLog, cand: RunLog, shared: list[str], wanted: bool) -> dict[str, Any]:
+def _divergence_or_reason(base: _Side, cand: _Side, shared: list[str], wanted: bool) -> dict[str, Any]:
     """The divergence comparison, or why there is none. The gate never depends on it: a failure
     of the (auxiliary) divergence analysis is reported in the output, not raised."""
     if not wanted:
         return {"available": False, "reason": "not requested", "counts": None, "tasks": []}
-    try:
-        return _divergence_diff(base, cand, shared)
-    except Exception as exc:  # noqa: BLE001 - report, never break the gate
-        return {"available": False, "reason": f"the divergence analysis failed: {type(exc).__name__}: {exc}",
-                "counts": None, "tasks": []}
+    failure = base.failure or cand.failure
+    if failure is None and base.points is not None and cand.points is not None:
+        try:
+            return _divergence_diff(base.points, cand.points, shared)
+        except Exception as exc:  # noqa: BLE001 - report, never break the gate
+            failure = _failed(exc)
+    return {"available": False, "reason": failure, "counts": None, "tasks": []}
 
 
 def has_significant_point(row: dict[str, Any]) -> bool:
@@ -197,17 +275,17 @@ def has_significant_point(row: dict[str, Any]) -> bool:
     return any(p is not None and p["significant"] for p in (row["base"], row["candidate"]))
 
 
-def _run_brief(log: RunLog, counts: dict[str, tuple[int, int, int]]) -> dict[str, Any]:
-    m = log.manifest
+def _run_brief(side: _Side) -> dict[str, Any]:
+    m = side.manifest
     design = m.get("design") or {}
     expected = sum((design.get("per_task_n") or {}).values()) if design else len(m.get("tasks", [])) * int(m["k"])
     return {
-        "dir": str(log.path), "run_id": m["run_id"], "suite": {"name": m["suite"].get("name"), "hash": m["suite"].get("hash")},
+        "dir": str(side.path), "run_id": m["run_id"], "suite": {"name": m["suite"].get("name"), "hash": m["suite"].get("hash")},
         "agent": {"name": m["agent"].get("name"), "hash": m["agent"].get("hash"), "simulated": is_simulated(m["agent"].get("adapter"))},
         "k": int(m["k"]), "base_seed": m.get("base_seed"), "harness_version": m.get("harness_version"),
-        "expected_trials": expected, "finished_trials": log.n_base_trials(),
-        "perturbed_trials": len(log.summaries) - log.n_base_trials(),
-        "error_trials": sum(e for _, _, e in counts.values()), "overlay": _overlay_brief(m.get("overlay") or {}),
+        "expected_trials": expected, "finished_trials": side.finished,
+        "perturbed_trials": side.perturbed,
+        "error_trials": sum(e for _, _, e in side.counts.values()), "overlay": _overlay_brief(m.get("overlay") or {}),
     }
 
 
@@ -218,15 +296,18 @@ def diff_runs(base_dir: str | Path, cand_dir: str | Path, *, alpha: float = DEFA
     With `sequential`, the verdict and exit code are the sequential gate's (`sequential_diff`:
     valid at every look; exit 3 while not yet decided); the fixed-k figures are still shown.
     Raises BenchError on bad input: unreadable runs, different suites (unless `force`), bad
-    alpha or k, no shared task."""
+    alpha or k, no shared task. The runs are read one after the other (`_read_side`), so the
+    diff holds one run's index at a time."""
     if not 0 < alpha < 1:
         raise BenchError(f"alpha must be in (0, 1), got {alpha}", field="--alpha")
     for where in (base_dir, cand_dir):
         refuse_as_benchmark(where, "diff")
-    base, cand = read_run(base_dir), read_run(cand_dir)
-    forced, warnings = _suite_check(base, cand, force, cand_dir)
-    k = _pass_k(base.manifest, cand.manifest, k)
-    ca, cb = _counts(base), _counts(cand)
+    manifest_a, manifest_b = read_manifest(Path(base_dir)), read_manifest(Path(cand_dir))
+    forced, warnings = _suite_check(manifest_a, manifest_b, force, cand_dir)
+    k = _pass_k(manifest_a, manifest_b, k)
+    base = _read_side(base_dir, divergence, sequential)
+    cand = _read_side(cand_dir, divergence, sequential)
+    ca, cb = base.counts, cand.counts
     shared, only_base, only_cand = _task_sets(base.manifest, ca, cb)
     if not shared:
         raise BenchError("the two runs share no task with a valid (non-error) trial: nothing to compare",
@@ -234,7 +315,7 @@ def diff_runs(base_dir: str | Path, cand_dir: str | Path, *, alpha: float = DEFA
     pc = PairedCounts.of(shared, [ca[t][0] for t in shared], [ca[t][1] for t in shared],
                          [cb[t][0] for t in shared], [cb[t][1] for t in shared])
     core = compare_counts(pc, k=k, alpha=alpha, permutations=permutations, bootstrap=bootstrap, seed=seed)
-    brief_a, brief_b = _run_brief(base, ca), _run_brief(cand, cb)
+    brief_a, brief_b = _run_brief(base), _run_brief(cand)
     warnings += _run_warnings(base.manifest, cand.manifest, brief_a, brief_b, k)
     if only_base or only_cand:
         warnings.append(f"{len(only_base)} task(s) only in the base and {len(only_cand)} only in the candidate are left out")
@@ -255,19 +336,20 @@ def diff_runs(base_dir: str | Path, cand_dir: str | Path, *, alpha: float = DEFA
         "exit_code": 1 if regression else 0,
     }
     if sequential:
-        gate = sequential_diff(base, cand, alpha)
+        assert base.log is not None and cand.log is not None  # kept for it
+        gate = sequential_diff(base.log, cand.log, alpha)
         out.update(sequential=gate, verdict=gate["outcome"], exit_code=gate["exit_code"])
     return out
 
 
-def _suite_check(base: RunLog, cand: RunLog, force: bool, cand_dir: str | Path) -> tuple[bool, list[str]]:
+def _suite_check(base: Manifest, cand: Manifest, force: bool, cand_dir: str | Path) -> tuple[bool, list[str]]:
     """Runs of different suites are not comparable: refused, or with `force` marked FORCED.
     Returns (forced, the warning that says so)."""
-    hash_a, hash_b = base.manifest["suite"].get("hash"), cand.manifest["suite"].get("hash")
+    hash_a, hash_b = base["suite"].get("hash"), cand["suite"].get("hash")
     if hash_a == hash_b:
         return False, []
-    what = (f"suite {base.manifest['suite'].get('name')} (hash {str(hash_a)[:12]}) vs "
-            f"suite {cand.manifest['suite'].get('name')} (hash {str(hash_b)[:12]})")
+    what = (f"suite {base['suite'].get('name')} (hash {str(hash_a)[:12]}) vs "
+            f"suite {cand['suite'].get('name')} (hash {str(hash_b)[:12]})")
     if not force:
         raise BenchError(f"the runs are of different suites: {what}. Tasks, data or tool code differ, so the "
                          "results are not comparable; re-run both on the same suite, or pass --force to "

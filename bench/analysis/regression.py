@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from scipy import stats
@@ -144,19 +144,27 @@ def _lut_row(nA: int, nB: int, s: int, k: int) -> tuple[np.ndarray, np.ndarray, 
     return x, d1, dk, pw
 
 
-def _relabel(S: np.ndarray, nA: np.ndarray, nB: np.ndarray, B: int, seed: int) -> np.ndarray:
+_BLOCK_CELLS = 1 << 21  # permutations are drawn and scored this many (permutation, task) cells at a time
+
+
+def _relabel(S: np.ndarray, nA: np.ndarray, nB: np.ndarray, B: int, seed: int) -> Iterator[np.ndarray]:
     """B random relabellings of every task's pooled trials: the base's success count under the
     null, X_t ~ Hypergeometric(n_A + n_B, S_t, n_A), drawn by inverse CDF per distinct margin
-    (several times faster than numpy's per-element hypergeometric sampler)."""
-    U = np.random.default_rng(seed).random((B, S.size))
-    X = np.empty((B, S.size), dtype=np.int64)
+    (several times faster than numpy's per-element hypergeometric sampler). Yielded in blocks of
+    whole permutations (rows), so the B × tasks matrices are never all in memory (at 10k tasks
+    and 4,000 permutations each was 320 MB); the uniforms are the same stream either way."""
+    rng = np.random.default_rng(seed)
     groups: dict[tuple[int, int, int], list[int]] = {}
     for t, key in enumerate(zip(S.tolist(), nA.tolist(), nB.tolist())):
         groups.setdefault(key, []).append(t)
-    for (s, a, b), idx in groups.items():
-        lo, cdf = _hypergeom_cdf(s, a, b)
-        X[:, idx] = lo + np.minimum(np.searchsorted(cdf, U[:, idx], side="right"), cdf.size - 1)
-    return X
+    margins = [(_hypergeom_cdf(*key), idx) for key, idx in groups.items()]
+    rows = max(1, _BLOCK_CELLS // max(1, S.size))
+    for first in range(0, B, rows):
+        U = rng.random((min(rows, B - first), S.size))
+        X = np.empty(U.shape, dtype=np.int64)
+        for (lo, cdf), idx in margins:
+            X[:, idx] = lo + np.minimum(np.searchsorted(cdf, U[:, idx], side="right"), cdf.size - 1)
+        yield X
 
 
 @lru_cache(maxsize=None)
@@ -193,21 +201,21 @@ def suite_test(pc: PairedCounts, k: int, *, alpha: float = DEFAULT_ALPHA, permut
     use_k = k > 1 and bool(pc.k_mask(k).any())
     d1_lut, dk_lut, pw_lut = _lookups(pc, k, use_k)
     S = pc.c_base + pc.c_cand
-    X = _relabel(S, pc.n_base, pc.n_cand, permutations, seed)
     rows = np.arange(T)[None, :]
     obs_idx = pc.c_base
+    kmask = pc.k_mask(k)
     names = ["pass@1"] + ([f"pass^{k}"] if use_k else []) + ["worst task"]
-    observed: dict[str, float] = {}
-    reps: dict[str, np.ndarray] = {}
-
-    observed["pass@1"] = float(d1_lut[np.arange(T), obs_idx].mean())
-    reps["pass@1"] = d1_lut[rows, X].mean(axis=1)
+    observed: dict[str, float] = {"pass@1": float(d1_lut[np.arange(T), obs_idx].mean())}
     if use_k:
-        kmask = pc.k_mask(k)
         observed[f"pass^{k}"] = float(dk_lut[np.arange(T), obs_idx][kmask].mean())
-        reps[f"pass^{k}"] = dk_lut[rows, X][:, kmask].mean(axis=1)
     observed["worst task"] = float(pw_lut[np.arange(T), obs_idx].min())
-    reps["worst task"] = pw_lut[rows, X].min(axis=1)
+    blocks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for X in _relabel(S, pc.n_base, pc.n_cand, permutations, seed):  # each statistic is per permutation (row)
+        blocks["pass@1"].append(d1_lut[rows, X].mean(axis=1))
+        if use_k:
+            blocks[f"pass^{k}"].append(dk_lut[rows, X][:, kmask].mean(axis=1))
+        blocks["worst task"].append(pw_lut[rows, X].min(axis=1))
+    reps = {name: np.concatenate(parts) for name, parts in blocks.items()}
 
     p_each = {name: _left_p(observed[name] if name != "worst task" else observed[name] * (1 + 1e-9), reps[name])
               for name in names}
