@@ -124,10 +124,19 @@ def test_the_framework_client_waits_for_a_restarted_server(tmp_path, capfd):
     import asyncio
 
     pytest.importorskip("openai")
+    import threading
+
     from bench.adapters.frameworks import TurnSeeds, classify, openai_client
     from bench.adapters.openai_compat import Endpoint
 
-    server = LlamaServer("smollm2", n_ctx=1024, log_path=str(tmp_path / "server.log"), max_restarts=1)
+    made: list[LlamaServer] = []  # built on a thread that then ends: the server must outlive it
+    builder = threading.Thread(target=lambda: made.append(
+        LlamaServer("smollm2", n_ctx=1024, log_path=str(tmp_path / "server.log"), max_restarts=1)))
+    builder.start()
+    builder.join()
+    (server,) = made
+    time.sleep(1.5)
+    assert server.process.poll() is None and server.restarts == 0
     endpoint = Endpoint(server.base_url, server.alias, None, server)
     opts = {"timeout_s": 60.0, "retries": 0, "string_max_length": None, "llama_cpp_patterns": False}
 

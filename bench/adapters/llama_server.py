@@ -109,9 +109,15 @@ class LlamaServer:
         self._proc = _Process(command, log_path, temporary)
         self._finalizer = weakref.finalize(self, _stop, self._proc)
         atexit.register(self._finalizer)
-        _start(self._proc)
-        self._wait_ready(startup_timeout_s)
-        threading.Thread(target=self._watch, name=f"llama-server-{self.port}", daemon=True).start()
+        # Every process is forked by the watchdog thread, the first one too: PR_SET_PDEATHSIG
+        # fires when the *thread* that forked the child exits, and the watchdog lives as long
+        # as the server (a server built on a worker thread would die with that thread).
+        started: list[InfraError | None] = []
+        ready = threading.Event()
+        threading.Thread(target=self._watch, args=(started, ready), name=f"llama-server-{self.port}", daemon=True).start()
+        ready.wait()
+        if started[0] is not None:
+            raise started[0]
 
     @property
     def process(self) -> subprocess.Popen:
@@ -138,11 +144,10 @@ class LlamaServer:
     def wait_alive(self, timeout_s: float) -> None:
         """Return once the server answers (at once when it is up); raise InfraError, saying why
         it died, when it is stopped, gave up restarting, or is not back within `timeout_s`."""
-        if self.failure is not None:
-            raise InfraError(self.failure)
         proc = self._proc
         with proc.lock:  # dead but not noticed by the watchdog yet (it looks twice a second)
-            if proc.popen is not None and proc.popen.poll() is not None and not proc.stopping.is_set():
+            if self.failure is None and not proc.stopping.is_set() and proc.popen is not None \
+                    and proc.popen.poll() is not None:
                 proc.ready.clear()
         up = proc.ready.wait(timeout_s)
         if self.failure is not None:
@@ -155,8 +160,18 @@ class LlamaServer:
                          + (f"; {self.deaths[-1]}" if self.deaths else ""))
 
     # -- the watchdog ----------------------------------------------------------------------
-    def _watch(self) -> None:
+    def _watch(self, started: list[InfraError | None], ready: threading.Event) -> None:
         proc = self._proc
+        try:
+            with proc.lock:
+                _start(proc)
+            self._wait_ready(self.startup_timeout_s)
+            started.append(None)
+        except InfraError as exc:
+            started.append(exc)
+            return
+        finally:
+            ready.set()
         while not proc.stopping.wait(0.5):
             with proc.lock:
                 popen = proc.popen
@@ -166,9 +181,7 @@ class LlamaServer:
             death = f"the llama.cpp server on port {self.port} exited with status {popen.returncode}{_tail(proc.log_path)}"
             self.deaths.append(death)
             if len(self.deaths) > self.max_restarts:
-                self.failure = f"{death}; not restarted again (it died {len(self.deaths)} times)"
-                print(f"trajbench: warning: {self.failure}", file=sys.stderr)
-                proc.ready.set()  # wake the waiters: wait_alive raises the failure
+                self._give_up(f"{death}; not restarted again (it died {len(self.deaths)} times)")
                 return
             print(f"trajbench: warning: {death}; restarting it on the same port "
                   f"({len(self.deaths)} of at most {self.max_restarts} restarts)", file=sys.stderr)
@@ -179,10 +192,16 @@ class LlamaServer:
                     _start(proc)
                 self._wait_ready(self.startup_timeout_s)
             except InfraError as exc:
-                self.failure = f"{death}; the restart failed: {exc}"
-                print(f"trajbench: warning: {self.failure}", file=sys.stderr)
-                proc.ready.set()
+                self._give_up(f"{death}; the restart failed: {exc}")
                 return
+
+    def _give_up(self, failure: str) -> None:
+        """Record why the server is gone for good and wake every waiter (under the lock that
+        `wait_alive` takes, so that no waiter goes to sleep after this)."""
+        with self._proc.lock:
+            self.failure = failure
+            self._proc.ready.set()
+        print(f"trajbench: warning: {failure}", file=sys.stderr)
 
     def _wait_ready(self, timeout_s: float) -> None:
         import httpx
