@@ -600,3 +600,65 @@ def test_bootstrap_means_in_column_blocks_equal_the_whole_product(monkeypatch):
     monkeypatch.setattr(M, "_CELLS_AT_ONCE", 300 * 7)  # blocks of 7 columns
     lo, hi = M.bootstrap_task_means(table, B=300, seed=5)
     assert np.allclose(lo, want[0], rtol=1e-12, equal_nan=True) and np.allclose(hi, want[1], rtol=1e-12, equal_nan=True)
+
+
+def _old_exact_trajectory_consistency(seqs):
+    """The exact branch as it was before the canonical order (distinct sequences in first-seen
+    order, one cdist): the reference for 'exact is unchanged'."""
+    from collections import Counter
+
+    from rapidfuzz import process
+    from rapidfuzz.distance import Levenshtein
+    groups = Counter(map(tuple, seqs))
+    distinct = list(groups)
+    w = np.array(list(groups.values()), dtype=np.float64)
+    dist = process.cdist(distinct, distinct, scorer=Levenshtein.normalized_distance, dtype=np.float64)
+    n = len(seqs)
+    return float((np.triu(np.outer(w, w), k=1) * dist).sum() / (n * (n - 1) / 2))
+
+
+def test_trajectory_consistency_is_order_invariant_and_exact_unchanged(monkeypatch):
+    """The figure depends on the multiset of trials only: the same trials shuffled (interleaved,
+    resumed or imported logs) give the identical figure, exact or sampled; the exact figure is the
+    old one (to rounding) whatever the row-block size."""
+    rng = np.random.default_rng(11)
+    seqs = [[int(x) for x in rng.integers(0, 5, size=int(rng.integers(1, 6)))] for _ in range(400)]
+    seqs += seqs[:150]  # repeated sequences: counts > 1
+    shuffled = [seqs[i] for i in rng.permutation(len(seqs))]
+    exact = M.trajectory_consistency(seqs, ids=True)
+    assert exact == pytest.approx(_old_exact_trajectory_consistency(seqs), rel=1e-12)
+    assert M.trajectory_consistency(shuffled, ids=True) == exact
+    monkeypatch.setattr(M, "_ROWS_AT_ONCE", 7)
+    assert M.trajectory_consistency(seqs, ids=True) == pytest.approx(exact, rel=1e-12)
+    monkeypatch.setattr(M, "MAX_DISTINCT_COMPARED", 60)
+    assert len({tuple(s) for s in seqs}) > 60
+    for seed in (0, 1, 2):
+        sampled = M.trajectory_consistency(seqs, ids=True, seed=seed)
+        assert M.trajectory_consistency(shuffled, ids=True, seed=seed) == sampled
+        assert M.trajectory_consistency(list(reversed(seqs)), ids=True, seed=seed) == sampled
+    mixed = [["a", 1], [1, "a"], [("t", 2)], ["a", 1]] * 30  # items that do not compare: sorted by repr
+    monkeypatch.setattr(M, "MAX_DISTINCT_COMPARED", 2)
+    assert M.trajectory_consistency(mixed, seed=4) == M.trajectory_consistency(mixed[::-1], seed=4)
+
+
+def test_bootstrap_in_replicate_blocks_is_bit_identical(monkeypatch):
+    """The (B, T) index matrix is drawn a few replicates at a time (bounded memory at 10k tasks):
+    the replicates and intervals are bit for bit those of the matrix drawn at once, and a caller's
+    Generator ends in the same state."""
+    rng = np.random.default_rng(4)
+    table = rng.random((23, 9))
+    table[rng.random(table.shape) < 0.25] = np.nan
+    whole = M.bootstrap_task_replicates(table, B=101, seed=9)
+    lo_w, hi_w = M.bootstrap_task_means(table, B=101, seed=9)
+    g_whole = np.random.default_rng(5)
+    M.bootstrap_task_means(table, B=101, seed=g_whole)
+    monkeypatch.setattr(M, "_DRAW_CELLS", 23 * 4)  # blocks of 4 replicates (the last one: 1)
+    assert np.array_equal(M.bootstrap_task_replicates(table, B=101, seed=9), whole, equal_nan=True)
+    lo, hi = M.bootstrap_task_means(table, B=101, seed=9)
+    assert np.array_equal(lo, lo_w, equal_nan=True) and np.array_equal(hi, hi_w, equal_nan=True)
+    monkeypatch.setattr(M, "_CELLS_AT_ONCE", 101 * 2)  # and columns in blocks of 2: the draw replayed
+    g_blocked = np.random.default_rng(5)
+    lo, hi = M.bootstrap_task_means(table, B=101, seed=g_blocked)
+    lo_g, hi_g = M.bootstrap_task_means(table, B=101, seed=np.random.default_rng(5))
+    assert np.array_equal(lo, lo_g, equal_nan=True) and np.array_equal(hi, hi_g, equal_nan=True)
+    assert g_blocked.random() == g_whole.random()

@@ -12,11 +12,12 @@ Two rules shape the code:
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 import warnings
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -154,19 +155,25 @@ def bootstrap_task_replicates(
     """Bootstrap replicate means, resampling TASKS (rows) only.
 
     ``values`` is (T,) or (T, M): one row per task, holding per-task estimates that already
-    summarise all of that task's trials. One (B, T) index matrix is drawn; replicate b is the
+    summarise all of that task's trials. A (B, T) index matrix is drawn; replicate b is the
     nan-aware mean over the rows ``values[idx[b]]`` (a nan marks a task where that column is
     undefined, e.g. pass^k with k > n_t). Returns (B,) or (B, M); a replicate with no defined
     value in a column is nan.
 
-    Computed as (resample counts) @ values rather than materialising ``values[idx]``, so
-    memory stays O(B*T + B*M) instead of O(B*T*M).
+    Computed as (resample counts) @ values rather than materialising ``values[idx]``, and the
+    index matrix is drawn `_DRAW_CELLS` cells (whole replicates) at a time, so memory stays
+    O(_DRAW_CELLS + B*M) instead of O(B*T*M) (the whole (B, T) matrix at 10k tasks: 160 MB,
+    with its counts ~0.5 GB).
     """
     arr = _bootstrap_input(values, B)
     out_shape = (operator.index(B),) if arr.ndim == 1 else (operator.index(B), arr.shape[1])
     if arr.shape[0] == 0:
         return np.full(out_shape, np.nan)
-    return _replicate_means(_resample_counts(arr.shape[0], B, seed), arr.reshape(arr.shape[0], -1)).reshape(out_shape)
+    mat = arr.reshape(arr.shape[0], -1)
+    out = np.empty((operator.index(B), mat.shape[1]))
+    for rows, counts in _resample_counts(arr.shape[0], B, np.random.default_rng(seed)):
+        out[rows] = _replicate_means(counts, mat)
+    return out.reshape(out_shape)
 
 
 def _bootstrap_input(values: np.ndarray, B: int) -> np.ndarray:
@@ -178,19 +185,28 @@ def _bootstrap_input(values: np.ndarray, B: int) -> np.ndarray:
     return arr
 
 
-def _resample_counts(T: int, B: int, seed: int | np.random.Generator | None) -> np.ndarray:
-    """(B, T): how many times each task appears in each replicate (one index matrix drawn)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, T, size=(B, T))
-    counts = np.bincount((idx + T * np.arange(B)[:, None]).ravel(), minlength=B * T)
-    return counts.reshape(B, T).astype(np.float64)
+_DRAW_CELLS = 1 << 20  # (replicate, task) cells of the index matrix drawn at once (8 MB)
+
+
+def _resample_counts(T: int, B: int, rng: np.random.Generator) -> Iterator[tuple[slice, np.ndarray]]:
+    """Blocks (rows, counts) of the (B, T) matrix of how many times each task appears in each
+    replicate, a few whole replicates at a time. numpy draws the same integers in blocks as
+    in one (B, T) call, so the replicates do not depend on the block size."""
+    step = max(1, _DRAW_CELLS // max(T, 1))
+    for a in range(0, operator.index(B), step):
+        b = min(operator.index(B), a + step)
+        cells = rng.integers(0, T, size=(b - a, T)) + T * np.arange(b - a)[:, None]
+        yield slice(a, b), np.bincount(cells.ravel(), minlength=(b - a) * T).reshape(b - a, T).astype(np.float64)
 
 
 def _replicate_means(counts: np.ndarray, mat: np.ndarray) -> np.ndarray:
-    """(B, M) nan-aware replicate means of the (T, M) columns `mat` under `counts`."""
+    """(R, M) nan-aware replicate means of the (T, M) columns `mat` under the (R, T) `counts`.
+    The sums are one vector-matrix product per replicate: a matrix product's rounding depends
+    on how many rows it is given, and a replicate must not depend on its block."""
     defined = ~np.isnan(mat)
-    sums = counts @ np.where(defined, mat, 0.0)
-    ns = counts @ defined.astype(np.float64)
+    filled = np.where(defined, mat, 0.0)
+    sums = np.array([row @ filled for row in counts]).reshape(counts.shape[0], mat.shape[1])
+    ns = counts @ defined.astype(np.float64)  # exact: sums of small integers
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(ns > 0, sums / np.where(ns > 0, ns, 1.0), np.nan)
 
@@ -208,21 +224,28 @@ def bootstrap_task_means(
     ``bootstrap_task_replicates``). Returns floats for 1-D input, arrays of length M for
     (T, M) input. Replicates where a column is undefined (no sampled task has it) are
     dropped for that column; an all-undefined column gives nan. The replicates are formed
-    `_CELLS_AT_ONCE` // B columns at a time from one draw of the index matrix: a suite's
-    pass^k curve has 2k + 1 columns, and (B, 2k + 1) replicates at k = 27,780 would be 900 MB.
-    (One block up to k = 249 at B = 2000; past it, a bound may differ from the one-block
-    product in its last bit: the matrix product rounds its blocks' edges differently.)"""
+    `_CELLS_AT_ONCE` // B columns at a time: a suite's pass^k curve has 2k + 1 columns, and
+    (B, 2k + 1) replicates at k = 27,780 would be 900 MB. Each column block redraws the same
+    index matrix (the generator's state is replayed), in blocks of replicates like
+    ``bootstrap_task_replicates``. (One column block up to k = 249 at B = 2000; past it, a
+    bound may differ from the one-block product in its last bit.)"""
     _z(confidence)
     arr = _bootstrap_input(values, B)
     tail = 100.0 * (1.0 - confidence) / 2.0
     mat = arr[:, None] if arr.ndim == 1 else arr
     M = mat.shape[1]
     lo, hi = np.full(M, np.nan), np.full(M, np.nan)
-    counts = _resample_counts(mat.shape[0], B, seed) if mat.shape[0] else None
+    rng = np.random.default_rng(seed)
     width = max(1, _CELLS_AT_ONCE // operator.index(B))
+    start = copy.deepcopy(rng.bit_generator.state) if M > width else None
     for a in range(0, M, width):
         b = min(M, a + width)
-        reps = (np.full((operator.index(B), b - a), np.nan) if counts is None else _replicate_means(counts, mat[:, a:b]))
+        reps = np.full((operator.index(B), b - a), np.nan)
+        if mat.shape[0]:
+            if start is not None:
+                rng.bit_generator.state = copy.deepcopy(start)
+            for rows, counts in _resample_counts(mat.shape[0], B, rng):
+                reps[rows] = _replicate_means(counts, mat[:, a:b])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-nan columns -> nan
             lo[a:b], hi[a:b] = np.nanpercentile(reps, [tail, 100.0 - tail], axis=0)
@@ -354,7 +377,8 @@ def normalized_edit_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> fl
     return Levenshtein.distance(ia, ib) / max(la, lb)
 
 
-MAX_DISTINCT_COMPARED = 1000  # distinct sequences compared exactly; beyond, a seeded sample of trials
+MAX_DISTINCT_COMPARED = 2000  # distinct sequences compared exactly; beyond, a seeded sample of the trials
+_ROWS_AT_ONCE = 250  # rows of the distinct × distinct distance matrix formed at once (4 MB at the cap)
 
 
 def trajectory_consistency(seqs: Sequence[Sequence[Hashable]], *, seed: int = 0, ids: bool = False) -> float | None:
@@ -362,31 +386,53 @@ def trajectory_consistency(seqs: Sequence[Sequence[Hashable]], *, seed: int = 0,
     action sequences; higher = less consistent). None with fewer than 2 sequences. Apply
     separately to successful and to failed trials.
 
-    Exact while the trials hold at most MAX_DISTINCT_COMPARED distinct sequences (their d × d
-    distances: ≤ 8 MB). Beyond, the same mean over the pairs of a uniform sample, without
-    replacement, of MAX_DISTINCT_COMPARED of the trials (seeded: the same trials give the same
-    figure) — an unbiased estimate of the all-pairs mean, in bounded memory and time however
-    many trials a task has (all-pairs over 27,780 distinct trials would be 6 GB). With `ids`, the
+    The figure depends only on the multiset of sequences, never on the trials' order (logs
+    interleaved, resumed or imported give the same figure): the work is on the distinct
+    sequences, sorted canonically, with their counts. Exact while there are at most
+    MAX_DISTINCT_COMPARED distinct sequences (each distinct pair once, weighted by the trial
+    pairs it stands for). Beyond, the same mean over the pairs of a seeded uniform sample,
+    without replacement, of MAX_DISTINCT_COMPARED of the trials, drawn as a multivariate
+    hypergeometric over the sorted distinct sequences' counts: an unbiased estimate of the
+    all-pairs mean (a U-statistic of a subsample), in bounded memory and time however many
+    trials a task has (all-pairs over 27,780 distinct trials would be 6 GB). With `ids`, the
     items are already small non-negative ints (key ids: the report's), compared as they are."""
     if len(seqs) < 2:
         return None
     groups = Counter(map(tuple, seqs))
-    if len(groups) > MAX_DISTINCT_COMPARED:
-        pick = np.random.default_rng(seed).choice(len(seqs), size=MAX_DISTINCT_COMPARED, replace=False)
-        return trajectory_consistency([seqs[i] for i in np.sort(pick).tolist()], ids=ids)
-    # Identical sequences are common (consistent agents): compare each distinct pair once and
-    # weight it by how many trial pairs it stands for (identical pairs contribute 0). Items of
-    # the distinct sequences are mapped to dense integer ids, as in normalized_edit_distance,
-    # and rapidfuzz's cdist computes the distinct pairs' distances in one call.
-    dense: dict[Hashable, int] = {}
-    distinct = list(groups) if ids else [[dense.setdefault(x, len(dense)) for x in g] for g in groups]
-    weights = np.array(list(groups.values()), dtype=np.float64)
+    distinct = _canonical_order(list(groups))
+    weights = np.array([groups[g] for g in distinct], dtype=np.int64)
+    if len(distinct) > MAX_DISTINCT_COMPARED:
+        take = np.random.default_rng(seed).multivariate_hypergeometric(weights, MAX_DISTINCT_COMPARED)
+        kept = np.flatnonzero(take)
+        distinct, weights = [distinct[i] for i in kept.tolist()], take[kept]
     if len(distinct) < 2:
         return 0.0
-    dist = process.cdist(distinct, distinct, scorer=Levenshtein.normalized_distance, dtype=np.float64)
-    pair_weights = np.triu(np.outer(weights, weights), k=1)
-    n = len(seqs)
-    return float((pair_weights * dist).sum() / (n * (n - 1) / 2))
+    if not ids:  # items mapped to dense integer ids, as in normalized_edit_distance
+        dense: dict[Hashable, int] = {}
+        distinct = [tuple(dense.setdefault(x, len(dense)) for x in g) for g in distinct]
+    return _weighted_pair_mean(distinct, weights.astype(np.float64))
+
+
+def _canonical_order(distinct: list[tuple[Hashable, ...]]) -> list[tuple[Hashable, ...]]:
+    """The distinct sequences in an order that depends on their content only: sorted, or
+    sorted by repr when the items do not compare (mixed types)."""
+    try:
+        return sorted(distinct)
+    except TypeError:
+        return sorted(distinct, key=repr)
+
+
+def _weighted_pair_mean(distinct: list[tuple[Hashable, ...]], weights: np.ndarray) -> float:
+    """Mean distance over the trial pairs of distinct sequences with these counts (identical
+    pairs contribute 0), by rapidfuzz's cdist a block of rows at a time (upper triangle)."""
+    total = 0.0
+    for a in range(0, len(distinct), _ROWS_AT_ONCE):
+        b = min(len(distinct), a + _ROWS_AT_ONCE)
+        dist = process.cdist(distinct[a:b], distinct[a:], scorer=Levenshtein.normalized_distance, dtype=np.float64)
+        pair_weights = np.triu(np.outer(weights[a:b], weights[a:]), k=1)
+        total += float((pair_weights * dist).sum())
+    n = float(weights.sum())
+    return total / (n * (n - 1) / 2)
 
 
 def benjamini_hochberg(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
