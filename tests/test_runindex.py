@@ -14,7 +14,8 @@ from bench.analysis.divergence.keys import read_keyed
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.report import build_report
 from bench.runs import runindex
-from bench.runs.logfile import LogWriter, log_path
+from bench.runs.logfile import log_path
+from bench.runs.logwriter import LogWriter
 from bench.runs.repair import repair_run
 from bench.runs.rundir import read_run
 from bench.runs.runindex import INDEX, load

@@ -42,7 +42,8 @@ import jsonschema_rs
 
 from bench.canonical import dump_line
 from bench.errors import BenchError
-from bench.runs.logfile import FrameTooBig, is_packed, log_path, packed_writer, parse_record, unpack_frame, walk_frames
+from bench.runs.logfile import FrameTooBig, is_packed, log_path, parse_record, unpack_frame, walk_frames
+from bench.runs.logwriter import packed_writer
 from bench.runs.rundir import read_manifest
 from bench.runs.runindex import drop_index
 from bench.world.task import load_schema
