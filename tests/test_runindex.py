@@ -61,7 +61,7 @@ def _same_keys(run, options):
 def test_a_run_writes_its_index_and_report_reads_the_same_from_it(tmp_path, log_format, monkeypatch):
     out = _run(tmp_path, log_format=log_format)
     assert (out / INDEX).is_file()
-    loaded = load(out, write=False)
+    loaded = load(out)
     assert not loaded.rebuilt and loaded.indexable  # the run's own index, used as it is
     monkeypatch.setattr(keys, "KEY_CHUNK", 4)  # attempts keyed in chunks, as on a large run
     for options in OPTIONS:
@@ -80,8 +80,8 @@ def test_the_built_in_suites_report_the_same_with_and_without_the_index(tmp_path
         assert _fast(out) == _slow(out)
         text = run_cli("report", str(out), "--markdown").stdout
         (out / INDEX).unlink()
-        assert run_cli("report", str(out), "--markdown").stdout == text  # rebuilt (and written) from the log
-        assert (out / INDEX).is_file()
+        assert run_cli("report", str(out), "--markdown").stdout == text  # rebuilt in memory from the log
+        assert not (out / INDEX).exists()  # a read-only command never writes into the run directory
 
 
 def _tamper_cases():
@@ -121,7 +121,7 @@ def _tamper_cases():
         struct.pack_into("<i", data, labels, 10 ** 6)
         struct.pack_into("<I", data, at + 4, zlib.crc32(bytes(data[main:main + main_len])))
         (out / INDEX).write_bytes(bytes(data))
-        assert load(out, write=False).rebuilt
+        assert load(out).rebuilt
 
     def states(out):  # a damaged section of state hashes (read only for key="state")
         data = bytearray((out / INDEX).read_bytes())
@@ -161,7 +161,7 @@ def test_whatever_was_done_to_the_index_or_the_log_the_report_is_the_log_s(tmp_p
 def test_an_index_from_another_run_is_not_used(tmp_path):
     a, b = _run(tmp_path, "a"), _run(tmp_path, "b", agent="sim:noisy?p=0.3", k="2")
     (b / INDEX).write_bytes((a / INDEX).read_bytes())
-    assert load(b, write=False).rebuilt
+    assert load(b).rebuilt
     assert _fast(b) == _slow(b)
 
 
@@ -169,11 +169,11 @@ def test_a_killed_run_s_index_lags_and_is_extended_then_a_resume_brings_it_up_to
     out = _run(tmp_path)
     path = out / INDEX
     monkeypatch.setattr(runindex, "FLUSH_ENTRIES", 2)
-    assert load(out, rebuild=True).written  # in blocks of 2 attempts (the run wrote one: it had fewer than 1024)
+    assert runindex.write_index(out)  # in blocks of 2 attempts (the run wrote one: it had fewer than 1024)
     blocks, end, _ = runindex._read_index(out, log_path(out))
     assert len(blocks) > 2
     path.write_bytes(path.read_bytes()[:end - 1])  # the last block torn: the index covers a prefix of the log
-    loaded = load(out, write=False)
+    loaded = load(out)
     assert not loaded.rebuilt
     assert _fast(out) == _slow(out)
     writer = LogWriter(out)  # what a resume does: the index is brought up to the log first, then appended to
@@ -189,7 +189,7 @@ def test_a_resumed_run_reads_the_same(tmp_path):
     proc = run_cli("run", str(MINI), "--agent", "sim:noisy?step_error=0.15", "-k", "2", "--out", str(out),
                    "--quiet")  # the same command again: nothing left to run, the writer reopens the index
     assert proc.returncode == 0, proc.stderr
-    assert not load(out, write=False).rebuilt
+    assert not load(out).rebuilt
     assert _fast(out) == _slow(out)
 
 
@@ -202,29 +202,32 @@ def test_an_interleaved_old_log_and_an_unindexable_one_read_as_the_log_says(tmp_
     _same_keys(out, DivergenceOptions())
     assert _fast(out) == _slow(out)
     write_log(out, b"".join(lines).replace(b'"step":0,', b'"step":4294967296,', 1))  # beyond the int32 columns
-    assert not load(out, write=False).indexable
+    assert not load(out).indexable
     assert _fast(out) == _slow(out)
 
 
-def test_a_run_folder_that_cannot_be_written_is_read_without_saving_the_index(tmp_path, monkeypatch):
+def test_the_read_only_commands_never_write_the_index_and_repair_writes_it_where_it_can(tmp_path, monkeypatch):
     out = _run(tmp_path)
     (out / INDEX).unlink()
+    for command in (("report", str(out)), ("diff", str(out), str(out)),
+                    ("export", str(out), "--format", "jsonl", "--out", str(tmp_path / "export"))):
+        proc = run_cli(*command)
+        assert proc.returncode in (0, 1) and not (out / INDEX).exists(), (command, proc.stderr)
+    assert load(out).rebuilt and _fast(out) == _slow(out)
 
     def refuse(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 
     monkeypatch.setattr(runindex.os, "replace", refuse)
-    loaded = load(out)
-    assert loaded.rebuilt and not loaded.written and not (out / INDEX).exists()
-    assert _fast(out) == _slow(out)
+    assert not runindex.write_index(out) and not (out / INDEX).exists()
 
 
-def test_repair_drops_the_index_and_verify_never_reads_it(tmp_path, monkeypatch):
+def test_repair_writes_a_fresh_index_and_verify_never_reads_it(tmp_path, monkeypatch):
     out = _run(tmp_path)
     data = read_log(out)
     write_log(out, data + b'{"type":"trial","oops\n' + data[-10:], "jsonl")
     repair_run(out)
-    assert not (out / INDEX).exists()
+    assert (out / INDEX).is_file() and not load(out).rebuilt
     assert _fast(out) == _slow(out)
 
     def no_index(*args, **kwargs):

@@ -18,7 +18,8 @@ cover a prefix of the log: the log is at least as long as the last block says, t
 the last write it covers have its digest; if the log is longer (a killed run's last writes, a
 resume by an older trajbench) the rest is read from the log and indexed in memory; if the log is
 as long but its mtime changed (edited in place), or shorter, or the index is torn at its start,
-of another version or encoding, or not an index at all, it is rebuilt from the log. A log that
+of another version or encoding, or not an index at all, it is rebuilt in memory from the log (only
+`run` and `repair` write the file: the read-only commands never write into a run directory). A log that
 holds what the columns cannot represent (a step number beyond int32, an id that is not a
 string) is marked unindexable: `report` then reads the log itself. Not detected: an edit of the
 log that keeps its size and resets its mtime (`touch -r`) — `verify` never reads the index.
@@ -494,15 +495,15 @@ class Loaded:
     columns: Columns
     indexable: bool
     torn_bytes: int
-    rebuilt: bool  # the index was made from the whole log (missing or stale)
-    written: bool  # ... and written beside it
+    rebuilt: bool  # the index was made from the whole log (missing or stale), in memory
 
 
-def load(run_dir: Path, *, write: bool = True, rebuild: bool = False) -> Loaded:
+def load(run_dir: Path, *, rebuild: bool = False) -> Loaded:
     """The run's index, verified against the log, extended in memory by what the log holds past
-    it (a killed run's last writes), or rebuilt from the whole log when missing or stale — and
-    then, with `write`, saved beside the log (atomically; a read-only run folder keeps it in
-    memory). An index that is merely behind is never rewritten here: a live run appends to it."""
+    it (a killed run's last writes), or rebuilt in memory from the whole log when missing or
+    stale. Never writes: the read-only commands (`report`, `diff`, `view`, ...) leave the run
+    directory as they found it; the index file is written only by `run` (`IndexWriter`, which
+    brings it up to the log on resume) and `repair` (`write_index`)."""
     log = log_path(run_dir)
     try:
         if rebuild:  # as if there were none (benchmarks/memory.py: the first report of an old run)
@@ -512,18 +513,11 @@ def load(run_dir: Path, *, write: bool = True, rebuild: bool = False) -> Loaded:
     except IndexStale:
         blocks, state = [], "stale"
     torn = 0
-    rebuilt = written = False
-    if state == "stale":
-        rebuilt = True
-        saved = _rebuild_file(run_dir, log) if write else None
-        written = saved is not None
-        if saved is not None:
-            torn = saved
-            blocks, _, _ = _read_index(run_dir, log) if (run_dir / INDEX).stat().st_size > _HEAD.size else ([], 0, b"")
-        else:  # a folder that cannot be written: the index in memory
-            out: list[bytes] = []
-            _, torn = _index_log(log, IndexBuilder(), 0, out.append)
-            blocks, _ = _decode(_header(log) + b"".join(out), _HEAD.size)
+    rebuilt = state == "stale"
+    if rebuilt:
+        out: list[bytes] = []
+        _, torn = _index_log(log, IndexBuilder(), 0, out.append)
+        blocks, _ = _decode(_header(log) + b"".join(out), _HEAD.size)
     elif state == "prefix":
         builder = IndexBuilder()
         cols = _columns([b for _, b in blocks])
@@ -540,8 +534,8 @@ def load(run_dir: Path, *, write: bool = True, rebuild: bool = False) -> Loaded:
         if rebuilt:
             raise BenchError(f"the run index rebuilt from the log is inconsistent ({problem}): please report this",
                              file=str(run_dir / INDEX))
-        return load(run_dir, write=write, rebuild=True)
-    return Loaded(columns, indexable, torn, rebuilt, written)
+        return load(run_dir, rebuild=True)
+    return Loaded(columns, indexable, torn, rebuilt)
 
 
 def _unsound(c: Columns, log_end: int, packed: bool) -> str | None:
@@ -742,18 +736,23 @@ def _drop(path: Path) -> None:
         pass
 
 
-def drop_index(run_dir: Path) -> None:
-    """Remove the index (`trajbench repair` rewrote the log: the next reader rebuilds it)."""
-    _drop(run_dir / INDEX)
+def write_index(run_dir: Path) -> bool:
+    """Write the run's index afresh from its log (`trajbench repair` rewrote the log); False
+    when the folder cannot be written (then no index is left: readers rebuild it in memory)."""
+    log = log_path(run_dir)
+    if _rebuild_file(run_dir, log) is None:
+        _drop(run_dir / INDEX)
+        return False
+    return True
 
 
-def read_indexed(run_dir: str | Path, *, write: bool = True, rebuild: bool = False) -> tuple[RunLog, Columns] | None:
+def read_indexed(run_dir: str | Path, *, rebuild: bool = False) -> tuple[RunLog, Columns] | None:
     """`read_run(run_dir, on_step=...)`'s RunLog (summaries indexed; steps not kept) built from
     the index, with the index's step columns for keying (bench.analysis.divergence.keys); None
     when the log holds what the index cannot represent (then read the log itself)."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    loaded = load(run_dir, write=write, rebuild=rebuild)
+    loaded = load(run_dir, rebuild=rebuild)
     if not loaded.indexable:
         return None
     c = loaded.columns
