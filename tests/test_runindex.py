@@ -180,7 +180,32 @@ def test_a_killed_run_s_index_lags_and_is_extended_then_a_resume_brings_it_up_to
     writer.append({"type": "attempt_error", "trial": "x/base/1", "attempt": "x@2", "error": "boom"})
     writer.close()
     blocks, end, _ = runindex._read_index(out, log_path(out))
-    assert end == path.stat().st_size and runindex._check(log_path(out), blocks[-1][0]) == "exact"
+    assert end == path.stat().st_size and runindex._check(log_path(out), blocks) == "exact"
+    assert _fast(out) == _slow(out)
+
+
+def test_an_edit_in_place_of_an_earlier_block_then_growth_is_found(tmp_path, monkeypatch):
+    """Review s4 finding 1: a same-length edit of an early record, then an append: not served
+    from the stale columns (every block's edges are checked, not only the last block's)."""
+    out = _run(tmp_path, log_format="jsonl")
+    monkeypatch.setattr(runindex, "FLUSH_ENTRIES", 2)
+    monkeypatch.setattr(runindex, "EDGE", 256)  # blocks longer than their two edges, as on a real run
+    records = [orjson.loads(line) for line in read_log(out).splitlines()]
+    log_path(out).unlink()
+    (out / INDEX).unlink()
+    writer = LogWriter(out, log_format="jsonl")  # the run's log written again, its index in blocks of 2 writes
+    for rec in records:
+        writer.append(rec)
+    writer.close()
+    blocks, _, _ = runindex._read_index(out, log_path(out))
+    assert len(blocks) > 2 and blocks[0][0].log_end > 2 * runindex.EDGE
+    assert not load(out).rebuilt
+    data = read_log(out)
+    at = data.index(b'"tool":"') + 8  # the first call's tool, renamed (same length): its key changes
+    edited = data[:at] + b"x" * (data.index(b'"', at) - at) + data[data.index(b'"', at):]
+    write_log(out, edited + b"\n", "jsonl")  # ...then the log grows
+    assert load(out).rebuilt
+    _same_keys(out, DivergenceOptions())
     assert _fast(out) == _slow(out)
 
 
