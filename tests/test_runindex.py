@@ -13,7 +13,7 @@ from bench.analysis.divergence import keys
 from bench.analysis.divergence.keys import read_keyed
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.report import build_report
-from bench.runs import runindex
+from bench.runs import indexcodec, runindex
 from bench.runs.logfile import log_path
 from bench.runs.logwriter import LogWriter
 from bench.runs.repair import repair_run
@@ -113,11 +113,11 @@ def _tamper_cases():
 
     def crafted(out):  # a block whose crc holds but whose call keys point past the key table
         data = bytearray((out / INDEX).read_bytes())
-        at = runindex._HEAD.size
+        at = indexcodec.HEAD.size
         main_len = struct.unpack_from("<I", data, at)[0]
-        main = at + runindex._BLOCK.size
-        meta = runindex.Meta(*runindex._META.unpack_from(data, main))
-        labels = main + runindex._META.size + meta.entries * 31 + meta.steps * 5
+        main = at + indexcodec.BLOCK.size
+        meta = indexcodec.Meta(*indexcodec.META.unpack_from(data, main))
+        labels = main + indexcodec.META.size + meta.entries * 31 + meta.steps * 5
         struct.pack_into("<i", data, labels, 10 ** 6)
         struct.pack_into("<I", data, at + 4, zlib.crc32(bytes(data[main:main + main_len])))
         (out / INDEX).write_bytes(bytes(data))
@@ -125,14 +125,14 @@ def _tamper_cases():
 
     def states(out):  # a damaged section of state hashes (read only for key="state")
         data = bytearray((out / INDEX).read_bytes())
-        at = runindex._HEAD.size
-        main_len, _, states_len, _ = runindex._BLOCK.unpack_from(data, at)
-        data[at + runindex._BLOCK.size + main_len + states_len // 2] ^= 0x01
+        at = indexcodec.HEAD.size
+        main_len, _, states_len, _ = indexcodec.BLOCK.unpack_from(data, at)
+        data[at + indexcodec.BLOCK.size + main_len + states_len // 2] ^= 0x01
         (out / INDEX).write_bytes(bytes(data))
 
     def version(out):
         data = bytearray((out / INDEX).read_bytes())
-        struct.pack_into("<I", data, 8, runindex.VERSION + 1)
+        struct.pack_into("<I", data, 8, indexcodec.VERSION + 1)
         (out / INDEX).write_bytes(bytes(data))
 
     def torn_log(out):  # a kill in the middle of the log's last write

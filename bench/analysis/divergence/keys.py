@@ -22,8 +22,7 @@ import numpy as np
 import orjson
 
 from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials
-from bench.runs.rundir import RunLog, TrialSummary, read_run
-from bench.runs.runindex import (  # noqa: F401 - looks_read_only, read_only_of, LOOKUP_VERBS: their import path before runindex
+from bench.runs.indexcodec import (  # noqa: F401 - looks_read_only, read_only_of, LOOKUP_VERBS: their import path before runindex
     ERR,
     HAS_STATE,
     K_MODEL,
@@ -37,9 +36,10 @@ from bench.runs.runindex import (  # noqa: F401 - looks_read_only, read_only_of,
     looks_read_only,
     model_label,
     raw_args,
-    read_indexed,
     read_only_of,
 )
+from bench.runs.rundir import RunLog, TrialSummary, read_run
+from bench.runs.runindex import read_indexed
 from bench.world.suite import Suite
 from bench.world.task import Task
 
