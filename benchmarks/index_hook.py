@@ -27,7 +27,8 @@ if str(ROOT) not in sys.path:
 
 from bench.adapters.spec import parse_agent_spec  # noqa: E402
 from bench.runs import runner  # noqa: E402
-from bench.runs.logfile import LogWriter, log_path, log_records  # noqa: E402
+from bench.runs.logfile import log_path, log_records  # noqa: E402
+from bench.runs.logwriter import LogWriter  # noqa: E402
 from bench.runs.runindex import INDEX, IndexWriter  # noqa: E402
 
 _INSIDE = [0.0]  # CPU seconds spent in the hook

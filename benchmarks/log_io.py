@@ -20,7 +20,8 @@ from pathlib import Path
 
 import orjson
 
-from bench.runs.logfile import LOG, LogWriter
+from bench.runs.logfile import LOG
+from bench.runs.logwriter import LogWriter
 from bench.runs.rundir import read_run, write_manifest
 
 

@@ -141,19 +141,19 @@ def inprocess(args: argparse.Namespace) -> None:
     try:
         from bench.analysis.divergence.keys import keyer_of_columns, read_keyed
         from bench.analysis.divergence.options import DivergenceOptions
-        from bench.runs.runindex import INDEX, read_indexed
+        from bench.runs.runindex import INDEX, read_indexed, write_index
     except ImportError:  # a checkout before the index (--code): the whole report only
         pass
     else:
         o = DivergenceOptions()
 
         def via_index(rebuild: bool) -> None:
-            found = read_indexed(run, write=not rebuild, rebuild=rebuild)
+            found = read_indexed(run, rebuild=rebuild)
             assert found is not None, "the log holds what the index cannot represent"
             keyer_of_columns(found[1], o)
 
         if not (run / INDEX).exists():
-            phases.append(("write the missing index (rebuild + save)", timed(lambda: via_index(False))))
+            phases.append(("write the missing index (as `run`/`repair` do)", timed(lambda: write_index(run))))
         phases.append(("read with the index", timed(lambda: via_index(False))))
         if not args.index_only:
             phases.append(("read, rebuilding the index (not saved)", timed(lambda: via_index(True))))

@@ -16,8 +16,9 @@ from scipy import stats
 from bench.adapters.spec import parse_agent_spec
 from bench.analysis import exact as exact_tests
 from bench.analysis.divergence import section as section_module
-from bench.analysis.divergence.keys import AttemptKeys, Keyer, PackedAttempts, read_keyed, step_keys
+from bench.analysis.divergence.keys import Keyer, read_keyed, step_keys
 from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials, TrialPath
+from bench.analysis.divergence.packed import AttemptKeys, PackedAttempts
 from bench.analysis.divergence.section import analyse, analyse_run, divergence_section
 from bench.analysis.exact import boschloo_test, exact_test, information_gain
 from bench.analysis.metrics import benjamini_hochberg

@@ -7,7 +7,8 @@ import pytest
 import zstandard
 
 from bench.errors import BenchError
-from bench.runs.logfile import LOG, PACKED_LOG, LogFile, LogWriter, log_path
+from bench.runs.logfile import LOG, PACKED_LOG, LogFile, log_path
+from bench.runs.logwriter import LogWriter
 from bench.runs.rundir import _unpacked, read_run
 from bench.runs.seal import log_digest
 from tests.conftest import MINI, read_log, run_cli, write_log

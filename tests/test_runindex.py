@@ -13,8 +13,9 @@ from bench.analysis.divergence import keys
 from bench.analysis.divergence.keys import read_keyed
 from bench.analysis.divergence.options import DivergenceOptions
 from bench.analysis.report import build_report
-from bench.runs import runindex
-from bench.runs.logfile import LogWriter, log_path
+from bench.runs import indexcodec, runindex
+from bench.runs.logfile import log_path
+from bench.runs.logwriter import LogWriter
 from bench.runs.repair import repair_run
 from bench.runs.rundir import read_run
 from bench.runs.runindex import INDEX, load
@@ -60,7 +61,7 @@ def _same_keys(run, options):
 def test_a_run_writes_its_index_and_report_reads_the_same_from_it(tmp_path, log_format, monkeypatch):
     out = _run(tmp_path, log_format=log_format)
     assert (out / INDEX).is_file()
-    loaded = load(out, write=False)
+    loaded = load(out)
     assert not loaded.rebuilt and loaded.indexable  # the run's own index, used as it is
     monkeypatch.setattr(keys, "KEY_CHUNK", 4)  # attempts keyed in chunks, as on a large run
     for options in OPTIONS:
@@ -79,8 +80,8 @@ def test_the_built_in_suites_report_the_same_with_and_without_the_index(tmp_path
         assert _fast(out) == _slow(out)
         text = run_cli("report", str(out), "--markdown").stdout
         (out / INDEX).unlink()
-        assert run_cli("report", str(out), "--markdown").stdout == text  # rebuilt (and written) from the log
-        assert (out / INDEX).is_file()
+        assert run_cli("report", str(out), "--markdown").stdout == text  # rebuilt in memory from the log
+        assert not (out / INDEX).exists()  # a read-only command never writes into the run directory
 
 
 def _tamper_cases():
@@ -112,26 +113,26 @@ def _tamper_cases():
 
     def crafted(out):  # a block whose crc holds but whose call keys point past the key table
         data = bytearray((out / INDEX).read_bytes())
-        at = runindex._HEAD.size
+        at = indexcodec.HEAD.size
         main_len = struct.unpack_from("<I", data, at)[0]
-        main = at + runindex._BLOCK.size
-        meta = runindex.Meta(*runindex._META.unpack_from(data, main))
-        labels = main + runindex._META.size + meta.entries * 31 + meta.steps * 5
+        main = at + indexcodec.BLOCK.size
+        meta = indexcodec.Meta(*indexcodec.META.unpack_from(data, main))
+        labels = main + indexcodec.META.size + meta.entries * 31 + meta.steps * 5
         struct.pack_into("<i", data, labels, 10 ** 6)
         struct.pack_into("<I", data, at + 4, zlib.crc32(bytes(data[main:main + main_len])))
         (out / INDEX).write_bytes(bytes(data))
-        assert load(out, write=False).rebuilt
+        assert load(out).rebuilt
 
     def states(out):  # a damaged section of state hashes (read only for key="state")
         data = bytearray((out / INDEX).read_bytes())
-        at = runindex._HEAD.size
-        main_len, _, states_len, _ = runindex._BLOCK.unpack_from(data, at)
-        data[at + runindex._BLOCK.size + main_len + states_len // 2] ^= 0x01
+        at = indexcodec.HEAD.size
+        main_len, _, states_len, _ = indexcodec.BLOCK.unpack_from(data, at)
+        data[at + indexcodec.BLOCK.size + main_len + states_len // 2] ^= 0x01
         (out / INDEX).write_bytes(bytes(data))
 
     def version(out):
         data = bytearray((out / INDEX).read_bytes())
-        struct.pack_into("<I", data, 8, runindex.VERSION + 1)
+        struct.pack_into("<I", data, 8, indexcodec.VERSION + 1)
         (out / INDEX).write_bytes(bytes(data))
 
     def torn_log(out):  # a kill in the middle of the log's last write
@@ -160,7 +161,7 @@ def test_whatever_was_done_to_the_index_or_the_log_the_report_is_the_log_s(tmp_p
 def test_an_index_from_another_run_is_not_used(tmp_path):
     a, b = _run(tmp_path, "a"), _run(tmp_path, "b", agent="sim:noisy?p=0.3", k="2")
     (b / INDEX).write_bytes((a / INDEX).read_bytes())
-    assert load(b, write=False).rebuilt
+    assert load(b).rebuilt
     assert _fast(b) == _slow(b)
 
 
@@ -168,18 +169,43 @@ def test_a_killed_run_s_index_lags_and_is_extended_then_a_resume_brings_it_up_to
     out = _run(tmp_path)
     path = out / INDEX
     monkeypatch.setattr(runindex, "FLUSH_ENTRIES", 2)
-    assert load(out, rebuild=True).written  # in blocks of 2 attempts (the run wrote one: it had fewer than 1024)
+    assert runindex.write_index(out)  # in blocks of 2 attempts (the run wrote one: it had fewer than 1024)
     blocks, end, _ = runindex._read_index(out, log_path(out))
     assert len(blocks) > 2
     path.write_bytes(path.read_bytes()[:end - 1])  # the last block torn: the index covers a prefix of the log
-    loaded = load(out, write=False)
+    loaded = load(out)
     assert not loaded.rebuilt
     assert _fast(out) == _slow(out)
     writer = LogWriter(out)  # what a resume does: the index is brought up to the log first, then appended to
     writer.append({"type": "attempt_error", "trial": "x/base/1", "attempt": "x@2", "error": "boom"})
     writer.close()
     blocks, end, _ = runindex._read_index(out, log_path(out))
-    assert end == path.stat().st_size and runindex._check(log_path(out), blocks[-1][0]) == "exact"
+    assert end == path.stat().st_size and runindex._check(log_path(out), blocks) == "exact"
+    assert _fast(out) == _slow(out)
+
+
+def test_an_edit_in_place_of_an_earlier_block_then_growth_is_found(tmp_path, monkeypatch):
+    """Review s4 finding 1: a same-length edit of an early record, then an append: not served
+    from the stale columns (every block's edges are checked, not only the last block's)."""
+    out = _run(tmp_path, log_format="jsonl")
+    monkeypatch.setattr(runindex, "FLUSH_ENTRIES", 2)
+    monkeypatch.setattr(runindex, "EDGE", 256)  # blocks longer than their two edges, as on a real run
+    records = [orjson.loads(line) for line in read_log(out).splitlines()]
+    log_path(out).unlink()
+    (out / INDEX).unlink()
+    writer = LogWriter(out, log_format="jsonl")  # the run's log written again, its index in blocks of 2 writes
+    for rec in records:
+        writer.append(rec)
+    writer.close()
+    blocks, _, _ = runindex._read_index(out, log_path(out))
+    assert len(blocks) > 2 and blocks[0][0].log_end > 2 * runindex.EDGE
+    assert not load(out).rebuilt
+    data = read_log(out)
+    at = data.index(b'"tool":"') + 8  # the first call's tool, renamed (same length): its key changes
+    edited = data[:at] + b"x" * (data.index(b'"', at) - at) + data[data.index(b'"', at):]
+    write_log(out, edited + b"\n", "jsonl")  # ...then the log grows
+    assert load(out).rebuilt
+    _same_keys(out, DivergenceOptions())
     assert _fast(out) == _slow(out)
 
 
@@ -188,7 +214,7 @@ def test_a_resumed_run_reads_the_same(tmp_path):
     proc = run_cli("run", str(MINI), "--agent", "sim:noisy?step_error=0.15", "-k", "2", "--out", str(out),
                    "--quiet")  # the same command again: nothing left to run, the writer reopens the index
     assert proc.returncode == 0, proc.stderr
-    assert not load(out, write=False).rebuilt
+    assert not load(out).rebuilt
     assert _fast(out) == _slow(out)
 
 
@@ -201,29 +227,32 @@ def test_an_interleaved_old_log_and_an_unindexable_one_read_as_the_log_says(tmp_
     _same_keys(out, DivergenceOptions())
     assert _fast(out) == _slow(out)
     write_log(out, b"".join(lines).replace(b'"step":0,', b'"step":4294967296,', 1))  # beyond the int32 columns
-    assert not load(out, write=False).indexable
+    assert not load(out).indexable
     assert _fast(out) == _slow(out)
 
 
-def test_a_run_folder_that_cannot_be_written_is_read_without_saving_the_index(tmp_path, monkeypatch):
+def test_the_read_only_commands_never_write_the_index_and_repair_writes_it_where_it_can(tmp_path, monkeypatch):
     out = _run(tmp_path)
     (out / INDEX).unlink()
+    for command in (("report", str(out)), ("diff", str(out), str(out)),
+                    ("export", str(out), "--format", "jsonl", "--out", str(tmp_path / "export"))):
+        proc = run_cli(*command)
+        assert proc.returncode in (0, 1) and not (out / INDEX).exists(), (command, proc.stderr)
+    assert load(out).rebuilt and _fast(out) == _slow(out)
 
     def refuse(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 
     monkeypatch.setattr(runindex.os, "replace", refuse)
-    loaded = load(out)
-    assert loaded.rebuilt and not loaded.written and not (out / INDEX).exists()
-    assert _fast(out) == _slow(out)
+    assert not runindex.write_index(out) and not (out / INDEX).exists()
 
 
-def test_repair_drops_the_index_and_verify_never_reads_it(tmp_path, monkeypatch):
+def test_repair_writes_a_fresh_index_and_verify_never_reads_it(tmp_path, monkeypatch):
     out = _run(tmp_path)
     data = read_log(out)
     write_log(out, data + b'{"type":"trial","oops\n' + data[-10:], "jsonl")
     repair_run(out)
-    assert not (out / INDEX).exists()
+    assert (out / INDEX).is_file() and not load(out).rebuilt
     assert _fast(out) == _slow(out)
 
     def no_index(*args, **kwargs):

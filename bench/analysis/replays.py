@@ -2,7 +2,7 @@
 (docs/divergence.md §11, "Replays are run directories").
 
 `trajbench replay` logs every continuation as it runs, exactly as `trajbench run` logs a trial
-(`bench.runs.logfile.LogWriter`, run.json, the seal at the end), so `report`, `view`, `export`
+(`bench.runs.logwriter.LogWriter`, run.json, the seal at the end), so `report`, `view`, `export`
 and `verify` read a replay like any run. What makes it a replay is the manifest's `replay_of`:
 
     {"run_dir": "../..", "run_id": ..., "digest": <the original's seal digest, a record>,
@@ -39,7 +39,8 @@ from bench.__version__ import __version__
 from bench.analysis.verdicts import TEST, Arm, no_return_point, verdicts
 from bench.canonical import derive_seed, step_key
 from bench.errors import BenchError
-from bench.runs.logfile import LogWriter, contents, is_packed, log_path
+from bench.runs.logfile import contents, is_packed, log_path
+from bench.runs.logwriter import LogWriter
 from bench.runs.rundir import (
     MANIFEST,
     Manifest,

@@ -16,7 +16,7 @@ import orjson
 
 from bench.__version__ import __version__
 from bench.errors import BenchError
-from bench.runs.logfile import LogWriter
+from bench.runs.logwriter import LogWriter
 from bench.runs.rundir import Manifest, write_manifest
 from bench.runs.seal import seal_run
 

@@ -42,9 +42,10 @@ import jsonschema_rs
 
 from bench.canonical import dump_line
 from bench.errors import BenchError
-from bench.runs.logfile import FrameTooBig, is_packed, log_path, packed_writer, parse_record, unpack_frame, walk_frames
+from bench.runs.logfile import FrameTooBig, is_packed, log_path, parse_record, unpack_frame, walk_frames
+from bench.runs.logwriter import packed_writer
 from bench.runs.rundir import read_manifest
-from bench.runs.runindex import drop_index
+from bench.runs.runindex import write_index
 from bench.world.task import load_schema
 
 QUARANTINE = "trajectories.quarantine.jsonl"
@@ -111,7 +112,7 @@ def repair_run(run_dir: str | Path) -> RepairResult:
         _write(result.quarantine, b"".join(moved), append=True)
     if rewritten is not None:
         _write(log, rewritten, append=False)
-        drop_index(run_dir)  # derived from the old log (its checks would find it stale): the next reader rebuilds it
+        write_index(run_dir)  # the old one was derived from the old log (its checks would find it stale)
     return result
 
 

@@ -26,7 +26,7 @@ from bench.episode import Episode
 from bench.errors import BenchError
 from bench.runs.design import Design, StopRule, outcomes_of, walk
 from bench.runs.executor import Executor, LocalExecutor, Sink
-from bench.runs.logfile import LogWriter
+from bench.runs.logwriter import LogWriter
 from bench.runs.rundir import Manifest, enclosing_run, read_manifest, read_run, write_manifest
 from bench.runs.seal import seal_run
 from bench.runs.trial import AttemptError, play_async

@@ -11,7 +11,6 @@ actions keyed the same way (the `Corpus` the tree analysis runs on).
 
 from __future__ import annotations
 
-from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from itertools import chain
@@ -22,8 +21,8 @@ import numpy as np
 import orjson
 
 from bench.analysis.divergence.options import END, DivergenceOptions, TaskTrials
-from bench.runs.rundir import RunLog, TrialSummary, read_run
-from bench.runs.runindex import (  # noqa: F401 - looks_read_only, read_only_of, LOOKUP_VERBS: their import path before runindex
+from bench.analysis.divergence.packed import AttemptKeys, KeyArrays, PackedAttempts, key_chunk, positions_within
+from bench.runs.indexcodec import (  # noqa: F401 - looks_read_only, read_only_of, LOOKUP_VERBS: their import path before runindex
     ERR,
     HAS_STATE,
     K_MODEL,
@@ -37,9 +36,10 @@ from bench.runs.runindex import (  # noqa: F401 - looks_read_only, read_only_of,
     looks_read_only,
     model_label,
     raw_args,
-    read_indexed,
     read_only_of,
 )
+from bench.runs.rundir import RunLog, TrialSummary, read_run
+from bench.runs.runindex import read_indexed
 from bench.world.suite import Suite
 from bench.world.task import Task
 
@@ -67,200 +67,6 @@ def tool_of(key: str) -> str | None:
 
 
 _DUMPS_OPT = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS  # `raw_args`'s
-
-
-class AttemptKeys:
-    """The keys of one attempt, built event by event."""
-
-    __slots__ = ("keys", "where", "calls", "actions", "last_state", "events")
-
-    def __init__(self) -> None:
-        self.keys: list[int] = []  # key ids
-        self.where: list[int] = []  # position of each key's event among the attempt's events
-        self.calls: list[int] = []  # step index of every tool/user call (for milestones)
-        self.actions: list[int] = []  # action key id of every tool call, none dropped (the report's sequence)
-        self.last_state: Any = None
-        self.events = 0
-
-
-@dataclass
-class KeyArrays:
-    """The keys of several attempts laid end to end (`PackedAttempts.gather`): per attempt the
-    lengths of its sequences, and each sequence flat, attempt after attempt."""
-
-    n_keys: np.ndarray
-    n_calls: np.ndarray
-    n_actions: np.ndarray
-    keys: np.ndarray
-    where: np.ndarray
-    calls: np.ndarray
-    actions: np.ndarray
-
-    @classmethod
-    def of(cls, attempts: Sequence[AttemptKeys]) -> KeyArrays:
-        """The same arrays from unpacked attempts."""
-        def flat(name: str) -> np.ndarray:
-            return np.fromiter(chain.from_iterable(getattr(tk, name) for tk in attempts), dtype=np.int64)
-
-        def lens(name: str) -> np.ndarray:
-            return np.fromiter((len(getattr(tk, name)) for tk in attempts), dtype=np.int64, count=len(attempts))
-        return cls(lens("keys"), lens("calls"), lens("actions"), flat("keys"), flat("where"), flat("calls"), flat("actions"))
-
-
-def _segments(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, last: int,
-              plain: np.ndarray | None = None) -> np.ndarray:
-    """data[starts[i]:starts[i] + lengths[i]] for every i, end to end (int64); where `plain[i]`,
-    0, 1, 2, ... instead (what `PackedAttempts` leaves out)."""
-    total = int(lengths.sum())
-    if not total:
-        return np.zeros(0, dtype=np.int64)
-    seg_start = np.cumsum(lengths) - lengths
-    inner = np.arange(total, dtype=np.int64) - np.repeat(seg_start, lengths)
-    idx = np.minimum(np.repeat(starts, lengths) + inner, last)
-    out = data[idx].astype(np.int64)
-    if plain is not None and plain.any():
-        mask = np.repeat(plain, lengths)
-        out[mask] = inner[mask]
-    return out
-
-
-class PackedAttempts(Mapping[str, AttemptKeys]):
-    """attempt id -> its `AttemptKeys`, held packed: the four sequences of every attempt laid
-    end to end in one int32 array (`[len keys, len calls, len actions, keys, where, calls,
-    actions]` after a header of their lengths, the event count and which of `where` and `calls`
-    are merely 0, 1, 2, ... (then left out: the common case), ~150 bytes an attempt instead of ~2 KB of Python lists, so keying a million
-    trials stays a few hundred MB. Each lookup unpacks a fresh `AttemptKeys` (lists again).
-    The attempt being keyed stays unpacked (`open`) until another attempt's step arrives; a log
-    whose attempts interleave (written before one write per attempt) reopens a packed attempt,
-    which costs only the dead copy left in the array. An attempt with a value beyond int32 (a
-    step number an import wrote) is kept as it is."""
-
-    def __init__(self) -> None:
-        self._data = array("i")
-        self._at: dict[str, int] = {}  # attempt -> offset of its header in _data
-        self._loose: dict[str, AttemptKeys] = {}  # not packable, or being keyed
-        self._state: dict[str, Any] = {}  # key="state": the last state hash of a packed attempt
-        self._open: str | None = None
-
-    def open(self, attempt: str) -> AttemptKeys:
-        """The attempt's keys to extend (packing the one keyed before it)."""
-        if self._open is not None and self._open != attempt:
-            self._pack(self._open)
-        self._open = attempt
-        tk = self._loose.get(attempt)
-        if tk is None:
-            at = self._at.pop(attempt, None)
-            tk = self._loose[attempt] = AttemptKeys() if at is None else self._unpack(at, self._state.pop(attempt, None))
-        return tk
-
-    def close(self) -> None:
-        """Pack the attempt still open (the end of the log)."""
-        if self._open is not None:
-            self._pack(self._open)
-            self._open = None
-
-    def _pack(self, attempt: str) -> None:
-        tk = self._loose[attempt]
-        data, at = self._data, len(self._data)
-        where_plain = tk.where == list(range(len(tk.where)))
-        calls_plain = tk.calls == list(range(len(tk.calls)))
-        try:
-            data.extend((len(tk.keys), len(tk.calls), len(tk.actions), tk.events, where_plain | calls_plain << 1))
-            data.extend(tk.keys)
-            if not where_plain:
-                data.extend(tk.where)
-            if not calls_plain:
-                data.extend(tk.calls)
-            data.extend(tk.actions)
-        except (OverflowError, TypeError):  # a value beyond int32: keep its lists
-            del data[at:]
-            return
-        del self._loose[attempt]
-        self._at[attempt] = at
-        if tk.last_state is not None:
-            self._state[attempt] = tk.last_state
-
-    def _unpack(self, at: int, last_state: Any = None) -> AttemptKeys:
-        data = self._data
-        nk, nc, na, events, plain = data[at:at + 5]
-        tk = AttemptKeys()
-        tk.events, tk.last_state = events, last_state
-        i = at + 5
-        tk.keys = data[i:i + nk].tolist()
-        i += nk
-        if plain & 1:
-            tk.where = list(range(nk))
-        else:
-            tk.where = data[i:i + nk].tolist()
-            i += nk
-        if plain & 2:
-            tk.calls = list(range(nc))
-        else:
-            tk.calls = data[i:i + nc].tolist()
-            i += nc
-        tk.actions = data[i:i + na].tolist()
-        return tk
-
-    def handle_of(self, attempt: str) -> int | str | None:
-        """What `gather` takes for an attempt: its offset in the packed array (an int: 8 bytes a
-        trial instead of its id), the id itself while it is held unpacked, None if it has no
-        steps."""
-        at = self._at.get(attempt)
-        if at is not None:
-            return at
-        return attempt if attempt in self._loose else None
-
-    def actions_of(self, handle: int | str | None) -> Sequence[int]:
-        """An attempt's action ids (`handle_of`), sliced from the packed array without
-        unpacking its other sequences."""
-        if handle is None:
-            return ()
-        if isinstance(handle, str):
-            return self._loose[handle].actions
-        data = self._data
-        nk, nc, na, _, plain = data[handle:handle + 5]
-        i = handle + 5 + nk * (1 + (not plain & 1)) + (0 if plain & 2 else nc)
-        return data[i:i + na]
-
-    def gather(self, handles: Sequence[int | str | None]) -> KeyArrays:
-        """The sequences of many attempts (`handle_of`) as flat int64 arrays, attempt after
-        attempt, cut from the packed array with numpy (no list per attempt). An attempt held
-        unpacked (a value beyond int32) is read through its lists."""
-        if any(isinstance(h, str) for h in handles):
-            return KeyArrays.of([self._loose[h] if isinstance(h, str) else
-                                 (AttemptKeys() if h is None else self._unpack(h)) for h in handles])
-        at = np.array([-1 if h is None else h for h in handles], dtype=np.int64)
-        present = at >= 0
-        data = np.frombuffer(self._data, dtype=np.int32) if len(self._data) else np.zeros(5, dtype=np.int32)
-        head = np.zeros((at.size, 5), dtype=np.int64)
-        if present.any():
-            head[present] = data[at[present, None] + np.arange(5)]
-        nk, nc, na, plain = head[:, 0], head[:, 1], head[:, 2], head[:, 4]
-        where_plain, calls_plain = (plain & 1).astype(bool), (plain & 2).astype(bool)
-        keys_at = at + 5
-        where_at = keys_at + nk
-        calls_at = where_at + np.where(where_plain, 0, nk)
-        actions_at = calls_at + np.where(calls_plain, 0, nc)
-        last = data.size - 1
-        return KeyArrays(nk, nc, na, _segments(data, keys_at, nk, last),
-                         _segments(data, where_at, nk, last, where_plain),
-                         _segments(data, calls_at, nc, last, calls_plain), _segments(data, actions_at, na, last))
-
-    def __getitem__(self, attempt: str) -> AttemptKeys:
-        tk = self._loose.get(attempt)
-        if tk is not None:
-            return tk
-        return self._unpack(self._at[attempt], self._state.get(attempt))
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._at
-        yield from self._loose
-
-    def __len__(self) -> int:
-        return len(self._at) + len(self._loose)
-
-    def __contains__(self, attempt: object) -> bool:
-        return attempt in self._at or attempt in self._loose
 
 
 class Keyer:
@@ -639,17 +445,17 @@ def _chunk_corpus(run: KeyedRun, tasks: list[TaskRows], references: dict[str, tu
     trial_at = (np.cumsum(per_trial) - per_trial) + np.cumsum(ref_len)[trial_task]
     seq = np.zeros(int(task_len.sum()), dtype=np.int64)
     ref_flat = np.fromiter(chain.from_iterable(r or [] for r in refs), dtype=np.int64, count=int(ref_len.sum()))
-    seq[np.repeat(task_at, ref_len) + _inner(ref_len)] = ref_flat
-    key_pos = np.repeat(trial_at, n_keys) + _inner(n_keys)
+    seq[np.repeat(task_at, ref_len) + positions_within(ref_len)] = ref_flat
+    key_pos = np.repeat(trial_at, n_keys) + positions_within(n_keys)
     seq[key_pos] = keys
     if raw_too:
-        seq[np.repeat(trial_at + n_keys, ka.n_actions) + _inner(ka.n_actions)] = ka.actions
+        seq[np.repeat(trial_at + n_keys, ka.n_actions) + positions_within(ka.n_actions)] = ka.actions
     ids = numbering.renumber_array(seq)
     for t, r in enumerate(refs):
         c.references.append(None if r is None else ids[task_at[t]:task_at[t] + ref_len[t]].tolist())
     c.flat = (n_keys, ids[key_pos], steps)
     if raw_too:
-        raw_pos = np.repeat(trial_at + n_keys, ka.n_actions) + _inner(ka.n_actions)
+        raw_pos = np.repeat(trial_at + n_keys, ka.n_actions) + positions_within(ka.n_actions)
         c.raw_flat = (np.concatenate([[0], np.cumsum(ka.n_actions)]), ids[raw_pos])
     c.tool_calls = ka.n_calls
     c.trial_task = trial_task.tolist()
@@ -658,12 +464,6 @@ def _chunk_corpus(run: KeyedRun, tasks: list[TaskRows], references: dict[str, tu
         c.success.extend(rows.success.tolist())
     _milestone_tables(c, tasks, ka)
     return _closed(c, run)
-
-
-def _inner(lengths: np.ndarray) -> np.ndarray:
-    """0, 1, ..., lengths[i] - 1 for every i, end to end."""
-    total = int(lengths.sum())
-    return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
 _INT32 = 1 << 31
@@ -855,7 +655,7 @@ def keyer_of_columns(c: Columns, options: DivergenceOptions) -> Keyer:
     for a0 in range(0, len(ids), KEY_CHUNK):
         a1 = min(a0 + KEY_CHUNK, len(ids))
         s0, s1 = int(starts[a0]), int(starts[a1])
-        part = _key_chunk(flags[s0:s1], step[s0:s1], kid[label[s0:s1] + 1],
+        part = key_chunk(flags[s0:s1], step[s0:s1], kid[label[s0:s1] + 1],
                           None if state_of is None else state_of[s0:s1], counts[a0:a1], options)
         offsets.append(part[1] + len(packed._data))
         packed._data.frombytes(part[0].view(np.uint8).data)
@@ -869,53 +669,6 @@ def keyer_of_columns(c: Columns, options: DivergenceOptions) -> Keyer:
 KEY_CHUNK = 1 << 16  # attempts keyed at once by `keyer_of_columns`
 
 
-def _key_chunk(flags: Any, step: Any, value: Any, state_of: Any, counts: Any,
-               options: DivergenceOptions) -> tuple[Any, Any, set[int]]:
-    """`keyer_of_columns` for some whole attempts: their packed int32 data, each one's offset in
-    it, and the action ids of their read-only calls. `value`: each step's key id (-1: no call)."""
-    import numpy as np
-
-    n_att = len(counts)
-    att = np.repeat(np.arange(n_att, dtype=np.int32), counts)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64) if n_att else np.zeros(0, dtype=np.int64)
-    kind = flags & 3
-    tool, user = kind == K_TOOL, kind == K_USER
-    ro_tool = tool & ((flags & RO) != 0)
-    read_only = set(np.unique(value[ro_tool]).tolist())
-    skipped = ro_tool if options.ignore_read_only else np.zeros(len(flags), dtype=bool)
-    if state_of is not None:
-        live = tool & ~skipped  # the tool steps that update the last state
-        ts, ta = state_of[live], att[live]
-        prev = np.full(len(ts), -1, dtype=np.int32)
-        if len(ts) > 1:
-            prev[1:] = np.where(ta[1:] == ta[:-1], ts[:-1], -1)
-        changed = ~ro_tool[live] & ((flags[live] & ERR) == 0) & (ts != prev) & (ts >= 0)
-        key_value = np.full(len(flags), -1, dtype=np.int32)
-        key_value[np.flatnonzero(live)[changed]] = ts[changed]
-        if options.include_user:
-            key_value[user] = value[user]
-        kept = key_value >= 0
-        keys = key_value[kept]
-    else:
-        kept = tool & ~skipped
-        if options.include_user:
-            kept |= user
-        if options.include_model:
-            kept |= kind == K_MODEL
-        cv, ca = value[kept], att[kept]
-        if options.collapse_repeats and len(cv) > 1:
-            drop = np.zeros(len(cv), dtype=bool)
-            drop[1:] = (ca[1:] == ca[:-1]) & (cv[1:] == cv[:-1]) & ro_tool[kept][1:]
-            kept[np.flatnonzero(kept)[drop]] = False
-            cv = cv[~drop]
-        keys = cv
-    key_att = att[kept]
-    where = np.flatnonzero(kept) - starts[key_att]
-    calls = tool | user
-    data, off = _packed(n_att, counts, keys, where, key_att, step[calls], att[calls], value[tool], att[tool])
-    return data, off, read_only
-
-
 def _state_keys(c: Columns, keyer: Keyer) -> Any:
     """key="state": per step the key id of "state:" + its state hash (-1: no state)."""
     import numpy as np
@@ -927,44 +680,6 @@ def _state_keys(c: Columns, keyer: Keyer) -> Any:
         skid = np.fromiter((keyer.intern("state:" + str(u)) for u in uniq.tolist()), dtype=np.int32, count=len(uniq))
         sid[(c.flags & HAS_STATE) != 0] = skid[inverse.reshape(-1)]
     return sid
-
-
-def _packed(n_att: int, events: Any, keys: Any, where: Any, key_att: Any, calls: Any, call_att: Any,
-            actions: Any, action_att: Any) -> tuple[Any, Any]:
-    """`PackedAttempts._pack`'s layout from per-element arrays (each sorted by attempt), every
-    attempt at once: the int32 data and each attempt's offset in it."""
-    import numpy as np
-
-
-    def count(of: Any) -> Any:
-        return np.bincount(of, minlength=n_att).astype(np.int64)
-
-    def rank(of: Any, sizes: Any) -> Any:
-        first = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int32)
-        return np.arange(len(of), dtype=np.int32) - first[of]
-
-    nk, nc, na = count(key_att), count(call_att), count(action_att)
-    key_rank, call_rank, action_rank = rank(key_att, nk), rank(call_att, nc), rank(action_att, na)
-    where_plain = np.ones(n_att, dtype=bool)
-    where_plain[key_att[where != key_rank]] = False
-    calls_plain = np.ones(n_att, dtype=bool)
-    calls_plain[call_att[calls != call_rank]] = False
-    where_len = np.where(where_plain, 0, nk)
-    calls_len = np.where(calls_plain, 0, nc)
-    sizes = 5 + nk + where_len + calls_len + na
-    off = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
-    data = np.empty(int(sizes.sum()), dtype=np.int32)
-    for i, column in enumerate((nk, nc, na, np.asarray(events, dtype=np.int64),
-                                where_plain.astype(np.int64) | calls_plain.astype(np.int64) << 1)):
-        data[off + i] = column
-    body = off + 5
-    data[body[key_att] + key_rank] = keys
-    m = ~where_plain[key_att]
-    data[(body + nk)[key_att[m]] + key_rank[m]] = where[m]
-    m = ~calls_plain[call_att]
-    data[(body + nk + where_len)[call_att[m]] + call_rank[m]] = calls[m]
-    data[(body + nk + where_len + calls_len)[action_att] + action_rank] = actions
-    return data, off
 
 
 def key_parsed(log: RunLog, options: DivergenceOptions | None = None) -> KeyedRun:
