@@ -130,8 +130,10 @@ def test_ctrl_c_stops_the_run_promptly_and_resume_completes_it(tmp_path):
     """A real SIGINT to the CLI: exit 130 within seconds, then the same command resumes with no
     lost and no duplicated trial."""
     out = tmp_path / "r"
-    k = 12  # 36 trials at ~0.5 s, two at once: ~9 s of run, room to interrupt it on a loaded machine
-    cmd = [sys.executable, "-m", "bench", "run", str(MINI), "--agent", "tests.agents.hostile:Slow?pause=0.5",
+    # 36 trials at ~1.5 s, two at once: ~27 s of run, room to interrupt it on a loaded machine (at
+    # 0.5 s a starved test process once woke after the run had ended and signalled it at exit)
+    k = 12
+    cmd = [sys.executable, "-m", "bench", "run", str(MINI), "--agent", "tests.agents.hostile:Slow?pause=1.5",
            "-k", str(k), "--concurrency", "2", "--out", str(out), "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -140,7 +142,7 @@ def test_ctrl_c_stops_the_run_promptly_and_resume_completes_it(tmp_path):
         if trials_logged(out) >= 3:
             break
         time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be interrupted"
+    assert proc.poll() is None and trials_logged(out) < TASKS * k, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     sent = time.monotonic()
     _, stderr = proc.communicate(timeout=30)
