@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from bench.adapters import frameworks
+from bench.adapters.openai_compat import turn_cost
 from bench.adapters.options import OptionSpec, parse_options
 from bench.adapters.prompting import AgentGaveUp
 
@@ -196,7 +197,7 @@ class _Recorder(RunHooks):
         tokens_in, tokens_out = response.usage.input_tokens, response.usage.output_tokens
         self.episode.log_model_turn(messages=self.pending, output=output, input_tokens=tokens_in,
                                     output_tokens=tokens_out, latency_s=latency,
-                                    cost=frameworks.cost(self.opts, tokens_in, tokens_out), model=self.model)
+                                    cost=turn_cost(self.opts, tokens_in, tokens_out), model=self.model)
 
 
 def _plain(item: Any) -> Any:

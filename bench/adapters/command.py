@@ -106,7 +106,7 @@ class CommandAgent:
                 raise InfraError(str(exc)) from exc
 
     def _cost(self, tokens_in: int | None, tokens_out: int | None) -> float:
-        from bench.adapters.frameworks import cost
+        from bench.adapters.openai_compat import turn_cost as cost
 
         return cost({"input_cost_per_mtok": 0.0, "output_cost_per_mtok": 0.0, **self.prices}, tokens_in, tokens_out)
 

@@ -111,10 +111,6 @@ def restored_calls(episode: Any) -> list[tuple[str, str, Any, str]]:
             for i, (tool, args, observation) in enumerate(episode.restored_calls)]
 
 
-def cost(opts: dict[str, Any], tokens_in: int | None, tokens_out: int | None) -> float:
-    return ((tokens_in or 0) * opts["input_cost_per_mtok"] + (tokens_out or 0) * opts["output_cost_per_mtok"]) / 1e6
-
-
 def call_tool(episode: Any, name: str, raw_args: Any) -> str:
     """One function-tool call from a framework: the observation text the model gets back."""
     tool, args, problem = _parse_call({"function": {"name": name, "arguments": raw_args}})

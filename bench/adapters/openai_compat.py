@@ -88,6 +88,12 @@ OPTIONS: dict[str, OptionSpec] = {
 RETRY_STATUS = {408, 409, 425, 429}
 
 
+def turn_cost(opts: dict[str, Any], tokens_in: int | None, tokens_out: int | None) -> float:
+    """A model turn's price from the spec's per-million-token prices (every adapter with these
+    options prices its turns here)."""
+    return ((tokens_in or 0) * opts["input_cost_per_mtok"] + (tokens_out or 0) * opts["output_cost_per_mtok"]) / 1e6
+
+
 class SharedLimit(Protocol):
     """An endpoint limit shared with other processes (the Ray executor's limiter actor): at most
     `max_concurrency` requests in flight in all, and a 429's Retry-After pauses every one of them."""
@@ -225,7 +231,7 @@ class OpenAIAgent:
     def _completion(self, data: dict[str, Any], latency: float, text: str) -> Completion:
         usage = data.get("usage") or {}
         tokens_in, tokens_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        cost = ((tokens_in or 0) * self.opts["input_cost_per_mtok"] + (tokens_out or 0) * self.opts["output_cost_per_mtok"]) / 1e6
+        cost = turn_cost(self.opts, tokens_in, tokens_out)
         return Completion(text, tokens_in, tokens_out, latency, cost)
 
     # -- the agent -------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 from bench.adapters import frameworks
+from bench.adapters.openai_compat import turn_cost
 from bench.adapters.options import OptionSpec, parse_options
 from bench.adapters.prompting import AgentGaveUp
 
@@ -133,7 +134,7 @@ async def _record(run: Any, episode: Any, opts: dict[str, Any], model: str, seed
             tokens_in, tokens_out = response.usage.input_tokens, response.usage.output_tokens
             episode.log_model_turn(messages=_plain(request.parts), output=_plain(response.parts), input_tokens=tokens_in,
                                    output_tokens=tokens_out, latency_s=time.perf_counter() - started,
-                                   cost=frameworks.cost(opts, tokens_in, tokens_out), model=model)
+                                   cost=turn_cost(opts, tokens_in, tokens_out), model=model)
 
 
 def history(episode: Any) -> list[Any] | None:
